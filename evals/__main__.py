@@ -1,0 +1,3 @@
+import sys
+from evals.cli import main
+sys.exit(main())

@@ -1,0 +1,3 @@
+import sys
+from traces.cli import main
+sys.exit(main())

@@ -1,0 +1,46 @@
+"""Every schema change of every stage, as one ordered list (simonw/llm style).
+
+Each migration is a function that takes a connection; its name is recorded in `_migrations`
+once applied, so a database is upgraded by running the ones it lacks, in order. Never edit
+a migration that has shipped: append a new one. The contract they build is docs/schema.md.
+"""
+from __future__ import annotations
+
+from traces.migrations import m001_traces, m002_evals, m003_curate, m004_train, m005_gate
+
+MIGRATIONS = [
+    ("m001_traces", m001_traces.apply),
+    ("m002_evals", m002_evals.apply),
+    ("m003_curate", m003_curate.apply),
+    ("m004_train", m004_train.apply),
+    ("m005_gate", m005_gate.apply),
+]
+
+
+def applied(con) -> list[str]:
+    con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+
+
+def migrate(con, upto: str | None = None) -> list[str]:
+    """Apply the pending migrations (up to and including `upto`); returns their names."""
+    done = set(applied(con))
+    ran = []
+    for name, fn in MIGRATIONS:
+        if name not in done:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                fn(con)
+                con.execute("INSERT INTO _migrations VALUES (?, now())", [name])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            ran.append(name)
+        if name == upto:
+            break
+    return ran
+
+
+def latest() -> str:
+    return MIGRATIONS[-1][0]

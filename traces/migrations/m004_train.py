@@ -1,0 +1,26 @@
+"""Training runs and the exact examples each one saw (written by `train lora`)."""
+
+
+def apply(con):
+    con.execute("""
+        CREATE TABLE train_runs (
+            run_id           VARCHAR PRIMARY KEY,
+            adapter_path     VARCHAR,           -- NULL until published
+            adapter_hash     VARCHAR,
+            base_model       VARCHAR NOT NULL,
+            base_fingerprint VARCHAR NOT NULL,
+            training_set     VARCHAR NOT NULL,  -- path of the exported JSONL
+            settings         JSON,
+            metrics          JSON,
+            status           VARCHAR NOT NULL,  -- running | complete | failed
+            started_at       TIMESTAMP NOT NULL,
+            finished_at      TIMESTAMP
+        )""")
+    con.execute("""
+        CREATE TABLE train_examples (
+            run_id       VARCHAR NOT NULL,
+            item_id      VARCHAR NOT NULL,      -- example_id (origin=example) or trace_id (origin=replay)
+            origin       VARCHAR NOT NULL,      -- example | replay
+            content_hash VARCHAR NOT NULL,
+            PRIMARY KEY (run_id, item_id)
+        )""")

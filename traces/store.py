@@ -1,0 +1,76 @@
+"""The DuckDB store. Every stage opens short, explicit connections through `connect()`.
+
+A DuckDB file with an open writer cannot even be opened read-only by another process, so
+stages must never hold a connection while they compute: open, read or write, close.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from traces import settings as settings_mod
+
+
+class StoreBusy(RuntimeError):
+    pass
+
+
+_LOCK_HINTS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+def _holder(message: str) -> str:
+    m = re.search(r"PID (\d+)", message)
+    return f"process {m.group(1)}" if m else "another process"
+
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if not any(h in str(e) for h in _LOCK_HINTS):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreBusy(f"database is busy (held by {_holder(str(e))}): {path}. "
+                                "Wait for the other mend command to finish, or stop it.") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+@contextlib.contextmanager
+def connect(path: str | Path | None = None, read_only: bool = False,
+            timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store (migrating it to the latest schema when writable), yield, close."""
+    path = Path(path) if path else settings_mod.db_path()
+    if timeout_s is None:
+        timeout_s = settings_mod.load("traces").busy_timeout_s
+    if read_only and not path.exists():
+        read_only = False  # a fresh store must be created (and migrated) first
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open(path, read_only, timeout_s)
+    try:
+        if not read_only:
+            from traces.migrations import migrate
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: a crash or Ctrl-C inside leaves no half-written batch."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

@@ -1,0 +1,3 @@
+import sys
+from train.cli import main
+sys.exit(main())
