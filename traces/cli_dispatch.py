@@ -1,0 +1,47 @@
+"""Lazy sub-command dispatch shared by the four packages' `python -m <pkg>` entry points.
+
+Each sub-command lives in its own module as `main(argv) -> int` and parses its own flags, so
+`python -m evals --help` starts instantly and never imports torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rich.console import Console
+
+
+def dispatch(prog: str, doc: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
+    """commands: name -> ("module:function", one-line help)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _usage(prog, doc, commands)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        Console(stderr=True).print(f"[red]error:[/] unknown command {name!r} for {prog}")
+        _usage(prog, doc, commands)
+        return 2
+    module, func = commands[name][0].split(":")
+    return _run(getattr(importlib.import_module(module), func), rest)
+
+
+def _run(fn, rest: list[str]) -> int:
+    """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace."""
+    from traces.settings import SettingsError
+    from traces.store import StoreBusy
+    try:
+        return int(fn(rest) or 0)
+    except (SettingsError, StoreBusy, FileNotFoundError) as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
+        return 130
+
+
+def _usage(prog: str, doc: str, commands: dict) -> None:
+    console = Console()
+    console.print(f"usage: python -m {prog} COMMAND [--help]\n\n{doc}\n")
+    for name, (_, help_line) in commands.items():
+        console.print(f"  [cyan]{name:<14}[/] {help_line}")
