@@ -6,4 +6,34 @@ from dataclasses import dataclass
 class CurateSettings:
     # --- teacher, synthesis, filters, export (owned by curate/teacher.py, synth.py, filters.py, export.py) ---
     mode: str = "compose"  # compose (offline default, weak teacher) | full (strong teacher writes prompts too)
+    teacher_url: str = "local"  # "local": start `transformers serve` on loopback; else an OpenAI-compatible base URL
+    teacher_model: str = "smollm2-135m-instruct"  # local: model ref served (train.models.resolve); remote: model name
+    teacher_api_key_env: str = ""  # env var holding the remote teacher's key (never the key itself)
+    teacher_allow_remote: bool = False  # a non-loopback teacher must be opted into
+    teacher_concurrency: int = 8  # requests in flight (continuous batching gains up to ~8 on 2 cores)
+    teacher_timeout_s: float = 300.0  # per request; the 135M model on CPU needs minutes under load
+    teacher_start_timeout_s: float = 240.0  # waiting for the local server's /health
+    temperature: float = 0.9  # sampling temperature of the k samples (rejection sampling)
+    top_p: float = 0.95
+    max_tokens: int = 192  # completion budget per sample
+    k: int = 4  # samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)
+    per_cluster: int = 16  # prompts composed per cluster (failing seed prompts first, then recombinations)
+    max_examples_per_cluster: int = 64  # candidates written per cluster (budget)
+    max_calls_per_cluster: int = 256  # teacher calls per cluster (budget)
+    max_calls_total: int = 2000  # teacher calls per synth run (budget)
+    max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
+    guidance: str = "auto"  # auto (guide clusters whose unguided yield < guidance_threshold) | never | always
+    guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
+    guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
+    fluency_min_alpha: float = 0.6  # share of whitespace tokens that are alphabetic words; below -> not_fluent
+    full_requests_per_call: int = 4  # full mode: new (request, response) pairs asked per teacher call
+    near_dup_threshold: float = 0.8  # MinHash Jaccard above which two prompts+responses are near-duplicates
+    semantic_threshold: float = 0.95  # MiniLM cosine above which two examples are semantic duplicates
+    minhash_perm: int = 128  # MinHash permutations
+    shingle: int = 5  # word shingle size for MinHash
+    decontam_ngram: int = 13  # n-gram length for eval/holdout overlap (lm-eval's decontamination uses 13)
+    decontam_semantic_threshold: float = 0.9  # MiniLM cosine to an eval/holdout prompt above which -> contaminated
+    decontam_refs: tuple = ()  # extra JSONL files with a "prompt" field treated as eval sets
+    replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
+    train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     # --- review (owned by curate/review.py) ---
