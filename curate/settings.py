@@ -37,3 +37,14 @@ class CurateSettings:
     replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     # --- review (owned by curate/review.py) ---
+    reviewer: str = ""  # name stored with each decision; empty -> `git config user.name`, else $USER
+    sample_accept_threshold: float = 0.8  # --sample K: reviewed acceptance rate a cluster needs for the rest to pass
+    max_lines: int = 24  # lines of one prompt/response shown before folding ("… (K more lines)")
+    max_chars: int = 4000  # characters of one prompt/response shown before folding
+    reject_reasons: tuple = (  # the numbered list `r` offers (0 types a reason)
+        "wrong or unhelpful answer",
+        "ignores the instruction",
+        "unnatural or degenerate text",
+        "unsafe or inappropriate",
+        "bad prompt",
+    )
