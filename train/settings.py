@@ -9,3 +9,28 @@ class TrainSettings:
     max_new_tokens: int = 256  # greedy eval generation and sample traffic use the same budget
     batch_size: int = 16  # prompts per generation batch
     # --- LoRA trainer (owned by train/lora.py) ---
+    training_set: str = "data/train/train.jsonl"  # OpenAI chat JSONL exported by `curate export` (+ .manifest.json)
+    adapters_dir: str = "adapters"  # adapters/<run_id>/ is published here; adapters/.tmp-<run_id>/ while training
+    lora_r: int = 16  # LoRA rank; 16 on all linear layers of the 135M student is ~4.9M trainable params
+    lora_alpha: int = 32  # scaling = alpha / r = 2
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"  # PEFT shorthand, or a comma-separated list of module names
+    lr: float = 2e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay to 0
+    epochs: float = 2.0
+    batch_size_train: int = 8  # sequences per device per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size_train * grad_accum * GPUs)
+    warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up linearly
+    weight_decay: float = 0.0
+    max_length: int = 512  # tokens per training sequence; longer conversations are cut at the end
+    packing: bool = False  # True: TRL best-fit packing, padding-free (pays off with flash-attention on a GPU); False: length-grouped batches (best on CPU)
+    gradient_checkpointing: bool = False  # trade ~30% speed for activation memory; worth it only for long sequences
+    val_fraction: float = 0.1  # share of examples held out for eval loss and early stopping (0 = none)
+    patience: int = 3  # evaluations without a better eval loss before stopping early
+    save_steps: int = 20  # optimizer steps between checkpoints (and evaluations); a killed run resumes from the last
+    max_steps: int = -1  # stop after this many optimizer steps (-1 = run all epochs)
+    seed: int = 0
+    quantization: str = "none"  # "none" | "nf4" (QLoRA: 4-bit NF4 base through bitsandbytes, bf16 compute; needs CUDA)
+    allow_cpu_fallback: bool = False  # with quantization="nf4" and no CUDA: train plain LoRA with a warning instead of failing
+    precision: str = "auto"  # "auto" (bf16 on a CUDA GPU that supports it, else fp32) | "bf16" | "fp32"
+    num_processes: int = 0  # with >1 visible GPU, re-run through `accelerate launch` with this many (0 = one per GPU)
+    fsdp: bool = False  # with `accelerate launch`: shard with FSDP instead of plain data parallel
