@@ -1,11 +1,29 @@
 """Settings of the `evals` stage ([tool.mend.evals], MEND_EVALS_<KEY>)."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class EvalsSettings:
     # --- suites, runner, client, clusters (owned by evals/runner.py, client.py, clusters.py) ---
     suites: tuple = ("instruction_following",)  # suites the runner, nightly and gate use
+    suites_dir: str = "evals/suites"  # a project's own suite YAML files (searched before the packaged ones)
+    split: str = "all"  # traces `evals run` scores by default: seed | holdout | all
+    check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks
+    max_new_tokens: int = 256  # regeneration (--model): greedy tokens per response
+    gen_batch_size: int = 16  # regeneration: prompts per generate() batch
+    judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
+    judge_model: str = ""  # model name sent to the judge endpoint
+    judge_api_key_env: str = "OPENAI_API_KEY"  # env var holding the judge's key (the key itself is never stored)
+    allow_remote: bool = False  # allow sending trace content to a non-loopback endpoint (judge, teacher)
+    client_concurrency: int = 8  # concurrent requests per client
+    client_max_retries: int = 3  # the openai client's own retries (honours Retry-After on 429/5xx)
+    client_timeout_s: float = 120.0  # per-request timeout (seconds)
+    prices: dict = field(default_factory=dict)  # model -> [USD per 1M input tokens, USD per 1M output tokens]
+    cluster_split_above: int = 12  # failure groups (one check) larger than this are split by embeddings
+    cluster_target_size: int = 8  # wanted members per embedding sub-cluster (k = ceil(n / this))
+    cluster_max_k: int = 8  # at most this many sub-clusters per failing check
+    cluster_terms: int = 3  # distinctive terms in a cluster's label
+    cluster_representatives: int = 3  # traces shown and stored per cluster
     # --- gate, registry, nightly (owned by evals/gate.py, registry.py, nightly.py) ---
     gate_alpha: float = 0.05  # two-sided exact McNemar significance level for the target improvement
     gate_min_improvement: float = 5.0  # target clusters must gain at least this many pass-rate points (0-100)

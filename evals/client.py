@@ -1,0 +1,246 @@
+"""The OpenAI-compatible chat client of mend (the judge's, and curate's teacher's).
+
+    from evals.client import Client
+    client = Client("http://127.0.0.1:8000/v1", "teacher-model", purpose="teacher")
+    client.check_endpoint()                       # clear error now if unreachable / key rejected
+    calls = client.complete_many([{"messages": [...], "temperature": 0.9, "seed": 1}], progress=True)
+    calls[0].text, calls[0].cost_usd, calls[0].cached, calls[0].error
+
+- Async `openai.AsyncOpenAI` underneath, at most `concurrency` requests in flight (a semaphore).
+- Retries are the openai client's own (`max_retries`; it honours Retry-After on 429/5xx); no second layer.
+- Every completed call is cached in DuckDB `llm_calls`, keyed by the sha256 of the full request (endpoint,
+  model, messages and every sampling parameter: seed, temperature, logit_bias, ...). The cache is read
+  before each call and written right after it (a short connection each time, never held across an
+  await), so a killed run that is started again repeats no completed call.
+- Tokens, latency and cost (settings `prices`: model -> [USD per 1M input, per 1M output tokens]) per call.
+- The API key is read from the environment variable named by `api_key_env` and handed to the openai
+  client only: it is never stored, logged or put into an error message.
+- Trace content may hold customer data: a non-loopback base_url needs `allow_remote=True`
+  (settings `allow_remote = true`), else `RemoteNotAllowed` before any request.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+from urllib.parse import urlparse
+
+
+class RemoteNotAllowed(RuntimeError):
+    pass
+
+
+class EndpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class Call:
+    request_hash: str
+    text: Optional[str] = None  # the first choice's content
+    response: Optional[dict] = None  # the whole completion (as JSON)
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    latency_s: Optional[float] = None
+    cost_usd: Optional[float] = None
+    cached: bool = False  # answered from llm_calls without a request
+    error: Optional[str] = None  # set when the call failed after the client's retries (nothing cached)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tool_calls(self) -> list:
+        try:
+            return self.response["choices"][0]["message"].get("tool_calls") or []
+        except (TypeError, KeyError, IndexError):
+            return []
+
+
+def is_loopback(base_url: str) -> bool:
+    host = (urlparse(base_url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def request_hash(base_url: str, model: str, request: dict) -> str:
+    """sha256 of the canonical JSON of everything that decides the answer (never the key)."""
+    body = {"endpoint": base_url.rstrip("/"), **request, "model": request.get("model") or model}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Client:
+    def __init__(self, base_url: str, model: str, *, purpose: str = "teacher", api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 8, max_retries: int = 3, timeout_s: float = 120.0, allow_remote: bool = False,
+                 prices: dict | None = None, db: str | None = None):
+        if not base_url:
+            raise EndpointError(f"no endpoint configured for the {purpose} (base_url is empty)")
+        self.base_url, self.model, self.purpose = base_url.rstrip("/"), model, purpose
+        self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
+        self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
+        self.prices, self.db = dict(prices or {}), db
+        self._require_allowed(allow_remote)
+        self._loop_state: tuple | None = None  # (event loop, AsyncOpenAI, semaphore): both are bound to a loop
+
+    @classmethod
+    def for_judge(cls, settings=None) -> "Client":
+        from traces import settings as settings_mod
+        s = settings or settings_mod.load("evals")
+        return cls(s.judge_base_url, s.judge_model, purpose="judge", api_key_env=s.judge_api_key_env,
+                   concurrency=s.client_concurrency, max_retries=s.client_max_retries,
+                   timeout_s=s.client_timeout_s, allow_remote=s.allow_remote, prices=s.prices)
+
+    # ------------------------------------------------------------ safety and reachability
+
+    def _require_allowed(self, allow_remote: bool) -> None:
+        if not is_loopback(self.base_url) and not allow_remote:
+            raise RemoteNotAllowed(
+                f"refusing to send trace content to the non-loopback endpoint {self.base_url} ({self.purpose}): "
+                "traces can hold customer data. Set `allow_remote = true` in [tool.mend.evals] "
+                "(or MEND_EVALS_ALLOW_REMOTE=1) if this endpoint may receive them.")
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if is_loopback(self.base_url):
+            return "unused-local-key"  # local servers ignore it; the openai client insists on one
+        raise EndpointError(f"no API key for {self.base_url}: set the environment variable {self.api_key_env}")
+
+    def check_endpoint(self, timeout_s: float = 10.0) -> None:
+        """Fail early with a clear message when the endpoint is unreachable or rejects the key."""
+        import openai
+        client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0, timeout=timeout_s)
+        try:
+            client.models.list()
+        except openai.AuthenticationError:
+            raise EndpointError(f"{self.base_url} rejected the API key from ${self.api_key_env} (401)") from None
+        except openai.PermissionDeniedError:
+            raise EndpointError(f"{self.base_url} refused access with the key from ${self.api_key_env} (403)") from None
+        except openai.NotFoundError:
+            return  # reachable; some servers simply do not list models
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise EndpointError(f"cannot reach the {self.purpose} endpoint {self.base_url}: "
+                                f"{type(e).__name__}. Is the server running?") from None
+        except openai.APIStatusError as e:
+            raise EndpointError(f"{self.base_url} answered {e.status_code} to GET /models") from None
+        finally:
+            client.close()
+
+    # ------------------------------------------------------------ the cache (short connections)
+
+    def _connect(self, read_only=False):
+        from traces import store
+        return store.connect(self.db, read_only=read_only)
+
+    def cached(self, h: str) -> Call | None:
+        # read-write like _store: DuckDB refuses a read-only and a read-write handle on one file in one process
+        with self._connect() as con:
+            row = con.execute("SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd "
+                              "FROM llm_calls WHERE request_hash = ? AND response IS NOT NULL", [h]).fetchone()
+        if row is None:
+            return None
+        response = json.loads(row[0])
+        return Call(h, _text(response), response, row[1], row[2], row[3], row[4], cached=True)
+
+    def _store(self, call: Call, request: dict) -> None:
+        with self._connect() as con:
+            con.execute("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, response,"
+                        " prompt_tokens, completion_tokens, latency_s, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        [call.request_hash, self.base_url, request.get("model") or self.model, self.purpose,
+                         json.dumps(request, default=str), json.dumps(call.response), call.prompt_tokens,
+                         call.completion_tokens, call.latency_s, call.cost_usd])
+
+    # ------------------------------------------------------------ calls
+
+    def _state(self):
+        import openai
+        loop = asyncio.get_running_loop()
+        if self._loop_state is None or self._loop_state[0] is not loop:
+            oa = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(),
+                                    max_retries=self.max_retries, timeout=self.timeout_s)
+            self._loop_state = (loop, oa, asyncio.Semaphore(self.concurrency))
+        return self._loop_state[1], self._loop_state[2]
+
+    def cost(self, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0 if is_loopback(self.base_url) else None  # a local server costs nothing per token
+        return ((prompt_tokens or 0) * float(price[0]) + (completion_tokens or 0) * float(price[1])) / 1e6
+
+    async def complete(self, request: dict) -> Call:
+        """One chat completion (`request` = the create() arguments; `model` defaults to the client's).
+        Raises the openai error when it fails after the client's retries."""
+        model = request.get("model") or self.model
+        h = request_hash(self.base_url, self.model, request)
+        hit = self.cached(h)
+        if hit is not None:
+            return hit
+        oa, sem = self._state()
+        async with sem:
+            start = time.perf_counter()
+            completion = await oa.chat.completions.create(**{**request, "model": model})
+            latency = time.perf_counter() - start
+        response = completion.model_dump(mode="json", exclude_unset=True)
+        usage = response.get("usage") or {}
+        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        call = Call(h, _text(response), response, pt, ct, latency, self.cost(model, pt, ct))
+        self._store(call, {**request, "model": model})
+        return call
+
+    async def _safe(self, request: dict) -> Call:
+        try:
+            return await self.complete(request)
+        except Exception as e:  # one failed request must not sink the batch; the caller sees .error
+            import openai
+            # ValueError: a malformed body (the openai client raises JSONDecodeError on non-JSON)
+            if not isinstance(e, (openai.OpenAIError, EndpointError, ValueError)):
+                raise
+            return Call(request_hash(self.base_url, self.model, request), error=_describe(e))
+
+    async def complete_all(self, requests: list[dict], progress: Callable[[int], Any] | None = None) -> list[Call]:
+        async def one(req):
+            call = await self._safe(req)
+            if progress:
+                progress(1)
+            return call
+        try:
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+        finally:
+            await self._close()
+
+    async def _close(self):
+        if self._loop_state is not None:
+            await self._loop_state[1].close()
+            self._loop_state = None
+
+    def complete_many(self, requests: list[dict], progress: bool | Callable[[int], Any] = False) -> list[Call]:
+        """Synchronous wrapper: all requests, bounded concurrency, results in request order.
+        progress: True for a rich progress bar, or a callable given the number of finished calls."""
+        if progress is True:
+            from rich.progress import Progress
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"{self.purpose} calls", total=len(requests))
+                return asyncio.run(self.complete_all(requests, lambda n: bar.advance(task, n)))
+        return asyncio.run(self.complete_all(requests, progress or None))
+
+
+def _text(response: dict | None) -> str | None:
+    try:
+        return response["choices"][0]["message"].get("content")
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def _describe(e: Exception) -> str:
+    """An error line without secrets: the openai errors carry status and message, never the key."""
+    status = getattr(e, "status_code", None)
+    return f"{type(e).__name__}" + (f" ({status})" if status else "") + f": {str(e)[:300]}"
