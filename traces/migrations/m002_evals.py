@@ -25,13 +25,14 @@ def apply(con):
             run_id     VARCHAR NOT NULL,
             trace_id   VARCHAR NOT NULL,
             check_idx  INTEGER NOT NULL,        -- position of the check for this trace (a trace may have several)
-            check_id   VARCHAR NOT NULL,        -- registry name, e.g. 'ifeval:punctuation:no_comma'
+            check_id   VARCHAR NOT NULL,        -- registry name, e.g. 'punctuation:no_comma' (IFEval id), 'valid_json'
             check_args JSON,
             passed     BOOLEAN NOT NULL,        -- strict
             passed_loose BOOLEAN,               -- IFEval's loose variant where it exists
             score      DOUBLE,
             reason     VARCHAR,
             output     VARCHAR,                 -- the text that was scored
+            details    JSON,                    -- extra facts from the check (judge model, endpoint, request hash)
             PRIMARY KEY (run_id, trace_id, check_idx)
         )""")
     con.execute("""
