@@ -10,9 +10,11 @@ def apply(con):
             base_model       VARCHAR NOT NULL,
             base_fingerprint VARCHAR NOT NULL,
             training_set     VARCHAR NOT NULL,  -- path of the exported JSONL
+            training_set_hash VARCHAR,          -- sha256 of the sorted (id, content_hash) pairs it trained on
             settings         JSON,
             metrics          JSON,
             status           VARCHAR NOT NULL,  -- running | complete | failed
+            error            VARCHAR,           -- why it failed (NaN loss, exception), NULL otherwise
             started_at       TIMESTAMP NOT NULL,
             finished_at      TIMESTAMP
         )""")

@@ -1,0 +1,124 @@
+"""The checks, split and storage every format shares, as set-based SQL over one batch.
+
+A format reader fills a temp table `pre` with the canonical columns
+    line, source_format, src_id, ts, model, messages, response, tool_calls, tools, params,
+    usage, metadata, feedback, error, raw
+(`error` set when the reader already found the line bad). `store_batch` adds the common checks,
+the prompt (last user message's text), the split and the trace id, then writes quarantine rows
+and new traces. The caller wraps it in a transaction, so a batch lands whole or not at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from traces import scrub
+from traces.jsonl_sql import MACROS
+
+TEXT_COLUMNS = ["messages", "response", "tool_calls", "tools", "params", "metadata", "feedback", "raw"]
+
+
+@dataclass
+class BatchCounts:
+    read: int = 0
+    stored: int = 0
+    duplicate: int = 0
+    quarantined: int = 0
+
+    def add(self, other: "BatchCounts") -> None:
+        for k in ("read", "stored", "duplicate", "quarantined"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def normalize_prompt(prompt: str) -> str:
+    """Lowercase, whitespace collapsed: the split key when metadata has no group key."""
+    return re.sub(r"\s+", " ", prompt.strip().lower())
+
+
+def split_for(group_key: str, holdout_fraction: float) -> str:
+    """Same rule as the SQL below: first 32 bits of sha256(group key) as a fraction of 2**32."""
+    h = int(hashlib.sha256(group_key.encode()).hexdigest()[:8], 16)
+    return "holdout" if h / 2**32 < holdout_fraction else "seed"
+
+
+def install_macros(con) -> None:
+    for m in MACROS:
+        con.execute(m)
+
+
+def _checked_sql(cfg, scrub_columns: bool) -> str:
+    """`pre` + common checks + prompt; text columns scrubbed here when the reader did not."""
+    cols = {c: c for c in TEXT_COLUMNS}
+    if scrub_columns and cfg.scrub_secrets:
+        cols = {c: scrub.secrets_sql(c) for c in TEXT_COLUMNS}
+    return f"""
+    CREATE OR REPLACE TEMP TABLE checked AS
+    WITH s AS (
+        SELECT line, source_format, src_id, ts, model, {', '.join(f'{v} AS {k}' for k, v in cols.items())}, usage, error
+        FROM pre
+    ), p AS (
+        SELECT *, CASE WHEN error IS NULL AND json_valid(messages) AND json_type(messages) = 'ARRAY'
+                       THEN content_text(list_filter(json_extract(messages, '$[*]'),
+                                                     lambda m: (m ->> 'role') = 'user')[-1] -> 'content') END AS prompt
+        FROM s
+    )
+    SELECT * REPLACE (coalesce(error, {_common_checks()}) AS error) FROM p
+    """
+
+
+def _common_checks() -> str:
+    return """CASE
+        WHEN messages IS NULL OR NOT json_valid(messages) THEN 'field `messages` is missing or not JSON'
+        WHEN json_type(messages) <> 'ARRAY' THEN 'field `messages` must be an array'
+        WHEN NOT list_bool_and(list_transform(json_type(messages, '$[*]'), lambda t: t = 'OBJECT')) THEN
+             'field `messages` must hold objects'
+        WHEN NOT list_bool_and(list_transform(json_type(messages, '$[*].role'), lambda t: t = 'VARCHAR')) THEN
+             'field `messages[].role` must be a string in every message'
+        WHEN prompt IS NULL OR trim(prompt) = '' THEN 'field `messages` has no user message with text'
+        WHEN tool_calls IS NOT NULL AND json_type(tool_calls) <> 'ARRAY' THEN 'field `tool_calls` must be an array'
+        WHEN trim(coalesce(response, '')) = '' AND coalesce(json_array_length(tool_calls), 0) = 0 THEN
+             'empty response: no content and no tool_calls'
+        WHEN tools IS NOT NULL AND json_type(tools) <> 'ARRAY' THEN 'field `tools` must be an array'
+        WHEN metadata IS NOT NULL AND json_type(metadata) <> 'OBJECT' THEN 'field `metadata` must be an object'
+        WHEN feedback IS NOT NULL AND json_type(feedback) <> 'OBJECT' THEN 'field `feedback` must be an object'
+    END"""
+
+
+def _insert_traces_sql(cfg) -> str:
+    pii = scrub.pii_sql if cfg.redact_pii else (lambda e: e)
+    return f"""
+    INSERT OR IGNORE INTO traces (trace_id, source_format, source_file, source_line, ingest_id, ts, model,
+        messages, prompt, response, tool_calls, tools, params, usage, metadata, feedback, group_key, split)
+    WITH g AS (
+        SELECT *, coalesce(metadata ->> $gk_path,
+                           regexp_replace(lower(trim(prompt)), '\\s+', ' ', 'g')) AS gkey
+        FROM checked WHERE error IS NULL
+    )
+    SELECT coalesce(src_id, sha256(messages || chr(0) || coalesce(response, '') || chr(0) || coalesce(tool_calls, ''))),
+           source_format, $file, line, $ingest, ts, model,
+           {pii('messages')}, {pii('prompt')}, {pii('response')}, {pii('tool_calls')}, tools, params, usage,
+           metadata, feedback, gkey,
+           CASE WHEN ('0x' || substr(sha256(gkey), 1, 8))::UBIGINT / 4294967296.0 < $frac
+                THEN 'holdout' ELSE 'seed' END
+    FROM g
+    """
+
+
+QUARANTINE_SQL = """
+    INSERT INTO quarantine (ingest_id, source_file, source_line, reason, raw)
+    SELECT $ingest, $file, c.line, c.error, left(c.raw, 10000) FROM checked c
+    WHERE c.error IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM quarantine q WHERE q.source_file = $file AND q.source_line = c.line)
+"""
+
+
+def store_batch(con, cfg, file: str, ingest_id: str, scrub_columns: bool) -> BatchCounts:
+    """`pre` -> quarantine + traces. Re-storing a batch adds nothing (ids and quarantine lines are keys)."""
+    con.execute(_checked_sql(cfg, scrub_columns))
+    read, bad = con.execute("SELECT count(*), count(error) FROM checked").fetchone()
+    con.execute(QUARANTINE_SQL, {"ingest": ingest_id, "file": file})
+    gk_path = "$." + '"' + cfg.group_key.replace('"', '') + '"'
+    stored = con.execute(_insert_traces_sql(cfg), {"gk_path": gk_path, "file": file, "ingest": ingest_id,
+                                                   "frac": float(cfg.holdout_fraction)}).fetchone()[0]
+    return BatchCounts(read=read, stored=stored, duplicate=read - bad - stored, quarantined=bad)
