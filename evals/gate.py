@@ -1,0 +1,506 @@
+"""python -m evals gate --candidate REF [--adapter PATH] --baseline production [--suite NAME ...]
+
+PROMOTE or REJECT a candidate against a baseline on the holdout split. Exit 0 = PROMOTE, 1 = REJECT,
+2 = the gate could not decide (incomplete runs, suite version mismatch, a holdout too small for the test
+to ever reach alpha, a guard that failed to run).
+
+Both models are evaluated greedily on the holdout traces with every configured suite. A complete eval run
+with the same (model, adapter hash, suite version, split, generation settings) is reused; the rest is run.
+The logged responses of the traffic count as the base model's run when the baseline is the base model
+without an adapter and every holdout trace's `metadata.generation` says it was produced greedily by that
+model (see `_logged_matches`); otherwise the baseline is regenerated.
+
+Statistics, per suite (trace-level: a trace passes when all its checks pass) and per target cluster (the
+cluster's check on the holdout traces assigned to it): pass-rate delta in points, the exact two-sided
+McNemar p-value on the paired results, and a paired bootstrap 95% interval of the delta.
+Policy (settings `gate_*`): the target clusters improve by >= gate_min_improvement points with
+p < gate_alpha (pooled over the targets by default); no suite drops by more than gate_max_regression points;
+the lm-eval perplexity guard and the drift guard stay within tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from traces import store
+from traces.settings import as_dict, load, resolve_path
+
+
+class GateError(RuntimeError):
+    """The gate cannot decide; exit code 2."""
+
+
+# ---------------------------------------------------------------- statistics
+# TODO: reuse evals/stats.py (wilson, mcnemar, bootstrap) once it lands; kept here so the gate works alone.
+
+def mcnemar_exact(fixes: int, breaks: int) -> float:
+    """Two-sided exact McNemar p: binomial test of the discordant pairs against p = 0.5."""
+    n = fixes + breaks
+    if n == 0:
+        return 1.0
+    k = min(fixes, breaks)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def min_discordant(alpha: float) -> int:
+    """Smallest n with 2 * 0.5**n < alpha: fewer paired items can never be significant."""
+    return math.floor(math.log2(2 / alpha)) + 1
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion k/n (0..1)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def paired_bootstrap(base: np.ndarray, cand: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the pass-rate delta (points), resampling paired items."""
+    n = len(base)
+    if n == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(iters, n))
+    diff = cand.astype(float) - base.astype(float)  # per item: +1 fixed, -1 broken, 0 same
+    deltas = 100 * diff[idx].mean(axis=1)
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare(base: np.ndarray, cand: np.ndarray, iters: int = 2000) -> dict:
+    """Paired comparison of two boolean vectors over the same items."""
+    base, cand = np.asarray(base, bool), np.asarray(cand, bool)
+    n = len(base)
+    fixes, breaks = int((~base & cand).sum()), int((base & ~cand).sum())
+    b_rate = 100 * base.mean() if n else 0.0
+    c_rate = 100 * cand.mean() if n else 0.0
+    lo, hi = paired_bootstrap(base, cand, iters)
+    return {"n": n, "base_pass": int(base.sum()), "cand_pass": int(cand.sum()),
+            "base_rate": round(float(b_rate), 2), "cand_rate": round(float(c_rate), 2),
+            "delta": round(float(c_rate - b_rate), 2), "fixes": fixes, "breaks": breaks,
+            "p": mcnemar_exact(fixes, breaks), "ci": [round(lo, 2), round(hi, 2)]}
+
+
+# ---------------------------------------------------------------- eval runs
+
+def suite_version(suite: str) -> str:
+    """The suite's current version, read from its YAML (the suite file is the contract)."""
+    import yaml
+    from importlib import resources
+    path = resources.files("evals") / "suites" / f"{suite}.yaml"
+    if not path.is_file():
+        raise GateError(f"unknown suite {suite!r}: no evals/suites/{suite}.yaml")
+    return str(yaml.safe_load(path.read_text())["version"])
+
+
+def greedy_settings() -> dict:
+    """Generation settings of a gate run: greedy, with the student's token budget."""
+    try:
+        from evals.runner import generation_settings  # the runner's own definition, when it has one
+        return dict(generation_settings())
+    except (ImportError, AttributeError, TypeError):
+        return {"temperature": 0.0, "max_new_tokens": load("train").max_new_tokens}
+
+
+def _same_gen(stored, wanted: dict) -> bool:
+    stored = json.loads(stored) if isinstance(stored, str) else (stored or {})
+    keys = set(stored) & set(wanted)
+    return all(stored[k] == wanted[k] for k in keys) and bool(keys or not wanted)
+
+
+def find_run(con, suite: str, version: str, model_ref: str, a_hash: str | None, gen: dict,
+             base_ref: str) -> tuple[str | None, str | None]:
+    """(complete run id, None) to reuse, or (None, why-not) — why-not names an incomplete run if one exists."""
+    rows = con.execute("""SELECT run_id, status, gen_settings FROM eval_runs
+                          WHERE suite = ? AND suite_version = ? AND mode = 'generate' AND model_ref = ?
+                            AND adapter_hash IS NOT DISTINCT FROM ? AND split IN ('holdout', 'all')
+                          ORDER BY started_at DESC""", [suite, version, model_ref, a_hash]).fetchall()
+    for run_id, status, gs in rows:
+        if status == "complete" and _same_gen(gs, gen):
+            return run_id, None
+    if a_hash is None and model_ref == base_ref:
+        run_id = _logged_run(con, suite, version, model_ref, gen)
+        if run_id:
+            return run_id, None
+    stale = [r[0] for r in rows if r[1] != "complete"]
+    return None, (f"incomplete run {stale[0]}" if stale else "no run yet")
+
+
+def _logged_run(con, suite: str, version: str, model_ref: str, gen: dict) -> str | None:
+    for (run_id,) in con.execute("""SELECT run_id FROM eval_runs WHERE suite = ? AND suite_version = ?
+                                    AND mode = 'logged' AND status = 'complete' AND split IN ('holdout', 'all')
+                                    ORDER BY started_at DESC""", [suite, version]).fetchall():
+        if _logged_matches(con, run_id, model_ref, gen):
+            return run_id
+    return None
+
+
+def _logged_matches(con, run_id: str, model_ref: str, gen: dict) -> bool:
+    """Logged responses stand for the base model only if every scored holdout trace says (metadata.generation)
+    it was generated by that model with the same greedy settings; `model` may also be the trace's model field."""
+    rows = con.execute("""SELECT DISTINCT t.trace_id, t.model, json_extract(t.metadata, '$.generation')
+                          FROM results r JOIN traces t USING (trace_id)
+                          WHERE r.run_id = ? AND t.split = 'holdout'""", [run_id]).fetchall()
+    if not rows:
+        return False
+    for _, model, g in rows:
+        g = json.loads(g) if isinstance(g, str) else (g or {})
+        if not g or (g.get("model") or model) != model_ref:
+            return False
+        if not _same_gen({k: v for k, v in g.items() if k != "model"}, gen):
+            return False
+    return True
+
+
+def run_missing(suite: str, model_ref: str, adapter: str | None) -> str:
+    """Evaluate (model, adapter) on the holdout split with the runner (resumes an incomplete run)."""
+    from evals.runner import run_suite
+    return run_suite(suite, "holdout", model=model_ref, adapter=adapter)
+
+
+def check_run(con, run_id: str) -> tuple[str, str]:
+    row = con.execute("SELECT status, suite_version FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise GateError(f"eval run {run_id} does not exist")
+    if row[0] != "complete":
+        raise GateError(f"eval run {run_id} is {row[0]}, not complete: resume it with `python -m evals run` "
+                        "or let the gate run it")
+    return row
+
+
+def holdout_results(con, run_id: str) -> dict[tuple[str, int], tuple[str, bool]]:
+    """(trace_id, check_idx) -> (check_id, passed), holdout traces only (a logged run may cover 'all')."""
+    rows = con.execute("""SELECT r.trace_id, r.check_idx, r.check_id, r.passed FROM results r
+                          JOIN traces t USING (trace_id) WHERE r.run_id = ? AND t.split = 'holdout'""",
+                       [run_id]).fetchall()
+    return {(t, i): (c, bool(p)) for t, i, c, p in rows}
+
+
+# ---------------------------------------------------------------- comparison
+
+@dataclass
+class Comparison:
+    suites: dict = field(default_factory=dict)      # suite -> compare() stats
+    clusters: dict = field(default_factory=dict)    # cluster_id -> compare() stats + label, check_id
+    target: dict | None = None                      # pooled target stats
+    guards: dict = field(default_factory=dict)
+
+
+def suite_compare(base: dict, cand: dict, iters: int) -> dict:
+    """Trace-level: a trace passes when all its checks pass; only traces scored in both runs are paired."""
+    def per_trace(res):
+        out = {}
+        for (t, _), (_, p) in res.items():
+            out[t] = out.get(t, True) and p
+        return out
+    b, c = per_trace(base), per_trace(cand)
+    common = sorted(set(b) & set(c))
+    stats = compare(np.array([b[t] for t in common]), np.array([c[t] for t in common]), iters)
+    stats["unpaired"] = len(set(b) ^ set(c))
+    return stats
+
+
+def cluster_units(con, cluster_ids: list[str]) -> dict[str, dict]:
+    """cluster -> {label, check_id, traces}: holdout traces assigned to it (by any run's failures)."""
+    out = {}
+    for cid in cluster_ids:
+        row = con.execute("SELECT label, check_id FROM clusters WHERE cluster_id = ?", [cid]).fetchone()
+        if row is None:
+            raise GateError(f"unknown target cluster {cid}")
+        traces = [r[0] for r in con.execute("""SELECT DISTINCT trace_id FROM cluster_members
+                                               WHERE cluster_id = ? AND split = 'holdout'""", [cid]).fetchall()]
+        out[cid] = {"label": row[0], "check_id": row[1], "traces": traces}
+    return out
+
+
+def _unit_pairs(units: dict, base: dict, cand: dict) -> list[tuple[bool, bool]]:
+    """Paired (base, cand) outcomes of the cluster's check on its holdout traces."""
+    wanted = set(units["traces"])
+    pairs = []
+    for key, (check_id, b) in base.items():
+        if key[0] in wanted and check_id == units["check_id"] and key in cand:
+            pairs.append((b, cand[key][1]))
+    return pairs
+
+
+def cluster_compare(units: dict, base_by_suite: dict, cand_by_suite: dict, iters: int):
+    """Per target cluster stats, and pooled stats over every target unit."""
+    per, pooled = {}, []
+    for cid, u in units.items():
+        pairs = [p for s in base_by_suite for p in _unit_pairs(u, base_by_suite[s], cand_by_suite[s])]
+        pooled += pairs
+        arr = np.array(pairs, bool).reshape(-1, 2)
+        per[cid] = {"label": u["label"], "check_id": u["check_id"], **compare(arr[:, 0], arr[:, 1], iters)}
+    arr = np.array(pooled, bool).reshape(-1, 2)
+    return per, compare(arr[:, 0], arr[:, 1], iters)
+
+
+# ---------------------------------------------------------------- policy
+
+def check_power(comp: Comparison, s) -> None:
+    """Refuse (GateError) when the target test could not reach alpha even if every item flipped."""
+    need = min_discordant(s.gate_alpha)
+    groups = ({"pooled targets": comp.target} if s.gate_target_policy == "pooled" or not comp.clusters
+              else {f"cluster {c['label']}": c for c in comp.clusters.values()})
+    if s.gate_target_policy == "any":
+        small = [] if any(g["n"] >= need for g in groups.values()) else list(groups)
+    else:
+        small = [name for name, g in groups.items() if g["n"] < need]
+    if small:
+        sizes = ", ".join(f"{name}: {groups[name]['n']}" for name in small)
+        raise GateError(f"holdout too small: the exact McNemar test needs at least {need} discordant pairs "
+                        f"(2 * 0.5^{need} = {2 * 0.5 ** need:.4f} < alpha {s.gate_alpha}); paired items: {sizes}")
+
+
+def _target_ok(g: dict, s) -> bool:
+    return g["delta"] >= s.gate_min_improvement and g["p"] < s.gate_alpha
+
+
+def decide(comp: Comparison, s) -> tuple[str, list[str]]:
+    """PROMOTE only if every rule holds; every reason (passing or failing) is returned."""
+    reasons, ok = [], True
+    if s.gate_target_policy == "pooled" or not comp.clusters:
+        groups = {"pooled target clusters": comp.target}
+    else:
+        groups = {f"cluster {c['label']}": c for c in comp.clusters.values()}
+    verdicts = {name: _target_ok(g, s) for name, g in groups.items()}
+    for name, g in groups.items():
+        mark = "ok" if verdicts[name] else "FAIL"
+        reasons.append(f"{mark}: {name} {g['base_rate']:.1f}% -> {g['cand_rate']:.1f}% ({g['delta']:+.1f} pts, "
+                       f"p={g['p']:.3g}; need >= +{s.gate_min_improvement} pts and p < {s.gate_alpha})")
+    ok &= any(verdicts.values()) if s.gate_target_policy == "any" else all(verdicts.values())
+    for suite, g in comp.suites.items():
+        good = g["delta"] >= -s.gate_max_regression
+        ok &= good
+        reasons.append(f"{'ok' if good else 'FAIL'}: suite {suite} {g['base_rate']:.1f}% -> {g['cand_rate']:.1f}% "
+                       f"({g['delta']:+.1f} pts; may drop at most {s.gate_max_regression})")
+    for name, g in comp.guards.items():
+        ok &= bool(g["ok"])
+        reasons.append(f"{'ok' if g['ok'] else 'FAIL'}: guard {name}: {g['summary']}")
+    return ("PROMOTE" if ok else "REJECT"), reasons
+
+
+# ---------------------------------------------------------------- the gate
+
+@dataclass
+class Side:
+    ref: str
+    adapter: str | None
+    adapter_hash: str | None
+    runs: dict = field(default_factory=dict)  # suite -> run_id
+
+
+def resolve_side(ref: str, adapter: str | None) -> Side:
+    from evals.registry import adapter_hash, resolve_ref
+    model_ref, adapter = resolve_ref(ref, adapter)
+    try:
+        return Side(model_ref, adapter, adapter_hash(adapter))
+    except FileNotFoundError as e:
+        raise GateError(str(e)) from None
+
+
+def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | None = None) -> None:
+    """Fill side.runs: given run ids, else a reusable complete run, else run it (or refuse)."""
+    gen, base_ref = greedy_settings(), load("train").model
+    for suite in suites:
+        if given and suite in given:
+            side.runs[suite] = given[suite]
+            continue
+        with store.connect(read_only=True) as con:
+            run_id, why = find_run(con, suite, suite_version(suite), side.ref, side.adapter_hash, gen, base_ref)
+        if run_id is None:
+            if not allow_run:
+                raise GateError(f"no complete holdout run of suite {suite} for {side.ref} "
+                                f"+ {side.adapter or 'no adapter'} ({why}); run without --no-run")
+            run_id = run_missing(suite, side.ref, side.adapter)
+        side.runs[suite] = run_id
+
+
+def target_clusters(con, adapter: str | None, train_run: str | None) -> tuple[list[str], str | None]:
+    """The clusters the candidate's training examples targeted (via train_examples -> examples)."""
+    if train_run is None and adapter:
+        row = con.execute("""SELECT run_id FROM train_runs WHERE adapter_path = ? OR adapter_path = ?
+                             ORDER BY started_at DESC LIMIT 1""",
+                          [adapter, str(resolve_path(adapter))]).fetchone()
+        train_run = row[0] if row else None
+    if train_run is None:
+        return [], None
+    rows = con.execute("""SELECT DISTINCT e.cluster_id FROM train_examples te JOIN examples e
+                          ON e.example_id = te.item_id WHERE te.run_id = ? AND e.cluster_id IS NOT NULL
+                          ORDER BY 1""", [train_run]).fetchall()
+    return [r[0] for r in rows], train_run
+
+
+def build_comparison(base: Side, cand: Side, clusters: list[str], s) -> Comparison:
+    comp = Comparison()
+    with store.connect(read_only=True) as con:
+        base_res, cand_res = {}, {}
+        for suite in base.runs:
+            vb, vc = check_run(con, base.runs[suite])[1], check_run(con, cand.runs[suite])[1]
+            if vb != vc:
+                raise GateError(f"suite {suite}: baseline run {base.runs[suite]} is version {vb}, candidate run "
+                                f"{cand.runs[suite]} is version {vc}; the gate compares only the same version")
+            base_res[suite] = holdout_results(con, base.runs[suite])
+            cand_res[suite] = holdout_results(con, cand.runs[suite])
+            comp.suites[suite] = suite_compare(base_res[suite], cand_res[suite], s.gate_bootstrap)
+        units = cluster_units(con, clusters)
+    if clusters:
+        comp.clusters, comp.target = cluster_compare(units, base_res, cand_res, s.gate_bootstrap)
+    else:  # no known targets (any two refs): the whole suites are the target
+        pooled = [(b, cand_res[su][k][1]) for su in base_res for k, (_, b) in base_res[su].items()
+                  if k in cand_res[su]]
+        arr = np.array(pooled, bool).reshape(-1, 2)
+        comp.target = compare(arr[:, 0], arr[:, 1], s.gate_bootstrap)
+    return comp
+
+
+def assign_clusters(runs: list[str]) -> None:
+    """Put each run's holdout failures into the existing clusters, so both sides' failures count."""
+    try:
+        from evals.clusters import assign_holdout
+    except ImportError:
+        return
+    for run_id in runs:
+        assign_holdout(run_id)
+
+
+def store_decision(base: Side, cand: Side, train_run, verdict, reasons, comp: Comparison | None, s,
+                   error: str | None = None) -> str:
+    decision_id = f"gate-{uuid.uuid4().hex[:12]}"
+    details = {"suites": comp.suites, "clusters": comp.clusters, "target": comp.target, "guards": comp.guards,
+               "settings": as_dict(s), "error": error} if comp else {"error": error, "settings": as_dict(s)}
+    runs = {"baseline": base.runs, "candidate": cand.runs}
+    with store.connect() as con:
+        con.execute("""INSERT INTO gate_decisions (decision_id, candidate_ref, candidate_adapter,
+                       candidate_adapter_hash, baseline_ref, baseline_adapter, train_run_id, verdict, reasons,
+                       details, eval_run_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
+                    [decision_id, cand.ref, cand.adapter, cand.adapter_hash, base.ref, base.adapter, train_run,
+                     verdict, json.dumps(reasons), json.dumps(details, default=str), json.dumps(runs)])
+    return decision_id
+
+
+def run_gate(candidate: str, adapter: str | None = None, baseline: str = "production",
+             baseline_adapter: str | None = None, suites: list[str] | None = None,
+             clusters: list[str] | None = None, train_run: str | None = None, allow_run: bool = True,
+             guards: bool = True, given_runs: dict | None = None, flags: dict | None = None) -> dict:
+    """Evaluate, compare, decide and store. Returns {decision_id, verdict, reasons, comparison}.
+    Raises GateError (after storing an ERROR decision) when it cannot decide."""
+    s = load("evals", flags)
+    suites = list(suites or s.suites)
+    base, cand = resolve_side(baseline, baseline_adapter), resolve_side(candidate, adapter)  # before any work
+    comp = None
+    try:
+        with store.connect(read_only=True) as con:
+            if clusters is None:
+                clusters, train_run = target_clusters(con, cand.adapter, train_run)
+        ensure_runs(base, suites, allow_run, (given_runs or {}).get("baseline"))
+        ensure_runs(cand, suites, allow_run, (given_runs or {}).get("candidate"))
+        assign_clusters([*base.runs.values(), *cand.runs.values()])
+        comp = build_comparison(base, cand, clusters, s)
+        check_power(comp, s)
+        if guards:
+            comp.guards = run_guards(base, cand, s)
+    except GateError as e:
+        decision_id = store_decision(base, cand, train_run, "ERROR", [str(e)], comp, s, error=str(e))
+        e.decision_id = decision_id
+        raise
+    verdict, reasons = decide(comp, s)
+    decision_id = store_decision(base, cand, train_run, verdict, reasons, comp, s)
+    return {"decision_id": decision_id, "verdict": verdict, "reasons": reasons, "comparison": comp,
+            "baseline": base, "candidate": cand, "train_run": train_run}
+
+
+def run_guards(base: Side, cand: Side, s) -> dict:
+    from evals import guards
+    out = {}
+    try:
+        if s.gate_lm_eval:
+            out["lm-eval perplexity"] = guards.perplexity_guard(base.ref, base.adapter, cand.ref, cand.adapter,
+                                                                s.gate_lm_eval_docs, s.gate_ppl_tolerance)
+        if s.gate_drift_samples > 0:
+            out["drift"] = guards.drift_guard(base, cand, s.gate_drift_samples, s.gate_drift_tolerance)
+    except guards.GuardError as e:
+        raise GateError(f"guard could not run: {e}") from e
+    return out
+
+
+# ---------------------------------------------------------------- terminal
+
+def print_result(result: dict, console: Console) -> None:
+    comp: Comparison = result["comparison"]
+    table = Table(title=f"gate: {result['candidate'].ref} + {result['candidate'].adapter or 'no adapter'} vs "
+                        f"{result['baseline'].ref} + {result['baseline'].adapter or 'no adapter'} (holdout)")
+    for col in ["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"]:
+        table.add_column(col, justify="left" if col == "scope" else "right")
+    rows = [(f"suite {k}", v) for k, v in comp.suites.items()]
+    rows += [(f"cluster {v['label']}", v) for v in comp.clusters.values()]
+    rows += [("pooled targets", comp.target)] if comp.target else []
+    for name, g in rows:
+        table.add_row(name, str(g["n"]), f"{g['base_rate']:.1f}", f"{g['cand_rate']:.1f}", f"{g['delta']:+.1f}",
+                      f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}", f"{g['p']:.3g}")
+    console.print(table)
+    colour = "green" if result["verdict"] == "PROMOTE" else "red"
+    console.print(f"[bold {colour}]{result['verdict']}[/]  (decision {result['decision_id']})")
+    for r in result["reasons"]:
+        console.print(f"  {'[green]' if r.startswith('ok') else '[red]'}{_escape(r)}[/]")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m evals gate", description=__doc__.splitlines()[0])
+    ap.add_argument("--candidate", required=True, help="model ref (embedded name, folder, hub id or 'production')")
+    ap.add_argument("--adapter", help="candidate LoRA adapter folder")
+    ap.add_argument("--baseline", default="production", help="baseline model ref (default: production)")
+    ap.add_argument("--baseline-adapter", help="baseline adapter folder (when the baseline is not 'production')")
+    ap.add_argument("--suite", action="append", help="suite to use (repeatable; default: every configured suite)")
+    ap.add_argument("--cluster", action="append", help="target cluster id (default: those the adapter trained on)")
+    ap.add_argument("--train-run", help="train run whose examples define the target clusters")
+    ap.add_argument("--baseline-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
+    ap.add_argument("--candidate-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
+    ap.add_argument("--no-run", action="store_true", help="never generate: refuse when a run is missing")
+    ap.add_argument("--no-guards", action="store_true", help="skip the lm-eval and drift guards")
+    for key in ["alpha", "min_improvement", "max_regression"]:
+        ap.add_argument(f"--{key.replace('_', '-')}", type=float, dest=f"gate_{key}")
+    ap.add_argument("--target-policy", dest="gate_target_policy", choices=["pooled", "all", "any"])
+    return ap.parse_args(argv)
+
+
+def _given(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        suite, _, run = p.partition("=")
+        if not run:
+            raise GateError(f"expected SUITE=RUN, got {p!r}")
+        out[suite] = run
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k.startswith("gate_")}
+    console = Console()
+    try:
+        given = {"baseline": _given(args.baseline_run), "candidate": _given(args.candidate_run)}
+        result = run_gate(args.candidate, args.adapter, args.baseline, args.baseline_adapter, args.suite,
+                          args.cluster, args.train_run, not args.no_run, not args.no_guards, given, flags)
+    except GateError as e:
+        Console(stderr=True, soft_wrap=True).print(f"[red]gate error[/] (exit 2): {_escape(str(e))}")
+        return 2
+    print_result(result, console)
+    return 0 if result["verdict"] == "PROMOTE" else 1

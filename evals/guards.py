@@ -1,0 +1,133 @@
+"""The gate's two guards against forgetting (called by `python -m evals gate`; also `python -m evals.guards`).
+
+    python -m evals.guards perplexity --model smollm2-135m-instruct [--adapter adapters/RUN]
+
+(a) perplexity: word perplexity of a local lm-eval task (`evals/lm_eval_tasks/mend_prose.yaml`: English prose
+    from Python's own docstrings and license, written under data/lm_eval/ at run time; nothing downloaded),
+    through `lm_eval.simple_evaluate` with the HF backend and the peft adapter. The candidate may exceed the
+    baseline's perplexity by at most `gate_ppl_tolerance` (relative).
+(b) drift: mean per-token negative log-likelihood, under each model, of the baseline's own responses to passing
+    seed traces (a fixed sample of `gate_drift_samples`). The candidate may exceed the baseline's by at most
+    `gate_drift_tolerance` nats/token: a large rise means the adapter moved the model away from answers that
+    were already right.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
+
+
+class GuardError(RuntimeError):
+    pass
+
+
+def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch_size: int = 4) -> float:
+    """lm-eval word perplexity of (model, adapter) on the local prose task."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from train.models import resolve
+    from traces.settings import resolve_path
+    args = {"pretrained": str(resolve(model_ref)), "dtype": "float32"}
+    if adapter:
+        args["peft"] = str(resolve_path(adapter))
+    try:
+        out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=["mend_prose"], batch_size=batch_size,
+                                      task_manager=TaskManager(include_path=str(TASKS_DIR)),
+                                      metadata={"n_docs": n_docs}, log_samples=False, bootstrap_iters=0,
+                                      device=_device())
+    except Exception as e:  # lm-eval raises many types; the gate reports any of them as "could not run"
+        raise GuardError(f"lm-eval perplexity on {model_ref} + {adapter or 'no adapter'}: "
+                         f"{type(e).__name__}: {e}") from e
+    return float(out["results"]["mend_prose"]["word_perplexity,none"])
+
+
+def _device() -> str:
+    import torch
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def perplexity_guard(base_ref, base_adapter, cand_ref, cand_adapter, n_docs: int, tolerance: float) -> dict:
+    base = word_perplexity(base_ref, base_adapter, n_docs)
+    cand = word_perplexity(cand_ref, cand_adapter, n_docs)
+    ratio = cand / base
+    ok = ratio <= 1 + tolerance
+    return {"ok": ok, "baseline": round(base, 3), "candidate": round(cand, 3), "ratio": round(ratio, 4),
+            "summary": f"word perplexity {base:.2f} -> {cand:.2f} ({100 * (ratio - 1):+.1f}%, "
+                       f"tolerance +{100 * tolerance:.0f}%)"}
+
+
+# ---------------------------------------------------------------- drift
+
+def drift_sample(base_runs: dict, n: int) -> list[tuple[list[dict], str]]:
+    """(messages, baseline response) of up to n seed traces that passed every check in a baseline run.
+    Uses a logged/eval run of the baseline that covers the seed split; its scored `output` is the response."""
+    from traces import store
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""
+            SELECT t.messages, any_value(r.output) FROM results r JOIN eval_runs e USING (run_id)
+            JOIN traces t USING (trace_id)
+            WHERE t.split = 'seed' AND e.status = 'complete' AND e.split IN ('seed', 'all')
+              AND e.run_id IN (SELECT unnest(?::VARCHAR[]))
+            GROUP BY t.trace_id, t.messages HAVING bool_and(r.passed) AND any_value(r.output) IS NOT NULL
+            ORDER BY hash(t.trace_id) LIMIT ?""", [list(base_runs), n]).fetchall()
+    return [(json.loads(m) if isinstance(m, str) else m, out) for m, out in rows]
+
+
+def seed_runs_of(model_ref: str, a_hash: str | None, base_ref: str) -> list[str]:
+    """Complete eval runs that scored the baseline's responses on the seed split (logged runs stand for the
+    base model, as in the gate)."""
+    from traces import store
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""SELECT run_id FROM eval_runs WHERE status = 'complete' AND split IN ('seed', 'all')
+                              AND ((mode = 'generate' AND model_ref = ? AND adapter_hash IS NOT DISTINCT FROM ?)
+                                   OR (mode = 'logged' AND ? IS NULL AND ? = ?))""",
+                           [model_ref, a_hash, a_hash, model_ref, base_ref]).fetchall()
+    return [r[0] for r in rows]
+
+
+def mean_nll(model_ref: str, adapter: str | None, sample) -> float:
+    """Token-weighted mean NLL (nats/token) of the responses given their prompts, under (model, adapter)."""
+    from train.models import load
+    model, tok = load(model_ref, adapter)
+    convs, responses = [m for m, _ in sample], [r for _, r in sample]
+    try:
+        from train.generate import sequence_nll
+    except ImportError as e:
+        raise GuardError("train.generate.sequence_nll is not available") from e
+    nll = sequence_nll(model, tok, convs, responses)
+    counts = [max(1, len(tok(r, add_special_tokens=False)["input_ids"])) for r in responses]
+    # sequence_nll gives the mean per token of each response: weight by tokens for a per-token mean
+    return float(sum(x * c for x, c in zip(nll, counts)) / sum(counts))
+
+
+def drift_guard(base, cand, n: int, tolerance: float) -> dict:
+    """base/cand: gate Sides (ref, adapter, adapter_hash)."""
+    from traces.settings import load
+    runs = seed_runs_of(base.ref, base.adapter_hash, load("train").model)
+    sample = drift_sample(runs, n)
+    if not sample:
+        raise GuardError(f"no passing seed traces with baseline responses for {base.ref} "
+                         f"+ {base.adapter or 'no adapter'}: run `python -m evals run` on the seed split first")
+    b, c = mean_nll(base.ref, base.adapter, sample), mean_nll(cand.ref, cand.adapter, sample)
+    ok = c - b <= tolerance
+    return {"ok": ok, "baseline": round(b, 4), "candidate": round(c, 4), "n": len(sample),
+            "summary": f"NLL of {len(sample)} passing baseline responses {b:.3f} -> {c:.3f} nats/token "
+                       f"({c - b:+.3f}, tolerance +{tolerance})"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evals.guards", description="run one guard by hand")
+    ap.add_argument("guard", choices=["perplexity"])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--adapter")
+    ap.add_argument("--docs", type=int, default=40)
+    args = ap.parse_args(argv)
+    print(f"word perplexity: {word_perplexity(args.model, args.adapter, args.docs):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
