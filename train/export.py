@@ -1,0 +1,132 @@
+"""python -m train export ADAPTER [--out DIR] [--merge]
+
+Writes a trained adapter (a folder, or a run id under adapters/) for serving:
+  - default: standard PEFT form, adapter_config.json + adapter_model.safetensors (+ mend_adapter.json), with
+    base_model_name_or_path pointing at the local base folder: what vLLM's `--lora-modules name=DIR` and
+    transformers' / peft's `PeftModel.from_pretrained` load;
+  - --merge: the base with the adapter merged in (merge_and_unload), a full-weight HF folder with the tokenizer,
+    servable by anything that loads a plain model (vLLM, `transformers serve`, llama.cpp's converter).
+Default output: data/exports/<name>[-merged]. Written to a temporary folder and renamed, so never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from traces.settings import load, resolve_path
+
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train export", description=__doc__.split("\n\n")[1])
+    p.add_argument("adapter", help="adapter folder, or a run id under the adapters folder")
+    p.add_argument("--out", help="output folder (default data/exports/<name>[-merged])")
+    p.add_argument("--merge", action="store_true", help="write full weights with the adapter merged in")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    source = find_adapter(args.adapter)
+    out = resolve_path(args.out) if args.out else \
+        resolve_path(f"data/exports/{source.name}{'-merged' if args.merge else ''}")
+    console = Console()
+    with console.status(f"{'merging' if args.merge else 'exporting'} {source.name}"):
+        written = export_merged(source, out, args.force) if args.merge else export_peft(source, out, args.force)
+    console.print(f"[green]ok[/] {written}")
+    return 0
+
+
+def find_adapter(ref: str) -> Path:
+    """A folder path, or a run id under [tool.mend.train] adapters_dir."""
+    for candidate in (resolve_path(ref), resolve_path(load("train").adapters_dir) / ref):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no adapter {ref!r}: not a folder with adapter_config.json, nor a run id in "
+                            f"{resolve_path(load('train').adapters_dir)}")
+
+
+def base_of(adapter: Path) -> str:
+    """The base model ref recorded by `train lora` (mend_adapter.json), else the one in adapter_config.json."""
+    from train.models import read_adapter_manifest
+    manifest = read_adapter_manifest(adapter)
+    if manifest:
+        return manifest.get("base_ref") or manifest.get("base_model")
+    return json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def export_peft(adapter: Path, out: Path, force: bool = False) -> Path:
+    from train.models import check_adapter, resolve
+    base_folder = resolve(base_of(adapter))
+    check_adapter(adapter, base_folder)  # refuses an adapter trained on another base
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    _check_servable(adapter, config)
+    config["base_model_name_or_path"] = str(base_folder)  # a local folder every loader can open offline
+    with _atomic_dir(out, force) as tmp:
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        shutil.copyfile(adapter / "adapter_model.safetensors", tmp / "adapter_model.safetensors")
+        if (adapter / "mend_adapter.json").is_file():
+            shutil.copyfile(adapter / "mend_adapter.json", tmp / "mend_adapter.json")
+    return out
+
+
+def _check_servable(adapter: Path, config: dict) -> None:
+    """vLLM takes LoRA weights only: no modules_to_save copies, no DoRA; the weights must be safetensors."""
+    from safetensors import safe_open
+    if config.get("peft_type") != "LORA":
+        raise ExportError(f"{adapter}: peft_type {config.get('peft_type')!r} is not LORA")
+    if config.get("use_dora") or config.get("modules_to_save"):
+        raise ExportError(f"{adapter}: DoRA / modules_to_save adapters are not servable as plain LoRA; use --merge")
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ExportError(f"{adapter}: no adapter_model.safetensors")
+    with safe_open(str(weights), "pt") as f:
+        odd = [k for k in f.keys() if "lora_A" not in k and "lora_B" not in k]
+    if odd:
+        raise ExportError(f"{adapter}: non-LoRA tensors in the adapter ({odd[:3]}); use --merge")
+
+
+def export_merged(adapter: Path, out: Path, force: bool = False) -> Path:
+    import torch
+    from train.models import load, load_tokenizer
+    base_ref = base_of(adapter)
+    model, _ = load(base_ref, adapter=adapter, dtype=torch.float32, device="cpu")  # checks the fingerprint
+    merged = model.merge_and_unload()
+    tokenizer = load_tokenizer(base_ref)
+    tokenizer.padding_side = "right"  # the stored default; generation code sets left padding itself
+    with _atomic_dir(out, force) as tmp:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "MERGED_FROM.json").write_text(json.dumps({"base_ref": str(base_ref), "adapter": str(adapter)},
+                                                         indent=2) + "\n")
+    return out
+
+
+class _atomic_dir:
+    """Write into a sibling temporary folder; rename it to `out` only if the block succeeded."""
+
+    def __init__(self, out: Path, force: bool):
+        self.out, self.force = out, force
+
+    def __enter__(self) -> Path:
+        if self.out.exists() and not self.force:
+            raise FileExistsError(f"{self.out} exists (use --force to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}-", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            if self.out.exists():
+                shutil.rmtree(self.out)
+            os.rename(self.tmp, self.out)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False

@@ -1,0 +1,148 @@
+"""The training set for `python -m train lora`: read, validate, hash and split it.
+
+Input is what `python -m curate export` writes: OpenAI chat JSONL, one
+`{"messages": [...], "id": ..., "origin": "example"|"replay"}` per line, and `<name>.manifest.json` beside it
+(ids, content hashes, origins). Bad input fails with the file, line and field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = {"system", "user", "assistant"}
+ORIGINS = {"example", "replay"}
+
+
+class TrainingSetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    origin: str
+    messages: list  # [{"role": ..., "content": ...}], at least one assistant turn
+    content_hash: str
+
+
+def content_hash(messages: list) -> str:
+    """sha256 of the conversation as canonical JSON (role + content only, so key order and extras don't matter)."""
+    canon = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return hashlib.sha256(json.dumps(canon, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_path(path: Path) -> Path:
+    """data/train/train.jsonl -> data/train/train.manifest.json"""
+    return path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def read_training_set(path: str | Path) -> list[Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training set {path} does not exist (write it with `make export` / "
+                                "`python -m curate export`)")
+    examples, seen = [], set()
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            ex = _parse_line(line, f"{path}:{lineno}")
+            if ex.id in seen:
+                raise TrainingSetError(f"{path}:{lineno}: field 'id': duplicate id {ex.id!r}")
+            seen.add(ex.id)
+            examples.append(ex)
+    if not examples:
+        raise TrainingSetError(f"{path}: the training set is empty")
+    return _apply_manifest(examples, manifest_path(path))
+
+
+def _parse_line(line: str, where: str) -> Example:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise TrainingSetError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise TrainingSetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    messages = row.get("messages")
+    _check_messages(messages, where)
+    ex_id = row.get("id")
+    if not isinstance(ex_id, (str, int)) or ex_id == "":
+        raise TrainingSetError(f"{where}: field 'id': missing or not a string")
+    origin = row.get("origin", "example")
+    if origin not in ORIGINS:
+        raise TrainingSetError(f"{where}: field 'origin': {origin!r} is not one of {sorted(ORIGINS)}")
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return Example(str(ex_id), origin, msgs, content_hash(msgs))
+
+
+def _check_messages(messages, where: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise TrainingSetError(f"{where}: field 'messages': missing or not a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise TrainingSetError(f"{where}: field 'messages[{i}].role': expected one of {sorted(ROLES)}")
+        if not isinstance(m.get("content"), str):
+            raise TrainingSetError(f"{where}: field 'messages[{i}].content': expected a string")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise TrainingSetError(f"{where}: field 'messages': no assistant turn to learn from")
+
+
+def _apply_manifest(examples: list[Example], path: Path) -> list[Example]:
+    """The manifest must name exactly the JSONL's ids; its content hashes (curate's lineage ids) win when given."""
+    if not path.is_file():
+        return examples
+    try:
+        items = _manifest_items(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise TrainingSetError(f"{path}: not a training-set manifest ({e})") from None
+    ids = {ex.id for ex in examples}
+    listed = {str(item["id"]) for item in items}
+    if listed != ids:
+        extra, missing = sorted(listed - ids)[:3], sorted(ids - listed)[:3]
+        raise TrainingSetError(f"{path}: field 'ids' does not match the JSONL beside it "
+                               f"(only in manifest: {extra}, only in JSONL: {missing})")
+    hashes = {str(item["id"]): item.get("content_hash") for item in items}
+    return [Example(ex.id, ex.origin, ex.messages, hashes.get(ex.id) or ex.content_hash) for ex in examples]
+
+
+def _manifest_items(data) -> list[dict]:
+    """Accept a list of {id, content_hash, origin} under `examples`/`items`, or parallel lists `ids`/`content_hashes`."""
+    for key in ("examples", "items"):
+        if isinstance(data, dict) and isinstance(data.get(key), list):
+            return [{"id": x["id"], "content_hash": x.get("content_hash") or x.get("hash")} for x in data[key]]
+    if isinstance(data, dict) and isinstance(data.get("ids"), list):
+        hashes = data.get("content_hashes") or data.get("hashes") or [None] * len(data["ids"])
+        return [{"id": i, "content_hash": h} for i, h in zip(data["ids"], hashes)]
+    if isinstance(data, list):
+        return [{"id": x["id"], "content_hash": x.get("content_hash")} for x in data]
+    raise KeyError("expected 'examples', 'items' or 'ids'")
+
+
+def set_hash(examples: list[Example]) -> str:
+    """Identity of a training set: its (id, content hash) pairs, order-free."""
+    pairs = sorted(f"{ex.id}\t{ex.content_hash}" for ex in examples)
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
+
+def split(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Deterministic validation split: order by a seeded hash of the id, the first share is validation.
+
+    No validation set when it would hold fewer than one example or leave fewer than two for training.
+    """
+    n_val = round(len(examples) * val_fraction)
+    if val_fraction <= 0 or n_val < 1 or len(examples) - n_val < 2:
+        return list(examples), []
+    keyed = sorted(examples, key=lambda ex: hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest())
+    val_ids = {ex.id for ex in keyed[:n_val]}
+    return [ex for ex in examples if ex.id not in val_ids], [ex for ex in examples if ex.id in val_ids]
+
+
+def write_manifest(path: Path, examples: list[Example], train: list[Example], val: list[Example]) -> None:
+    """The exact examples a run saw, for the adapter folder."""
+    val_ids = {ex.id for ex in val}
+    data = {"training_set_hash": set_hash(examples), "n_train": len(train), "n_val": len(val),
+            "examples": [{"id": ex.id, "origin": ex.origin, "content_hash": ex.content_hash,
+                          "split": "val" if ex.id in val_ids else "train"} for ex in examples]}
+    path.write_text(json.dumps(data, indent=1) + "\n")
