@@ -1,0 +1,310 @@
+"""python -m evals run [--suite NAME] [--model REF] [--adapter PATH] [--split seed|holdout|all] [--limit N]
+
+Scores a suite's traces and stores the run:
+- logged mode (no --model): the responses stored in the traces are scored;
+- generate mode (--model REF, optionally --adapter PATH): the student regenerates every response greedily
+  (train.generate) and those are scored. REF "production" resolves through evals.registry.
+
+Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check, with the
+output scored). A run killed before it finishes stays `running` with a dead pid and is reported as
+`incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
+results and the `complete` status are written in one transaction.
+
+Python API (gate, nightly): run_suite(...) -> run_id, find_complete_run(...), generation_settings().
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+class SuiteSkipped(RuntimeError):
+    """The suite cannot run here (e.g. the judge suite without a judge endpoint); the message says why."""
+
+
+# ------------------------------------------------------------------ run bookkeeping
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def refresh_stale(con) -> list[str]:
+    """Mark 'running' runs whose process is gone as 'incomplete'; returns their ids."""
+    stale = [r for r, pid in con.execute("SELECT run_id, pid FROM eval_runs WHERE status = 'running'").fetchall()
+             if not pid_alive(pid)]
+    for run_id in stale:
+        con.execute("UPDATE eval_runs SET status = 'incomplete', finished_at = now() WHERE run_id = ?", [run_id])
+    return stale
+
+
+def _set_status(run_id: str, status: str) -> None:
+    from traces import store
+    with store.connect() as con:
+        con.execute("UPDATE eval_runs SET status = ?, finished_at = now() WHERE run_id = ? AND status = 'running'",
+                    [status, run_id])
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def generation_settings(settings=None) -> dict:
+    """The generation settings of a --model run (greedy; what decides the regenerated text)."""
+    from traces import settings as settings_mod
+    s = settings or settings_mod.load("evals")
+    try:
+        from train.generate import gen_settings
+        return gen_settings(max_new_tokens=s.max_new_tokens, temperature=0.0)
+    except ImportError:
+        return {"decoding": "greedy", "max_new_tokens": int(s.max_new_tokens), "chat_template": "model", "stop": "eos"}
+
+
+def _canonical(d) -> str:
+    return json.dumps(d or {}, sort_keys=True)
+
+
+def find_complete_run(suite: str, version: str, model_ref: str | None, adapter_hash: str | None, split: str,
+                      gen_settings: dict | None) -> str | None:
+    """The newest complete run with exactly these parameters (to reuse instead of re-running), or None."""
+    from traces import store
+    with store.connect() as con:
+        refresh_stale(con)
+        rows = con.execute("""SELECT run_id, gen_settings FROM eval_runs WHERE status = 'complete' AND suite = ?
+                              AND suite_version = ? AND model_ref IS NOT DISTINCT FROM ?
+                              AND adapter_hash IS NOT DISTINCT FROM ? AND split = ?
+                              ORDER BY finished_at DESC""", [suite, str(version), model_ref, adapter_hash,
+                                                             split]).fetchall()
+    want = _canonical(gen_settings)
+    for run_id, gs in rows:
+        if _canonical(json.loads(gs) if isinstance(gs, str) else gs) == want:
+            return run_id
+    return None
+
+
+# ------------------------------------------------------------------ model refs
+
+def resolve_model(ref: str, adapter: str | None) -> tuple[str, str | None]:
+    try:
+        from evals.registry import resolve_ref
+    except ImportError:  # registry not installed: only plain refs work
+        if ref == "production":
+            raise SuiteSkipped("model ref 'production' needs evals.registry, which is not available") from None
+        return ref, adapter
+    return resolve_ref(ref, adapter)
+
+
+def adapter_hash(adapter: str | None) -> str | None:
+    try:
+        from evals.registry import adapter_hash as registry_hash  # one definition, shared with the gate
+        return registry_hash(adapter)
+    except ImportError:
+        pass
+    if not adapter:
+        return None
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(adapter).rglob("*") if q.is_file()):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ the run
+
+def run_suite(suite, split: str | None = None, model: str | None = None, adapter: str | None = None,
+              limit: int | None = None, trace_ids=None, *, settings=None, progress: bool = True) -> str:
+    """Run one suite (name, path or Suite) and return its run_id. Raises SuiteSkipped when it cannot run."""
+    from evals import checks, suites
+    from traces import settings as settings_mod
+    s = settings or settings_mod.load("evals")
+    checks.load_check_modules(s.check_modules)
+    suite = suite if isinstance(suite, suites.Suite) else suites.load(suite)
+    _require_judge(suite, s)
+    split = split or suite.select.get("split") or s.split
+    if split not in ("seed", "holdout", "all"):
+        raise ValueError(f"--split must be seed, holdout or all (got {split!r})")
+    model_ref, adapter = resolve_model(model, adapter) if model else (None, None)
+    if adapter and not model_ref:
+        raise ValueError("--adapter needs --model (the base model the adapter was trained on)")
+    traces = _select(suite, split, trace_ids, limit)
+    run_id = _start(suite, split, model_ref, adapter, len(traces), s)
+    try:
+        outputs = _regenerate(traces, model_ref, adapter, s, progress) if model_ref else None
+        frame = score(suite, traces, outputs, progress=progress)
+        _finish(run_id, frame)
+    except KeyboardInterrupt:
+        _set_status(run_id, "incomplete")
+        raise
+    except BaseException:
+        _set_status(run_id, "failed")
+        raise
+    return run_id
+
+
+def _require_judge(suite, s) -> None:
+    needs = suite.requires == "judge" or "judge" in suite.check_names()
+    if needs:
+        from evals.checks_judge import JudgeNotConfigured, judge_client
+        try:
+            judge_client(s).check_endpoint()
+        except JudgeNotConfigured as e:
+            raise SuiteSkipped(f"suite {suite.name!r} skipped: {e}") from None
+
+
+def _select(suite, split, trace_ids, limit) -> list[dict]:
+    from evals.suites import selection_sql
+    from traces import store
+    sql, params = selection_sql(suite, split, trace_ids, limit)
+    with store.connect() as con:
+        return con.sql(sql, params=params).to_arrow_table().to_pylist()
+
+
+def _start(suite, split, model_ref, adapter, n, s) -> str:
+    from traces import settings as settings_mod, store
+    run_id = new_run_id()
+    gen = generation_settings(s) if model_ref else None
+    with store.connect() as con:
+        refresh_stale(con)
+        con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, model_ref, adapter_path,
+                       adapter_hash, split, gen_settings, settings, status, n_traces, started_at, pid)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, now(), ?)""",
+                    [run_id, suite.name, suite.version, "generate" if model_ref else "logged", model_ref,
+                     adapter, adapter_hash(adapter), split, json.dumps(gen) if gen else None,
+                     json.dumps({**settings_mod.as_dict(s), "suite_sha256": suite.sha256}, default=str), n,
+                     os.getpid()])
+    return run_id
+
+
+def conversation(trace: dict) -> list[dict]:
+    """The request messages of a trace, as the student's chat template wants them."""
+    messages = trace.get("messages")
+    messages = json.loads(messages) if isinstance(messages, str) else (messages or [])
+    out = [{"role": m.get("role", "user"), "content": m.get("content") or ""} for m in messages
+           if m.get("role") in ("system", "user", "assistant")]
+    while out and out[-1]["role"] == "assistant":  # the answer is what we regenerate
+        out.pop()
+    return out or [{"role": "user", "content": trace.get("prompt") or ""}]
+
+
+def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
+    from train.generate import generate
+    from train.models import load
+    model, tokenizer = load(model_ref, adapter=adapter)
+    gens = generate(model, tokenizer, [conversation(t) for t in traces], max_new_tokens=s.max_new_tokens,
+                    temperature=0.0, batch_size=s.gen_batch_size, progress=progress)
+    return [g.text for g in gens]
+
+
+def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False):
+    """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows."""
+    import polars as pl
+    from evals.checks import run_check
+    if outputs is not None:  # regenerated: the logged tool_calls are not this model's
+        traces = [{**t, "response": o, "tool_calls": None} for t, o in zip(traces, outputs)]
+    _prefetch_judge(suite, traces, progress)
+    cols = {k: [] for k in ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_loose",
+                            "score", "reason", "output", "details")}
+    for trace in _progress(traces, progress, f"scoring {suite.name}"):
+        response = trace.get("response") or ""
+        for idx, (check_id, args) in enumerate(suite.checks_for(trace)):
+            result = run_check(check_id, response, args, trace)
+            if result is None:
+                continue  # not applicable to this trace
+            for key, value in ((("trace_id", trace["trace_id"]), ("check_idx", idx), ("check_id", check_id),
+                                ("check_args", json.dumps(args, default=str)), ("passed", result.passed),
+                                ("passed_loose", result.passed_loose), ("score", float(result.score)),
+                                ("reason", result.reason), ("output", response),
+                                ("details", json.dumps(result.details) if result.details else None))):
+                cols[key].append(value)
+    return pl.DataFrame(cols, schema={"trace_id": pl.Utf8, "check_idx": pl.Int32, "check_id": pl.Utf8,
+                                      "check_args": pl.Utf8, "passed": pl.Boolean, "passed_loose": pl.Boolean,
+                                      "score": pl.Float64, "reason": pl.Utf8, "output": pl.Utf8, "details": pl.Utf8})
+
+
+def _prefetch_judge(suite, traces, progress) -> None:
+    items = [(t.get("response") or "", args, t) for t in traces
+             for check_id, args in suite.checks_for(t) if check_id == "judge"]
+    if items:
+        from evals.checks_judge import prefetch
+        prefetch(items, progress=progress)
+
+
+def _progress(items, enabled: bool, label: str):
+    if not enabled or len(items) < 500:
+        yield from items
+        return
+    from rich.progress import Progress
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(label, total=len(items))
+        for i, item in enumerate(items):
+            yield item
+            if i % 200 == 199:
+                bar.advance(task, 200)
+
+
+def _finish(run_id: str, frame) -> None:
+    """Results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run."""
+    from traces import store
+    table = frame.with_columns().to_arrow()
+    with store.connect() as con, store.transaction(con):
+        con.register("new_results", table)
+        con.execute("""INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed, passed_loose,
+                       score, reason, output, details)
+                       SELECT ?, trace_id, check_idx, check_id, check_args::JSON, passed, passed_loose, score,
+                              reason, output, details::JSON FROM new_results""", [run_id])
+        con.unregister("new_results")
+        con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?", [run_id])
+
+
+# ------------------------------------------------------------------ CLI
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="python -m evals run", description=__doc__.split("\n\n")[1])
+    p.add_argument("--suite", action="append", help="suite name or YAML path (repeatable; default: settings suites)")
+    p.add_argument("--model", help="regenerate with this model ref (folder, hub id, 'production')")
+    p.add_argument("--adapter", help="LoRA adapter folder applied to --model")
+    p.add_argument("--split", choices=["seed", "holdout", "all"], help="which traces (default: settings split)")
+    p.add_argument("--limit", type=int, help="score only the first N selected traces (by trace_id)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from evals.suites import SuiteError
+    from traces import settings as settings_mod
+    a = _args(argv)
+    s = settings_mod.load("evals")
+    names = a.suite or list(s.suites)
+    code = 0
+    for name in names:
+        started = time.perf_counter()
+        try:
+            run_id = run_suite(name, a.split, a.model, a.adapter, a.limit, settings=s, progress=not a.quiet)
+        except SuiteSkipped as e:
+            console.print(f"[yellow]{e}[/]", highlight=False)
+            continue
+        except SuiteError as e:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+            code = 2
+            continue
+        from evals.reports import print_run
+        print_run(run_id)
+        console.print(f"[dim]{run_id} in {time.perf_counter() - started:.1f}s[/]")
+    return code

@@ -1,0 +1,149 @@
+"""The runner: logged mode, generate mode on the tiny model, run status bookkeeping, selection, bulk results."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from evals import runner, suites
+from traces import store
+
+
+def trace_row(i, prompt, response, metadata=None, split="seed", tools=None, tool_calls=None, params=None):
+    return {"trace_id": f"t{i:04d}", "source_format": "openai_chat", "source_file": "test.jsonl", "source_line": i,
+            "ingest_id": "ing-test", "model": "student",
+            "messages": json.dumps([{"role": "user", "content": prompt}]), "prompt": prompt, "response": response,
+            "tool_calls": json.dumps(tool_calls) if tool_calls is not None else None,
+            "tools": json.dumps(tools) if tools is not None else None,
+            "params": json.dumps(params) if params is not None else None, "usage": None,
+            "metadata": json.dumps(metadata) if metadata is not None else None, "feedback": None,
+            "group_key": f"g{i}", "split": split}
+
+
+def insert_traces(rows):
+    """Bulk-insert trace dicts (see trace_row) into the test store, through Arrow."""
+    import pyarrow as pa
+    table = pa.Table.from_pylist(rows)
+    with store.connect() as con:
+        con.register("rows", table)
+        con.execute("""INSERT INTO traces (trace_id, source_format, source_file, source_line, ingest_id, model, messages,
+                       prompt, response, tool_calls, tools, params, usage, metadata, feedback, group_key, split)
+                       SELECT trace_id, source_format, source_file, source_line, ingest_id, model, messages::JSON,
+                       prompt, response, tool_calls::JSON, tools::JSON, params::JSON, usage::JSON, metadata::JSON,
+                       feedback::JSON, group_key, split FROM rows""")
+
+
+def ifeval_meta(*pairs):
+    return {"instruction_id_list": [p[0] for p in pairs], "kwargs": [p[1] for p in pairs]}
+
+
+NO_COMMA = ("punctuation:no_comma", {})
+LOWER = ("change_case:english_lowercase", {})
+
+
+@pytest.fixture
+def traffic():
+    rows = [
+        trace_row(0, "Write about cats without commas.", "cats are nice and soft", ifeval_meta(NO_COMMA)),
+        trace_row(1, "Write about dogs without commas.", "dogs, they bark", ifeval_meta(NO_COMMA)),
+        trace_row(2, "Write lowercase about birds, no commas.", "birds fly high", ifeval_meta(LOWER, NO_COMMA),
+                  split="holdout"),
+        trace_row(3, "Say hi.", "Hi!", None),  # no instructions: not selected by instruction_following
+    ]
+    insert_traces(rows)
+    return rows
+
+
+def fetch(sql, params=()):
+    with store.connect() as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def test_logged_run_writes_run_and_results(traffic):
+    run_id = runner.run_suite("instruction_following", "all", progress=False)
+    (status, n, mode, version, pid), = fetch("SELECT status, n_traces, mode, suite_version, pid FROM eval_runs")
+    assert (status, n, mode, version, pid) == ("complete", 3, "logged", "1", os.getpid())
+    rows = fetch("SELECT trace_id, check_idx, check_id, passed, passed_loose, output, reason FROM results "
+                 "WHERE run_id = ? ORDER BY trace_id, check_idx", [run_id])
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("t0000", 0, "punctuation:no_comma", True), ("t0001", 0, "punctuation:no_comma", False),
+        ("t0002", 0, "change_case:english_lowercase", True), ("t0002", 1, "punctuation:no_comma", True)]
+    assert rows[1][5] == "dogs, they bark" and "1 comma" in rows[1][6]
+
+
+def test_split_limit_and_trace_ids(traffic):
+    run_id = runner.run_suite("instruction_following", "holdout", progress=False)
+    assert fetch("SELECT DISTINCT trace_id FROM results WHERE run_id = ?", [run_id]) == [("t0002",)]
+    run_id = runner.run_suite("instruction_following", "all", limit=1, progress=False)
+    assert fetch("SELECT DISTINCT trace_id FROM results WHERE run_id = ?", [run_id]) == [("t0000",)]
+    run_id = runner.run_suite("instruction_following", "all", trace_ids=["t0001"], progress=False)
+    assert fetch("SELECT DISTINCT trace_id FROM results WHERE run_id = ?", [run_id]) == [("t0001",)]
+
+
+def test_find_complete_run(traffic):
+    run_id = runner.run_suite("instruction_following", "seed", progress=False)
+    assert runner.find_complete_run("instruction_following", "1", None, None, "seed", None) == run_id
+    assert runner.find_complete_run("instruction_following", "2", None, None, "seed", None) is None
+    assert runner.find_complete_run("instruction_following", "1", None, None, "holdout", None) is None
+
+
+def test_killed_run_is_incomplete_never_complete(traffic):
+    # a child process starts a run and dies (SIGKILL) before finishing: its row stays 'running' with a dead pid
+    code = ("import os, evals.runner as r\n"
+            "r._regenerate = None\n"
+            "def die(*a, **k): os.kill(os.getpid(), 9)\n"
+            "r.score = die\n"
+            "r.run_suite('instruction_following', 'all', progress=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True)
+    assert proc.returncode == -9
+    assert fetch("SELECT status FROM eval_runs") == [("running",)]
+    assert fetch("SELECT count(*) FROM results") == [(0,)]
+    # readers detect the dead pid and mark the run incomplete; it is never offered for reuse
+    assert runner.find_complete_run("instruction_following", "1", None, None, "all", None) is None
+    assert fetch("SELECT status FROM eval_runs") == [("incomplete",)]
+
+
+def test_keyboard_interrupt_marks_incomplete(traffic, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "score", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite("instruction_following", "all", progress=False)
+    assert fetch("SELECT status, finished_at IS NOT NULL FROM eval_runs") == [("incomplete", True)]
+
+
+def test_a_crashing_check_is_a_failed_result_not_a_dead_run(traffic):
+    from evals.checks import REGISTRY, register
+
+    @register("boom")
+    def boom(response, args, trace):
+        raise RuntimeError("bad user check")
+    try:
+        suite = suites.parse("name: s\nversion: '1'\nselect: {where: 'metadata IS NOT NULL'}\nchecks: [{check: boom}]")
+        run_id = runner.run_suite(suite, "all", progress=False)
+    finally:
+        REGISTRY.pop("boom")
+    reasons = fetch("SELECT DISTINCT passed, reason FROM results WHERE run_id = ?", [run_id])
+    assert reasons == [(False, "boom: check raised RuntimeError: bad user check")]
+
+
+def test_generate_mode_on_tiny_model(traffic, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "4")
+    run_id = runner.run_suite("instruction_following", "all", model=str(tiny_model_dir), progress=False)
+    (mode, model_ref, gen, status), = fetch("SELECT mode, model_ref, gen_settings, status FROM eval_runs")
+    assert (mode, model_ref, status) == ("generate", str(tiny_model_dir), "complete")
+    assert json.loads(gen)["max_new_tokens"] == 4
+    outputs = fetch("SELECT DISTINCT trace_id, output FROM results WHERE run_id = ? ORDER BY trace_id", [run_id])
+    assert len(outputs) == 3
+    assert outputs[1][1] != "dogs, they bark"  # regenerated, not the logged response
+    gen_settings = runner.generation_settings()
+    assert runner.find_complete_run("instruction_following", "1", str(tiny_model_dir), None, "all",
+                                    gen_settings) == run_id
+
+
+def test_cli_run_prints_report(traffic, capsys):
+    from evals.cli import main
+    assert main(["run", "--suite", "instruction_following", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "punctuation:no_comma" in out and "95% CI" in out
