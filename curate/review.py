@@ -283,8 +283,11 @@ class Session:
 
     def finish(self, text: str) -> None:
         c = self.counts
-        self.console.print(Text(f"{text} This session: {c['accepted']} accepted, {c['rejected']} rejected, "
-                                f"{c['edited']} edited, {c['skipped']} skipped.", style="bold"))
+        try:
+            self.console.print(Text(f"{text} This session: {c['accepted']} accepted, {c['rejected']} rejected, "
+                                    f"{c['edited']} edited, {c['skipped']} skipped.", style="bold"))
+        except OSError:  # the terminal is gone (dropped SSH): every decision is already stored
+            pass
 
 
 # ---- the screen (pure functions of the data, so they can be tested without a terminal) ------

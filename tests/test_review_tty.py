@@ -243,3 +243,34 @@ def test_untrusted_markup_and_escape_sequences_render_literally(mend_env):
         assert injected not in raw, injected
     assert "line 22" in text and "line 23" not in text  # folded at max_lines = 24
     r.quit()
+
+
+def test_sample_mode_reviews_k_per_cluster_then_applies_policy(seeded):
+    r = Review(seeded, "--sample", "1")
+    r.child.expect_exact("example ")
+    r.child.expect_exact(LEGEND_END)
+    assert "1 of 2" in r.text()
+    r.press("a")
+    r.child.expect_exact("2 of 2")
+    r.child.expect_exact(LEGEND_END)
+    r.press("a")
+    r.child.expect_exact("Nothing left to review.")
+    r.child.expect_exact("accepted by the policy: 3")
+    r.child.expect(pexpect.EOF)
+    r.child.close()
+    assert r.child.exitstatus == 0
+    assert all(status_of(e)[0] == "accepted" for e in ("e1", "e2", "e3", "f1", "f2"))
+
+
+def test_cluster_filter_and_hangup_loses_nothing(seeded):
+    r = Review(seeded, "--cluster", "c2")
+    r.screen("f1")
+    r.press("a", then="f2")
+    r.child.kill(1)  # SIGHUP, as when an SSH session drops
+    r.child.expect(pexpect.EOF)
+    r.child.close()
+    assert status_of("f1")[0] == "accepted"
+    again = Review(seeded, "--cluster", "c2")
+    again.screen("f2")
+    assert "1 of 1" in again.text() and "example e1" not in again.text()
+    again.quit()
