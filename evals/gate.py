@@ -29,6 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from evals.stats import mcnemar_exact, wilson  # noqa: F401  (wilson: used by tests and the report)
 from traces import store
 from traces.settings import as_dict, load, resolve_path
 
@@ -38,45 +39,16 @@ class GateError(RuntimeError):
 
 
 # ---------------------------------------------------------------- statistics
-# TODO: reuse evals/stats.py (wilson, mcnemar, bootstrap) once it lands; kept here so the gate works alone.
-
-def mcnemar_exact(fixes: int, breaks: int) -> float:
-    """Two-sided exact McNemar p: binomial test of the discordant pairs against p = 0.5."""
-    n = fixes + breaks
-    if n == 0:
-        return 1.0
-    k = min(fixes, breaks)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
 def min_discordant(alpha: float) -> int:
     """Smallest n with 2 * 0.5**n < alpha: fewer paired items can never be significant."""
     return math.floor(math.log2(2 / alpha)) + 1
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion k/n (0..1)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def paired_bootstrap(base: np.ndarray, cand: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the pass-rate delta (points), resampling paired items."""
-    n = len(base)
-    if n == 0:
-        return 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(iters, n))
-    diff = cand.astype(float) - base.astype(float)  # per item: +1 fixed, -1 broken, 0 same
-    deltas = 100 * diff[idx].mean(axis=1)
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return float(lo), float(hi)
+    """95% percentile interval of the pass-rate delta in points, resampling paired items."""
+    from evals.stats import paired_bootstrap as bootstrap
+    _, lo, hi = bootstrap(base, cand, n_boot=iters, seed=seed)
+    return 100 * lo, 100 * hi
 
 
 def compare(base: np.ndarray, cand: np.ndarray, iters: int = 2000) -> dict:
@@ -96,13 +68,12 @@ def compare(base: np.ndarray, cand: np.ndarray, iters: int = 2000) -> dict:
 # ---------------------------------------------------------------- eval runs
 
 def suite_version(suite: str) -> str:
-    """The suite's current version, read from its YAML (the suite file is the contract)."""
-    import yaml
-    from importlib import resources
-    path = resources.files("evals") / "suites" / f"{suite}.yaml"
-    if not path.is_file():
-        raise GateError(f"unknown suite {suite!r}: no evals/suites/{suite}.yaml")
-    return str(yaml.safe_load(path.read_text())["version"])
+    """The suite's current version (the versioned YAML is the contract)."""
+    from evals.suites import SuiteError, load as load_suite
+    try:
+        return str(load_suite(suite).version)
+    except SuiteError as e:
+        raise GateError(str(e)) from None
 
 
 def greedy_settings() -> dict:
@@ -114,10 +85,13 @@ def greedy_settings() -> dict:
         return {"temperature": 0.0, "max_new_tokens": load("train").max_new_tokens}
 
 
-def _same_gen(stored, wanted: dict) -> bool:
+def _same_gen(stored, wanted: dict, exact: bool = True) -> bool:
+    """exact: the stored settings are the wanted ones; else every wanted key is present with the same value
+    (a trace's metadata.generation may carry more, e.g. the model or a seed)."""
     stored = json.loads(stored) if isinstance(stored, str) else (stored or {})
-    keys = set(stored) & set(wanted)
-    return all(stored[k] == wanted[k] for k in keys) and bool(keys or not wanted)
+    if exact:
+        return stored == wanted
+    return all(k in stored and stored[k] == v for k, v in wanted.items())
 
 
 def find_run(con, suite: str, version: str, model_ref: str, a_hash: str | None, gen: dict,
@@ -159,7 +133,7 @@ def _logged_matches(con, run_id: str, model_ref: str, gen: dict) -> bool:
         g = json.loads(g) if isinstance(g, str) else (g or {})
         if not g or (g.get("model") or model) != model_ref:
             return False
-        if not _same_gen({k: v for k, v in g.items() if k != "model"}, gen):
+        if not _same_gen(g, gen, exact=False):
             return False
     return True
 
@@ -300,6 +274,7 @@ class Side:
     adapter: str | None
     adapter_hash: str | None
     runs: dict = field(default_factory=dict)  # suite -> run_id
+    skipped: dict = field(default_factory=dict)  # suite -> why it could not run here
 
 
 def resolve_side(ref: str, adapter: str | None) -> Side:
@@ -324,7 +299,13 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
             if not allow_run:
                 raise GateError(f"no complete holdout run of suite {suite} for {side.ref} "
                                 f"+ {side.adapter or 'no adapter'} ({why}); run without --no-run")
-            run_id = run_missing(suite, side.ref, side.adapter)
+            try:
+                run_id = run_missing(suite, side.ref, side.adapter)
+            except Exception as e:  # the runner's SuiteSkipped: this suite cannot run here (judge endpoint)
+                if type(e).__name__ != "SuiteSkipped":
+                    raise
+                side.skipped[suite] = str(e)
+                continue
         side.runs[suite] = run_id
 
 
@@ -347,7 +328,7 @@ def build_comparison(base: Side, cand: Side, clusters: list[str], s) -> Comparis
     comp = Comparison()
     with store.connect(read_only=True) as con:
         base_res, cand_res = {}, {}
-        for suite in base.runs:
+        for suite in [x for x in base.runs if x in cand.runs]:
             vb, vc = check_run(con, base.runs[suite])[1], check_run(con, cand.runs[suite])[1]
             if vb != vc:
                 raise GateError(f"suite {suite}: baseline run {base.runs[suite]} is version {vb}, candidate run "

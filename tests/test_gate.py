@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evals import gate
-from test_gate_helpers import add_run, add_traces, scenario
+from test_gate_helpers import GEN, add_run, add_traces, scenario
 from traces import store
 
 
@@ -196,7 +196,7 @@ def test_reuses_complete_runs_with_the_same_key(monkeypatch, tmp_path):
 
 def test_logged_run_counts_as_base_model_only_with_matching_generation(monkeypatch):
     monkeypatch.setattr(gate, "suite_version", lambda s: "1")
-    gen = {"temperature": 0.0, "max_new_tokens": 256}
+    gen = dict(GEN)
     monkeypatch.setattr(gate, "greedy_settings", lambda: gen)
     with store.connect() as con:
         ids = add_traces(con, 4)
@@ -211,7 +211,7 @@ def test_logged_run_counts_as_base_model_only_with_matching_generation(monkeypat
         assert gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", "abc", gen,
                              "smollm2-135m-instruct")[0] is None      # an adapter is not the base model
         con.execute("UPDATE traces SET metadata = ?",
-                    [json.dumps({"generation": {"model": "smollm2-135m-instruct", "temperature": 0.7}})])
+                    [json.dumps({"generation": {"model": "smollm2-135m-instruct", **gen, "decoding": "sample"}})])
         assert gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
                              "smollm2-135m-instruct")[0] is None      # sampled, not greedy
 

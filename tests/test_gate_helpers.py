@@ -5,6 +5,8 @@ import json
 
 from traces import store
 
+GEN = {"decoding": "greedy", "max_new_tokens": 256, "chat_template": "model", "stop": "eos"}
+
 
 def add_traces(con, n: int, split: str = "holdout", prefix: str = "h") -> list[str]:
     ids = [f"{prefix}{i:03d}" for i in range(n)]
@@ -24,7 +26,7 @@ def add_run(con, run_id: str, outcomes: dict[str, list[tuple[str, bool]]], suite
                    gen_settings, status, n_traces, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
                    now(), now())""",
                 [run_id, suite, version, mode, model_ref, adapter_hash, split,
-                 json.dumps({"temperature": 0.0, "max_new_tokens": 256}), status, len(outcomes)])
+                 json.dumps(GEN), status, len(outcomes)])
     rows = [[run_id, t, i, c, p, f"out {t}"] for t, checks in outcomes.items() for i, (c, p) in enumerate(checks)]
     con.executemany("""INSERT INTO results (run_id, trace_id, check_idx, check_id, passed, output)
                        VALUES (?, ?, ?, ?, ?, ?)""", rows)
