@@ -1,0 +1,376 @@
+"""python -m evals nightly [--demo] [--new] [--stop-after STAGE]
+
+The whole regression-fix cycle, one stage after another:
+  ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> synth -> filter (dedup/decontam)
+  -> accept (policy `nightly_review`: verified | sample) -> export -> train -> gate -> promote -> report
+
+Each stage records running/done/skipped/failed, a summary and its duration in `nightly_ledger`. A nightly
+that did not finish (killed, failed, or waiting for a review) is resumed by the next call: stages already
+done are skipped and the interrupted one runs again (each stage is itself resumable: ingest skips files,
+synth reuses cached teacher calls, the trainer resumes from its last checkpoint, the gate reuses complete
+eval runs). `--new` starts a fresh nightly instead. A file lock (data/nightly.lock) keeps two nightlies
+from running at once and names the pid holding it.
+
+`--demo` applies configs/demo.toml (demo-sized settings for every stage, as MEND_<STAGE>_<KEY> environment
+variables, unless already set) and first copies the committed sample traffic into the inbox.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from traces import store
+from traces.settings import load, project_root, resolve_path, settings_class
+
+console = Console()
+DEMO_CONFIG = "configs/demo.toml"
+SAMPLE_TRAFFIC = "examples/traffic/sample-traffic-1000.jsonl.gz"
+
+
+class StageError(RuntimeError):
+    pass
+
+
+class Waiting(RuntimeError):
+    """A stage needs a person (e.g. the sampled review) before the nightly can go on."""
+
+
+@dataclass
+class Context:
+    nightly_id: str
+    demo: bool = False
+    done: dict = field(default_factory=dict)   # stage -> summary of stages finished in this nightly
+    console: Console = console
+
+
+# ---------------------------------------------------------------- lock
+
+class NightlyLocked(RuntimeError):
+    pass
+
+
+def lock(path: Path | None = None):
+    """A held filelock on data/nightly.lock; the holder's pid and start time go into nightly.lock.holder."""
+    from filelock import FileLock, Timeout
+    path = path or resolve_path("data/nightly.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = path.with_suffix(".lock.holder")
+    fl = FileLock(str(path))
+    try:
+        fl.acquire(timeout=0)
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "an unknown process"
+        raise NightlyLocked(f"another nightly is running ({who}); lock file {path}. "
+                            "Wait for it, or stop that process.") from None
+    holder.write_text(f"pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+    return fl
+
+
+# ---------------------------------------------------------------- ledger
+
+def ledger(nightly_id: str) -> dict[str, dict]:
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""SELECT stage, status, summary, started_at, finished_at FROM nightly_ledger
+                              WHERE nightly_id = ? ORDER BY started_at""", [nightly_id]).fetchall()
+    return {r[0]: {"status": r[1], "summary": json.loads(r[2]) if r[2] else {}, "started_at": r[3],
+                   "finished_at": r[4]} for r in rows}
+
+
+def _record(nightly_id: str, stage: str, status: str, summary: dict | None = None, start: bool = False) -> None:
+    with store.connect() as con:
+        if start:
+            con.execute("""INSERT OR REPLACE INTO nightly_ledger (nightly_id, stage, status, summary, started_at)
+                           VALUES (?, ?, ?, ?, now())""", [nightly_id, stage, status, json.dumps(summary or {})])
+        else:
+            con.execute("""UPDATE nightly_ledger SET status = ?, summary = ?, finished_at = now()
+                           WHERE nightly_id = ? AND stage = ?""",
+                        [status, json.dumps(summary or {}, default=str), nightly_id, stage])
+
+
+def unfinished_nightly(stage_names: list[str]) -> str | None:
+    """The newest nightly whose last stage is not done: the one to resume."""
+    with store.connect(read_only=True) as con:
+        row = con.execute("""SELECT nightly_id, bool_or(stage = ? AND status IN ('done', 'skipped'))
+                             FROM nightly_ledger GROUP BY nightly_id ORDER BY max(started_at) DESC LIMIT 1""",
+                          [stage_names[-1]]).fetchone()
+    return row[0] if row and not row[1] else None
+
+
+def new_nightly_id(demo: bool) -> str:
+    return f"{'demo' if demo else 'nightly'}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+# ---------------------------------------------------------------- running stages
+
+def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str | None = None) -> int:
+    """Run every stage not yet done in this nightly; returns 0 when all finished, 1 on failure, 3 if waiting."""
+    seen = ledger(ctx.nightly_id)
+    for name, fn in stages:
+        if seen.get(name, {}).get("status") in ("done", "skipped"):
+            ctx.done[name] = seen[name]["summary"]
+            continue
+        _record(ctx.nightly_id, name, "running", start=True)
+        started = time.perf_counter()
+        ctx.console.rule(f"[bold]{name}[/]")
+        try:
+            summary = fn(ctx) or {}
+        except Waiting as e:
+            _record(ctx.nightly_id, name, "waiting", {"waiting": str(e)})
+            ctx.console.print(f"[yellow]waiting:[/] {escape(str(e))}")
+            return 3
+        except Exception as e:  # any stage error: recorded, shown, nightly stops (resume later)
+            _record(ctx.nightly_id, name, "failed", {"error": f"{type(e).__name__}: {e}"})
+            ctx.console.print(f"[red]stage {name} failed:[/] {escape(f'{type(e).__name__}: {e}')}")
+            return 1
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        status = "skipped" if summary.pop("skipped", False) else "done"
+        _record(ctx.nightly_id, name, status, summary)
+        ctx.done[name] = summary
+        if name == stop_after:
+            break
+    return 0
+
+
+def stage_table(nightly_id: str) -> Table:
+    table = Table(title=f"nightly {nightly_id}")
+    for col in ["stage", "status", "seconds", "summary"]:
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for stage, row in ledger(nightly_id).items():
+        summary = {k: v for k, v in row["summary"].items() if k != "seconds"}
+        secs = row["summary"].get("seconds", "")
+        colour = {"done": "green", "skipped": "dim", "failed": "red", "waiting": "yellow"}.get(row["status"], "")
+        table.add_row(stage, f"[{colour}]{row['status']}[/]" if colour else row["status"], str(secs),
+                      escape(_short(summary)))
+    return table
+
+
+def _short(summary: dict, width: int = 100) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in summary.items())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+# ---------------------------------------------------------------- the stages
+
+def cli(module: str, *args: str, ctx: Context | None = None, check: bool = True) -> int:
+    """Run `python -m module args` (the stable interface of the other stages), output to the terminal."""
+    cmd = [sys.executable, "-m", module, *args]
+    (ctx.console if ctx else console).print(f"[dim]$ {escape(' '.join(cmd[1:]))}[/]")
+    code = subprocess.call(cmd, cwd=project_root())
+    if check and code != 0:
+        raise StageError(f"`python -m {module} {' '.join(args)}` exited with {code}")
+    return code
+
+
+def stage_ingest(ctx: Context) -> dict:
+    from traces.ingest import ingest_inbox
+    if ctx.demo:
+        copy_sample_traffic()
+    summaries = ingest_inbox(console=ctx.console)
+    stored = sum(getattr(s.counts, "n_stored", 0) for s in summaries)
+    return {"files": len(summaries), "stored": stored}
+
+
+def copy_sample_traffic() -> None:
+    src = project_root() / SAMPLE_TRAFFIC
+    inbox = resolve_path(load("traces").inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    if not src.is_file():
+        raise StageError(f"the demo needs the committed sample traffic {src}")
+    if not (inbox / src.name).exists():
+        shutil.copy2(src, inbox / src.name)
+
+
+def _trace_count() -> int:
+    with store.connect(read_only=True) as con:
+        return con.execute("SELECT count(*) FROM traces").fetchone()[0]
+
+
+def stage_eval(ctx: Context) -> dict:
+    """Score the logged traffic of every suite (split all: seed failures feed clusters, holdout the gate)."""
+    from evals.runner import run_suite
+    runs, n_traces = {}, _trace_count()
+    for suite in load("evals").suites:
+        reused = _fresh_logged_run(suite)
+        if reused:
+            runs[suite] = reused
+            continue
+        try:
+            runs[suite] = run_suite(suite, "all")
+        except Exception as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
+            if type(e).__name__ != "SuiteSkipped":
+                raise
+            runs[suite] = f"skipped: {e}"
+    return {"runs": runs, "traces": n_traces}
+
+
+def _fresh_logged_run(suite: str) -> str | None:
+    """A complete logged run of `suite` on all traces started after the last ingest finished."""
+    with store.connect(read_only=True) as con:
+        row = con.execute("""SELECT run_id FROM eval_runs WHERE suite = ? AND mode = 'logged' AND split = 'all'
+                             AND status = 'complete' AND started_at >= (SELECT coalesce(max(finished_at),
+                             TIMESTAMP '1970-01-01') FROM ingests WHERE status = 'complete')
+                             ORDER BY started_at DESC LIMIT 1""", [suite]).fetchone()
+    return row[0] if row else None
+
+
+def stage_clusters(ctx: Context) -> dict:
+    cli("evals", "clusters", ctx=ctx)
+    with store.connect(read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM clusters").fetchone()[0]
+    return {"clusters": n}
+
+
+def stage_synth(ctx: Context) -> dict:
+    cli("curate", "synth", ctx=ctx)
+    return {"examples": _example_counts()}
+
+
+def stage_filter(ctx: Context) -> dict:
+    cli("curate", "filter", ctx=ctx)
+    return {"examples": _example_counts()}
+
+
+def stage_accept(ctx: Context) -> dict:
+    s = load("evals")
+    if s.nightly_review == "sample":
+        if not sys.stdin.isatty():
+            raise Waiting(f"review policy 'sample': run `python -m curate review --sample {s.nightly_review_sample}`"
+                          " in a terminal, then `make nightly` again to resume")
+        cli("curate", "review", "--sample", str(s.nightly_review_sample), ctx=ctx)
+    else:
+        cli("curate", "accept", "--verified", ctx=ctx)
+    return {"examples": _example_counts()}
+
+
+def _example_counts() -> dict:
+    with store.connect(read_only=True) as con:
+        return dict(con.execute("SELECT status, count(*) FROM examples GROUP BY 1 ORDER BY 1").fetchall())
+
+
+def stage_export(ctx: Context) -> dict:
+    with store.connect(read_only=True) as con:
+        accepted = con.execute("SELECT count(*) FROM examples WHERE status = 'accepted'").fetchone()[0]
+    if accepted == 0:
+        raise StageError("no accepted examples to train on (see `python -m curate status`)")
+    cli("curate", "export", ctx=ctx)
+    return {"accepted": accepted, "training_set": load("curate").train_out}
+
+
+def stage_train(ctx: Context) -> dict:
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    cli("train", "lora", ctx=ctx)
+    with store.connect(read_only=True) as con:
+        row = con.execute("""SELECT run_id, adapter_path, metrics FROM train_runs WHERE status = 'complete'
+                             AND adapter_path IS NOT NULL ORDER BY coalesce(finished_at, started_at) DESC
+                             LIMIT 1""").fetchone()
+    if row is None:
+        raise StageError("`train lora` finished but no complete train run with an adapter was recorded")
+    metrics = json.loads(row[2]) if isinstance(row[2], str) else (row[2] or {})
+    return {"train_run": row[0], "adapter": row[1], "reused": False, "since": str(started),
+            **{k: metrics[k] for k in ("train_loss", "eval_loss", "steps") if k in metrics}}
+
+
+def stage_gate(ctx: Context) -> dict:
+    from evals.gate import GateError, print_result, run_gate
+    train = ctx.done.get("train", {})
+    try:
+        result = run_gate(load("train").model, train.get("adapter"), "production", train_run=train.get("train_run"))
+    except GateError as e:
+        return {"verdict": "ERROR", "decision_id": getattr(e, "decision_id", None), "error": str(e)}
+    print_result(result, ctx.console)
+    return {"verdict": result["verdict"], "decision_id": result["decision_id"],
+            "failed": [r for r in result["reasons"] if r.startswith("FAIL")]}
+
+
+def stage_promote(ctx: Context) -> dict:
+    from evals import registry
+    gate = ctx.done.get("gate", {})
+    if gate.get("verdict") != "PROMOTE" or not load("evals").nightly_promote:
+        return {"skipped": True, "why": f"gate said {gate.get('verdict')}"}
+    with store.connect(read_only=True) as con:  # resumed after a kill between promote and ledger: no double entry
+        row = con.execute("SELECT entry_id FROM registry WHERE decision_id = ? AND action = 'promote'",
+                          [gate["decision_id"]]).fetchone()
+    entry = row[0] if row else registry.promote(decision_id=gate["decision_id"])
+    return {"entry": entry, "decision_id": gate["decision_id"]}
+
+
+def stage_report(ctx: Context) -> dict:
+    from evals.report import write_report
+    path = write_report(ctx.nightly_id, console=ctx.console)
+    return {"report": str(path)}
+
+
+STAGES: list[tuple[str, Callable]] = [
+    ("ingest", stage_ingest), ("eval", stage_eval), ("clusters", stage_clusters), ("synth", stage_synth),
+    ("filter", stage_filter), ("accept", stage_accept), ("export", stage_export), ("train", stage_train),
+    ("gate", stage_gate), ("promote", stage_promote), ("report", stage_report),
+]
+
+
+# ---------------------------------------------------------------- demo profile
+
+def apply_profile(path: Path) -> dict[str, str]:
+    """Set MEND_<STAGE>_<KEY> for each [stage] key of the TOML file (a user's own env var wins).
+    Keys a stage does not (yet) have are reported and skipped, so the profile never breaks a run."""
+    data = tomllib.loads(path.read_text())
+    applied = {}
+    for stage, table in data.items():
+        known = set(settings_class(stage).__dataclass_fields__)
+        for key, value in table.items():
+            env = f"MEND_{stage.upper()}_{key.upper()}"
+            if key not in known:
+                console.print(f"[yellow]demo profile: {stage}.{key} is not a setting here; skipped[/]")
+                continue
+            if env not in os.environ:
+                os.environ[env] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+                applied[env] = os.environ[env]
+    return applied
+
+
+# ---------------------------------------------------------------- CLI
+
+def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | None = None,
+        profile: str | None = None) -> int:
+    stages = stages or STAGES
+    if demo or profile:
+        apply_profile(project_root() / (profile or DEMO_CONFIG))
+    fl = lock()
+    try:
+        names = [n for n, _ in stages]
+        resume = None if new else unfinished_nightly(names)
+        ctx = Context(resume or new_nightly_id(demo), demo=demo)
+        console.print(f"{'resuming' if resume else 'starting'} nightly [bold]{ctx.nightly_id}[/]")
+        code = run_stages(stages, ctx, stop_after)
+        console.print(stage_table(ctx.nightly_id))
+        return code
+    finally:
+        fl.release()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evals nightly", description=__doc__.splitlines()[0])
+    ap.add_argument("--demo", action="store_true", help="demo-sized settings + the committed sample traffic")
+    ap.add_argument("--profile", help=f"settings profile TOML applied as env vars (--demo uses {DEMO_CONFIG})")
+    ap.add_argument("--new", action="store_true", help="start a new nightly even if the last one did not finish")
+    ap.add_argument("--stop-after", choices=[n for n, _ in STAGES], help="stop after this stage")
+    args = ap.parse_args(argv)
+    try:
+        return run(demo=args.demo, new=args.new, stop_after=args.stop_after, profile=args.profile)
+    except NightlyLocked as e:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(e))}")
+        return 2

@@ -1,0 +1,123 @@
+"""The nightly cycle's machinery: ledger, resume after a failure or a kill, the run lock, the demo profile.
+
+The stages here are stubs (tests/test_nightly_stubs.py); the real stages are the other packages' CLIs.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evals import nightly
+from traces import store
+
+STUBS = Path(__file__).with_name("test_nightly_stubs.py")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))     # the lock file and reports go under tmp_path
+    monkeypatch.setenv("STUB_LOG", str(tmp_path / "stub.log"))
+    return tmp_path
+
+
+def _stages():
+    sys.path.insert(0, str(STUBS.parent))
+    import test_nightly_stubs
+    return test_nightly_stubs.STAGES
+
+
+def _ledger():
+    with store.connect(read_only=True) as con:
+        return con.execute("SELECT nightly_id, stage, status FROM nightly_ledger ORDER BY started_at").fetchall()
+
+
+def _runs(home):
+    return (home / "stub.log").read_text().split()
+
+
+def test_ledger_records_every_stage_with_duration(home):
+    assert nightly.run(stages=_stages()) == 0
+    rows = _ledger()
+    assert [r[1] for r in rows] == ["ingest", "eval", "train", "gate", "report"]
+    assert {r[2] for r in rows} == {"done"}
+    summary = nightly.ledger(rows[0][0])["train"]["summary"]
+    assert summary["runs"] == 1 and summary["seconds"] >= 0
+
+
+def test_failed_stage_is_resumed_without_repeating_done_stages(home, monkeypatch):
+    monkeypatch.setenv("STUB_FAIL", "train")
+    assert nightly.run(stages=_stages()) == 1
+    first = _ledger()
+    assert [r[2] for r in first] == ["done", "done", "failed"]
+    assert nightly.run(stages=_stages()) == 0
+    assert {r[0] for r in _ledger()} == {first[0][0]}        # same nightly, resumed
+    assert _runs(home) == ["ingest", "eval", "train", "train", "gate", "report"]
+    assert nightly.run(stages=_stages()) == 0                # a finished nightly: the next call starts a new one
+    assert len({r[0] for r in _ledger()}) == 2
+
+
+def test_resume_after_kill_in_the_middle_of_a_stage(home, monkeypatch):
+    monkeypatch.setenv("STUB_HANG", "train")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STUBS.parent.parent), str(STUBS.parent)])}
+    proc = subprocess.Popen([sys.executable, str(STUBS)], env=env, cwd=home,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while "train" not in (_runs(home) if (home / "stub.log").exists() else []):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    # while it hangs, a second nightly is refused and names the holder
+    with pytest.raises(nightly.NightlyLocked, match=f"pid {proc.pid}"):
+        nightly.run(stages=_stages())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [r[2] for r in _ledger()] == ["done", "done", "running"]
+    assert nightly.run(stages=_stages()) == 0              # the lock died with the process; resume
+    assert _runs(home) == ["ingest", "eval", "train", "train", "gate", "report"]
+    assert [r[2] for r in _ledger()] == ["done"] * 5
+
+
+def test_lock_error_names_the_holder(home):
+    held = nightly.lock()
+    try:
+        with pytest.raises(nightly.NightlyLocked, match=f"pid {os.getpid()}"):
+            nightly.run(stages=_stages())
+        assert nightly.main(["--stop-after", "ingest"]) == 2
+    finally:
+        held.release()
+
+
+def test_stop_after_and_new(home):
+    assert nightly.run(stages=_stages(), stop_after="eval") == 0
+    assert nightly.run(stages=_stages(), new=True, stop_after="ingest") == 0
+    assert len({r[0] for r in _ledger()}) == 2
+
+
+def test_profile_sets_known_keys_and_skips_unknown(home, monkeypatch):
+    profile = home / "p.toml"
+    profile.write_text('[curate]\nk = 2\nnot_a_key = 1\n[evals]\ngate_alpha = 0.1\n')
+    monkeypatch.setenv("MEND_EVALS_GATE_ALPHA", "0.2")       # the user's own value wins
+    monkeypatch.delenv("MEND_CURATE_K", raising=False)
+    applied = nightly.apply_profile(profile)
+    assert applied == {"MEND_CURATE_K": "2"} and os.environ["MEND_EVALS_GATE_ALPHA"] == "0.2"
+    from traces.settings import load
+    assert load("curate").k == 2
+
+
+def test_demo_profile_only_names_existing_settings():
+    import tomllib
+    from traces.settings import settings_class
+    data = tomllib.loads((Path(__file__).parent.parent / nightly.DEMO_CONFIG).read_text())
+    for stage, table in data.items():
+        assert set(table) <= set(settings_class(stage).__dataclass_fields__), stage
+
+
+def test_sampled_review_policy_waits_for_a_person(home, monkeypatch):
+    monkeypatch.setenv("MEND_EVALS_NIGHTLY_REVIEW", "sample")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    stages = [("accept", nightly.stage_accept), ("report", lambda ctx: {})]
+    assert nightly.run(stages=stages) == 3
+    assert _ledger()[0][1:] == ("accept", "waiting")
