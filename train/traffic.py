@@ -52,10 +52,13 @@ def _one_prompt(i: int, seed: int, bases, registry, conflicts) -> dict:
     base_id, base = random.choice(bases)
     ids: list[str] = []
     want = random.choice([1, 1, 2, 2, 3])
-    while len(ids) < want:
-        cand = random.choice(sorted(registry))
-        if cand not in ids and not any(cand in conflicts[c] or c in conflicts[cand] for c in ids):
-            ids.append(cand)
+    for _ in range(want):
+        # conflicts are listed one way only in lm-eval (json_format conflicts with almost everything): check both
+        free = [c for c in sorted(registry)
+                if c not in ids and not any(c in conflicts[x] or x in conflicts[c] for x in ids)]
+        if not free:
+            break
+        ids.append(random.choice(free))
     descriptions, kwargs = [], []
     for iid in ids:
         inst = registry[iid](iid)
