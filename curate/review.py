@@ -129,32 +129,25 @@ class Session:
 
     def run(self) -> None:
         while True:
-            pending = store.queue(self.cluster_id, self.sample_k)
-            if not pending:
+            view = store.read_screen(self.cluster_id, self.sample_k, self.front, self.index)
+            if view is None:
                 return self.finish("Nothing left to review.")
-            item = store.load_item(self.pick([p[0] for p in pending]))
-            self.draw(item, len(pending))
-            if not self.act(read_key(self.fd), item):
-                return self.finish(f"Stopped with {len(pending)} pending; run again to resume.")
-
-    def pick(self, ids: list[str]) -> str:
-        self.front = [i for i in self.front if i in ids]
-        return self.front[0] if self.front else ids[0]
+            self.draw(view)
+            if not self.act(read_key(self.fd), view.item):
+                return self.finish(f"Stopped with {len(view.pending)} pending; run again to resume.")
 
     def decided(self) -> int:
         return self.counts["accepted"] + self.counts["rejected"] + self.counts["edited"]
 
     # ---- drawing -------------------------------------------------------------------------
 
-    def draw(self, item, remaining: int) -> None:
-        context = store.cluster_context(item.cluster_id, item.seed_trace_id)
-        done, total = store.progress(item.cluster_id)
-        nearest = self.index.nearest(item.embedding)
+    def draw(self, view) -> None:
+        item = view.item
         self.console.clear()
-        self.console.print(screen(item, context, nearest, self.settings))
+        self.console.print(screen(item, view.context, view.nearest, self.settings))
         if self.message.plain:
             self.console.print(self.message)
-        self.console.print(self.status_line(item, remaining, done, total))
+        self.console.print(self.status_line(item, len(view.pending), *view.progress))
         # the key legend is always printed last: once it is on screen the program waits for a key
         self.console.print(Text("  ".join(f"{k} {label}" for k, label in KEYS), style="bold"))
 
@@ -198,7 +191,8 @@ class Session:
         if not stored:
             return self.say(f"{item.example_id} was decided elsewhere meanwhile; nothing changed", "yellow")
         self.counts[decision] += 1
-        self.index.invalidate()
+        if decision == "accepted":
+            self.index.add(item.example_id, item.embedding)
         self.say(f"{decision} {item.example_id}" + (f" ({reason})" if reason else ""),
                  "green" if decision == "accepted" else "red")
 
@@ -222,6 +216,7 @@ class Session:
 
     def skip(self, item) -> None:
         store.skip(item.example_id, self.reviewer)
+        self.front = [i for i in self.front if i != item.example_id]  # decided ones drop out by themselves
         self.counts["skipped"] += 1
         self.say(f"skipped {item.example_id}: it comes back after the others")
 

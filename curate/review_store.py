@@ -53,118 +53,161 @@ def _json(value):
 
 # ---- reading -------------------------------------------------------------------------------
 
+@dataclass
+class Screen:
+    """Everything one redraw needs, read through one short read-only connection."""
+    pending: list  # [(example_id, cluster_id)] in review order
+    item: Item
+    context: dict | None
+    progress: tuple[int, int]
+    nearest: tuple[str, str, float] | None  # accepted (example_id, prompt, cosine)
+
+
+def read_screen(cluster_id: str | None, sample_k: int | None, front: list[str],
+                index: "AcceptedIndex") -> Screen | None:
+    """The queue and its next example (the first of `front` still pending, else the head)."""
+    with connect(read_only=True) as con:
+        pending = _queue(con, cluster_id, sample_k)
+        if not pending:
+            return None
+        ids = {p[0] for p in pending}
+        item = _load_item(con, next((i for i in front if i in ids), pending[0][0]))
+        return Screen(pending, item, _cluster_context(con, item.cluster_id, item.seed_trace_id),
+                      _progress(con, item.cluster_id), index.nearest(con, item.embedding))
+
+
 def queue(cluster_id: str | None = None, sample_k: int | None = None) -> list[tuple[str, str | None]]:
+    with connect(read_only=True) as con:
+        return _queue(con, cluster_id, sample_k)
+
+
+def _queue(con, cluster_id, sample_k) -> list[tuple[str, str | None]]:
     """Pending examples in review order: never-skipped first (by cluster, age), then skipped ones
     by when they were skipped. With sample_k, only each cluster's next sample_k - reviewed ones,
     picked in a fixed pseudo-random order (md5 of the id) so a restart samples the same ones."""
-    with connect(read_only=True) as con:
-        rows = con.execute("""
-            SELECT e.example_id, e.cluster_id, e.created_at, s.last_skip, md5(e.example_id)
-            FROM examples e
-            LEFT JOIN (SELECT example_id, max(created_at) AS last_skip FROM reviews
-                       WHERE decision = 'skipped' GROUP BY 1) s USING (example_id)
-            WHERE e.status = 'pending_review' AND (? IS NULL OR e.cluster_id = ?)""",
-                           [cluster_id, cluster_id]).fetchall()
-        reviewed = human_reviews(con) if sample_k else {}
-    if sample_k:
-        rows = _sample(rows, sample_k, reviewed)
-    low = datetime.min
-    rows.sort(key=lambda r: (r[3] is not None, r[3] or low, r[1] is None, r[1] or "", r[2] or low, r[0]))
-    return [(r[0], r[1]) for r in rows]
+    return con.execute(f"""
+        WITH skips AS (SELECT example_id, max(created_at) AS last_skip FROM reviews
+                       WHERE decision = 'skipped' GROUP BY 1),
+             reviewed AS ({HUMAN_REVIEWS}),
+             pending AS (
+                SELECT e.example_id, e.cluster_id, e.created_at, s.last_skip,
+                       row_number() OVER (PARTITION BY e.cluster_id ORDER BY md5(e.example_id)) AS pick
+                FROM examples e LEFT JOIN skips s USING (example_id)
+                WHERE e.status = 'pending_review' AND (?::VARCHAR IS NULL OR e.cluster_id = ?))
+        SELECT p.example_id, p.cluster_id FROM pending p
+        LEFT JOIN reviewed r ON r.cluster_id IS NOT DISTINCT FROM p.cluster_id
+        WHERE ?::INTEGER IS NULL OR p.pick <= ? - coalesce(r.n, 0)
+        ORDER BY p.last_skip IS NOT NULL, p.last_skip, p.cluster_id NULLS LAST, p.created_at, p.example_id""",
+                       [cluster_id, cluster_id, sample_k, sample_k]).fetchall()
 
 
-def _sample(rows: list, k: int, reviewed: dict) -> list:
-    by_cluster: dict = {}
-    for row in sorted(rows, key=lambda r: r[4]):
-        by_cluster.setdefault(row[1], []).append(row)
-    out = []
-    for cid, members in by_cluster.items():
-        out += members[:max(0, k - reviewed.get(cid, (0, 0))[1])]
-    return out
+# decisions by a person that still stand, per cluster (policies are reviewers named policy:…)
+HUMAN_REVIEWS = """
+    SELECT e.cluster_id, count(*) FILTER (WHERE r.decision = 'accepted') AS accepted, count(*) AS n
+    FROM reviews r JOIN examples e USING (example_id)
+    WHERE r.decision IN ('accepted', 'rejected', 'edited') AND r.reviewer NOT LIKE 'policy:%'
+    GROUP BY 1"""
 
 
 def human_reviews(con) -> dict:
-    """cluster_id -> (accepted, reviewed) over human decisions that still stand."""
-    rows = con.execute("""
-        SELECT e.cluster_id, count(*) FILTER (WHERE r.decision = 'accepted'), count(*)
-        FROM reviews r JOIN examples e USING (example_id)
-        WHERE r.decision IN ('accepted', 'rejected', 'edited') AND r.reviewer NOT LIKE 'policy:%'
-        GROUP BY 1""").fetchall()
-    return {cid: (int(a), int(n)) for cid, a, n in rows}
+    """cluster_id -> (accepted, reviewed)."""
+    return {cid: (int(a), int(n)) for cid, a, n in con.execute(HUMAN_REVIEWS).fetchall()}
 
 
 def load_item(example_id: str) -> Item | None:
     with connect(read_only=True) as con:
-        row = con.execute("""
-            SELECT example_id, cluster_id, mode, status, prompt, response, messages, metadata,
-                   edited_from, seed_trace_id, embedding
-            FROM examples WHERE example_id = ?""", [example_id]).fetchone()
-        if row is None:
-            return None
-        checks = con.execute("""SELECT check_idx, check_id, passed, reason FROM example_checks
-                                WHERE example_id = ? ORDER BY check_idx""", [example_id]).fetchall()
+        return _load_item(con, example_id)
+
+
+def _load_item(con, example_id: str) -> Item | None:
+    row = con.execute("""
+        SELECT example_id, cluster_id, mode, status, prompt, response, messages, metadata,
+               edited_from, seed_trace_id, embedding
+        FROM examples WHERE example_id = ?""", [example_id]).fetchone()
+    if row is None:
+        return None
     item = Item(*row[:6], _json(row[6]) or [], _json(row[7]), *row[8:])
-    item.checks = checks
+    item.checks = con.execute("""SELECT check_idx, check_id, passed, reason FROM example_checks
+                                 WHERE example_id = ? ORDER BY check_idx""", [example_id]).fetchall()
     return item
 
 
-def cluster_context(cluster_id: str | None, seed_trace_id: str | None) -> dict | None:
+def _cluster_context(con, cluster_id: str | None, seed_trace_id: str | None) -> dict | None:
     """The cluster row plus one original failing trace (the example's seed if it is a member)."""
     if cluster_id is None:
         return None
-    with connect(read_only=True) as con:
-        row = con.execute("SELECT label, check_id, size FROM clusters WHERE cluster_id = ?",
-                          [cluster_id]).fetchone()
-        if row is None:
-            return {"label": None, "check_id": None, "size": None, "trace": None}
-        trace = con.execute("""
-            SELECT t.trace_id, t.prompt, coalesce(r.output, t.response), r.reason
-            FROM cluster_members m JOIN traces t USING (trace_id)
-            LEFT JOIN results r ON r.run_id = m.run_id AND r.trace_id = m.trace_id
-                               AND r.check_id = ? AND NOT r.passed
-            WHERE m.cluster_id = ?
-            ORDER BY (t.trace_id = ?) DESC NULLS LAST, (r.trace_id IS NULL), m.similarity DESC NULLS LAST,
-                     t.trace_id
-            LIMIT 1""", [row[1], cluster_id, seed_trace_id]).fetchone()
+    row = con.execute("SELECT label, check_id, size FROM clusters WHERE cluster_id = ?", [cluster_id]).fetchone()
+    if row is None:
+        return {"label": None, "check_id": None, "size": None, "trace": None}
+    trace = con.execute("""
+        SELECT t.trace_id, t.prompt, coalesce(r.output, t.response), r.reason
+        FROM cluster_members m JOIN traces t USING (trace_id)
+        LEFT JOIN results r ON r.run_id = m.run_id AND r.trace_id = m.trace_id
+                           AND r.check_id = ? AND NOT r.passed
+        WHERE m.cluster_id = ?
+        ORDER BY (t.trace_id = ?) DESC NULLS LAST, (r.trace_id IS NULL), m.similarity DESC NULLS LAST, t.trace_id
+        LIMIT 1""", [row[1], cluster_id, seed_trace_id]).fetchone()
     return {"label": row[0], "check_id": row[1], "size": row[2], "trace": trace}
 
 
 def progress(cluster_id: str | None) -> tuple[int, int]:
-    """(decided, total) originals of a cluster (edits' new rows are not counted twice)."""
     with connect(read_only=True) as con:
-        decided, total = con.execute("""
-            SELECT count(*) FILTER (WHERE status IN ('accepted', 'rejected', 'edited')),
-                   count(*) FILTER (WHERE status IN ('accepted', 'rejected', 'edited', 'pending_review'))
-            FROM examples WHERE cluster_id IS NOT DISTINCT FROM ? AND edited_from IS NULL""",
-                                     [cluster_id]).fetchone()
+        return _progress(con, cluster_id)
+
+
+def _progress(con, cluster_id: str | None) -> tuple[int, int]:
+    """(decided, total) originals of a cluster (edits' new rows are not counted twice)."""
+    decided, total = con.execute("""
+        SELECT count(*) FILTER (WHERE status IN ('accepted', 'rejected', 'edited')),
+               count(*) FILTER (WHERE status IN ('accepted', 'rejected', 'edited', 'pending_review'))
+        FROM examples WHERE cluster_id IS NOT DISTINCT FROM ? AND edited_from IS NULL""",
+                                 [cluster_id]).fetchone()
     return int(decided), int(total)
 
 
 class AcceptedIndex:
-    """Embeddings of accepted examples, loaded once and reloaded after decisions change them."""
+    """Accepted examples' embeddings as one (N, dim) float32 matrix, loaded once per dimension;
+    an accept in this session appends a row, other changes (undo, accept-rest, edit) reload it."""
 
     def __init__(self):
-        self.rows = None
+        self.ids: list[str] = []
+        self.matrix = None
 
-    def invalidate(self):
-        self.rows = None
+    def invalidate(self) -> None:
+        self.matrix = None
 
-    def nearest(self, embedding) -> tuple[str, str, float] | None:
+    def add(self, example_id: str, embedding) -> None:
+        if self.matrix is not None and embedding is not None and len(embedding) == self.matrix.shape[1]:
+            self.ids.append(example_id)
+            self.matrix = np.vstack([self.matrix, _unit(np.asarray(embedding, dtype=np.float32))[None]])
+
+    def nearest(self, con, embedding) -> tuple[str, str, float] | None:
         """(example_id, prompt, cosine) of the most similar accepted example, or None."""
         if embedding is None or len(embedding) == 0:
             return None
-        if self.rows is None:
-            with connect(read_only=True) as con:
-                self.rows = con.execute("""SELECT example_id, prompt, embedding FROM examples
-                                           WHERE status = 'accepted' AND embedding IS NOT NULL""").fetchall()
-        query = np.asarray(embedding, dtype=np.float32)
-        same = [r for r in self.rows if len(r[2]) == len(query)]
-        if not same:
+        if self.matrix is None or self.matrix.shape[1] != len(embedding):
+            self._load(con, len(embedding))
+        if not self.ids:
             return None
-        matrix = np.asarray([r[2] for r in same], dtype=np.float32)
-        sims = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query) + 1e-12)
+        sims = self.matrix @ _unit(np.asarray(embedding, dtype=np.float32))
         best = int(np.argmax(sims))
-        return same[best][0], same[best][1], float(sims[best])
+        prompt = con.execute("SELECT prompt FROM examples WHERE example_id = ?", [self.ids[best]]).fetchone()
+        return self.ids[best], prompt[0] if prompt else "", float(sims[best])
+
+    def _load(self, con, dim: int) -> None:
+        cursor = con.cursor()  # relation API on its own cursor: Arrow without an extra copy
+        try:
+            table = cursor.sql("""SELECT example_id, embedding FROM examples
+                                  WHERE status = 'accepted' AND len(embedding) = ?""", params=[dim]).to_arrow_table()
+        finally:
+            cursor.close()
+        self.ids = table.column("example_id").to_pylist()
+        flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        self.matrix = _unit(flat.astype(np.float32).reshape(len(self.ids), dim))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 # ---- writing -------------------------------------------------------------------------------
