@@ -139,3 +139,24 @@ def test_review_path_does_not_import_torch():
     code = ("import sys, curate.review, curate.review_edit, curate.review_store; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_nearest_accepted_index():
+    with connect() as con:
+        add_example(con, "a1", "c1", "first", "r", status="accepted", embedding=[1.0, 0.0, 0.0])
+        add_example(con, "a2", "c1", "second", "r", status="accepted", embedding=[0.0, 2.0, 0.0])
+        add_example(con, "a3", "c1", "other dim", "r", status="accepted", embedding=[0.0, 1.0])
+        add_example(con, "p1", None, "pending", "r", embedding=[0.0, 0.0, 1.0])
+    index = store.AcceptedIndex()
+    with connect(read_only=True) as con:
+        example_id, prompt, cosine = index.nearest(con, [0.1, 0.9, 0.0])
+        assert (example_id, prompt) == ("a2", "second") and cosine == pytest.approx(0.9939, abs=1e-3)
+        assert index.nearest(con, None) is None
+        assert index.nearest(con, [0.0, 1.0])[0] == "a3"  # another dimension loads its own matrix
+        index.invalidate()
+        assert index.nearest(con, [0.0, 0.0, 1.0])[2] == pytest.approx(0.0)
+    assert store.decide("p1", "accepted", "ann")
+    index.add("p1", [0.0, 0.0, 1.0])
+    with connect(read_only=True) as con:
+        assert index.nearest(con, [0.0, 0.0, 1.0])[:2] == ("p1", "pending")
+    assert store.queue() == []
