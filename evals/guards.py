@@ -24,7 +24,7 @@ class GuardError(RuntimeError):
     pass
 
 
-def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch_size: int = 4) -> float:
+def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch_size: int = 8) -> float:
     """lm-eval word perplexity of (model, adapter) on the local prose task."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -35,8 +35,10 @@ def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch
         args["peft"] = str(resolve_path(adapter))
     try:
         out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=["mend_prose"], batch_size=batch_size,
-                                      task_manager=TaskManager(include_path=str(TASKS_DIR)),
-                                      metadata={"n_docs": n_docs}, log_samples=False, bootstrap_iters=0,
+                                      task_manager=TaskManager(include_path=str(TASKS_DIR),
+                                                               include_defaults=False,  # skip indexing ~10k YAMLs
+                                                               metadata={"n_docs": n_docs}),
+                                      log_samples=False, bootstrap_iters=0,
                                       device=_device())
     except Exception as e:  # lm-eval raises many types; the gate reports any of them as "could not run"
         raise GuardError(f"lm-eval perplexity on {model_ref} + {adapter or 'no adapter'}: "

@@ -1,0 +1,52 @@
+"""The gate's guards: local prose for the lm-eval task, the lm-eval perplexity guard and the drift guard
+(tiny model, nothing downloaded)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals import guards
+from evals.gate import Side
+from test_gate_helpers import add_run, add_traces
+from traces import store
+
+sys.path.insert(0, str(guards.TASKS_DIR))
+import prose  # noqa: E402  (the lm-eval task's data module)
+
+
+def test_prose_is_local_deterministic_english():
+    docs = prose.paragraphs()
+    assert len(docs) >= 40 and docs == prose.paragraphs()
+    assert all(len(d.split()) >= prose.MIN_WORDS and ">>>" not in d for d in docs)
+
+
+def test_word_perplexity_through_lm_eval_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    result = guards.perplexity_guard(str(tiny_model_dir), None, str(tiny_model_dir), None, 3, 0.1)
+    lines = (tmp_path / "data" / "lm_eval" / "prose.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["text"] == prose.paragraphs()[0]
+    assert result["baseline"] > 1.0   # an untrained tiny model: very high, but finite
+    assert result["ok"] and result["ratio"] == pytest.approx(1.0)
+
+
+def test_drift_guard_scores_passing_seed_responses_under_both_models(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MEND_TRAIN_MODEL", str(tiny_model_dir))
+    with store.connect() as con:
+        seeds = add_traces(con, 6, split="seed", prefix="s")
+        add_run(con, "logged", {t: [("A", i < 4)] for i, t in enumerate(seeds)}, model_ref=None, split="all",
+                mode="logged")
+    side = Side(str(tiny_model_dir), None, None)
+    sample = guards.drift_sample(guards.seed_runs_of(side.ref, None, str(tiny_model_dir)), 10)
+    assert len(sample) == 4                          # only traces that passed every check
+    assert sample[0][0][0]["role"] == "user" and sample[0][1].startswith("out s")
+    result = guards.drift_guard(side, side, 10, 0.25)
+    assert result["ok"] and result["candidate"] == pytest.approx(result["baseline"])
+    assert not guards.drift_guard(side, side, 10, -0.01)["ok"]
+
+
+def test_drift_guard_needs_baseline_responses(tiny_model_dir):
+    side = Side(str(tiny_model_dir), None, None)
+    with pytest.raises(guards.GuardError, match="no passing seed traces"):
+        guards.drift_guard(side, side, 5, 0.25)
