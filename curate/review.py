@@ -243,12 +243,14 @@ class Session:
         self.say(f"accepted the rest of cluster {item.cluster_id}: {len(ids)} examples", "green")
 
     def edit(self, item) -> None:
-        text = review_edit.to_text(item)
         try:
-            edited = review_edit.run_editor(text)
-            parsed = review_edit.parse(edited)
+            edited = review_edit.run_editor(review_edit.to_text(item))
         except review_edit.EditError as e:
             return self.say(f"edit not saved: {e}", "yellow")
+        try:
+            parsed = review_edit.parse(edited)
+        except review_edit.EditError as e:
+            return self.say(f"edit not saved: {e}; your text is in {review_edit.keep(edited)}", "yellow")
         if parsed is None:
             return self.say("edit cancelled (the file was emptied)", "yellow")
         if parsed == (item.prompt, item.response, item.metadata):
@@ -257,7 +259,8 @@ class Session:
         try:
             results = review_edit.verify(*parsed)
         except Exception as e:  # a broken edit (e.g. metadata the checks reject) must not end the session
-            return self.say(f"edit not saved: verification could not run: {type(e).__name__}: {e}", "red")
+            return self.say(f"edit not saved: verification could not run: {type(e).__name__}: {e}; "
+                            f"your text is in {review_edit.keep(edited)}", "red")
         saved = store.save_edit(item, *parsed, results, self.reviewer)
         if saved is None:
             return self.say(f"{item.example_id} was decided elsewhere meanwhile; edit not saved", "yellow")

@@ -79,6 +79,14 @@ def run_editor(text: str) -> str:
             os.unlink(path)
 
 
+def keep(text: str) -> str:
+    """Save an edit that could not be stored, so the reviewer's work is not lost; returns the path."""
+    fd, path = tempfile.mkstemp(prefix="mend-review-unsaved-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
 def verify(prompt: str, response: str, metadata: dict | None) -> list[tuple[str, bool, str]]:
     """The checks the metadata names, run by evals.checks (lm-eval's IFEval checkers)."""
     from evals.checks import verify_instructions

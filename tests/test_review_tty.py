@@ -274,3 +274,18 @@ def test_cluster_filter_and_hangup_loses_nothing(seeded):
     again.screen("f2")
     assert "1 of 1" in again.text() and "example e1" not in again.text()
     again.quit()
+
+
+def test_edit_with_broken_markers_keeps_the_text(seeded):
+    script = seeded / "breaker.py"
+    script.write_text("import sys; open(sys.argv[1], 'w').write('my careful rewrite without markers')\n")
+    r = Review(seeded, editor=f"{sys.executable} {script}")
+    r.screen("e1")
+    r.press("e", then="e1")
+    match = re.search(r"your text is in (\S+\.txt)", r.text())
+    assert match and "marker lines" in r.text()
+    kept = Path(match.group(1))
+    assert kept.read_text() == "my careful rewrite without markers"
+    kept.unlink()
+    r.quit()
+    assert status_of("e1")[0] == "pending_review"
