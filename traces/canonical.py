@@ -1,6 +1,7 @@
 """The checks, split and storage every format shares, as set-based SQL over one batch.
 
-A format reader fills a temp table `pre` with the canonical columns
+A format reader fills a temp table `pre` with the canonical columns (the JSONL reader, the hot
+path, builds `checked` itself in fewer JSON parses: traces.jsonl_sql)
     line, source_format, src_id, ts, model, messages, response, tool_calls, tools, params,
     usage, metadata, feedback, error, raw
 (`error` set when the reader already found the line bad). `store_batch` adds the common checks,
@@ -107,15 +108,18 @@ def _insert_traces_sql(cfg) -> str:
 
 QUARANTINE_SQL = """
     INSERT INTO quarantine (ingest_id, source_file, source_line, reason, raw)
-    SELECT $ingest, $file, c.line, c.error, left(c.raw, 10000) FROM checked c
+    SELECT $ingest, $file, c.line, c.error, rtrim(left(c.raw, 10000), chr(10) || chr(13)) FROM checked c
     WHERE c.error IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM quarantine q WHERE q.source_file = $file AND q.source_line = c.line)
 """
 
 
-def store_batch(con, cfg, file: str, ingest_id: str, scrub_columns: bool) -> BatchCounts:
-    """`pre` -> quarantine + traces. Re-storing a batch adds nothing (ids and quarantine lines are keys)."""
-    con.execute(_checked_sql(cfg, scrub_columns))
+def store_batch(con, cfg, file: str, ingest_id: str, scrub_columns: bool, from_pre: bool = True) -> BatchCounts:
+    """`pre` (or an already `checked` table) -> quarantine + traces.
+
+    Re-storing a batch adds nothing: trace ids and quarantined (file, line) pairs are keys."""
+    if from_pre:
+        con.execute(_checked_sql(cfg, scrub_columns))
     read, bad = con.execute("SELECT count(*), count(error) FROM checked").fetchone()
     con.execute(QUARANTINE_SQL, {"ingest": ingest_id, "file": file})
     gk_path = "$." + '"' + cfg.group_key.replace('"', '') + '"'

@@ -96,17 +96,28 @@ def line_batches(path: Path, batch_lines: int, on_bytes=None) -> Iterator["objec
 
 
 def _split(data: bytes):
+    """Lines as an Arrow string array that points into `data` (no copy, no Python object per line).
+
+    Each string keeps its trailing newline (JSON allows surrounding whitespace; SQL trims it)."""
+    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
-    text = data.decode("utf-8", errors="replace")  # a bad byte becomes U+FFFD; the line then fails JSON checks
-    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
-    return pc.utf8_rtrim(lines, characters="\r")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:  # rare: make bad bytes U+FFFD so the line fails JSON checks, not the batch
+        data = data.decode("utf-8", errors="replace").encode()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    if not len(ends) or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _numbered(lines, first: int):
+    import numpy as np
     import pyarrow as pa
-    return pa.table({"line": pa.array(range(first, first + len(lines)), pa.int64()),
-                     "raw": lines.cast(pa.large_string())})
+    return pa.table({"line": pa.array(np.arange(first, first + len(lines), dtype=np.int64)),
+                     "raw": lines})
 
 
 # ---------- storing ----------
@@ -125,21 +136,21 @@ def _record(con, ingest_id: str, c: canonical.BatchCounts, status: str | None = 
                 [c.read, c.stored, c.duplicate, c.quarantined, status, status, ingest_id])
 
 
-def _store(con, cfg, summary: FileSummary, scrub_columns: bool) -> None:
-    """`pre` is filled: store it and the running counts in one transaction."""
-    counts = canonical.store_batch(con, cfg, summary.path, summary.ingest_id, scrub_columns)
+def _store(con, cfg, summary: FileSummary, scrub_columns: bool, from_pre: bool = True) -> None:
+    """`pre` (or `checked`) is filled: store it and the running counts, inside the caller's transaction."""
+    counts = canonical.store_batch(con, cfg, summary.path, summary.ingest_id, scrub_columns, from_pre)
     summary.counts.add(counts)
     _record(con, summary.ingest_id, summary.counts)
 
 
 def _ingest_jsonl(con, cfg, path: Path, summary: FileSummary, progress) -> None:
-    sql = "CREATE OR REPLACE TEMP TABLE pre AS " + jsonl_sql.pre_sql(cfg.scrub_secrets)
+    sql = jsonl_sql.checked_sql(cfg.scrub_secrets)
     for table in line_batches(path, cfg.batch_lines, progress):
         con.register("lines", table)
         try:
             with store.transaction(con):
                 con.execute(sql)
-                _store(con, cfg, summary, scrub_columns=False)
+                _store(con, cfg, summary, scrub_columns=False, from_pre=False)
         finally:
             con.unregister("lines")
 

@@ -1,15 +1,16 @@
 """Validate and extract a batch of raw JSONL lines in DuckDB (no Python loop per line).
 
-Input: a table `lines(line BIGINT, raw VARCHAR)`. Output (`pre_sql`): one row per non-blank line
-with the canonical columns that `traces.canonical` finishes (see there), `error` naming the field
-when the line is bad. Two line shapes are accepted, decided per line:
+Input: a table `lines(line BIGINT, raw VARCHAR)`. Output (`checked_sql`): the temp table `checked`,
+one row per non-blank line with the canonical columns, the prompt, and `error` naming the field
+when the line is bad (see traces.canonical, which stores it). Two line shapes are accepted, decided per line:
 
 - OpenAI Chat Completions log: request fields (`model`, `messages`, `tools`, sampling params) and
   the response (`choices[0].message`, `usage`, `id`, `created`) either flat in one object, or
   nested as `{"request": {...}, "response": {...}}`; plus optional `metadata` and `feedback`.
 - `{"messages": [...]}` (OpenAI fine-tuning / chat JSONL): the last message is the response.
 
-Each line is parsed once: `json_extract(raw, [paths])` returns every field in one pass.
+Each line is parsed twice in all: `json_extract_string(raw, [paths])` and `json_type(raw, [paths])`
+return every field's text and JSON type in one pass each (re-parsing extracted values was 5x slower).
 """
 from __future__ import annotations
 
@@ -18,10 +19,20 @@ from traces import scrub
 SAMPLING = ["temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
             "presence_penalty", "frequency_penalty", "response_format", "tool_choice"]
 
-# name -> JSON paths tried in order (flat log, nested request/response log)
+# name -> JSON paths tried in order (flat log first, then the nested request/response log)
 FIELDS = {
     "messages": ["$.messages", "$.request.messages"],
     "choices": ["$.choices", "$.response.choices"],
+    "choice0": ["$.choices[0]", "$.response.choices[0]"],
+    "reply": ["$.choices[0].message", "$.response.choices[0].message"],
+    "reply_content": ["$.choices[0].message.content", "$.response.choices[0].message.content"],
+    "reply_tool_calls": ["$.choices[0].message.tool_calls", "$.response.choices[0].message.tool_calls"],
+    # the request's last message (chat logs) and, for {"messages"} lines, the last two
+    "last_role": ["$.messages[#-1].role", "$.request.messages[#-1].role"],
+    "last_content": ["$.messages[#-1].content", "$.request.messages[#-1].content"],
+    "last_tool_calls": ["$.messages[#-1].tool_calls"],
+    "prev_role": ["$.messages[#-2].role"],
+    "prev_content": ["$.messages[#-2].content"],
     "model": ["$.model", "$.response.model", "$.request.model"],
     "id": ["$.id", "$.response.id", "$.trace_id"],
     "tools": ["$.tools", "$.request.tools"],
@@ -30,99 +41,148 @@ FIELDS = {
     "feedback": ["$.feedback"],
     "created": ["$.created", "$.response.created"],
     "timestamp": ["$.timestamp"],
-    **{p: [f"$.{p}", f"$.request.{p}"] for p in SAMPLING},
+    "request": ["$.request"],
+    **{p: [f"$.{p}"] for p in SAMPLING},
 }
+# fields whose JSON type is needed but whose text is not: serializing them (~1 KB of choices per
+# line) cost more than parsing the line, so they stay out of the values list (v) and their v is NULL
+TYPE_ONLY = {"choices", "choice0", "reply"}
 
 
-def _paths() -> tuple[list[str], dict[str, list[int]]]:
-    paths, index = [], {}
-    for name, ps in FIELDS.items():
-        index[name] = []
-        for p in ps:
-            index[name].append(len(paths) + 1)  # DuckDB lists are 1-based
-            paths.append(p)
-    return paths, index
+def _paths() -> list[str]:
+    return [p for ps in FIELDS.values() for p in ps]
 
 
-def _field(index: dict, name: str) -> str:
-    """First non-null JSON value among the field's paths (f is the extracted list)."""
-    items = [f"f[{i}]" for i in index[name]]
-    return items[0] if len(items) == 1 else f"coalesce({', '.join(items)})"
+def _value_paths() -> list[str]:
+    return [p if name not in TYPE_ONLY else "$.__mend_never__" for name, ps in FIELDS.items() for p in ps]
+
+
+def _pick(name: str, paths: list[str]) -> tuple[str, str]:
+    """(value, type) of the first path of `name` present: v/t are the per-line lists of all paths."""
+    idx = [paths.index(p) + 1 for p in FIELDS[name]]  # DuckDB lists are 1-based
+    if len(idx) == 1:
+        return f"v[{idx[0]}]", f"t[{idx[0]}]"
+    first = " ".join(f"WHEN t[{i}] IS NOT NULL AND t[{i}] <> 'NULL' THEN {i}" for i in idx)
+    return f"v[coalesce(CASE {first} END, {idx[0]})]", f"t[coalesce(CASE {first} END, {idx[0]})]"
 
 
 MACROS = [
-    # text of a message content: a string, or the text parts of a list of parts
+    # text of a message content (JSON): a string, or the text parts of a list of parts
     """CREATE OR REPLACE TEMP MACRO content_text(c) AS CASE json_type(c)
          WHEN 'VARCHAR' THEN c ->> '$'
          WHEN 'ARRAY' THEN array_to_string(list_transform(
              list_filter(json_extract(c, '$[*]'), lambda p: (p ->> 'type') = 'text'), lambda p: p ->> 'text'), chr(10))
          ELSE NULL END""",
-    # JSON null and missing are the same to us
+    # the same, from a value and its JSON type as json_extract_string / json_type give them
+    """CREATE OR REPLACE TEMP MACRO typed_text(v, t) AS CASE t
+         WHEN 'VARCHAR' THEN v WHEN 'ARRAY' THEN content_text(v::JSON) ELSE NULL END""",
+    # last user message's text, the slow general way (when it is not simply the last message)
+    """CREATE OR REPLACE TEMP MACRO last_user_text(msgs) AS content_text(
+         list_filter(json_extract(msgs, '$[*]'), lambda m: (m ->> 'role') = 'user')[-1] -> 'content')""",
     "CREATE OR REPLACE TEMP MACRO jnull(j) AS CASE WHEN j IS NULL OR json_type(j) = 'NULL' THEN NULL ELSE j END",
 ]
 
 
-def pre_sql(scrub_secrets: bool) -> str:
-    paths, index = _paths()
+def checked_sql(scrub_secrets: bool) -> str:
+    """`lines` -> the `checked` table (canonical columns + prompt + error), two parses per line.
+
+    json_extract_string / json_type with a list of paths parse a line once each and return every
+    field's text and JSON type; everything below works on those lists, not on re-parsed JSON.
+    """
+    paths = _paths()
+    # Arrow strings keep their newline (traces.ingest._split); JSON ignores it, and DuckDB's trim with
+    # a character set is ~30x slower than the JSON parse, so it is only stripped from quarantined lines
     raw = scrub.secrets_sql("raw") if scrub_secrets else "raw"
-    path_list = "[" + ", ".join("'" + p + "'" for p in paths) + "]"
-    params = ", ".join(f"'{p}', {_field(index, p)}" for p in SAMPLING)
-    g = lambda name: _field(index, name)  # noqa: E731
+    plist = "[" + ", ".join("'" + p + "'" for p in paths) + "]"
+    vlist = "[" + ", ".join("'" + p + "'" for p in _value_paths()) + "]"
+    f = {name: _pick(name, paths) for name in FIELDS}
+    V = {k: v for k, (v, _) in f.items()}  # noqa: N806
+    T = {k: t for k, (_, t) in f.items()}  # noqa: N806
+    params = ", ".join(f"'{p}', CASE WHEN {T[p]} = 'VARCHAR' THEN to_json({V[p]}) ELSE {V[p]}::JSON END"
+                       for p in SAMPLING)
     return f"""
+    CREATE OR REPLACE TEMP TABLE checked AS
     WITH s AS (
-        SELECT line, {raw} AS raw FROM lines WHERE trim(raw) <> ''
+        SELECT line, {raw} AS raw FROM lines WHERE raw NOT IN ('', chr(10), chr(13) || chr(10))
     ), e AS (
-        SELECT line, raw, ltrim(raw)[1] = '{{' AS is_obj, try(json_extract(raw, {path_list})) AS f FROM s
+        SELECT line, raw, (starts_with(raw, '{{') OR starts_with(ltrim(raw), '{{')) AS is_obj,
+               try(json_extract_string(raw, {vlist})) AS v, try(json_type(raw, {plist})) AS t
+        FROM s
     ), x AS (
-        SELECT line, raw, is_obj, f IS NOT NULL AS ok,
-               jnull({g('messages')}) AS msgs, jnull({g('choices')}) AS choices,
-               jnull({g('model')}) AS model_j, jnull({g('id')}) AS id_j,
-               jnull({g('tools')}) AS tools, jnull({g('usage')}) AS usage,
-               jnull({g('metadata')}) AS metadata, jnull({g('feedback')}) AS feedback,
-               jnull({g('created')}) AS created, jnull({g('timestamp')}) AS tstamp,
-               json_merge_patch('{{}}', json_object({params})) AS params
+        SELECT line, raw, is_obj, v IS NOT NULL AS ok,
+               {T['choices']} IS NOT NULL AND {T['choices']} <> 'NULL' AS is_chat,
+               {V['messages']} AS msgs, {T['messages']} AS msgs_t,
+               CASE WHEN {T['messages']} = 'ARRAY' THEN json_array_length({V['messages']}) END AS n_msgs,
+               CASE WHEN {T['messages']} = 'ARRAY' THEN len(list_filter(json_type({V['messages']}, '$[*].role'),
+                    lambda r: r = 'VARCHAR')) END AS n_roles,
+               {T['choices']} AS choices_t, {T['choice0']} IS NOT NULL AS has_choice0,
+               {T['reply']} AS reply_t,
+               {V['reply_content']} AS rc, {T['reply_content']} AS rc_t,
+               {V['reply_tool_calls']} AS rtc, {T['reply_tool_calls']} AS rtc_t,
+               {V['last_role']} AS last_role, {V['last_content']} AS lc, {T['last_content']} AS lc_t,
+               {V['last_tool_calls']} AS ltc, {T['last_tool_calls']} AS ltc_t,
+               {V['prev_role']} AS prev_role, {V['prev_content']} AS pc, {T['prev_content']} AS pc_t,
+               {V['model']} AS model, {T['model']} AS model_t,
+               CASE WHEN {T['id']} IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN {V['id']} END AS src_id,
+               {V['tools']} AS tools, {T['tools']} AS tools_t, {V['usage']} AS usage, {T['usage']} AS usage_t,
+               {V['metadata']} AS metadata, {T['metadata']} AS metadata_t,
+               {V['feedback']} AS feedback, {T['feedback']} AS feedback_t,
+               CASE WHEN {T['created']} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN to_timestamp({V['created']}::DOUBLE)::TIMESTAMP
+                    ELSE try_cast({V['timestamp']} AS TIMESTAMP) END AS ts,
+               CASE WHEN {T['request']} = 'OBJECT' THEN json_merge_patch({V['request']},
+                        '{{"messages": null, "tools": null, "model": null, "metadata": null}}')
+                    ELSE json_merge_patch('{{}}', json_object({params})) END AS params
         FROM e
     ), y AS (
-        SELECT *, choices IS NOT NULL AS is_chat,
-               CASE WHEN choices IS NOT NULL THEN json_extract(choices, '$[0].message')
-                    WHEN json_type(msgs) = 'ARRAY' THEN json_extract(msgs, '$[' || (json_array_length(msgs) - 1) || ']')
-               END AS reply
+        SELECT *,
+            CASE WHEN is_chat THEN typed_text(rc, rc_t) ELSE typed_text(lc, lc_t) END AS response,
+            CASE WHEN is_chat THEN (CASE WHEN rtc_t = 'NULL' THEN NULL ELSE rtc END)
+                 ELSE (CASE WHEN ltc_t = 'NULL' THEN NULL ELSE ltc END) END AS tool_calls,
+            CASE WHEN is_chat THEN (CASE WHEN last_role = 'user' AND lc_t = 'VARCHAR' THEN lc
+                                         WHEN msgs_t = 'ARRAY' THEN last_user_text(msgs::JSON) END)
+                 ELSE (CASE WHEN prev_role = 'user' AND pc_t = 'VARCHAR' THEN pc
+                            WHEN msgs_t = 'ARRAY' AND n_msgs >= 2
+                            THEN last_user_text(to_json(list_slice(json_extract(msgs, '$[*]'), 1, -2))) END)
+            END AS prompt
         FROM x
     )
     SELECT line,
         CASE WHEN is_chat THEN 'openai_chat' ELSE 'messages' END AS source_format,
-        CASE json_type(id_j) WHEN 'VARCHAR' THEN id_j ->> '$' WHEN 'BIGINT' THEN id_j::VARCHAR
-                             WHEN 'UBIGINT' THEN id_j::VARCHAR END AS src_id,
-        coalesce(CASE WHEN json_type(created) IN ('BIGINT', 'UBIGINT', 'DOUBLE')
-                      THEN to_timestamp(created::DOUBLE)::TIMESTAMP END,
-                 try_cast(tstamp ->> '$' AS TIMESTAMP)) AS ts,
-        model_j ->> '$' AS model,
-        CASE WHEN is_chat THEN msgs::VARCHAR
-             WHEN json_type(msgs) = 'ARRAY' THEN to_json(list_slice(json_extract(msgs, '$[*]'), 1, -2))::VARCHAR
+        src_id, ts, model,
+        CASE WHEN is_chat THEN msgs
+             WHEN msgs_t = 'ARRAY' AND n_msgs >= 2 THEN to_json(list_slice(json_extract(msgs, '$[*]'), 1, -2))::VARCHAR
         END AS messages,
-        content_text(reply -> 'content') AS response,
-        jnull(reply -> 'tool_calls')::VARCHAR AS tool_calls,
-        tools::VARCHAR AS tools,
+        prompt, response, tool_calls,
+        CASE WHEN tools_t = 'ARRAY' THEN tools END AS tools,
         CASE WHEN params = '{{}}' THEN NULL ELSE params::VARCHAR END AS params,
-        usage::VARCHAR AS usage, metadata::VARCHAR AS metadata, feedback::VARCHAR AS feedback,
+        CASE WHEN usage_t = 'OBJECT' THEN usage END AS usage,
+        CASE WHEN metadata_t = 'OBJECT' THEN metadata END AS metadata,
+        CASE WHEN feedback_t = 'OBJECT' THEN feedback END AS feedback,
         CASE
             WHEN NOT is_obj AND ok THEN 'line is not a JSON object'
             WHEN NOT ok THEN 'invalid JSON'
-            WHEN msgs IS NULL THEN 'missing field `messages`'
-            WHEN json_type(msgs) <> 'ARRAY' THEN 'field `messages` must be an array, got ' || json_type(msgs)
-            WHEN is_chat AND json_type(choices) <> 'ARRAY' THEN 'field `choices` must be an array, got ' || json_type(choices)
-            WHEN is_chat AND json_array_length(choices) = 0 THEN 'empty response: `choices` is empty'
-            WHEN is_chat AND json_type(reply) IS DISTINCT FROM 'OBJECT' THEN 'field `choices[0].message` must be an object'
-            WHEN NOT is_chat AND json_array_length(msgs) < 2 THEN
+            WHEN msgs_t IS NULL OR msgs_t = 'NULL' THEN 'missing field `messages`'
+            WHEN msgs_t <> 'ARRAY' THEN 'field `messages` must be an array, got ' || msgs_t
+            WHEN n_roles <> n_msgs THEN 'field `messages[].role` must be a string in every message'
+            WHEN is_chat AND choices_t <> 'ARRAY' THEN 'field `choices` must be an array, got ' || choices_t
+            WHEN is_chat AND NOT has_choice0 THEN 'empty response: `choices` is empty'
+            WHEN is_chat AND reply_t IS DISTINCT FROM 'OBJECT' THEN 'field `choices[0].message` must be an object'
+            WHEN NOT is_chat AND n_msgs < 2 THEN
                  'field `messages` needs a prompt and a final assistant reply (no `choices` given)'
-            WHEN NOT is_chat AND json_type(reply) <> 'OBJECT' THEN 'field `messages[-1]` must be an object'
-            WHEN NOT is_chat AND (reply ->> 'role') IS DISTINCT FROM 'assistant' THEN
-                 'field `messages[-1].role` must be "assistant" (the response), got ' || coalesce(reply ->> 'role', 'none')
-            WHEN json_type(reply, '$.content') NOT IN ('VARCHAR', 'ARRAY', 'NULL') THEN
+            WHEN NOT is_chat AND last_role IS DISTINCT FROM 'assistant' THEN
+                 'field `messages[-1].role` must be "assistant" (the response), got ' || coalesce(last_role, 'none')
+            WHEN (CASE WHEN is_chat THEN rc_t ELSE lc_t END) NOT IN ('VARCHAR', 'ARRAY', 'NULL') THEN
                  'field `' || CASE WHEN is_chat THEN 'choices[0].message' ELSE 'messages[-1]' END ||
-                 '.content` must be a string or a list of parts, got ' || json_type(reply, '$.content')
-            WHEN model_j IS NOT NULL AND json_type(model_j) <> 'VARCHAR' THEN
-                 'field `model` must be a string, got ' || json_type(model_j)
+                 '.content` must be a string or a list of parts, got ' || CASE WHEN is_chat THEN rc_t ELSE lc_t END
+            WHEN prompt IS NULL OR trim(prompt) = '' THEN 'field `messages` has no user message with text'
+            WHEN tool_calls IS NOT NULL AND json_type(tool_calls) <> 'ARRAY' THEN 'field `tool_calls` must be an array'
+            WHEN trim(coalesce(response, '')) = '' AND coalesce(json_array_length(tool_calls), 0) = 0 THEN
+                 'empty response: no content and no tool_calls'
+            WHEN model_t NOT IN ('VARCHAR', 'NULL') THEN 'field `model` must be a string, got ' || model_t
+            WHEN tools_t NOT IN ('ARRAY', 'NULL') THEN 'field `tools` must be an array, got ' || tools_t
+            WHEN metadata_t NOT IN ('OBJECT', 'NULL') THEN 'field `metadata` must be an object, got ' || metadata_t
+            WHEN feedback_t NOT IN ('OBJECT', 'NULL') THEN 'field `feedback` must be an object, got ' || feedback_t
+            WHEN usage_t NOT IN ('OBJECT', 'NULL') THEN 'field `usage` must be an object, got ' || usage_t
         END AS error,
         raw
     FROM y
