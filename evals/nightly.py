@@ -102,12 +102,13 @@ def _record(nightly_id: str, stage: str, status: str, summary: dict | None = Non
                         [status, json.dumps(summary or {}, default=str), nightly_id, stage])
 
 
-def unfinished_nightly(stage_names: list[str]) -> str | None:
-    """The newest nightly whose last stage is not done: the one to resume."""
+def unfinished_nightly(stage_names: list[str], demo: bool = False) -> str | None:
+    """The newest nightly (demo or not) whose last stage is not done: the one to resume."""
     with store.connect(read_only=True) as con:
         row = con.execute("""SELECT nightly_id, bool_or(stage = ? AND status IN ('done', 'skipped'))
-                             FROM nightly_ledger GROUP BY nightly_id ORDER BY max(started_at) DESC LIMIT 1""",
-                          [stage_names[-1]]).fetchone()
+                             FROM nightly_ledger WHERE starts_with(nightly_id, ?)
+                             GROUP BY nightly_id ORDER BY max(started_at) DESC LIMIT 1""",
+                          [stage_names[-1], "demo-" if demo else "nightly-"]).fetchone()
     return row[0] if row and not row[1] else None
 
 
@@ -265,14 +266,19 @@ def _example_counts() -> dict:
 def stage_export(ctx: Context) -> dict:
     with store.connect(read_only=True) as con:
         accepted = con.execute("SELECT count(*) FROM examples WHERE status = 'accepted'").fetchone()[0]
-    if accepted == 0:
-        raise StageError("no accepted examples to train on (see `python -m curate status`)")
+    if accepted == 0:  # an honest outcome, not a crash: the report says so
+        return {"accepted": 0, "why": "no accepted examples to train on (see `python -m curate status`)"}
     cli("curate", "export", ctx=ctx)
     return {"accepted": accepted, "training_set": load("curate").train_out}
 
 
+def _nothing_to_train(ctx: Context) -> bool:
+    return ctx.done.get("export", {}).get("accepted", 1) == 0
+
+
 def stage_train(ctx: Context) -> dict:
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    if _nothing_to_train(ctx):
+        return {"skipped": True, "why": "no accepted examples"}
     cli("train", "lora", ctx=ctx)
     with store.connect(read_only=True) as con:
         row = con.execute("""SELECT run_id, adapter_path, metrics FROM train_runs WHERE status = 'complete'
@@ -281,13 +287,16 @@ def stage_train(ctx: Context) -> dict:
     if row is None:
         raise StageError("`train lora` finished but no complete train run with an adapter was recorded")
     metrics = json.loads(row[2]) if isinstance(row[2], str) else (row[2] or {})
-    return {"train_run": row[0], "adapter": row[1], "reused": False, "since": str(started),
-            **{k: metrics[k] for k in ("train_loss", "eval_loss", "steps") if k in metrics}}
+    return {"train_run": row[0], "adapter": row[1],
+            **{k: metrics[k] for k in ("n_examples", "last_step", "final_loss", "best_eval_loss",
+                                       "tokens_per_s") if metrics.get(k) is not None}}
 
 
 def stage_gate(ctx: Context) -> dict:
     from evals.gate import GateError, print_result, run_gate
     train = ctx.done.get("train", {})
+    if not train.get("adapter"):
+        return {"skipped": True, "why": "no new adapter to gate"}
     try:
         result = run_gate(load("train").model, train.get("adapter"), "production", train_run=train.get("train_run"))
     except GateError as e:
@@ -352,7 +361,7 @@ def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | No
     fl = lock()
     try:
         names = [n for n, _ in stages]
-        resume = None if new else unfinished_nightly(names)
+        resume = None if new else unfinished_nightly(names, demo)
         ctx = Context(resume or new_nightly_id(demo), demo=demo)
         console.print(f"{'resuming' if resume else 'starting'} nightly [bold]{ctx.nightly_id}[/]")
         code = run_stages(stages, ctx, stop_after)
