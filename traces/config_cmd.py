@@ -1,0 +1,44 @@
+"""python -m traces config [--stage NAME] — every stage's resolved settings and where each value came from.
+
+Precedence, lowest first: the dataclass default, `[tool.mend.<stage>]` in pyproject.toml,
+`MEND_<STAGE>_<KEY>` environment variables, command-line flags (shown by the commands that take them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from traces import settings
+
+
+def rows(stage: str) -> list[tuple[str, str, str]]:
+    values, sources = settings.load_with_sources(stage)
+    return [(key, _show(value), sources[key]) for key, value in settings.as_dict(values).items()]
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m traces config", description=__doc__)
+    ap.add_argument("--stage", choices=list(settings.STAGES), action="append", help="only this stage (repeatable)")
+    args = ap.parse_args(argv)
+    console = Console()
+    console.print(f"project root: {settings.project_root()}")
+    console.print(f"database:     {settings.db_path()}")
+    for stage in args.stage or settings.STAGES:
+        table = Table(title=escape(f"[tool.mend.{stage}]"))
+        for col in ("key", "value", "source"):
+            table.add_column(col, overflow="fold")
+        try:
+            for key, value, source in rows(stage):
+                table.add_row(key, escape(value), source)
+        except ImportError as e:  # a stage whose package is not there yet: say so, show the others
+            table.add_row("(unavailable)", escape(str(e)), "")
+        console.print(table)
+    return 0

