@@ -186,15 +186,18 @@ def suite_compare(base: dict, cand: dict, iters: int) -> dict:
     return stats
 
 
-def cluster_units(con, cluster_ids: list[str]) -> dict[str, dict]:
-    """cluster -> {label, check_id, traces}: holdout traces assigned to it (by any run's failures)."""
+def cluster_units(con, cluster_ids: list[str], runs: list[str]) -> dict[str, dict]:
+    """cluster -> {label, check_id, traces}: holdout traces assigned to it by the failures of either compared
+    run (both sides' failures, so a candidate's new failures count against it too)."""
     out = {}
     for cid in cluster_ids:
         row = con.execute("SELECT label, check_id FROM clusters WHERE cluster_id = ?", [cid]).fetchone()
         if row is None:
             raise GateError(f"unknown target cluster {cid}")
         traces = [r[0] for r in con.execute("""SELECT DISTINCT trace_id FROM cluster_members
-                                               WHERE cluster_id = ? AND split = 'holdout'""", [cid]).fetchall()]
+                                               WHERE cluster_id = ? AND split = 'holdout'
+                                                 AND run_id IN (SELECT unnest(?::VARCHAR[]))""",
+                                            [cid, runs]).fetchall()]
         out[cid] = {"label": row[0], "check_id": row[1], "traces": traces}
     return out
 
@@ -336,7 +339,7 @@ def build_comparison(base: Side, cand: Side, clusters: list[str], s) -> Comparis
             base_res[suite] = holdout_results(con, base.runs[suite])
             cand_res[suite] = holdout_results(con, cand.runs[suite])
             comp.suites[suite] = suite_compare(base_res[suite], cand_res[suite], s.gate_bootstrap)
-        units = cluster_units(con, clusters)
+        units = cluster_units(con, clusters, [*base.runs.values(), *cand.runs.values()])
     if clusters:
         comp.clusters, comp.target = cluster_compare(units, base_res, cand_res, s.gate_bootstrap)
     else:  # no known targets (any two refs): the whole suites are the target
