@@ -34,6 +34,7 @@ SYSTEM_PROMPTS = [
 SYSTEM_SHARE = 0.3  # share of calls whose client sent a system prompt
 START_EPOCH = 1767225600  # 2026-01-01T00:00:00Z; the log spans the following days
 MEAN_GAP_S = 90  # mean seconds between logged calls
+WINDOW = 64  # prompts per checkpointed window; batches are sorted by length within a window only
 
 
 def build_prompts(n: int, seed: int = 0) -> list[dict]:
@@ -118,16 +119,69 @@ def write_lines(lines: list[str], out: Path) -> None:
 
 def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens: int, batch_size: int,
                    progress: bool = True) -> Path:
-    from train.generate import gen_settings, generate
-    from train.models import load
+    """Generate in windows of WINDOW prompts, checkpointing each, so a killed run resumes and N=k*WINDOW
+    reproduces the first k*WINDOW lines of any larger N with the same seed."""
+    from train.generate import gen_settings
+    from train.models import fingerprint
     specs = build_prompts(n, seed)
-    model, tok = load(model_ref)
-    gens = generate(model, tok, [s["messages"] for s in specs], max_new_tokens=max_new_tokens,
-                    batch_size=batch_size, progress=progress)
+    key = {"seed": seed, "model": model_ref, "fingerprint": fingerprint(model_ref), "max_new_tokens": max_new_tokens,
+           "batch_size": batch_size, "window": WINDOW}
+    ckpt = out.parent / (".sample-traffic-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+                         .hexdigest()[:16] + ".partial.jsonl")
+    gens = _generate_windows(specs, key, ckpt, progress)
     gen = {**gen_settings(max_new_tokens=max_new_tokens), "model": model_ref}
     name = model_ref if not resolve_path(model_ref).is_dir() else Path(model_ref).name
     write_lines(log_lines(specs, gens, name, gen, max_new_tokens, seed), out)
+    ckpt.unlink(missing_ok=True)
     return out
+
+
+def _generate_windows(specs: list[dict], key: dict, ckpt: Path, progress: bool) -> list:
+    from train.generate import Generation, generate
+    done = _read_checkpoint(ckpt)
+    model = tok = None
+    gens: list = []
+    for w, start in enumerate(range(0, len(specs), WINDOW)):
+        window = specs[start:start + WINDOW]
+        if len(done.get(w, [])) == len(window):  # finished earlier (same seed, model and settings)
+            gens += [Generation(**g) for g in done[w]]
+            continue
+        if model is None:
+            from train.models import load
+            model, tok = load(key["model"])
+        new = generate(model, tok, [s["messages"] for s in window], max_new_tokens=key["max_new_tokens"],
+                       batch_size=key["batch_size"], progress=progress)
+        _append_checkpoint(ckpt, w, new)
+        gens += new
+    return gens
+
+
+def _read_checkpoint(path: Path) -> dict[int, list[dict]]:
+    """{window: [generation dicts]}; a window counts only when its closing marker line was written."""
+    if not path.is_file():
+        return {}
+    done, pending = {}, {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if "done" in rec:
+            done[rec["done"]] = pending.pop(rec["done"], [])
+        else:
+            pending.setdefault(rec.pop("window"), []).append(rec)
+    return done
+
+
+def _append_checkpoint(path: Path, window: int, gens: list) -> None:
+    import dataclasses
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for g in gens:
+            f.write(json.dumps({"window": window, **dataclasses.asdict(g)}, ensure_ascii=False) + "\n")
+        f.write(json.dumps({"done": window, "size": len(gens)}) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def main(argv=None) -> int:
