@@ -223,6 +223,9 @@ def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progre
     from trl import SFTTrainer
     from train import lora_callbacks, lora_data
     s = plan.settings
+    if s.cpu_threads > 0:
+        import torch
+        torch.set_num_threads(s.cpu_threads)
     datasets.disable_progress_bars()  # a handful of map() calls; the rich bar is the one progress display
     dev = device_plan(s)
     model = load_base(base_folder, s, dev)

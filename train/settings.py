@@ -34,3 +34,4 @@ class TrainSettings:
     precision: str = "auto"  # "auto" (bf16 on a CUDA GPU that supports it, else fp32) | "bf16" | "fp32"
     num_processes: int = 0  # with >1 visible GPU, re-run through `accelerate launch` with this many (0 = one per GPU)
     fsdp: bool = False  # with `accelerate launch`: shard with FSDP instead of plain data parallel
+    cpu_threads: int = 0  # torch threads when training on CPU (0 = torch's default); 1 can beat 2 on a busy machine
