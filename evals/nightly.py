@@ -237,8 +237,17 @@ def stage_clusters(ctx: Context) -> dict:
 
 
 def stage_synth(ctx: Context) -> dict:
-    cli("curate", "synth", ctx=ctx)
-    return {"examples": _example_counts()}
+    """Synthesize for every cluster, or for the `nightly_max_clusters` largest (by seed members)."""
+    top = load("evals").nightly_max_clusters
+    if top <= 0:
+        cli("curate", "synth", ctx=ctx)
+        return {"examples": _example_counts()}
+    with store.connect(read_only=True) as con:
+        chosen = [r[0] for r in con.execute("""SELECT cluster_id FROM clusters ORDER BY size DESC, cluster_id
+                                               LIMIT ?""", [top]).fetchall()]
+    for cluster_id in chosen:
+        cli("curate", "synth", "--cluster", cluster_id, ctx=ctx)
+    return {"clusters": chosen, "examples": _example_counts()}
 
 
 def stage_filter(ctx: Context) -> dict:
