@@ -9,6 +9,7 @@ class CurateSettings:
     teacher_url: str = "local"  # "local": start `transformers serve` on loopback; else an OpenAI-compatible base URL
     teacher_model: str = "smollm2-135m-instruct"  # local: model ref served (train.models.resolve); remote: model name
     teacher_api_key_env: str = ""  # env var holding the remote teacher's key (never the key itself)
+    teacher_tokenizer: str = ""  # local tokenizer folder of a remote teacher (enables logit_bias guidance)
     teacher_allow_remote: bool = False  # a non-loopback teacher must be opted into
     teacher_concurrency: int = 8  # requests in flight (continuous batching gains up to ~8 on 2 cores)
     teacher_timeout_s: float = 300.0  # per request; the 135M model on CPU needs minutes under load

@@ -1,0 +1,246 @@
+"""Vectorized dedup and decontamination kernels (numpy), used by `python -m curate filter` and bench_dedup.
+
+Every function takes the *new* batch in order (first occurrence wins) plus a reference set (examples
+accepted before, or eval/holdout prompts) and returns, per new item, the index it collides with (-1: keep).
+Conventions follow datasketch / lm-eval:
+- exact: sha256 of the normalized text (lower-case, whitespace collapsed).
+- near: MinHash over word shingles, LSH with (bands, rows) chosen for the Jaccard threshold the way
+  datasketch's MinHashLSH does, then the estimated Jaccard (share of equal signature rows) >= threshold.
+  Instead of one Python MinHash object per text, words become ids, shingles become uint64 hashes and all
+  permutations are applied to all shingles in numpy (min per text with `np.minimum.reduceat`).
+- semantic: cosine of L2-normalized embeddings above a threshold: exact blocked matrix products for small
+  sets; for large ones, random-hyperplane LSH (16-bit bands) proposes candidates, checked exactly.
+- ngram: lm-eval's decontamination idea: lower-case words without punctuation, any shared 13-gram.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+_WORDS = re.compile(r"[a-z0-9]+")
+EXACT_LIMIT = 50_000_000  # new x reference pairs compared exactly before switching to LSH candidates
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def exact_keys(texts: list[str]) -> list[str]:
+    return [hashlib.sha256(normalize(t).encode()).hexdigest() for t in texts]
+
+
+def exact_dups(new: list[str], ref: list[str] = ()) -> np.ndarray:
+    """-1 keep; i < len(ref): collides with ref[i]; else len(ref)+j: with the earlier new item j."""
+    seen: dict[str, int] = {k: i for i, k in reversed(list(enumerate(exact_keys(list(ref)))))}
+    out = np.full(len(new), -1, dtype=np.int64)
+    for j, k in enumerate(exact_keys(new)):
+        if k in seen:
+            out[j] = seen[k]
+        else:
+            seen[k] = len(ref) + j
+    return out
+
+
+# ------------------------------------------------------------------ MinHash
+
+def word_ids(texts: list[str], vocab: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat int64 word ids of all texts and each text's start offset."""
+    vocab = {} if vocab is None else vocab
+    ids, starts, pos = [], [], 0
+    for t in texts:
+        words = _WORDS.findall(t.lower())
+        starts.append(pos)
+        ids.extend(vocab.setdefault(w, len(vocab)) for w in words)
+        pos += len(words)
+    return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+
+
+def shingle_hashes(ids: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint64 hash of every k-word window inside each text (a text shorter than k gives one window of
+    what it has); returns (hashes, owner text index)."""
+    n_texts = len(starts)
+    lengths = np.diff(np.append(starts, len(ids)))
+    n_win = np.maximum(lengths - k + 1, 1)
+    n_win[lengths == 0] = 0
+    owner = np.repeat(np.arange(n_texts), n_win)
+    first = np.repeat(starts, n_win) + (np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win))
+    end = np.repeat(starts + lengths, n_win)
+    h = np.zeros(len(first), dtype=np.uint64)
+    padded = np.append(ids, 0).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            idx = first + j
+            valid = idx < end
+            w = np.where(valid, padded[np.minimum(idx, len(ids))], np.uint64(0)) + np.uint64(1)
+            h = h * np.uint64(1_000_003) + w * valid.astype(np.uint64)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+    return h, owner
+
+
+def signatures(texts: list[str], num_perm: int = 128, k: int = 5, seed: int = 1,
+               vocab: dict | None = None) -> np.ndarray:
+    """(N, num_perm) uint32 MinHash signatures; an empty text gets all-max (matches nothing)."""
+    ids, starts = word_ids(texts, vocab)
+    h, owner = shingle_hashes(ids, starts, k)
+    rng = np.random.RandomState(seed)
+    # multiply-shift hashing (a odd, 64-bit, wrapping): top 32 bits of a*h+b. No modulo, and unlike
+    # (a*h+b) mod p with small a it does not keep the order of h (which would make every row agree)
+    a = rng.randint(0, 1 << 62, size=num_perm, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.randint(0, 1 << 62, size=num_perm, dtype=np.int64).astype(np.uint64)
+    sig = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if len(h) == 0:
+        return sig
+    seg_starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    texts_with = owner[seg_starts]
+    step = max(1, 4_000_000 // max(1, len(h)))  # permutations per pass, bounding memory to ~32 MB
+    with np.errstate(over="ignore"):
+        for p0 in range(0, num_perm, step):
+            perm = ((h[:, None] * a[None, p0:p0 + step] + b[None, p0:p0 + step]) >> np.uint64(32)).astype(np.uint32)
+            sig[texts_with, p0:p0 + step] = np.minimum.reduceat(perm, seg_starts, axis=0)
+    return sig
+
+
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimizing false positives + false negatives, as datasketch's _optimal_param."""
+    from datasketch.lsh import _optimal_param
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def near_dups(new_sig: np.ndarray, ref_sig: np.ndarray | None, threshold: float) -> np.ndarray:
+    """Indices as in exact_dups: each new item's earliest similar reference or earlier new item."""
+    ref_sig = np.zeros((0, new_sig.shape[1]), dtype=new_sig.dtype) if ref_sig is None else ref_sig
+    allsig = np.vstack([ref_sig, new_sig])
+    n_ref, n_all = len(ref_sig), len(allsig)
+    bands, rows = lsh_params(threshold, allsig.shape[1])
+    cand_i, cand_j = [], []
+    order = np.arange(n_all)
+    for band in range(bands):
+        block = np.ascontiguousarray(allsig[:, band * rows:(band + 1) * rows])
+        key = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        rep = first[inverse]  # the bucket's first member (lowest index)
+        hit = rep < order
+        cand_i.append(order[hit])
+        cand_j.append(rep[hit])
+    return _resolve(cand_i, cand_j, n_ref, n_all, lambda i, j: (allsig[i] == allsig[j]).mean(axis=1) >= threshold)
+
+
+def _resolve(cand_i, cand_j, n_ref, n_all, similar) -> np.ndarray:
+    """Keep candidate pairs (i later than j) that are similar; new item i -> the earliest j."""
+    out = np.full(n_all - n_ref, -1, dtype=np.int64)
+    if not cand_i:
+        return out
+    i = np.concatenate(cand_i)
+    j = np.concatenate(cand_j)
+    keep = (i >= n_ref) & (j < i)
+    i, j = i[keep], j[keep]
+    if len(i) == 0:
+        return out
+    pair = np.unique(np.stack([i, j], axis=1), axis=0)
+    i, j = pair[:, 0], pair[:, 1]
+    ok = np.zeros(len(i), dtype=bool)
+    for s in range(0, len(i), 200_000):
+        ok[s:s + 200_000] = similar(i[s:s + 200_000], j[s:s + 200_000])
+    i, j = i[ok], j[ok]
+    best = np.full(n_all, n_all, dtype=np.int64)
+    np.minimum.at(best, i, j)
+    hit = best[n_ref:] < n_all
+    out[hit] = best[n_ref:][hit]
+    return out
+
+
+# ------------------------------------------------------------------ semantic
+
+def semantic_dups(new_emb: np.ndarray, ref_emb: np.ndarray | None, threshold: float,
+                  within: bool = True, block: int = 4096) -> np.ndarray:
+    """Each new item's earliest reference (or, with `within`, earlier new item) with cosine > threshold."""
+    ref_emb = np.zeros((0, new_emb.shape[1]), dtype=np.float32) if ref_emb is None else ref_emb
+    allemb = np.vstack([ref_emb, new_emb]).astype(np.float32, copy=False)
+    n_ref, n_all = len(ref_emb), len(allemb)
+    pairs = len(new_emb) * (n_ref + (len(new_emb) if within else 0))
+    if pairs <= EXACT_LIMIT:
+        i, j = _exact_pairs(allemb, n_ref, threshold, within, block)
+    else:
+        i, j = _hyperplane_pairs(allemb, n_ref, within)
+    sim = lambda a, b: np.einsum("ij,ij->i", allemb[a], allemb[b]) > threshold  # noqa: E731
+    return _resolve([i], [j], n_ref, n_all, sim)
+
+
+def _exact_pairs(allemb, n_ref, threshold, within, block):
+    ii, jj = [], []
+    for s in range(n_ref, len(allemb), block):
+        rows = allemb[s:s + block]
+        upto = s + len(rows) if within else n_ref
+        sims = rows @ allemb[:upto].T
+        r, c = np.nonzero(sims > threshold)
+        r = r + s
+        keep = c < r
+        ii.append(r[keep])
+        jj.append(c[keep])
+    if not ii:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(ii), np.concatenate(jj)
+
+
+def _hyperplane_pairs(allemb, n_ref, within, bands: int = 32, bits: int = 16, seed: int = 7):
+    """Candidate pairs whose sign patterns agree on one of `bands` 16-bit bands. At cosine 0.95
+    (18 degrees) a bit agrees with p=0.9, a band with 0.9^16=0.185, some band of 32 with 99.9%."""
+    rng = np.random.RandomState(seed)
+    planes = rng.standard_normal((allemb.shape[1], bands * bits)).astype(np.float32)
+    weights = (1 << np.arange(bits)).astype(np.int64)
+    order = np.arange(len(allemb))
+    ii, jj = [], []
+    bits_all = np.empty((len(allemb), bands), dtype=np.int64)
+    for s in range(0, len(allemb), 20_000):
+        proj = allemb[s:s + 20_000] @ planes > 0
+        bits_all[s:s + 20_000] = proj.reshape(len(proj), bands, bits).astype(np.int64) @ weights
+    for band in range(bands):
+        key = bits_all[:, band]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        rep = first[inverse]
+        hit = rep < order
+        if not within:
+            hit &= rep < n_ref
+        ii.append(order[hit])
+        jj.append(rep[hit])
+    return np.concatenate(ii), np.concatenate(jj)
+
+
+# ------------------------------------------------------------------ n-gram decontamination
+
+def ngram_hashes(texts: list[str], n: int = 13, vocab: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, owner) of every n-word window (texts shorter than n give none: nothing to overlap)."""
+    ids, starts = word_ids(texts, vocab)
+    lengths = np.diff(np.append(starts, len(ids)))
+    long_enough = lengths >= n
+    if not long_enough.any():
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    h, owner = shingle_hashes(ids, starts, n)
+    keep = long_enough[owner]
+    return h[keep], owner[keep]
+
+
+def ngram_contaminated(new: list[str], ref: list[str], n: int = 13) -> np.ndarray:
+    """Per new text: index of a reference text sharing an n-gram with it, else -1."""
+    out = np.full(len(new), -1, dtype=np.int64)
+    if not ref or not new:
+        return out
+    vocab: dict = {}
+    rh, rown = ngram_hashes(ref, n, vocab)
+    nh, nown = ngram_hashes(new, n, vocab)
+    if len(rh) == 0 or len(nh) == 0:
+        return out
+    order = np.argsort(rh, kind="stable")
+    rh, rown = rh[order], rown[order]
+    pos = np.searchsorted(rh, nh)
+    pos_c = np.minimum(pos, len(rh) - 1)
+    hit = rh[pos_c] == nh
+    first = np.full(len(new), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, nown[hit], rown[pos_c[hit]])
+    found = first < np.iinfo(np.int64).max
+    out[found] = first[found]
+    return out

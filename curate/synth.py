@@ -1,0 +1,413 @@
+"""python -m curate synth [--cluster ID] [--per-cluster N] [--k K] [--mode compose|full] [--guidance auto|never|always]
+
+Targeted synthesis per failure cluster, from the seed split only (holdout traces never seed it):
+- compose (default, works with a weak teacher): mend builds the prompts itself — the cluster's failing
+  seed prompts, then other seed base requests recombined with the cluster's failing instruction (fresh
+  arguments from the instruction's own lm-eval builder, stored in the example's metadata) — and asks
+  the teacher for k samples per prompt (k requests with distinct seeds; servers may ignore `n`).
+- full (strong teacher): the teacher writes new requests and ideal responses as JSON.
+Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions);
+failures stay in `examples` with their reason. Clusters whose unguided yield is below
+`guidance_threshold` are sampled again with guidance (curate/guidance.py). Then run `curate filter`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from traces import settings as settings_mod
+from traces import store
+
+CHUNK = 16  # requests per client batch: budgets (calls, cost) are checked between batches
+
+
+@dataclass
+class Prompt:
+    """One prompt to answer: the messages sent, the text verified, and what verifies it."""
+    messages: list
+    prompt: str
+    metadata: dict
+    seed_trace_id: str | None
+    description: str = ""  # the instruction sentence this prompt targets (for guidance)
+
+
+@dataclass
+class Budget:
+    calls_left: int
+    cost_left: float
+    spent_calls: int = 0
+    spent_cost: float = 0.0
+
+    def take(self, calls: list) -> None:
+        self.spent_calls += sum(1 for c in calls if not c.cached)
+        self.calls_left -= sum(1 for c in calls if not c.cached)
+        cost = sum(c.cost_usd or 0.0 for c in calls if not c.cached)
+        self.spent_cost += cost
+        self.cost_left -= cost
+
+
+@dataclass
+class Tally:
+    """Per-cluster counts for the yield table."""
+    label: str
+    check_id: str
+    candidates: int = 0
+    verified: int = 0
+    guided_candidates: int = 0
+    guided_verified: int = 0
+    errors: int = 0
+    notes: list = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ reading the seed split
+
+def clusters(con, cluster_id: str | None = None) -> list[dict]:
+    sql = "SELECT cluster_id, check_id, label, size FROM clusters"
+    rows = con.execute(sql + (" WHERE cluster_id = ?" if cluster_id else "") + " ORDER BY size DESC, cluster_id",
+                       [cluster_id] if cluster_id else []).fetchall()
+    if cluster_id and not rows:
+        raise SystemExit(f"no cluster {cluster_id!r} (run `python -m evals clusters` first)")
+    return [{"cluster_id": r[0], "check_id": _bare(r[1]), "label": r[2], "size": r[3]} for r in rows]
+
+
+def _bare(check_id: str) -> str:
+    return check_id.split("ifeval:", 1)[-1]
+
+
+def failing_seed_traces(con, cluster_id: str) -> list[dict]:
+    """The cluster's members from the seed split; both the membership and the trace must say seed."""
+    rows = con.execute("""
+        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.response
+        FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
+        WHERE m.cluster_id = ? AND m.split = 'seed' AND t.split = 'seed'
+        ORDER BY t.trace_id""", [cluster_id]).fetchall()
+    return [_trace(r) for r in rows]
+
+
+def seed_traces_with_instructions(con, limit: int = 2000) -> list[dict]:
+    """Seed traces whose metadata lists instructions (their base request can be recovered)."""
+    rows = con.execute("""
+        SELECT trace_id, messages, prompt, metadata, response FROM traces
+        WHERE split = 'seed' AND json_array_length(json_extract(metadata, '$.instruction_id_list')) > 0
+        ORDER BY trace_id LIMIT ?""", [limit]).fetchall()
+    return [_trace(r) for r in rows]
+
+
+def _trace(r) -> dict:
+    return {"trace_id": r[0], "messages": json.loads(r[1]), "prompt": r[2],
+            "metadata": json.loads(r[3]) if r[3] else {}, "response": r[4]}
+
+
+# ------------------------------------------------------------------ composing prompts
+
+def base_request(trace: dict) -> str | None:
+    """The request without its verifiable instructions: metadata's own base text if the writer kept one,
+    else the prompt with each instruction's description (rebuilt from its kwargs) cut out."""
+    md = trace["metadata"] or {}
+    for key in ("base_request", "base_prompt"):
+        if md.get(key):
+            return md[key]
+    from evals.checks import build_instruction, instruction_specs
+    text = trace["prompt"]
+    try:
+        for iid, kw in instruction_specs(md):
+            _, desc = build_instruction(iid, kw, trace["prompt"])
+            if desc not in text:
+                return None  # a description we cannot rebuild: do not guess where the request ends
+            text = text.replace(desc, " ")
+    except Exception:  # unknown instruction id or malformed kwargs: not usable as a base
+        return None
+    text = " ".join(text.split())
+    return text or None
+
+
+def fresh_instruction(check_id: str, base: str, rng_seed: str) -> tuple[str, dict] | None:
+    """A new (description, kwargs) from the instruction's own lm-eval builder; None if not an IFEval id."""
+    from evals.checks import _lm_eval
+    registry, _ = _lm_eval()
+    if check_id not in registry.INSTRUCTION_DICT:
+        return None
+    state = random.getstate()  # lm-eval's builders draw from the global `random`: seed it, then restore
+    try:
+        random.seed(rng_seed)
+        inst = registry.INSTRUCTION_DICT[check_id](check_id)
+        args = {"prompt_to_repeat": base} if check_id == "combination:repeat_prompt" else {}
+        desc = inst.build_description(**args)
+        kwargs = {k: v for k, v in (inst.get_instruction_args() or {}).items() if v is not None}
+    finally:
+        random.setstate(state)
+    return desc, kwargs
+
+
+def compose_prompts(con, cluster: dict, per_cluster: int) -> list[Prompt]:
+    """Failing seed prompts first, then other seed bases + the cluster's instruction, up to per_cluster."""
+    failing = failing_seed_traces(con, cluster["cluster_id"])
+    prompts = [_from_trace(t, cluster["check_id"]) for t in failing[:per_cluster]]
+    used_bases = {(t["metadata"] or {}).get("base_id") for t in failing}
+    for t in seed_traces_with_instructions(con):
+        if len(prompts) >= per_cluster:
+            break
+        base_id = (t["metadata"] or {}).get("base_id") or t["trace_id"]
+        base = base_request(t)
+        if base is None or base_id in used_bases:
+            continue
+        fresh = fresh_instruction(cluster["check_id"], base, f"mend-compose:{cluster['cluster_id']}:{t['trace_id']}")
+        if fresh is None:
+            break  # not an IFEval instruction: only the failing prompts themselves can be re-answered
+        used_bases.add(base_id)
+        desc, kwargs = fresh
+        text = f"{base} {desc}"
+        md = {"base_id": base_id, "instruction_id_list": [cluster["check_id"]], "kwargs": [kwargs],
+              "base_request": base, "composed_from": t["trace_id"]}
+        prompts.append(Prompt([{"role": "user", "content": text}], text, md, t["trace_id"], desc))
+    return prompts
+
+
+def _from_trace(t: dict, check_id: str) -> Prompt:
+    md = {k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}
+    desc = ""
+    with contextlib.suppress(Exception):
+        from evals.checks import build_instruction, instruction_specs
+        for iid, kw in instruction_specs(md):
+            if iid == check_id:
+                desc = build_instruction(iid, kw, t["prompt"])[1]
+    return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc)
+
+
+# ------------------------------------------------------------------ requests, verification, storage
+
+def sample_requests(p: Prompt, s, k: int, guide: dict | None = None) -> list[dict]:
+    """k requests for one prompt, one per seed (the seed is part of the cache key: k distinct calls)."""
+    messages = p.messages
+    if guide:
+        from curate.guidance import guided_messages
+        messages = guided_messages(p, guide)
+    base = {"messages": messages, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+    if guide and guide.get("logit_bias"):
+        base["logit_bias"] = guide["logit_bias"]
+    return [{**base, "seed": j} for j in range(k)]
+
+
+def verify(p_prompt: str, response: str, metadata: dict) -> tuple[bool, str | None, list]:
+    from evals.checks import verify_instructions
+    results = verify_instructions(p_prompt, response, metadata)
+    failed = [r.reason or cid for cid, r in results if not r.passed]
+    if not results:
+        return False, "no checks: the metadata names no instruction to verify", results
+    return not failed, ("; ".join(failed) if failed else None), results
+
+
+def example_id(cluster_id: str, request_hash: str, extra: str = "") -> str:
+    return "ex-" + hashlib.sha256(f"{cluster_id}:{request_hash}:{extra}".encode()).hexdigest()[:20]
+
+
+def candidate_row(cluster: dict, p: Prompt, call, mode: str, teacher_model: str, guide: dict | None,
+                  extra: str = "") -> tuple[dict, list]:
+    response = call.text or ""
+    ok, reason, results = verify(p.prompt, response, p.metadata)
+    if ok and guide:
+        from curate.guidance import fluency
+        fluent, why = fluency(response, guide.get("min_alpha", 0.6))
+        if not fluent:
+            ok, reason = False, f"not_fluent: {why}"
+    eid = example_id(cluster["cluster_id"], call.request_hash, extra)
+    row = {"example_id": eid, "cluster_id": cluster["cluster_id"], "seed_trace_id": p.seed_trace_id,
+           "mode": mode, "messages": json.dumps(p.messages), "prompt": p.prompt, "response": response,
+           "metadata": json.dumps(p.metadata), "guidance": json.dumps(_guide_record(guide)) if guide else None,
+           "teacher_model": teacher_model, "request_hash": call.request_hash,
+           "status": "verified" if ok else "failed_verification", "reason": reason}
+    checks = [(eid, i, cid, bool(r.passed), r.reason) for i, (cid, r) in enumerate(results)]
+    return row, checks
+
+
+def _guide_record(guide: dict) -> dict:
+    """What the example records about how it was produced (the bias table only by size)."""
+    from curate.guidance import record
+    return record(guide)
+
+
+COLS = ["example_id", "cluster_id", "seed_trace_id", "mode", "messages", "prompt", "response", "metadata",
+        "guidance", "teacher_model", "request_hash", "status", "reason"]
+
+
+def write_rows(rows: list[dict], checks: list[tuple]) -> int:
+    """Insert new candidates (a re-run answered from the cache writes nothing twice)."""
+    if not rows:
+        return 0
+    import pyarrow as pa
+    table = pa.table({c: [r[c] for r in rows] for c in COLS})
+    with store.connect() as con, store.transaction(con):
+        before = con.execute("SELECT count(*) FROM examples").fetchone()[0]
+        con.register("new_rows", table)
+        con.execute(f"""INSERT INTO examples ({', '.join(COLS)})
+            SELECT {', '.join(c + ('::JSON' if c in ('messages', 'metadata', 'guidance') else '') for c in COLS)}
+            FROM new_rows WHERE example_id NOT IN (SELECT example_id FROM examples)""")
+        if checks:
+            ct = pa.table({"example_id": [c[0] for c in checks], "check_idx": [c[1] for c in checks],
+                           "check_id": [c[2] for c in checks], "passed": [c[3] for c in checks],
+                           "reason": [c[4] for c in checks]})
+            con.register("new_checks", ct)
+            con.execute("""INSERT OR IGNORE INTO example_checks SELECT example_id, check_idx::INTEGER, check_id,
+                           passed, reason FROM new_checks""")
+        return con.execute("SELECT count(*) FROM examples").fetchone()[0] - before
+
+
+# ------------------------------------------------------------------ the teacher
+
+def make_client(s, base_url: str, model: str):
+    from evals.client import Client
+    ev = settings_mod.load("evals")
+    return Client(base_url, model, purpose="teacher", api_key_env=s.teacher_api_key_env or "OPENAI_API_KEY",
+                  concurrency=s.teacher_concurrency, max_retries=ev.client_max_retries, timeout_s=s.teacher_timeout_s,
+                  allow_remote=s.teacher_allow_remote or ev.allow_remote, prices=ev.prices)
+
+
+@contextlib.contextmanager
+def teacher(s, continuous_batching: bool = True):
+    """Yields a Client: the local server (started and stopped here) or the configured endpoint,
+    checked before any work is queued."""
+    if s.teacher_url == "local":
+        from curate.teacher import local_teacher
+        with local_teacher(s.teacher_model, continuous_batching=continuous_batching, settings=s) as info:
+            # its /v1/models answers 500 offline: /health (waited on) is the check here
+            yield make_client(s, info["base_url"], info["model"]), info["folder"]
+        return
+    client = make_client(s, s.teacher_url, s.teacher_model)
+    client.check_endpoint()
+    yield client, None
+
+
+def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> list:
+    """Send requests in chunks, stopping between chunks when a budget is spent; returns the calls made."""
+    calls = []
+    for i in range(0, len(requests), CHUNK):
+        if budget.calls_left <= 0 or budget.cost_left <= 0:
+            break
+        chunk = requests[i:i + min(CHUNK, budget.calls_left)]
+        got = client.complete_many(chunk, progress=lambda n: progress.advance(task, n))
+        budget.take(got)
+        calls.extend(got)
+    return calls
+
+
+# ------------------------------------------------------------------ compose mode
+
+def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int, budget: Budget,
+                    progress, guide: dict | None = None) -> tuple[list, list, int]:
+    """Ask for k samples of every prompt (within the cluster's call budget); verify; write."""
+    cap = min(s.max_calls_per_cluster, s.max_examples_per_cluster)
+    pairs = [(p, r) for p in con_prompts for r in sample_requests(p, s, k, guide)][:cap]
+    label = f"{'guided ' if guide else ''}{cluster['label'][:40]}"
+    task = progress.add_task(escape(label), total=len(pairs))
+    calls = run_calls(client, [r for _, r in pairs], budget, progress, task)
+    rows, checks, errors = [], [], 0
+    for (p, _), call in zip(pairs, calls):
+        if call.error:
+            errors += 1
+            continue
+        row, ch = candidate_row(cluster, p, call, "compose", client.model, guide)
+        rows.append(row)
+        checks.extend(ch)
+    write_rows(rows, checks)
+    return rows, calls, errors
+
+
+# ------------------------------------------------------------------ driver
+
+def synthesize(cluster_id: str | None = None, per_cluster: int | None = None, k: int | None = None,
+               mode: str | None = None, guidance: str | None = None, console: Console | None = None) -> dict:
+    """Run synthesis for one or all clusters; returns {cluster_id: Tally}."""
+    s = settings_mod.load("curate", {"per_cluster": per_cluster, "k": k, "mode": mode, "guidance": guidance})
+    console = console or Console()
+    with store.connect() as con:
+        todo = clusters(con, cluster_id)
+        prompts = {c["cluster_id"]: compose_prompts(con, c, s.per_cluster) for c in todo} if s.mode == "compose" \
+            else {c["cluster_id"]: failing_seed_traces(con, c["cluster_id"]) for c in todo}
+    if not todo:
+        console.print("no clusters: run `python -m evals clusters` first")
+        return {}
+    budget = Budget(s.max_calls_total, s.max_cost_usd)
+    tallies = {c["cluster_id"]: Tally(c["label"], c["check_id"]) for c in todo}
+    if s.mode == "full":
+        from curate.synth_full import full_mode
+        full_mode(todo, prompts, s, budget, tallies, console)
+    else:
+        _compose_all(todo, prompts, s, budget, tallies, console)
+    show_yield(tallies, budget, console)
+    return tallies
+
+
+def _compose_all(todo, prompts, s, budget, tallies, console) -> None:
+    need_guide = []
+    if s.guidance != "always":
+        with teacher(s, continuous_batching=True) as (client, _), _progress(console) as progress:
+            for c in todo:
+                rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, s.k, budget, progress)
+                t = tallies[c["cluster_id"]]
+                t.candidates, t.errors = len(rows), errors
+                t.verified = sum(r["status"] == "verified" for r in rows)
+                if s.guidance == "auto" and rows and t.verified / len(rows) < s.guidance_threshold:
+                    need_guide.append(c)
+    else:
+        need_guide = list(todo)
+    if need_guide and budget.calls_left > 0:
+        # guided requests carry per-request logit_bias: a server without continuous batching honours it
+        with teacher(s, continuous_batching=False) as (client, folder), _progress(console) as progress:
+            _guided(need_guide, prompts, s, client, folder, budget, tallies, progress)
+
+
+def _guided(need_guide, prompts, s, client, folder, budget, tallies, progress) -> None:
+    from curate.guidance import guide_for
+    for c in need_guide:
+        guide = guide_for(c["check_id"], s, folder, c["cluster_id"])
+        rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, s.k, budget, progress, guide)
+        t = tallies[c["cluster_id"]]
+        t.guided_candidates, t.errors = len(rows), t.errors + errors
+        t.guided_verified = sum(r["status"] == "verified" for r in rows)
+
+
+@contextlib.contextmanager
+def _progress(console):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        yield progress
+
+
+def show_yield(tallies: dict, budget: Budget, console: Console) -> None:
+    table = Table(title="verification yield per cluster")
+    for col in ("cluster", "check", "candidates", "verified", "yield", "guided", "guided verified", "errors"):
+        table.add_column(col, justify="right" if col not in ("cluster", "check") else "left")
+    for cid, t in tallies.items():
+        y = f"{t.verified / t.candidates:.0%}" if t.candidates else "-"
+        gy = f"{t.guided_verified} ({t.guided_verified / t.guided_candidates:.0%})" if t.guided_candidates else "-"
+        table.add_row(escape(t.label[:40]), escape(t.check_id), str(t.candidates), str(t.verified), y,
+                      str(t.guided_candidates), gy, str(t.errors))
+    console.print(table)
+    console.print(f"teacher calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m curate synth", description=__doc__.split("\n")[0])
+    p.add_argument("--cluster", help="only this cluster id")
+    p.add_argument("--per-cluster", type=int, help="prompts per cluster (settings per_cluster)")
+    p.add_argument("--k", type=int, help="samples per prompt (settings k)")
+    p.add_argument("--mode", choices=["compose", "full"])
+    p.add_argument("--guidance", choices=["auto", "never", "always"])
+    args = p.parse_args(argv)
+    from curate.teacher import TeacherError
+    from evals.client import EndpointError, RemoteNotAllowed
+    try:
+        synthesize(args.cluster, args.per_cluster, args.k, args.mode, args.guidance)
+    except (TeacherError, EndpointError, RemoteNotAllowed) as e:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
+        return 2
+    return 0

@@ -1,0 +1,172 @@
+"""python -m curate teacher [--model REF] [--no-continuous-batching] — the local teacher server.
+
+Starts `transformers serve` on a free 127.0.0.1 port serving a local model folder (by default the
+embedded student), waits for `/health`, prints the base URL and serves until Ctrl-C. Synthesis
+uses `local_teacher()` to do the same by itself when `teacher_url = "local"`.
+
+What the server does with per-request settings (checked in transformers 5.23's
+`transformers/cli/serving/`, and measured with `tests/test_teacher_integration.py`):
+- `n`, `response_format` and `tool_choice` are accepted and ignored: k samples are k requests.
+- `temperature > 0` samples only if the folder's generation_config.json has `do_sample: true`,
+  so the teacher folder is a copy of the model folder (weights linked) with that flag set.
+- `logit_bias` becomes `generation_config.sequence_bias` ({(token,): bias}); `seed` calls
+  `torch.manual_seed` (process-wide, so it does not make a request reproducible under load).
+- With `--continuous-batching` the generation config of the *first* request initialises the
+  batching manager and is kept for every later request (`CBGenerateManager.init_cb`; only
+  max_new_tokens and eos travel per request). So per-request temperature and logit_bias are
+  ignored there. Without it, every request is generated with its own config (one at a time).
+  Hence `serving_mode()`: unguided sampling (one shared config) runs with continuous batching
+  (~3x the throughput with 8 requests in flight), guided sampling (a different logit_bias per
+  cluster) runs on a server started without it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+
+from traces import settings as settings_mod
+
+LOCAL = "local"
+
+
+class TeacherError(RuntimeError):
+    """The teacher cannot be used (unreachable, rejected key, server died); nothing was queued."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_folder(ref: str) -> Path:
+    """A local HF folder for the model ref (the embedded student is converted once by train.models)."""
+    if Path(ref).expanduser().is_dir():
+        return Path(ref).expanduser().resolve()
+    from train.models import resolve
+    return Path(resolve(ref))
+
+
+def teacher_folder(ref: str, temperature: float = 0.9, top_p: float = 0.95) -> Path:
+    """models/teacher/<name>: the model's files linked, generation_config.json set to sample.
+
+    The server only samples when the folder's generation config says do_sample (see docstring).
+    """
+    src = model_folder(ref)
+    dst = settings_mod.resolve_path("models/teacher") / src.name
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "generation_config.json" and not (dst / f.name).exists():
+            _link_or_copy(f, dst / f.name)
+    gen = {}
+    if (src / "generation_config.json").is_file():
+        gen = json.loads((src / "generation_config.json").read_text())
+    gen.update(do_sample=True, temperature=temperature, top_p=top_p)
+    _write_if_changed(dst / "generation_config.json", json.dumps(gen, indent=2))
+    return dst
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.symlink(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def serve_command(folder: Path, port: int, continuous_batching: bool) -> list[str]:
+    cmd = [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
+           "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "auto", "--log-level", "error"]
+    if continuous_batching:
+        cmd.append("--continuous-batching")
+    return cmd
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TeacherError(f"teacher server exited with code {proc.returncode} before /health answered")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TeacherError(f"teacher server at {url} did not answer /health within {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def local_teacher(model: str | None = None, continuous_batching: bool = True,
+                  settings=None, log_path: Path | None = None) -> Iterator[dict]:
+    """Start the local teacher; yields {"base_url", "model", "folder"}; stops it on exit."""
+    s = settings or settings_mod.load("curate")
+    folder = teacher_folder(model or s.teacher_model, s.temperature, s.top_p)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = log_path or settings_mod.resolve_path("data/logs/teacher.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc = subprocess.Popen(serve_command(folder, port, continuous_batching), stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_healthy(url, proc, s.teacher_start_timeout_s)
+        # the server is pinned to the folder: requests must name it (or the server answers 400)
+        yield {"base_url": url + "/v1", "model": str(folder), "folder": folder, "pid": proc.pid,
+               "continuous_batching": continuous_batching}
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m curate teacher", description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="model ref or local folder to serve (default: teacher_model setting)")
+    p.add_argument("--no-continuous-batching", action="store_true",
+                   help="serve every request with its own generation config (needed for logit_bias guidance)")
+    args = p.parse_args(argv)
+    console = Console()
+    with console.status("starting the teacher server (loading the model) ..."):
+        ctx = local_teacher(args.model, continuous_batching=not args.no_continuous_batching)
+        info = ctx.__enter__()
+    try:
+        console.print(f"teacher ready: [bold]{info['base_url']}[/]  model={info['model']}  "
+                      f"continuous_batching={info['continuous_batching']}  (Ctrl-C stops it)")
+        print(info["base_url"], flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the teacher server")
+    finally:
+        ctx.__exit__(None, None, None)
+    return 0
