@@ -37,9 +37,15 @@ def main(argv=None) -> int:
     source = find_adapter(args.adapter)
     out = resolve_path(args.out) if args.out else \
         resolve_path(f"data/exports/{source.name}{'-merged' if args.merge else ''}")
+    from train.models import ModelError
     console = Console()
-    with console.status(f"{'merging' if args.merge else 'exporting'} {source.name}"):
-        written = export_merged(source, out, args.force) if args.merge else export_peft(source, out, args.force)
+    try:
+        with console.status(f"{'merging' if args.merge else 'exporting'} {source.name}"):
+            written = export_merged(source, out, args.force) if args.merge else export_peft(source, out, args.force)
+    except (ExportError, ModelError, FileExistsError) as e:  # a wrong adapter or an existing output: one line
+        from rich.markup import escape
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        return 2
     console.print(f"[green]ok[/] {written}")
     return 0
 

@@ -389,7 +389,8 @@ def show(result: RunResult) -> None:
     console = Console()
     console.print(table)
     if result.error:
-        Console(stderr=True).print(f"[red]error:[/] {result.error}", markup=True, highlight=False)
+        from rich.markup import escape
+        Console(stderr=True).print(f"[red]error:[/] {escape(result.error)}", highlight=False)
 
 
 def _f(x) -> str:
