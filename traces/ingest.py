@@ -64,9 +64,9 @@ def detect_format(path: Path) -> str:
 
 
 def line_batches(path: Path, batch_lines: int, on_bytes=None) -> Iterator["object"]:
-    """Arrow tables (line BIGINT, raw VARCHAR) of about batch_lines lines; no Python object per line."""
+    """Arrow tables (line BIGINT, raw VARCHAR) of at most batch_lines lines; no Python object per line."""
     import pyarrow as pa
-    pending, n_pending, next_line = [], 0, 1
+    pending, next_line = None, 1
     raw, f = _open_raw(path)
     with raw:
         carry = b""
@@ -74,23 +74,22 @@ def line_batches(path: Path, batch_lines: int, on_bytes=None) -> Iterator["objec
             chunk = f.read(CHUNK_BYTES)
             data = carry + chunk
             if not chunk:
-                carry, cut = b"", len(data)
+                carry = b""
             else:
                 cut = data.rfind(b"\n")
                 carry, data = (data, b"") if cut < 0 else (data[cut + 1:], data[:cut])
-            if next_line == 1 and data.startswith(b"\xef\xbb\xbf"):
+            if next_line == 1 and pending is None and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
             if data:
                 lines = _split(data)
-                pending.append(lines)
-                n_pending += len(lines)
+                pending = lines if pending is None else pa.concat_arrays([pending, lines])
             if on_bytes:
                 on_bytes(raw.tell())
-            if pending and (n_pending >= batch_lines or not chunk):
-                table = _numbered(pa.concat_arrays(pending), next_line)
-                next_line += n_pending
-                pending, n_pending = [], 0
-                yield table
+            while pending is not None and (len(pending) >= batch_lines or (not chunk and len(pending))):
+                take = pending[:batch_lines]
+                pending = pending[batch_lines:] if len(pending) > batch_lines else None
+                yield _numbered(take, next_line)
+                next_line += len(take)
             if not chunk:
                 return
 
@@ -271,7 +270,8 @@ def summary_table(summaries: list[FileSummary]):
     from rich.table import Table
     table = Table(title="ingest")
     for col in ("file", "format", "read", "stored", "duplicate", "quarantined", "traces/s", "status"):
-        table.add_column(col, justify="right" if col not in ("file", "format", "status") else "left")
+        table.add_column(col, justify="right" if col not in ("file", "format", "status") else "left",
+                         overflow="fold")
     for s in summaries:
         c = s.counts
         rate = f"{c.read / s.seconds:,.0f}" if s.seconds and c.read else ""

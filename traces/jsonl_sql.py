@@ -103,7 +103,7 @@ def checked_sql(scrub_secrets: bool) -> str:
     return f"""
     CREATE OR REPLACE TEMP TABLE checked AS
     WITH s AS (
-        SELECT line, {raw} AS raw FROM lines WHERE raw NOT IN ('', chr(10), chr(13) || chr(10))
+        SELECT line, {raw} AS raw FROM lines WHERE raw NOT IN ('', chr(10), chr(13), chr(13) || chr(10))
     ), e AS (
         SELECT line, raw, (starts_with(raw, '{{') OR starts_with(ltrim(raw), '{{')) AS is_obj,
                try(json_extract_string(raw, {vlist})) AS v, try(json_type(raw, {plist})) AS t
