@@ -144,8 +144,9 @@ class Client:
     def cached(self, h: str) -> Call | None:
         # read-write like _store: DuckDB refuses a read-only and a read-write handle on one file in one process
         with self._connect() as con:
-            row = con.execute("SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd "
-                              "FROM llm_calls WHERE request_hash = ? AND response IS NOT NULL", [h]).fetchone()
+            rows = con.execute("SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd "
+                               "FROM llm_calls WHERE request_hash = ? AND response IS NOT NULL", [h]).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             return None
         response = json.loads(row[0])
