@@ -246,7 +246,7 @@ def write_rows(rows: list[dict], checks: list[tuple]) -> int:
     import pyarrow as pa
     table = pa.table({c: [r[c] for r in rows] for c in COLS})
     with store.connect() as con, store.transaction(con):
-        before = con.execute("SELECT count(*) FROM examples").fetchone()[0]
+        before = con.execute("SELECT count(*) FROM examples").fetchall()[0][0]
         con.register("new_rows", table)
         con.execute(f"""INSERT INTO examples ({', '.join(COLS)})
             SELECT {', '.join(c + ('::JSON' if c in ('messages', 'metadata', 'guidance') else '') for c in COLS)}
@@ -258,7 +258,7 @@ def write_rows(rows: list[dict], checks: list[tuple]) -> int:
             con.register("new_checks", ct)
             con.execute("""INSERT OR IGNORE INTO example_checks SELECT example_id, check_idx::INTEGER, check_id,
                            passed, reason FROM new_checks""")
-        return con.execute("SELECT count(*) FROM examples").fetchone()[0] - before
+        return con.execute("SELECT count(*) FROM examples").fetchall()[0][0] - before
 
 
 # ------------------------------------------------------------------ the teacher

@@ -1,0 +1,128 @@
+"""python -m curate export [--out PATH] [--replay-fraction F] — the training set the trainer reads.
+
+Writes data/train/train.jsonl (settings train_out) and train.manifest.json beside it, atomically:
+- every accepted example: `{"id", "origin": "example", "messages": [...prompt messages, assistant response]}`;
+- a replay share (settings replay_fraction of the total) of seed traces whose logged responses passed
+  every check in the latest complete logged eval run of each suite — the model's own good behaviour on
+  real traffic, against forgetting: `{"id": trace_id, "origin": "replay", "messages": [...]}`.
+The manifest lists ids, origins and content hashes (train.lora_data.content_hash) plus counts.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from traces import settings as settings_mod
+from traces import store
+
+
+def accepted(con) -> list[dict]:
+    rows = con.execute("""SELECT example_id, messages, response FROM examples WHERE status = 'accepted'
+                          ORDER BY cluster_id, example_id""").fetchall()
+    return [{"id": r[0], "origin": "example",
+             "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
+
+
+def replay_pool(con) -> list[dict]:
+    """Seed traces that passed every check of the latest complete logged run of each suite."""
+    rows = con.execute("""
+        WITH latest AS (
+            SELECT run_id FROM (
+                SELECT run_id, row_number() OVER (PARTITION BY suite ORDER BY finished_at DESC, run_id DESC) AS rk
+                FROM eval_runs WHERE mode = 'logged' AND status = 'complete') WHERE rk = 1),
+        verdict AS (
+            SELECT trace_id, bool_and(passed) AS all_passed FROM results
+            WHERE run_id IN (SELECT run_id FROM latest) GROUP BY trace_id)
+        SELECT t.trace_id, t.messages, t.response FROM traces t JOIN verdict v USING (trace_id)
+        WHERE v.all_passed AND t.split = 'seed' AND t.response IS NOT NULL AND length(trim(t.response)) > 0
+        ORDER BY sha256(t.trace_id)""").fetchall()
+    # ordered by a hash of the id: a stable, unbiased pick that does not change when traces are added
+    return [{"id": r[0], "origin": "replay", "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
+
+
+def _with_answer(messages: list, response: str) -> list:
+    msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+            if m.get("role") in ("system", "user", "assistant")]
+    return msgs + [{"role": "assistant", "content": response}]
+
+
+def replay_count(n_examples: int, fraction: float, available: int) -> int:
+    """Replays so that they are `fraction` of the whole set: r / (n + r) = f -> r = n f / (1 - f)."""
+    if n_examples == 0 or fraction <= 0:
+        return 0
+    if fraction >= 1:
+        return available
+    return min(available, round(n_examples * fraction / (1 - fraction)))
+
+
+def content_hash(messages: list) -> str:
+    from train.lora_data import content_hash as train_hash  # the trainer's own definition (light module)
+    return train_hash(messages)
+
+
+def build(replay_fraction: float) -> tuple[list[dict], dict]:
+    with store.connect(read_only=True) as con:
+        examples, pool = accepted(con), replay_pool(con)
+    replay = pool[:replay_count(len(examples), replay_fraction, len(pool))]
+    items = examples + replay
+    counts = {"example": len(examples), "replay": len(replay), "total": len(items),
+              "replay_available": len(pool)}
+    return items, counts
+
+
+def write(items: list[dict], counts: dict, out: Path, replay_fraction: float) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": it["id"], "origin": it["origin"], "messages": it["messages"]}, ensure_ascii=False)
+             for it in items]
+    data = ("\n".join(lines) + "\n" if lines else "").encode()
+    manifest = {
+        "path": out.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sha256": hashlib.sha256(data).hexdigest(), "replay_fraction": replay_fraction, "counts": counts,
+        "items": [{"id": it["id"], "origin": it["origin"], "content_hash": content_hash(it["messages"])}
+                  for it in items],
+    }
+    _atomic(out, data)
+    from train.lora_data import manifest_path
+    _atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export(out: str | None = None, replay_fraction: float | None = None) -> dict:
+    s = settings_mod.load("curate", {"replay_fraction": replay_fraction})
+    path = settings_mod.resolve_path(out or s.train_out)
+    items, counts = build(s.replay_fraction)
+    return write(items, counts, path, s.replay_fraction) | {"out": str(path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m curate export", description=__doc__.split("\n")[0])
+    p.add_argument("--out", help="JSONL path (default: settings train_out)")
+    p.add_argument("--replay-fraction", type=float, help="share of replayed seed traffic (settings replay_fraction)")
+    args = p.parse_args(argv)
+    m = export(args.out, args.replay_fraction)
+    c = m["counts"]
+    Console().print(f"wrote {m['out']}: {c['example']} accepted example(s) + {c['replay']} replay "
+                    f"(of {c['replay_available']} passing seed traces); manifest beside it")
+    if c["example"] == 0:
+        Console(stderr=True).print("[yellow]warning:[/] no accepted examples (run synth, filter, accept or review)")
+    return 0

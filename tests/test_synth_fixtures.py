@@ -1,0 +1,57 @@
+"""Shared data for curate's tests: a tiny store with seed/holdout traces, one failing-check cluster.
+
+Imported by tests/test_synth*.py, test_dedup*.py, test_decontam*.py, test_accept*.py, test_curate_*.py.
+"""
+import json
+
+from traces import store
+
+BASES = [
+    ("b001", "Write an email to my landlord asking when the broken dishwasher in my flat will be repaired."),
+    ("b002", "Tell a bedtime story about a small fox who is afraid of the dark."),
+    ("b003", "Explain how a heat pump warms a house in winter for a curious teenager."),
+    ("b004", "Draft a short email to a colleague thanking her for covering my shift last Friday."),
+    ("b005", "Write a product description for a bamboo cutting board sold in a kitchen shop."),
+    ("b006", "Give me advice on preparing for my first half marathon in three months."),
+]
+NO_COMMA = "In your entire response, refrain from the use of any commas."
+LOWER = ("Your entire response should be in English, and in all lowercase letters. "
+         "No capital letters are allowed.")
+
+
+def trace(tid, base_id, text, split, iid="punctuation:no_comma", desc=NO_COMMA, response="Sure, here it is."):
+    prompt = f"{text} {desc}"
+    md = {"base_id": base_id, "instruction_id_list": [iid], "kwargs": [{}], "generation": {"temperature": 0}}
+    return (tid, "test", "log.jsonl", 1, "ing-1", None, "student", json.dumps([{"role": "user", "content": prompt}]),
+            prompt, response, None, None, None, None, json.dumps(md), None, base_id, split)
+
+
+def seed_store(check_id="punctuation:no_comma", desc=NO_COMMA, holdout_in_cluster=True):
+    """4 seed traces (2 failing, in the cluster), 2 holdout traces (one also a cluster member)."""
+    rows = [trace(f"t{i}", b, text, "seed" if i <= 4 else "holdout", check_id, desc)
+            for i, (b, text) in enumerate(BASES, 1)]
+    with store.connect() as con:
+        con.executemany("INSERT INTO traces VALUES (" + ",".join("?" * 18) + ")", rows)
+        con.execute("INSERT INTO clusters (cluster_id, run_id, check_id, label, size) VALUES "
+                    "('c1', 'run1', ?, 'no commas: email story', 2)", [check_id])
+        members = [("c1", "t1", "run1", "seed"), ("c1", "t2", "run1", "seed")]
+        if holdout_in_cluster:
+            members.append(("c1", "t5", "run1", "holdout"))
+        con.executemany("INSERT INTO cluster_members (cluster_id, trace_id, run_id, split) VALUES (?,?,?,?)", members)
+    return rows
+
+
+def use_stub(monkeypatch, stub, **extra):
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", stub.base_url)
+    monkeypatch.setenv("MEND_CURATE_TEACHER_MODEL", "stub-model")
+    monkeypatch.setenv("MEND_EVALS_CLIENT_MAX_RETRIES", "2")
+    for k, v in extra.items():
+        monkeypatch.setenv(f"MEND_CURATE_{k.upper()}", str(v))
+
+
+def examples(con=None):
+    with store.connect(read_only=True) as c:
+        cols = ["example_id", "cluster_id", "seed_trace_id", "mode", "prompt", "response", "metadata", "guidance",
+                "status", "reason", "duplicate_of", "request_hash"]
+        rows = c.execute(f"SELECT {', '.join(cols)} FROM examples ORDER BY created_at, example_id").fetchall()
+    return [dict(zip(cols, r)) for r in rows]
