@@ -34,7 +34,7 @@ SYSTEM_PROMPTS = [
 SYSTEM_SHARE = 0.3  # share of calls whose client sent a system prompt
 START_EPOCH = 1767225600  # 2026-01-01T00:00:00Z; the log spans the following days
 MEAN_GAP_S = 90  # mean seconds between logged calls
-WINDOW = 64  # prompts per checkpointed window; batches are sorted by length within a window only
+WINDOW = 16  # prompts per checkpointed window (one default batch); batches are sorted by length within a window
 
 
 def build_prompts(n: int, seed: int = 0) -> list[dict]:
