@@ -1,0 +1,42 @@
+"""Every Makefile target has a `## help` line, and `make help` (the default goal) lists them all."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+TARGET = re.compile(r"^([a-zA-Z][a-zA-Z0-9_-]*):(?!=)(.*)$")
+
+
+def targets() -> dict[str, str]:
+    """name -> the rest of its rule line, for every plain target (not variables, not $(SETUP))."""
+    out = {}
+    for line in MAKEFILE.read_text().splitlines():
+        m = TARGET.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_every_target_has_a_help_line():
+    found = targets()
+    assert {"help", "setup", "test", "bench", "ingest", "stats", "config", "doctor"} <= set(found)
+    missing = [name for name, rest in found.items() if "## " not in rest]
+    assert not missing, f"targets without a `## help` comment: {missing}"
+
+
+def test_phony_lists_every_target():
+    phony = " ".join(re.findall(r"^\.PHONY:((?:.*\\\n)*.*)", MAKEFILE.read_text(), re.M)).replace("\\", " ").split()
+    assert set(targets()) <= set(phony)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_every_target():
+    for argv in (["make", "help"], ["make"]):  # help is the default goal
+        out = subprocess.run(argv + ["-s", "-f", str(MAKEFILE)], cwd=MAKEFILE.parent, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", out.stdout).splitlines() if line.strip()}
+        assert set(targets()) <= listed
