@@ -275,3 +275,16 @@ def test_real_student_trains_a_few_steps(tmp_path):
     assert all(0 < st["loss"] < 20 for st in result.metrics["steps"])
     model, _ = load(s.model, adapter=result.adapter_dir)
     assert model is not None
+
+
+def test_cli_trains_and_prints_the_summary(tmp_path, tiny_model_dir, capsys):
+    from train.cli import main
+    ts = write_set(tmp_path, 4)
+    out = tmp_path / "my-adapter"
+    code = main(["lora", "--model", str(tiny_model_dir), "--training-set", str(ts), "--out", str(out),
+                 "--max-steps", "2", "--batch-size-train", "2", "--val-fraction", "0", "--max-length", "96"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "train lora" in printed and "complete" in printed and "tokens / s" in printed
+    assert (out / "adapter_model.safetensors").is_file() and not list(tmp_path.glob(".tmp-*"))
+    assert db_rows("SELECT status, adapter_path FROM train_runs") == [("complete", str(out))]

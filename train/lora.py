@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     plan = make_plan(settings, sources, args.out, resume, args.run_id)
     if needs_launch(settings):
         return relaunch(settings, argv, plan)
+    if plan.checkpoint and is_main_process():
+        from rich.console import Console
+        Console().print(f"resuming run {plan.run_id} from {plan.checkpoint.name} (--fresh to start over)")
     result = train(plan)
     if is_main_process():
         show(result)
