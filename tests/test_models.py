@@ -57,6 +57,10 @@ def test_adapter_applies_and_changes_output(tiny_model_dir, tmp_path):
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)
     from peft import PeftModel
     assert isinstance(tuned, PeftModel) and not tuned.training
+    from train.generate import generate
+    convs = [[{"role": "user", "content": "hello"}]]
+    assert generate(tuned, tok, convs, max_new_tokens=4, progress=False) != \
+        generate(base, tok, convs, max_new_tokens=4, progress=False)
 
 
 def test_adapter_on_other_base_is_a_mismatch(tiny_model_dir, tmp_path):
