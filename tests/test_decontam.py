@@ -1,0 +1,68 @@
+"""curate filter's decontamination: 13-gram overlap and embedding similarity against holdout traces and
+reference files named in settings; dropped rows become `contaminated` with the reason and what they hit."""
+import json
+
+import numpy as np
+import pytest
+from test_dedup import add, bag_embed, state
+
+from curate import dedup, filters
+from traces import store
+
+HOLDOUT = ("Write a detailed letter to the city council explaining why the old library on Main Street should be "
+           "turned into a community center for young people and families")
+
+
+@pytest.fixture(autouse=True)
+def cheap_embedder(monkeypatch):
+    monkeypatch.setattr(filters, "embed_texts", bag_embed)
+
+
+def holdout_trace(tid, prompt):
+    with store.connect() as con:
+        con.execute("""INSERT INTO traces (trace_id, source_format, source_file, ingest_id, messages, prompt,
+                       response, group_key, split) VALUES (?, 'test', 'f', 'i', ?, ?, 'r', ?, 'holdout')""",
+                    [tid, json.dumps([{"role": "user", "content": prompt}]), prompt, tid])
+
+
+def test_ngram13_overlap_with_holdout():
+    holdout_trace("h1", HOLDOUT)
+    add("x", "Please: " + HOLDOUT.upper() + " Thanks, all in lowercase.", "a fine letter follows here")
+    add("y", "Write a haiku about snow falling on a silent pond at dawn.", "snow on the pond")
+    filters.run_filters()
+    s = state()
+    assert s["x"][:3] == ("contaminated", "ngram13", "h1")
+    assert s["y"][0] == "pending_review"
+
+
+def test_embedding_similarity_with_holdout():
+    holdout_trace("h1", "city council library community center young people")
+    # same words, shuffled, fewer than 13 in a row: no shared 13-gram, but the embedding matches
+    add("x", "young people community center library council city", "a reply")
+    filters.run_filters()
+    s = state()
+    assert s["x"][0] == "contaminated" and s["x"][1].startswith("embedding: cosine") and s["x"][2] == "h1"
+
+
+def test_reference_files_from_settings(tmp_path, monkeypatch):
+    ref = tmp_path / "bench.jsonl"
+    ref.write_text(json.dumps({"prompt": HOLDOUT, "key": 1}) + "\n")
+    monkeypatch.setenv("MEND_CURATE_DECONTAM_REFS", json.dumps([str(ref)]))
+    add("x", HOLDOUT + " Answer in lowercase.", "a fine letter")
+    filters.run_filters()
+    assert state()["x"][:3] == ("contaminated", "ngram13", "bench.jsonl:1")
+
+
+def test_bad_reference_file_names_file_and_line(tmp_path, monkeypatch):
+    ref = tmp_path / "bad.jsonl"
+    ref.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    monkeypatch.setenv("MEND_CURATE_DECONTAM_REFS", json.dumps([str(ref)]))
+    add("x", "anything", "a reply")
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        filters.run_filters()
+
+
+def test_ngram_kernel_short_texts_never_match():
+    assert (dedup.ngram_contaminated(["one two three"], ["one two three"]) == -1).all()
+    long = " ".join(f"w{i}" for i in range(20))
+    assert dedup.ngram_contaminated(["x " + long, "nothing here"], ["y " + long]).tolist() == [0, -1]

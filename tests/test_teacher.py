@@ -1,0 +1,133 @@
+"""The teacher through the OpenAI stub server: retries, timeouts, server errors, malformed JSON in full
+mode, a clear error before any work for an unreachable endpoint or a rejected key, kill-and-resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from openai_stub import OpenAIStub, Reply
+from test_synth_fixtures import examples, seed_store, use_stub
+
+from curate import synth, synth_full
+from traces import store
+
+NO_COMMA_OK = "Here is a calm answer without any commas"
+
+
+def test_429_with_retry_after_then_success(monkeypatch):
+    seed_store()
+    with OpenAIStub() as stub:
+        stub.push(Reply(status=429, headers={"Retry-After": "0.1"}), NO_COMMA_OK)
+        stub.responder = lambda b: NO_COMMA_OK
+        use_stub(monkeypatch, stub, per_cluster=1, k=1, guidance="never", teacher_concurrency=1)
+        tallies = synth.synthesize()
+        assert stub.count == 2
+    assert tallies["c1"].verified == 1 and tallies["c1"].errors == 0
+
+
+def test_timeout_and_500_are_errors_not_examples(monkeypatch):
+    seed_store()
+    with OpenAIStub() as stub:
+        # the first request times out (on every retry), the second gets 500s: both end as errors
+        stub.responder = lambda b: (Reply(delay_s=1.5) if b["seed"] == 0 else Reply(status=500))
+        use_stub(monkeypatch, stub, per_cluster=1, k=2, guidance="never", teacher_timeout_s=0.3,
+                 teacher_concurrency=2)
+        monkeypatch.setenv("MEND_EVALS_CLIENT_MAX_RETRIES", "1")
+        tallies = synth.synthesize()
+    assert tallies["c1"].errors == 2 and examples() == []
+    with store.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0] == 0  # nothing cached
+
+
+def test_unreachable_remote_fails_before_any_work(monkeypatch):
+    seed_store()
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "http://127.0.0.1:9/v1")
+    from evals.client import EndpointError
+    with pytest.raises(EndpointError, match="cannot reach"):
+        synth.synthesize()
+    assert examples() == []
+
+
+def test_rejected_key_fails_before_any_work(monkeypatch):
+    seed_store()
+    with OpenAIStub() as stub:
+        stub.models_status = 401
+        use_stub(monkeypatch, stub)
+        from evals.client import EndpointError
+        with pytest.raises(EndpointError, match="rejected the API key"):
+            synth.synthesize()
+        assert stub.count == 0
+
+
+def test_remote_teacher_needs_opt_in(monkeypatch):
+    seed_store()
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "https://api.example.com/v1")
+    from evals.client import RemoteNotAllowed
+    with pytest.raises(RemoteNotAllowed):
+        synth.synthesize()
+
+
+def test_full_mode_parses_json_and_keeps_malformed_as_failed(monkeypatch):
+    seed_store()
+    good = {"examples": [{"request": "Describe a quiet morning at the lake.", "response": "The lake was still"},
+                         {"request": "Explain tides simply.", "response": "Tides rise, and fall."}]}
+    with OpenAIStub() as stub:
+        stub.push("```json\n" + json.dumps(good) + "\n```", "Sure! {not json at all")
+        use_stub(monkeypatch, stub, mode="full", max_examples_per_cluster=8, full_requests_per_call=4)
+        synth.synthesize()
+        body = stub.requests[0]
+    assert body["response_format"]["type"] == "json_schema"
+    rows = examples()
+    statuses = sorted((r["status"], (r["reason"] or "")[:14]) for r in rows)
+    assert ("failed_verification", "malformed_json") in statuses
+    ok = [r for r in rows if r["status"] == "verified"]
+    assert len(ok) == 1 and ok[0]["prompt"].startswith("Describe a quiet morning")
+    assert "commas" in ok[0]["prompt"]  # mend appended the instruction it verifies
+
+
+def test_parse_examples_is_robust():
+    assert synth_full.parse_examples('noise [{"request": "a", "response": "b"}] tail') == [
+        {"request": "a", "response": "b"}]
+    with pytest.raises(ValueError):
+        synth_full.parse_examples('{"examples": []}')
+
+
+CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from curate import synth
+synth.synthesize()
+"""
+
+
+def test_kill_and_resume_repeats_no_completed_call(monkeypatch, tmp_path):
+    seed_store()
+    with OpenAIStub() as stub:
+        stub.responder = lambda b: Reply(content=NO_COMMA_OK, delay_s=0.2)
+        use_stub(monkeypatch, stub, per_cluster=4, k=4, guidance="never", teacher_concurrency=1)
+        env = {**os.environ}
+        child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(Path(__file__).parents[1]))],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while stub.count < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with store.connect(read_only=True) as con:
+            done = {r[0] for r in con.execute("SELECT request_hash FROM llm_calls").fetchall()}
+        assert 0 < len(done) < 16
+        before = stub.count
+        synth.synthesize()
+        from evals.client import request_hash
+        resent = {request_hash(stub.base_url, "stub-model", {k: v for k, v in r.items() if k != "model"})
+                  for r in stub.requests[before:]}
+    with store.connect(read_only=True) as con:
+        final = {r[0] for r in con.execute("SELECT request_hash FROM llm_calls").fetchall()}
+    assert resent and resent <= final  # the hashes computed here are the client's own
+    assert not (resent & done)  # no completed call was sent again
+    assert len(done) + (stub.count - before) >= 16
+    assert len(examples()) == 16
