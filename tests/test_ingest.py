@@ -310,3 +310,13 @@ def test_cli_prints_a_summary_table(tmp_path, capsys, monkeypatch):
 def test_missing_file_is_a_clear_error():
     from traces.cli import main
     assert main(["ingest", "/nonexistent/file.jsonl"]) == 2
+
+
+def test_invalid_utf8_does_not_fail_the_batch(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = _chat_line(1, "plain prompt").encode()
+    bad = _chat_line(2, "caf@ au lait").encode().replace(b"@", b"\xe9")  # a Latin-1 byte: not UTF-8
+    path.write_bytes(good + b"\n" + bad + b"\n")
+    s = run(path)
+    assert (s.counts.read, s.counts.stored) == (2, 2)
+    assert rows("SELECT prompt FROM traces WHERE trace_id = 'x-2'")[0][0] == "caf\ufffd au lait"

@@ -66,7 +66,7 @@ def detect_format(path: Path) -> str:
 def line_batches(path: Path, batch_lines: int, on_bytes=None) -> Iterator["object"]:
     """Arrow tables (line BIGINT, raw VARCHAR) of at most batch_lines lines; no Python object per line."""
     import pyarrow as pa
-    pending, next_line = None, 1
+    parts, n_parts, next_line = [], 0, 1
     raw, f = _open_raw(path)
     with raw:
         carry = b""
@@ -77,46 +77,52 @@ def line_batches(path: Path, batch_lines: int, on_bytes=None) -> Iterator["objec
                 carry = b""
             else:
                 cut = data.rfind(b"\n")
-                carry, data = (data, b"") if cut < 0 else (data[cut + 1:], data[:cut])
-            if next_line == 1 and pending is None and data.startswith(b"\xef\xbb\xbf"):
+                # memoryview slices: no copy of the 16 MiB chunk
+                carry, data = (data, b"") if cut < 0 else (data[cut + 1:], memoryview(data)[:cut])
+            if next_line == 1 and not parts and bytes(data[:3]) == b"\xef\xbb\xbf":
                 data = data[3:]
             if data:
-                lines = _split(data)
-                pending = lines if pending is None else pa.concat_arrays([pending, lines])
+                parts.append(_split(data))
+                n_parts += len(parts[-1])
             if on_bytes:
                 on_bytes(raw.tell())
-            while pending is not None and (len(pending) >= batch_lines or (not chunk and len(pending))):
-                take = pending[:batch_lines]
-                pending = pending[batch_lines:] if len(pending) > batch_lines else None
-                yield _numbered(take, next_line)
-                next_line += len(take)
+            if n_parts >= batch_lines or (not chunk and n_parts):
+                pending = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+                while len(pending) >= batch_lines or (not chunk and len(pending)):
+                    yield _numbered(pending[:batch_lines], next_line)
+                    next_line += min(batch_lines, len(pending))
+                    pending = pending[batch_lines:]
+                parts, n_parts = ([pending], len(pending)) if len(pending) else ([], 0)
             if not chunk:
                 return
 
 
-def _split(data: bytes):
+def _split(data):
     """Lines as an Arrow string array that points into `data` (no copy, no Python object per line).
 
     Each string keeps its trailing newline (JSON allows surrounding whitespace; SQL trims it)."""
     import numpy as np
     import pyarrow as pa
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:  # rare: make bad bytes U+FFFD so the line fails JSON checks, not the batch
-        data = data.decode("utf-8", errors="replace").encode()
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf == 10) + 1
     if not len(ends) or ends[-1] != len(data):
         ends = np.append(ends, len(data))
     offsets = np.concatenate([[0], ends]).astype(np.int64)
-    return pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+    lines = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)  # UTF-8 check, ~10x faster than bytes.decode
+    except pa.ArrowInvalid:  # rare: bad bytes become U+FFFD (one odd character, not a failed batch)
+        return _split(bytes(data).decode("utf-8", errors="replace").encode())
+    return lines
 
 
 def _numbered(lines, first: int):
     import numpy as np
     import pyarrow as pa
-    return pa.table({"line": pa.array(np.arange(first, first + len(lines), dtype=np.int64)),
-                     "raw": lines})
+    # from_buffers / from_arrays: pa.table(dict) and pa.array(ndarray) import pandas (seconds)
+    numbers = np.arange(first, first + len(lines), dtype=np.int64)
+    column = pa.Array.from_buffers(pa.int64(), len(lines), [None, pa.py_buffer(numbers)])
+    return pa.Table.from_arrays([column, lines], names=["line", "raw"])
 
 
 # ---------- storing ----------
