@@ -102,6 +102,8 @@ def checked_sql(scrub_secrets: bool) -> str:
                        for p in SAMPLING)
     return f"""
     CREATE OR REPLACE TEMP TABLE checked AS
+    -- raw is kept for quarantined lines only: copying every 1 KB line into the table cost 25% of the time
+    SELECT * REPLACE (CASE WHEN error IS NOT NULL THEN raw END AS raw) FROM (
     WITH s AS (
         SELECT line, {raw} AS raw FROM lines WHERE raw NOT IN ('', chr(10), chr(13), chr(13) || chr(10))
     ), e AS (
@@ -185,5 +187,5 @@ def checked_sql(scrub_secrets: bool) -> str:
             WHEN usage_t NOT IN ('OBJECT', 'NULL') THEN 'field `usage` must be an object, got ' || usage_t
         END AS error,
         raw
-    FROM y
+    FROM y)
     """
