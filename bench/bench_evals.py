@@ -129,7 +129,8 @@ def bench_scoring(n: int, langdetect: bool = True) -> dict:
             "mend": round(rate), "baseline": None, "ratio": None, "target": ">= 2000",
             "notes": f"{n} traces: IFEval's prompts + instructions ({checks_per_trace:.2f} checks/trace, lm-eval "
                      f"checkers, strict+loose) on synthetic prose responses; select + score + bulk insert, "
-                     f"{workers} scoring processes; {'PASS' if rate >= 2000 else 'MISS'}"}
+                     f"{workers} scoring processes; load average {os.getloadavg()[0]:.1f} on "
+                     f"{os.cpu_count()} cores; {'PASS' if rate >= 2000 else 'MISS'}"}
 
 
 def ifeval_row() -> dict | None:

@@ -154,11 +154,23 @@ def loose_variants(response: str) -> list[str]:
             first.replace("*", ""), last.replace("*", ""), both.replace("*", "")]
 
 
+def _distinct(variants: list[str]) -> list[str]:
+    """The loose variants after the first, without repeats and without the response itself."""
+    seen, out = {variants[0]}, []
+    for v in variants[1:]:
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out
+
+
 def ifeval_check(instruction_id: str, response: str, kwargs: dict, prompt: str) -> CheckResult:
     instruction, description = build_instruction(instruction_id, kwargs, prompt)
     strict = bool(response.strip()) and bool(instruction.check_following(response))
-    # loose is a superset of strict: its first variant is the response itself
-    loose = strict or any(v.strip() and instruction.check_following(v) for v in loose_variants(response)[1:])
+    # loose is a superset of strict: its first variant is the response itself. Variants equal to one
+    # already checked are skipped (check_following is a pure function of the text), which saves
+    # langdetect calls (~10 ms each) without changing any outcome.
+    loose = strict or any(v.strip() and instruction.check_following(v) for v in _distinct(loose_variants(response)))
     return CheckResult(strict, 1.0 if strict else 0.0, _ifeval_reason(instruction_id, instruction, description,
                                                                       response, strict, loose), loose)
 

@@ -147,7 +147,8 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
     run_id = _start(suite, split, model_ref, adapter, len(traces), s)
     try:
         outputs = _regenerate(traces, model_ref, adapter, s, progress) if model_ref else None
-        frame = score(suite, traces, outputs, progress=progress)
+        workers = 1 if model_ref else score_workers(s, len(traces))  # no fork after torch has run
+        frame = score(suite, traces, outputs, progress=progress, workers=workers)
         _finish(run_id, frame)
     except KeyboardInterrupt:
         _set_status(run_id, "incomplete")
@@ -212,30 +213,70 @@ def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
     return [g.text for g in gens]
 
 
-def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False):
-    """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows."""
+COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_loose", "score", "reason",
+           "output", "details")
+
+
+def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1):
+    """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows.
+    workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to the DB)."""
     import polars as pl
-    from evals.checks import run_check
     if outputs is not None:  # regenerated: the logged tool_calls are not this model's
         traces = [{**t, "response": o, "tool_calls": None} for t, o in zip(traces, outputs)]
-    _prefetch_judge(suite, traces, progress)
-    cols = {k: [] for k in ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_loose",
-                            "score", "reason", "output", "details")}
-    for trace in _progress(traces, progress, f"scoring {suite.name}"):
+    judged = _prefetch_judge(suite, traces, progress)
+    if workers > 1 and not judged and len(traces) >= 1000:
+        cols = _score_parallel(suite, traces, workers)
+    else:
+        cols = _score_chunk(suite, _progress(traces, progress, f"scoring {suite.name}"))
+    return pl.DataFrame(cols, schema={"trace_id": pl.Utf8, "check_idx": pl.Int32, "check_id": pl.Utf8,
+                                      "check_args": pl.Utf8, "passed": pl.Boolean, "passed_loose": pl.Boolean,
+                                      "score": pl.Float64, "reason": pl.Utf8, "output": pl.Utf8, "details": pl.Utf8})
+
+
+def _score_chunk(suite, traces) -> dict[str, list]:
+    from evals.checks import run_check
+    cols = {k: [] for k in COLUMNS}
+    for trace in traces:
         response = trace.get("response") or ""
         for idx, (check_id, args) in enumerate(suite.checks_for(trace)):
             result = run_check(check_id, response, args, trace)
             if result is None:
                 continue  # not applicable to this trace
-            for key, value in ((("trace_id", trace["trace_id"]), ("check_idx", idx), ("check_id", check_id),
-                                ("check_args", json.dumps(args, default=str)), ("passed", result.passed),
-                                ("passed_loose", result.passed_loose), ("score", float(result.score)),
-                                ("reason", result.reason), ("output", response),
-                                ("details", json.dumps(result.details) if result.details else None))):
+            for key, value in zip(COLUMNS, (trace["trace_id"], idx, check_id, json.dumps(args, default=str),
+                                            result.passed, result.passed_loose, float(result.score), result.reason,
+                                            response, json.dumps(result.details) if result.details else None)):
                 cols[key].append(value)
-    return pl.DataFrame(cols, schema={"trace_id": pl.Utf8, "check_idx": pl.Int32, "check_id": pl.Utf8,
-                                      "check_args": pl.Utf8, "passed": pl.Boolean, "passed_loose": pl.Boolean,
-                                      "score": pl.Float64, "reason": pl.Utf8, "output": pl.Utf8, "details": pl.Utf8})
+    return cols
+
+
+_FORK_STATE: tuple | None = None  # (suite, traces) inherited by forked workers, so nothing is pickled but indices
+
+
+def _score_range(bounds: tuple[int, int]) -> dict[str, list]:
+    suite, traces = _FORK_STATE
+    return _score_chunk(suite, traces[bounds[0]:bounds[1]])
+
+
+def _score_parallel(suite, traces, workers: int) -> dict[str, list]:
+    import multiprocessing
+    from evals.checks import ifeval_check
+    global _FORK_STATE
+    ifeval_check("punctuation:no_comma", "warm", {}, "")  # import lm-eval once, before forking
+    _FORK_STATE = (suite, traces)
+    step = max(250, len(traces) // (workers * 4))
+    bounds = [(i, min(i + step, len(traces))) for i in range(0, len(traces), step)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_score_range, bounds)
+    finally:
+        _FORK_STATE = None
+    return {k: [v for part in parts for v in part[k]] for k in COLUMNS}
+
+
+def score_workers(s, n_traces: int) -> int:
+    if s.score_workers:
+        return int(s.score_workers)
+    return min(4, os.cpu_count() or 1) if n_traces >= 1000 else 1
 
 
 def _prefetch_judge(suite, traces, progress) -> None:
@@ -244,6 +285,7 @@ def _prefetch_judge(suite, traces, progress) -> None:
     if items:
         from evals.checks_judge import prefetch
         prefetch(items, progress=progress)
+    return bool(items)
 
 
 def _progress(items, enabled: bool, label: str):

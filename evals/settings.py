@@ -11,6 +11,7 @@ class EvalsSettings:
     check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks
     max_new_tokens: int = 256  # regeneration (--model): greedy tokens per response
     gen_batch_size: int = 16  # regeneration: prompts per generate() batch
+    score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
     judge_model: str = ""  # model name sent to the judge endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # env var holding the judge's key (the key itself is never stored)
