@@ -20,7 +20,9 @@ import re
 import numpy as np
 
 _WORDS = re.compile(r"[a-z0-9]+")
-EXACT_LIMIT = 50_000_000  # new x reference pairs compared exactly before switching to LSH candidates
+EXACT_LIMIT = 50_000_000
+CHUNK_SHINGLES = 1 << 20  # shingles hashed per chunk (bounds memory)
+THREADS = 2  # numpy releases the GIL in ufuncs: the MinHash blocks run in parallel  # new x reference pairs compared exactly before switching to LSH candidates
 
 
 def normalize(text: str) -> str:
@@ -46,15 +48,15 @@ def exact_dups(new: list[str], ref: list[str] = ()) -> np.ndarray:
 # ------------------------------------------------------------------ MinHash
 
 def word_ids(texts: list[str], vocab: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Flat int64 word ids of all texts and each text's start offset."""
-    vocab = {} if vocab is None else vocab
-    ids, starts, pos = [], [], 0
-    for t in texts:
-        words = _WORDS.findall(t.lower())
-        starts.append(pos)
-        ids.extend(vocab.setdefault(w, len(vocab)) for w in words)
-        pos += len(words)
-    return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+    """Flat uint64 word hashes of all texts (lower-case [a-z0-9]+ words) and each text's start offset.
+    Hashing in polars (Rust, all cores) instead of a Python dict; `vocab` is accepted for compatibility."""
+    import polars as pl
+    words = pl.Series(list(texts), dtype=pl.Utf8).fill_null("").str.to_lowercase().str.extract_all(_WORDS.pattern)
+    lengths = words.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = words.explode().drop_nulls()
+    ids = flat.hash(seed=0).to_numpy().astype(np.uint64) if len(flat) else np.zeros(0, np.uint64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    return ids, starts
 
 
 def shingle_hashes(ids: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +70,7 @@ def shingle_hashes(ids: np.ndarray, starts: np.ndarray, k: int) -> tuple[np.ndar
     first = np.repeat(starts, n_win) + (np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win))
     end = np.repeat(starts + lengths, n_win)
     h = np.zeros(len(first), dtype=np.uint64)
-    padded = np.append(ids, 0).astype(np.uint64)
+    padded = np.append(ids, np.uint64(0)).astype(np.uint64)
     with np.errstate(over="ignore"):
         for j in range(k):
             idx = first + j
@@ -96,11 +98,29 @@ def signatures(texts: list[str], num_perm: int = 128, k: int = 5, seed: int = 1,
         return sig
     seg_starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     texts_with = owner[seg_starts]
-    step = max(1, 4_000_000 // max(1, len(h)))  # permutations per pass, bounding memory to ~32 MB
-    with np.errstate(over="ignore"):
-        for p0 in range(0, num_perm, step):
-            perm = ((h[:, None] * a[None, p0:p0 + step] + b[None, p0:p0 + step]) >> np.uint64(32)).astype(np.uint32)
-            sig[texts_with, p0:p0 + step] = np.minimum.reduceat(perm, seg_starts, axis=0)
+    # chunks of whole texts with <= CHUNK_SHINGLES shingles; per chunk, permutations in blocks of 16 laid out
+    # (16, shingles) so reduceat runs along contiguous memory; a reused buffer (16 x 1M x 8 B = 128 MB per
+    # thread); two threads, as numpy ufuncs release the GIL
+    cuts = np.searchsorted(seg_starts, np.arange(0, len(h), CHUNK_SHINGLES), side="left")
+    cuts = np.unique(np.append(cuts, len(seg_starts)))
+
+    def chunk(ci):
+        s0, s1 = cuts[ci], cuts[ci + 1]
+        lo = seg_starts[s0]
+        hi = seg_starts[s1] if s1 < len(seg_starts) else len(h)
+        hc, local = h[lo:hi], seg_starts[s0:s1] - lo
+        buf = np.empty((16, hi - lo), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for p0 in range(0, num_perm, 16):
+                p1 = min(num_perm, p0 + 16)
+                view = buf[:p1 - p0]
+                np.multiply(a[p0:p1, None], hc[None, :], out=view)
+                view += b[p0:p1, None]
+                view >>= np.uint64(32)
+                sig[texts_with[s0:s1], p0:p1] = np.minimum.reduceat(view, local, axis=1).T
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        list(pool.map(chunk, range(len(cuts) - 1)))
     return sig
 
 
@@ -118,15 +138,30 @@ def near_dups(new_sig: np.ndarray, ref_sig: np.ndarray | None, threshold: float)
     bands, rows = lsh_params(threshold, allsig.shape[1])
     cand_i, cand_j = [], []
     order = np.arange(n_all)
+    mult = np.random.RandomState(3).randint(1, 1 << 62, size=rows, dtype=np.int64).astype(np.uint64) | np.uint64(1)
     for band in range(bands):
-        block = np.ascontiguousarray(allsig[:, band * rows:(band + 1) * rows])
-        key = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        rep = first[inverse]  # the bucket's first member (lowest index)
+        # one uint64 key per band (a random linear combination of its rows): sorting integers is much
+        # faster than sorting byte strings; a key collision only adds a candidate, checked below
+        key = np.zeros(n_all, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for r in range(rows):
+                key += allsig[:, band * rows + r].astype(np.uint64) * mult[r]
+        rep = _bucket_first(key)  # the bucket's first member (lowest index)
         hit = rep < order
         cand_i.append(order[hit])
         cand_j.append(rep[hit])
     return _resolve(cand_i, cand_j, n_ref, n_all, lambda i, j: (allsig[i] == allsig[j]).mean(axis=1) >= threshold)
+
+
+def _bucket_first(key: np.ndarray) -> np.ndarray:
+    """For each item, the lowest index with the same key (one stable argsort)."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    starts = np.r_[True, k[1:] != k[:-1]]
+    group_first = order[np.flatnonzero(starts)]
+    rep = np.empty(len(key), dtype=np.int64)
+    rep[order] = np.repeat(group_first, np.diff(np.r_[np.flatnonzero(starts), len(k)]))
+    return rep
 
 
 def _resolve(cand_i, cand_j, n_ref, n_all, similar) -> np.ndarray:
@@ -140,8 +175,8 @@ def _resolve(cand_i, cand_j, n_ref, n_all, similar) -> np.ndarray:
     i, j = i[keep], j[keep]
     if len(i) == 0:
         return out
-    pair = np.unique(np.stack([i, j], axis=1), axis=0)
-    i, j = pair[:, 0], pair[:, 1]
+    pair = np.unique(i * n_all + j)  # one int64 per pair: 1-D unique is far cheaper than rows
+    i, j = pair // n_all, pair % n_all
     ok = np.zeros(len(i), dtype=bool)
     for s in range(0, len(i), 200_000):
         ok[s:s + 200_000] = similar(i[s:s + 200_000], j[s:s + 200_000])
@@ -199,9 +234,7 @@ def _hyperplane_pairs(allemb, n_ref, within, bands: int = 32, bits: int = 16, se
         proj = allemb[s:s + 20_000] @ planes > 0
         bits_all[s:s + 20_000] = proj.reshape(len(proj), bands, bits).astype(np.int64) @ weights
     for band in range(bands):
-        key = bits_all[:, band]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        rep = first[inverse]
+        rep = _bucket_first(bits_all[:, band])
         hit = rep < order
         if not within:
             hit &= rep < n_ref
