@@ -8,7 +8,8 @@ Targeted synthesis per failure cluster, from the seed split only (holdout traces
 - full (strong teacher): the teacher writes new requests and ideal responses as JSON.
 Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions);
 failures stay in `examples` with their reason. Clusters whose unguided yield is below
-`guidance_threshold` are sampled again with guidance (curate/guidance.py). Then run `curate filter`.
+`guidance_threshold` are sampled again with guidance (curate/guidance.py). Then the new candidates go
+through `curate filter` (dedup, decontamination) unless --no-filter.
 """
 from __future__ import annotations
 
@@ -402,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, help="samples per prompt (settings k)")
     p.add_argument("--mode", choices=["compose", "full"])
     p.add_argument("--guidance", choices=["auto", "never", "always"])
+    p.add_argument("--no-filter", action="store_true", help="skip dedup/decontamination (`curate filter`) afterwards")
     args = p.parse_args(argv)
     from curate.teacher import TeacherError
     from evals.client import EndpointError, RemoteNotAllowed
@@ -410,4 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TeacherError, EndpointError, RemoteNotAllowed) as e:
         Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
         return 2
+    if not args.no_filter:
+        from curate.filters import main as filter_main
+        return filter_main([])
     return 0
