@@ -182,8 +182,8 @@ def stage_ingest(ctx: Context) -> dict:
     if ctx.demo:
         copy_sample_traffic()
     summaries = ingest_inbox(console=ctx.console)
-    stored = sum(getattr(s.counts, "n_stored", 0) for s in summaries)
-    return {"files": len(summaries), "stored": stored}
+    return {"files": len(summaries), "stored": sum(s.counts.stored for s in summaries),
+            "quarantined": sum(s.counts.quarantined for s in summaries), "traces": _trace_count()}
 
 
 def copy_sample_traffic() -> None:
@@ -230,7 +230,8 @@ def _fresh_logged_run(suite: str) -> str | None:
 
 
 def stage_clusters(ctx: Context) -> dict:
-    cli("evals", "clusters", ctx=ctx)
+    runs = [r for r in ctx.done.get("eval", {}).get("runs", {}).values() if not r.startswith("skipped")]
+    cli("evals", "clusters", *(["--run", runs[0]] if runs else []), ctx=ctx)
     with store.connect(read_only=True) as con:
         n = con.execute("SELECT count(*) FROM clusters").fetchone()[0]
     return {"clusters": n}
