@@ -288,3 +288,40 @@ def test_cli_trains_and_prints_the_summary(tmp_path, tiny_model_dir, capsys):
     assert "train lora" in printed and "complete" in printed and "tokens / s" in printed
     assert (out / "adapter_model.safetensors").is_file() and not list(tmp_path.glob(".tmp-*"))
     assert db_rows("SELECT status, adapter_path FROM train_runs") == [("complete", str(out))]
+
+
+def test_packing_trains_padding_free_blocks(tmp_path, tiny_model_dir):
+    """packing=true: TRL's best-fit packing into max_length blocks, no padding (the GPU setting)."""
+    from train.lora import build_trainer, train
+    from train.models import resolve
+    plan = plan_for(tmp_path, tiny_model_dir, n=8, packing=True, max_steps=2, max_length=256)
+    trainer, _, _ = build_trainer(plan, resolve(plan.settings.model), tmp_path / "tmp", progress=False)
+    rows = list(trainer.train_dataset)
+    assert len(rows) < 8 and all(len(r["input_ids"]) <= 256 for r in rows)  # several conversations per block
+    assert sum(len(r["seq_lengths"]) for r in rows) == 8
+    result = train(plan, progress=False)
+    assert result.status == "complete" and len(result.metrics["steps"]) == 2
+
+
+def test_more_than_one_gpu_relaunches_through_accelerate(tmp_path, tiny_model_dir, monkeypatch):
+    """Only the command line is checked here: no multi-GPU machine was available to run it."""
+    import subprocess
+    import torch
+    from train.cli import main
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    ts = write_set(tmp_path, 4)
+    assert main(["lora", "--model", str(tiny_model_dir), "--training-set", str(ts), "--fsdp", "--resume"]) == 2
+    assert not calls  # --resume with nothing to resume fails before launching
+    assert main(["lora", "--model", str(tiny_model_dir), "--training-set", str(ts), "--fsdp"]) == 0
+    cmd = calls[0]
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[cmd.index("--num_processes") + 1] == "2"
+    assert "--use_fsdp" in cmd and cmd[cmd.index("--mixed_precision") + 1] == "bf16"
+    tail = cmd[cmd.index("train"):]
+    assert tail[:2] == ["train", "lora"] and "--run-id" in tail and tail[-1] == "--fresh"
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a launched rank trains instead of launching again
+    from train.lora import needs_launch
+    assert not needs_launch(None)
