@@ -16,7 +16,7 @@ from pathlib import Path
 from traces.settings import as_dict
 
 # settings that do not change what is trained (so a resume with a different value is still the same run)
-_NOT_IDENTITY = {"max_new_tokens", "batch_size", "adapters_dir", "training_set", "num_processes"}
+_NOT_IDENTITY = {"max_new_tokens", "batch_size", "adapters_dir", "training_set", "num_processes", "cpu_threads"}
 
 
 def settings_hash(settings) -> str:
