@@ -307,7 +307,8 @@ def print_clusters(clusters: list[dict], run_id: str, out: Console | None = None
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evals clusters", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(prog="python -m evals clusters", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="eval run whose seed failures to cluster (default: newest complete seed/all run)")
     p.add_argument("--assign", metavar="RUN_ID", help="assign this run's holdout failures to the current clusters")
     a = p.parse_args(argv)

@@ -318,7 +318,8 @@ def _finish(run_id: str, frame) -> None:
 # ------------------------------------------------------------------ CLI
 
 def _args(argv):
-    p = argparse.ArgumentParser(prog="python -m evals run", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(prog="python -m evals run", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", action="append", help="suite name or YAML path (repeatable; default: settings suites)")
     p.add_argument("--model", help="regenerate with this model ref (folder, hub id, 'production')")
     p.add_argument("--adapter", help="LoRA adapter folder applied to --model")
@@ -329,6 +330,9 @@ def _args(argv):
 
 
 def main(argv=None) -> int:
+    from rich.markup import escape
+    from evals.checks import UnknownCheck
+    from evals.client import EndpointError, RemoteNotAllowed
     from evals.suites import SuiteError
     from traces import settings as settings_mod
     a = _args(argv)
@@ -342,8 +346,8 @@ def main(argv=None) -> int:
         except SuiteSkipped as e:
             console.print(f"[yellow]{e}[/]", highlight=False)
             continue
-        except SuiteError as e:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+        except (SuiteError, EndpointError, RemoteNotAllowed, UnknownCheck, ValueError) as e:
+            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
             code = 2
             continue
         from evals.reports import print_run

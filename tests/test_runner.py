@@ -147,3 +147,9 @@ def test_cli_run_prints_report(traffic, capsys):
     assert main(["run", "--suite", "instruction_following", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "punctuation:no_comma" in out and "95% CI" in out
+
+
+def test_cli_unknown_suite_is_a_clear_error(capsys):
+    from evals.cli import main
+    assert main(["run", "--suite", "nope", "--quiet"]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
