@@ -95,21 +95,45 @@ def _same_gen(stored, wanted: dict, exact: bool = True) -> bool:
 
 
 def find_run(con, suite: str, version: str, model_ref: str, a_hash: str | None, gen: dict,
-             base_ref: str) -> tuple[str | None, str | None]:
-    """(complete run id, None) to reuse, or (None, why-not) — why-not names an incomplete run if one exists."""
+             base_ref: str, wanted: list[str] | None = None) -> tuple[str | None, str | None]:
+    """(complete run id, None) to reuse, or (None, why-not) — why-not names an incomplete run if one exists.
+    With `wanted` trace ids, a run is reused only if it scored all of them."""
     rows = con.execute("""SELECT run_id, status, gen_settings FROM eval_runs
                           WHERE suite = ? AND suite_version = ? AND mode = 'generate' AND model_ref = ?
                             AND adapter_hash IS NOT DISTINCT FROM ? AND split IN ('holdout', 'all')
                           ORDER BY started_at DESC""", [suite, version, model_ref, a_hash]).fetchall()
     for run_id, status, gs in rows:
-        if status == "complete" and _same_gen(gs, gen):
+        if status == "complete" and _same_gen(gs, gen) and _covers(con, run_id, wanted):
             return run_id, None
     if a_hash is None and model_ref == base_ref:
         run_id = _logged_run(con, suite, version, model_ref, gen)
-        if run_id:
+        if run_id and _covers(con, run_id, wanted):
             return run_id, None
     stale = [r[0] for r in rows if r[1] != "complete"]
     return None, (f"incomplete run {stale[0]}" if stale else "no run yet")
+
+
+def _covers(con, run_id: str, wanted: list[str] | None) -> bool:
+    if not wanted:
+        return True
+    n = con.execute("""SELECT count(DISTINCT trace_id) FROM results WHERE run_id = ?
+                       AND list_contains(?, trace_id)""", [run_id, wanted]).fetchone()[0]
+    return n == len(set(wanted))
+
+
+def holdout_selection(suite: str, clusters: list[str], limit: int) -> list[str] | None:
+    """At most `limit` holdout trace ids of the suite: members of the target clusters first (so the target
+    test keeps its power), then a fixed pseudo-random order (hash of the trace id). None = all of them."""
+    if limit <= 0:
+        return None
+    from evals.suites import load as load_suite, selection_sql
+    sql, params = selection_sql(load_suite(suite), "holdout")
+    with store.connect(read_only=True) as con:
+        rows = con.execute(f"""SELECT s.trace_id FROM ({sql}) s ORDER BY
+                                 s.trace_id IN (SELECT trace_id FROM cluster_members
+                                                WHERE list_contains(?, cluster_id)) DESC,
+                                 hash(s.trace_id) LIMIT {int(limit)}""", [*params, clusters]).fetchall()
+    return [r[0] for r in rows]
 
 
 def _logged_run(con, suite: str, version: str, model_ref: str, gen: dict) -> str | None:
@@ -138,10 +162,10 @@ def _logged_matches(con, run_id: str, model_ref: str, gen: dict) -> bool:
     return True
 
 
-def run_missing(suite: str, model_ref: str, adapter: str | None) -> str:
-    """Evaluate (model, adapter) on the holdout split with the runner (resumes an incomplete run)."""
+def run_missing(suite: str, model_ref: str, adapter: str | None, trace_ids: list[str] | None = None) -> str:
+    """Evaluate (model, adapter) greedily on the suite's holdout traces (or these of them) with the runner."""
     from evals.runner import run_suite
-    return run_suite(suite, "holdout", model=model_ref, adapter=adapter)
+    return run_suite(suite, "holdout", model=model_ref, adapter=adapter, trace_ids=trace_ids)
 
 
 def check_run(con, run_id: str) -> tuple[str, str]:
@@ -289,21 +313,25 @@ def resolve_side(ref: str, adapter: str | None) -> Side:
         raise GateError(str(e)) from None
 
 
-def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | None = None) -> None:
-    """Fill side.runs: given run ids, else a reusable complete run, else run it (or refuse)."""
+def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | None = None,
+                wanted: dict | None = None) -> None:
+    """Fill side.runs: given run ids, else a reusable complete run, else run it (or refuse).
+    wanted: suite -> the holdout trace ids to cover (None: all of the suite's holdout traces)."""
     gen, base_ref = greedy_settings(), load("train").model
     for suite in suites:
         if given and suite in given:
             side.runs[suite] = given[suite]
             continue
+        subset = (wanted or {}).get(suite)
         with store.connect(read_only=True) as con:
-            run_id, why = find_run(con, suite, suite_version(suite), side.ref, side.adapter_hash, gen, base_ref)
+            run_id, why = find_run(con, suite, suite_version(suite), side.ref, side.adapter_hash, gen, base_ref,
+                                   subset)
         if run_id is None:
             if not allow_run:
                 raise GateError(f"no complete holdout run of suite {suite} for {side.ref} "
                                 f"+ {side.adapter or 'no adapter'} ({why}); run without --no-run")
             try:
-                run_id = run_missing(suite, side.ref, side.adapter)
+                run_id = run_missing(suite, side.ref, side.adapter, subset)
             except Exception as e:  # the runner's SuiteSkipped: this suite cannot run here (judge endpoint)
                 if type(e).__name__ != "SuiteSkipped":
                     raise
@@ -389,8 +417,15 @@ def run_gate(candidate: str, adapter: str | None = None, baseline: str = "produc
         with store.connect(read_only=True) as con:
             if clusters is None:
                 clusters, train_run = target_clusters(con, cand.adapter, train_run)
-        ensure_runs(base, suites, allow_run, (given_runs or {}).get("baseline"))
-        ensure_runs(cand, suites, allow_run, (given_runs or {}).get("candidate"))
+        wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites} \
+            if s.gate_max_traces > 0 and not given_runs else None
+        ensure_runs(base, suites, allow_run, (given_runs or {}).get("baseline"), wanted)
+        if wanted and clusters:  # the baseline's holdout failures decide which traces the targets need
+            assign_clusters(list(base.runs.values()))
+            wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites}
+            base.runs = {}
+            ensure_runs(base, suites, allow_run, None, wanted)  # reuses the run when it covers them (logged)
+        ensure_runs(cand, suites, allow_run, (given_runs or {}).get("candidate"), wanted)
         assign_clusters([*base.runs.values(), *cand.runs.values()])
         comp = build_comparison(base, cand, clusters, s)
         check_power(comp, s)

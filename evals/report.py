@@ -213,7 +213,7 @@ def markdown(data: dict, plots: dict) -> str:
     out += _md_table(["stage", "status", "seconds", "summary"],
                      [[s, st["status"], st["summary"].get("seconds", ""),
                        ", ".join(f"{k}={v}" for k, v in st["summary"].items() if k != "seconds")[:160]]
-                      for s, st in data["stages"].items()])
+                      for s, st in data["stages"].items() if s != "report"])  # the report is being written
     out += ["## Examples kept and dropped", ""]
     out += _md_table(["status", "reason", "count"], [list(r) for r in data["examples"]])
     if plots.get("examples"):

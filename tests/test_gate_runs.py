@@ -50,3 +50,27 @@ def test_gate_reuses_logged_baseline_and_regenerates_the_candidate(tiny_model_di
     assert second["candidate"].runs == first["candidate"].runs
     with store.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM eval_runs").fetchone()[0] == n_runs   # nothing re-run
+
+
+def test_gate_max_traces_evaluates_target_traces_first(tiny_model_dir, adapter_dir, monkeypatch):
+    monkeypatch.setenv("MEND_TRAIN_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "4")
+    monkeypatch.setenv("MEND_EVALS_GATE_MAX_TRACES", "3")
+    from evals.runner import generation_settings, run_suite
+    with store.connect() as con:
+        _traffic(con, str(tiny_model_dir), generation_settings())
+    logged = run_suite("instruction_following", "all", progress=False)
+    with store.connect() as con:   # a cluster whose holdout members are t1 and t3 (the logged failures)
+        con.execute("""INSERT INTO clusters (cluster_id, run_id, check_id, label, size)
+                       VALUES ('c1', ?, 'punctuation:no_comma', 'commas', 2)""", [logged])
+        con.executemany("INSERT INTO cluster_members VALUES ('c1', ?, ?, 'holdout', 0.9)",
+                        [["t1", logged], ["t3", logged]])
+    monkeypatch.setattr(gate, "min_discordant", lambda alpha: 0)
+    monkeypatch.setattr(gate, "assign_clusters", lambda runs: None)
+    result = gate.run_gate(str(tiny_model_dir), str(adapter_dir), "production", clusters=["c1"], guards=False)
+    assert result["baseline"].runs == {"instruction_following": logged}     # the logged run covers them
+    with store.connect(read_only=True) as con:
+        scored = {r[0] for r in con.execute("SELECT trace_id FROM results WHERE run_id = ?",
+                                            [result["candidate"].runs["instruction_following"]]).fetchall()}
+    assert len(scored) == 3 and {"t1", "t3"} <= scored
+    assert result["comparison"].suites["instruction_following"]["n"] == 3
