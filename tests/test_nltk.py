@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from traces import nltk_offline
 
 PROBE = textwrap.dedent("""
@@ -17,8 +19,15 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_build_into_folder_and_count_sentences_offline(tmp_path):
-    folder = nltk_offline.build(tmp_path)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Train once per module (~5 s on one core) into a folder of its own."""
+    root = tmp_path_factory.mktemp("nltk_data")
+    return root, nltk_offline.build(root)
+
+
+def test_build_into_folder_and_count_sentences_offline(built):
+    tmp_path, folder = built
     assert nltk_offline.is_built(tmp_path)
     assert folder == tmp_path / "tokenizers" / "punkt_tab" / "english"
     text = "Dr. Smith went to Washington. He arrived at 3 p.m. on Monday! Did he stay? Yes, for two days."
@@ -28,8 +37,8 @@ def test_build_into_folder_and_count_sentences_offline(tmp_path):
     assert out.stdout.split() == ["4", "9"]
 
 
-def test_build_is_idempotent(tmp_path):
-    nltk_offline.build(tmp_path)
+def test_build_is_idempotent(built):
+    tmp_path, _ = built
     stamp = (nltk_offline.model_dir(tmp_path) / "abbrev_types.txt").stat().st_mtime_ns
     nltk_offline.build(tmp_path)
     assert (nltk_offline.model_dir(tmp_path) / "abbrev_types.txt").stat().st_mtime_ns == stamp
@@ -37,7 +46,6 @@ def test_build_is_idempotent(tmp_path):
 
 def test_ensure_forbids_downloads_and_seeds_langdetect():
     import nltk
-    import pytest
     from langdetect import DetectorFactory, detect
     nltk_offline.ensure()
     with pytest.raises(nltk_offline.OfflineDownloadRefused):
