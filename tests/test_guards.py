@@ -22,9 +22,14 @@ def test_prose_is_local_deterministic_english():
 
 
 def test_word_perplexity_through_lm_eval_on_the_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
     monkeypatch.setenv("MEND_HOME", str(tmp_path))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    result = guards.perplexity_guard(str(tiny_model_dir), None, str(tiny_model_dir), None, 3, 0.1)
+    # a fresh LoRA adapter (B = 0) leaves the model's outputs unchanged: same perplexity through peft
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "adapter")
+    result = guards.perplexity_guard(str(tiny_model_dir), None, str(tiny_model_dir), str(tmp_path / "adapter"), 3, 0.1)
     lines = (tmp_path / "data" / "lm_eval" / "prose.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["text"] == prose.paragraphs()[0]
     assert result["baseline"] > 1.0   # an untrained tiny model: very high, but finite
