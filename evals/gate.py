@@ -483,7 +483,8 @@ def _escape(text: str) -> str:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m evals gate", description=__doc__.splitlines()[0])
-    ap.add_argument("--candidate", required=True, help="model ref (embedded name, folder, hub id or 'production')")
+    ap.add_argument("--candidate", help="model ref (embedded name, folder, hub id or 'production'); default: the "
+                                        "student with the newest trained adapter")
     ap.add_argument("--adapter", help="candidate LoRA adapter folder")
     ap.add_argument("--baseline", default="production", help="baseline model ref (default: production)")
     ap.add_argument("--baseline-adapter", help="baseline adapter folder (when the baseline is not 'production')")
@@ -510,11 +511,24 @@ def _given(pairs: list[str]) -> dict:
     return out
 
 
+def newest_candidate() -> tuple[str, str]:
+    """(base model, adapter) of the newest complete train run: what `make gate` compares by default."""
+    with store.connect(read_only=True) as con:
+        row = con.execute("""SELECT base_model, adapter_path FROM train_runs WHERE status = 'complete'
+                             AND adapter_path IS NOT NULL ORDER BY coalesce(finished_at, started_at) DESC
+                             LIMIT 1""").fetchone()
+    if row is None:
+        raise GateError("no --candidate given and no trained adapter yet (run `make train`)")
+    return load("train").model, row[1]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k.startswith("gate_")}
     console = Console()
     try:
+        if args.candidate is None:
+            args.candidate, args.adapter = newest_candidate()
         given = {"baseline": _given(args.baseline_run), "candidate": _given(args.candidate_run)}
         result = run_gate(args.candidate, args.adapter, args.baseline, args.baseline_adapter, args.suite,
                           args.cluster, args.train_run, not args.no_run, not args.no_guards, given, flags)

@@ -172,6 +172,11 @@ def test_refuses_underpowered_holdout_and_says_how_many_pairs(capsys):
     assert "at least 6 discordant pairs" in err and "5" in err
 
 
+def test_default_candidate_needs_a_trained_adapter(capsys):
+    assert gate.main(["--no-guards"]) == 2
+    assert "no trained adapter yet" in capsys.readouterr().err
+
+
 def test_refuses_missing_run_without_running(monkeypatch, capsys):
     monkeypatch.setattr(gate, "suite_version", lambda s: "1")
     scenario()
