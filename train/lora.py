@@ -106,6 +106,8 @@ def make_plan(settings, sources=None, out=None, resume="auto", run_id=None) -> P
     examples = lora_data.read_training_set(path)
     set_hash, s_hash = lora_data.set_hash(examples), lora_runs.settings_hash(settings)
     final = resolve_path(out) if out else None
+    if final and final.exists():  # refuse before training, not after
+        raise SettingsError(f"--out {final} already exists: choose another folder or remove it")
     adapters_dir = final.parent if final else resolve_path(settings.adapters_dir)
     found = None if resume == "never" else lora_runs.find_resumable(adapters_dir, set_hash, s_hash)
     if run_id:  # a launched rank: resume exactly what the launcher decided
