@@ -273,20 +273,25 @@ def ingest_inbox(cfg=None, console=None) -> list[FileSummary]:
 
 
 def summary_table(summaries: list[FileSummary]):
+    """One row per file: read = stored + duplicate (dup) + quarantined (quar)."""
     from rich.table import Table
-    table = Table(title="ingest")
-    for col in ("file", "format", "read", "stored", "duplicate", "quarantined", "traces/s", "status"):
-        table.add_column(col, justify="right" if col not in ("file", "format", "status") else "left",
-                         overflow="fold")
+    table = Table(title="ingest (read = stored + dup + quar)")
+    for col in ("file", "format", "read", "stored", "dup", "quar", "traces/s", "status"):
+        table.add_column(col, justify="left" if col in ("file", "format", "status") else "right",
+                         overflow="fold", no_wrap=col != "file")
     for s in summaries:
         c = s.counts
         rate = f"{c.read / s.seconds:,.0f}" if s.seconds and c.read else ""
         ok = c.read == c.stored + c.duplicate + c.quarantined
         status = s.status + ("" if ok else " [red](does not reconcile)[/]")
-        note = f" (+{s.skipped_spans} non-GenAI spans skipped)" if s.skipped_spans else ""
-        table.add_row(Path(s.path).name, s.format + note, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
+        table.add_row(Path(s.path).name, s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
                       f"{c.quarantined:,}", rate, status)
     return table
+
+
+def skipped_note(summaries: list[FileSummary]) -> str:
+    spans = sum(s.skipped_spans for s in summaries)
+    return f"{spans:,} OTel span(s) without gen_ai.* data skipped (not LLM calls, not counted as read)" if spans else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"nothing to ingest (inbox {settings.resolve_path(cfg.inbox)} has no new files)")
         return 0
     console.print(summary_table(summaries))
+    if skipped_note(summaries):
+        console.print(skipped_note(summaries))
     if any(s.counts.quarantined for s in summaries):
         console.print("quarantined lines and their reasons: [cyan]python -m traces stats[/]")
     return 0
