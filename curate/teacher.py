@@ -40,6 +40,7 @@ from rich.console import Console
 from traces import settings as settings_mod
 
 LOCAL = "local"
+OWN_FILES = ("generation_config.json", "config.json")  # written here, not linked
 
 
 class TeacherError(RuntimeError):
@@ -69,14 +70,24 @@ def teacher_folder(ref: str, temperature: float = 0.9, top_p: float = 0.95) -> P
     dst = settings_mod.resolve_path("models/teacher") / src.name
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.is_file() and f.name != "generation_config.json" and not (dst / f.name).exists():
+        if f.is_file() and f.name not in OWN_FILES and not (dst / f.name).exists():
             _link_or_copy(f, dst / f.name)
+    _write_if_changed(dst / "config.json", json.dumps(_with_architecture(src / "config.json"), indent=2))
     gen = {}
     if (src / "generation_config.json").is_file():
         gen = json.loads((src / "generation_config.json").read_text())
     gen.update(do_sample=True, temperature=temperature, top_p=top_p)
     _write_if_changed(dst / "generation_config.json", json.dumps(gen, indent=2))
     return dst
+
+
+def _with_architecture(config_path: Path) -> dict:
+    """The server picks the model class from config.architectures, which a GGUF conversion leaves empty."""
+    config = json.loads(config_path.read_text())
+    if not config.get("architectures"):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config["model_type"]]]
+    return config
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -131,3 +131,25 @@ def test_kill_and_resume_repeats_no_completed_call(monkeypatch, tmp_path):
     assert not (resent & done)  # no completed call was sent again
     assert len(done) + (stub.count - before) >= 16
     assert len(examples()) == 16
+
+
+def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkeypatch):
+    from curate import teacher
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    folder = teacher.teacher_folder(str(tiny_model_dir), temperature=0.7, top_p=0.9)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    assert gen["do_sample"] is True and gen["temperature"] == 0.7
+    assert (folder / "config.json").is_file() and folder.parent == tmp_path / "models" / "teacher"
+    assert teacher.teacher_folder(str(tiny_model_dir)) == folder  # idempotent
+    cb = teacher.serve_command(folder, 1234, True)
+    assert "--continuous-batching" in cb and "127.0.0.1" in cb
+    assert "--continuous-batching" not in teacher.serve_command(folder, 1234, False)
+
+
+def test_guided_messages_put_constraint_and_demos_first():
+    from curate.guidance import guided_messages
+    from curate.synth import Prompt
+    p = Prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}], "Q?", {}, None)
+    msgs = guided_messages(p, {"system": "No commas.", "few_shot": [["q1", "a1"]]})
+    assert msgs == [{"role": "system", "content": "Be brief. No commas."}, {"role": "user", "content": "q1"},
+                    {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q?"}]

@@ -1,0 +1,47 @@
+"""Integration: the real local teacher (`transformers serve` on the 135M model) driving compose-mode
+synthesis with a tiny budget, and guided synthesis (logit_bias on a server without continuous batching)
+producing verified all-lowercase answers where unguided sampling produced none."""
+import json
+
+import pytest
+from test_synth_fixtures import LOWER, examples, seed_store
+
+from curate import synth
+
+pytestmark = pytest.mark.integration
+
+TITLE = "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
+
+
+def local(monkeypatch, **extra):
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "local")
+    monkeypatch.setenv("MEND_CURATE_TEACHER_MODEL", "smollm2-135m-instruct")
+    for k, v in extra.items():
+        monkeypatch.setenv(f"MEND_CURATE_{k.upper()}", str(v))
+
+
+def test_compose_against_real_teacher_gives_verified_and_distinct_samples(monkeypatch):
+    seed_store("detectable_format:title", TITLE)
+    local(monkeypatch, per_cluster=2, k=3, max_tokens=40, guidance="never")
+    tallies = synth.synthesize(cluster_id="c1")
+    rows = examples()
+    assert len(rows) == 6 and all(r["mode"] == "compose" for r in rows)
+    by_prompt = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt"], set()).add(r["response"])
+    assert all(len(v) == 3 for v in by_prompt.values())  # k samples differ (the folder samples)
+    assert tallies["c1"].verified >= 1 and any(r["status"] == "verified" for r in rows)
+
+
+def test_guided_lowercase_where_unguided_produced_none(monkeypatch):
+    seed_store("change_case:english_lowercase", LOWER)
+    local(monkeypatch, per_cluster=1, k=2, max_tokens=24, guidance="auto", guidance_threshold=0.5)
+    tallies = synth.synthesize(cluster_id="c1")
+    rows = examples()
+    unguided = [r for r in rows if not r["guidance"]]
+    guided = [r for r in rows if r["guidance"]]
+    assert len(unguided) == 2 and not any(r["status"] == "verified" for r in unguided)
+    assert guided and json.loads(guided[0]["guidance"])["logit_bias_tokens"] > 10_000
+    ok = [r for r in guided if r["status"] == "verified"]
+    assert ok and all(r["response"] == r["response"].lower() for r in ok)
+    assert tallies["c1"].guided_verified == len(ok)
