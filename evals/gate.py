@@ -407,8 +407,9 @@ def run_gate(candidate: str, adapter: str | None = None, baseline: str = "produc
              baseline_adapter: str | None = None, suites: list[str] | None = None,
              clusters: list[str] | None = None, train_run: str | None = None, allow_run: bool = True,
              guards: bool = True, given_runs: dict | None = None, flags: dict | None = None) -> dict:
-    """Evaluate, compare, decide and store. Returns {decision_id, verdict, reasons, comparison}.
+    """Evaluate, compare, decide and store. Returns {decision_id, verdict, reasons, comparison, ...}.
     Raises GateError (after storing an ERROR decision) when it cannot decide."""
+    from train.models import ModelError
     s = load("evals", flags)
     suites = list(suites or s.suites)
     base, cand = resolve_side(baseline, baseline_adapter), resolve_side(candidate, adapter)  # before any work
@@ -417,28 +418,36 @@ def run_gate(candidate: str, adapter: str | None = None, baseline: str = "produc
         with store.connect(read_only=True) as con:
             if clusters is None:
                 clusters, train_run = target_clusters(con, cand.adapter, train_run)
-        wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites} \
-            if s.gate_max_traces > 0 and not given_runs else None
-        ensure_runs(base, suites, allow_run, (given_runs or {}).get("baseline"), wanted)
-        if wanted and clusters:  # the baseline's holdout failures decide which traces the targets need
-            assign_clusters(list(base.runs.values()))
-            wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites}
-            base.runs = {}
-            ensure_runs(base, suites, allow_run, None, wanted)  # reuses the run when it covers them (logged)
-        ensure_runs(cand, suites, allow_run, (given_runs or {}).get("candidate"), wanted)
-        assign_clusters([*base.runs.values(), *cand.runs.values()])
+        collect_runs(base, cand, suites, clusters, s, allow_run, given_runs or {})
         comp = build_comparison(base, cand, clusters, s)
         check_power(comp, s)
         if guards:
             comp.guards = run_guards(base, cand, s)
-    except GateError as e:
-        decision_id = store_decision(base, cand, train_run, "ERROR", [str(e)], comp, s, error=str(e))
-        e.decision_id = decision_id
-        raise
+    except (GateError, ModelError) as e:  # ModelError: e.g. an adapter trained on another base
+        error = GateError(str(e))
+        error.decision_id = store_decision(base, cand, train_run, "ERROR", [str(e)], comp, s, error=str(e))
+        raise error from e
     verdict, reasons = decide(comp, s)
     decision_id = store_decision(base, cand, train_run, verdict, reasons, comp, s)
     return {"decision_id": decision_id, "verdict": verdict, "reasons": reasons, "comparison": comp,
             "baseline": base, "candidate": cand, "train_run": train_run}
+
+
+def collect_runs(base: Side, cand: Side, suites: list[str], clusters: list[str], s, allow_run: bool,
+                 given: dict) -> None:
+    """Both sides' holdout runs (given, reused or run), then both sides' failures assigned to the clusters.
+    With gate_max_traces, the subset is chosen after the baseline's failures are assigned (targets first)."""
+    wanted = None
+    if s.gate_max_traces > 0 and not given:
+        wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites}
+    ensure_runs(base, suites, allow_run, given.get("baseline"), wanted)
+    if wanted and clusters:
+        assign_clusters(list(base.runs.values()))
+        wanted = {suite: holdout_selection(suite, clusters, s.gate_max_traces) for suite in suites}
+        base.runs = {}
+        ensure_runs(base, suites, allow_run, None, wanted)  # reuses the run when it covers them (logged)
+    ensure_runs(cand, suites, allow_run, given.get("candidate"), wanted)
+    assign_clusters([*base.runs.values(), *cand.runs.values()])
 
 
 def run_guards(base: Side, cand: Side, s) -> dict:
