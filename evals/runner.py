@@ -204,13 +204,62 @@ def conversation(trace: dict) -> list[dict]:
     return out or [{"role": "user", "content": trace.get("prompt") or ""}]
 
 
+def generation_cache(model_ref: str, adapter: str | None, s) -> Path:
+    """JSONL of finished generations for (model, adapter weights, generation settings): a killed --model run
+    started again regenerates only what is missing (greedy, so a cached answer is the answer)."""
+    from traces.settings import db_path
+    key = json.dumps([model_ref, adapter_hash(adapter), generation_settings(s)], sort_keys=True)
+    # next to the store (data/cache/evals by default), so a test's or a user's own MEND_DB keeps its own cache
+    return db_path().parent / "cache" / "evals" / f"gen-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+
+
+def _conversation_key(conv: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(conv, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, str]:
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                done[row["key"]] = row["text"]
+            except (ValueError, KeyError):  # a line cut short by a kill: generate it again
+                continue
+    return done
+
+
 def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
+    """Greedy responses for every trace, in chunks appended to the generation cache as they finish."""
+    convs = [conversation(t) for t in traces]
+    keys = [_conversation_key(c) for c in convs]
+    path = generation_cache(model_ref, adapter, s)
+    done = _read_cache(path)
+    todo = list(dict.fromkeys(k for k in keys if k not in done))  # unique, in order
+    if todo:
+        if done:
+            console.print(f"resuming: {len(done)} generations cached, {len(todo)} to go")
+        _generate_into(path, {k: c for k, c in zip(keys, convs)}, todo, model_ref, adapter, s, progress, done)
+    return [done[k] for k in keys]
+
+
+def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, done) -> None:
+    from rich.progress import Progress
     from train.generate import generate
     from train.models import load
     model, tokenizer = load(model_ref, adapter=adapter)
-    gens = generate(model, tokenizer, [conversation(t) for t in traces], max_new_tokens=s.max_new_tokens,
-                    temperature=0.0, batch_size=s.gen_batch_size, progress=progress)
-    return [g.text for g in gens]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = max(1, s.gen_batch_size * 2)
+    with Progress(console=console, transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"generating with {model_ref}", total=len(todo))
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=s.max_new_tokens,
+                            temperature=0.0, batch_size=s.gen_batch_size, progress=False)
+            with path.open("a") as f:
+                f.writelines(json.dumps({"key": k, "text": g.text}) + "\n" for k, g in zip(part, gens))
+            done.update((k, g.text) for k, g in zip(part, gens))
+            bar.advance(task, len(part))
 
 
 COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_loose", "score", "reason",

@@ -153,3 +153,16 @@ def test_cli_unknown_suite_is_a_clear_error(capsys):
     from evals.cli import main
     assert main(["run", "--suite", "nope", "--quiet"]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+
+
+def test_generate_mode_resumes_from_the_generation_cache(traffic, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "3")
+    first = runner.run_suite("instruction_following", "all", model=str(tiny_model_dir), progress=False)
+    calls = []
+    import train.generate
+    real = train.generate.generate
+    monkeypatch.setattr(train.generate, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = runner.run_suite("instruction_following", "all", model=str(tiny_model_dir), progress=False)
+    assert calls == []  # every answer came from the cache
+    out = "SELECT trace_id, check_idx, output FROM results WHERE run_id = ? ORDER BY 1, 2"
+    assert fetch(out, [first]) == fetch(out, [again])
