@@ -223,3 +223,8 @@ def test_verify_instructions_for_curate():
     assert [(c, r.passed) for c, r in out] == [("punctuation:no_comma", False), ("max_words", False)]
     assert all(isinstance(r, CheckResult) for _, r in out)
     assert verify_instructions("p", "x", None) == []
+
+
+def test_unknown_check_named_by_a_trace_is_a_failed_result():
+    out = verify_instructions("p", "x", {"instruction_id_list": ["made:up"], "kwargs": [{}]})
+    assert out[0][0] == "made:up" and not out[0][1].passed and "unknown check 'made:up'" in out[0][1].reason
