@@ -314,6 +314,9 @@ def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int,
     for (p, _), call in zip(pairs, calls):
         if call.error:
             errors += 1
+            if errors == 1:
+                progress.console.print(f"[yellow]teacher error[/] ({escape(cluster['cluster_id'])}): "
+                                       f"{escape(call.error[:300])}")
             continue
         row, ch = candidate_row(cluster, p, call, "compose", client.model, guide)
         rows.append(row)

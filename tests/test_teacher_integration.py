@@ -16,16 +16,18 @@ TITLE = "Your answer must contain a title, wrapped in double angular brackets, s
 def local(monkeypatch, **extra):
     monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "local")
     monkeypatch.setenv("MEND_CURATE_TEACHER_MODEL", "smollm2-135m-instruct")
+    monkeypatch.setenv("MEND_CURATE_TEACHER_TIMEOUT_S", "900")  # 2 shared cores: minutes per request under load
+    monkeypatch.setenv("MEND_EVALS_CLIENT_MAX_RETRIES", "0")
     for k, v in extra.items():
         monkeypatch.setenv(f"MEND_CURATE_{k.upper()}", str(v))
 
 
 def test_compose_against_real_teacher_gives_verified_and_distinct_samples(monkeypatch):
     seed_store("detectable_format:title", TITLE)
-    local(monkeypatch, per_cluster=2, k=3, max_tokens=40, guidance="never")
+    local(monkeypatch, per_cluster=1, k=3, max_tokens=32, guidance="never")
     tallies = synth.synthesize(cluster_id="c1")
     rows = examples()
-    assert len(rows) == 6 and all(r["mode"] == "compose" for r in rows)
+    assert len(rows) == 3 and all(r["mode"] == "compose" for r in rows)
     by_prompt = {}
     for r in rows:
         by_prompt.setdefault(r["prompt"], set()).add(r["response"])
