@@ -187,6 +187,7 @@ def load(ref, adapter=None, dtype=None, device=None):
     from transformers import AutoModelForCausalLM
     folder = resolve(ref)
     device = pick_device(device)
+    _set_threads(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
@@ -197,6 +198,15 @@ def load(ref, adapter=None, dtype=None, device=None):
         model = apply_adapter(model, folder, adapter)
     model.eval()
     return model, tokenizer
+
+
+def _set_threads(device: str) -> None:
+    """Spinning OpenMP threads lose badly when other processes hold the cores: the setting can pin the count."""
+    import torch
+    from traces.settings import load as load_settings
+    threads = load_settings("train").gen_threads
+    if threads > 0 and device == "cpu":
+        torch.set_num_threads(threads)
 
 
 def load_tokenizer(ref_or_folder):
