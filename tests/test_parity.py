@@ -79,6 +79,6 @@ def test_parity_on_student_responses():
     slice_ = docs(limit=8)
     model, tokenizer = load("smollm2-135m-instruct")
     gens = generate(model, tokenizer, [[{"role": "user", "content": d["prompt"]}] for d in slice_],
-                    max_new_tokens=96, batch_size=8, progress=False)
+                    max_new_tokens=48, batch_size=8, progress=False)
     pairs = [(d, g.text) for d, g in zip(slice_, gens)]
     assert_same(mend_metrics_via_runner(pairs), lm_eval_metrics(pairs))
