@@ -6,7 +6,7 @@ from dataclasses import dataclass
 class TrainSettings:
     # --- student model and generation (owned by train/models.py, train/generate.py) ---
     model: str = "smollm2-135m-instruct"  # model ref: embedded default, local HF folder, or hub id
-    max_new_tokens: int = 256  # greedy eval generation and sample traffic use the same budget
+    max_new_tokens: int = 128  # greedy eval generation and sample traffic use the same budget (128 keeps the 1000-trace log and the demo within CPU time; longer-form length constraints fail more often)
     batch_size: int = 16  # prompts per generation batch
     gen_threads: int = 0  # torch CPU threads when the student is loaded (0 = torch's default); on a shared, oversubscribed CPU 1 thread generated 7x faster than 2
     # --- LoRA trainer (owned by train/lora.py) ---
