@@ -25,6 +25,7 @@ class CurateSettings:
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
     guidance: str = "auto"  # auto (guide clusters whose unguided yield < guidance_threshold) | never | always
     guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
+    guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of whitespace tokens that are alphabetic words; below -> not_fluent
     full_requests_per_call: int = 4  # full mode: new (request, response) pairs asked per teacher call

@@ -373,7 +373,8 @@ def _guided(need_guide, prompts, s, client, folder, budget, tallies, progress) -
     from curate.guidance import guide_for
     for c in need_guide:
         guide = guide_for(c["check_id"], s, folder, c["cluster_id"])
-        rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, s.k, budget, progress, guide)
+        k = s.guidance_k or s.k
+        rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, k, budget, progress, guide)
         t = tallies[c["cluster_id"]]
         t.guided_candidates, t.errors = len(rows), t.errors + errors
         t.guided_verified = sum(r["status"] == "verified" for r in rows)

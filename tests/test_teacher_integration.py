@@ -7,6 +7,7 @@ import pytest
 from test_synth_fixtures import LOWER, examples, seed_store
 
 from curate import synth
+from traces import store
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +38,14 @@ def test_compose_against_real_teacher_gives_verified_and_distinct_samples(monkey
 
 def test_guided_lowercase_where_unguided_produced_none(monkeypatch):
     seed_store("change_case:english_lowercase", LOWER)
-    local(monkeypatch, per_cluster=1, k=2, max_tokens=24, guidance="auto", guidance_threshold=0.5)
+    with store.connect() as con:  # the story request (t2) only: an e-mail's salutation is hard to write in lowercase
+        con.execute("DELETE FROM cluster_members WHERE trace_id = 't1'")
+    local(monkeypatch, per_cluster=1, k=2, guidance_k=3, max_tokens=32, guidance="auto", guidance_threshold=0.5)
     tallies = synth.synthesize(cluster_id="c1")
     rows = examples()
     unguided = [r for r in rows if not r["guidance"]]
     guided = [r for r in rows if r["guidance"]]
+    assert all(r["seed_trace_id"] == "t2" for r in rows)
     assert len(unguided) == 2 and not any(r["status"] == "verified" for r in unguided)
     assert guided and json.loads(guided[0]["guidance"])["logit_bias_tokens"] > 10_000
     ok = [r for r in guided if r["status"] == "verified"]
