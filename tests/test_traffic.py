@@ -74,3 +74,14 @@ def test_resume_reuses_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
     # a 2-prompt run is the first window of the 4-prompt run: same lines, same bytes
     part = _run(tiny_model_dir, tmp_path / "part.jsonl", n=2).read_bytes()
     assert full.splitlines()[:2] == part.splitlines()
+
+
+def test_helper_process_windows_are_reused(tiny_model_dir, tmp_path, monkeypatch):
+    import train.traffic as traffic
+    monkeypatch.setattr(traffic, "WINDOW", 2)
+    full = _run(tiny_model_dir, tmp_path / "full.jsonl").read_bytes()
+    out = tmp_path / "split.jsonl"
+    assert sample_traffic(4, seed=3, out=out, model_ref=str(tiny_model_dir), max_new_tokens=6, batch_size=2,
+                          progress=False, first_window=1) is None  # the helper: window 1 only, no log yet
+    assert len(list(tmp_path.glob(".*partial*"))) == 1 and not out.exists()
+    assert _run(tiny_model_dir, out).read_bytes() == full  # the main run reuses the helper's window

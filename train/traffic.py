@@ -118,7 +118,7 @@ def write_lines(lines: list[str], out: Path) -> None:
 
 
 def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens: int, batch_size: int,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, first_window: int = 0) -> Path | None:
     """Generate in windows of WINDOW prompts, checkpointing each, so a killed run resumes and N=k*WINDOW
     reproduces the first k*WINDOW lines of any larger N with the same seed."""
     from train.generate import gen_settings
@@ -128,7 +128,9 @@ def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens:
            "batch_size": batch_size, "window": WINDOW}
     ckpt = out.parent / (".sample-traffic-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode())
                          .hexdigest()[:16] + ".partial.jsonl")
-    gens = _generate_windows(specs, key, ckpt, progress)
+    gens = _generate_windows(specs, key, ckpt, progress, first_window)
+    if None in gens:
+        return None  # a helper process (first_window > 0): its windows are in the checkpoint
     gen = {**gen_settings(max_new_tokens=max_new_tokens), "model": model_ref}
     name = model_ref if not resolve_path(model_ref).is_dir() else Path(model_ref).name
     write_lines(log_lines(specs, gens, name, gen, max_new_tokens, seed), out)
@@ -136,15 +138,20 @@ def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens:
     return out
 
 
-def _generate_windows(specs: list[dict], key: dict, ckpt: Path, progress: bool) -> list:
+def _generate_windows(specs: list[dict], key: dict, ckpt: Path, progress: bool, first_window: int = 0) -> list:
+    """Generations for every window from the checkpoint or the model; windows before first_window are left
+    to another process sharing the checkpoint (then None is returned for them)."""
     from train.generate import Generation, generate
-    done = _read_checkpoint(ckpt)
     model = tok = None
     gens: list = []
     for w, start in enumerate(range(0, len(specs), WINDOW)):
         window = specs[start:start + WINDOW]
-        if len(done.get(w, [])) == len(window):  # finished earlier (same seed, model and settings)
-            gens += [Generation(**g) for g in done[w]]
+        done = _read_checkpoint(ckpt).get(w, [])  # re-read: another process may have finished it meanwhile
+        if len(done) == len(window):  # finished earlier (same seed, model and settings)
+            gens += [Generation(**g) for g in done]
+            continue
+        if w < first_window:
+            gens += [None] * len(window)
             continue
         if model is None:
             from train.models import load
@@ -176,12 +183,14 @@ def _read_checkpoint(path: Path) -> dict[int, list[dict]]:
 def _append_checkpoint(path: Path, window: int, gens: list) -> None:
     import dataclasses
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for g in gens:
-            f.write(json.dumps({"window": window, **dataclasses.asdict(g)}, ensure_ascii=False) + "\n")
-        f.write(json.dumps({"done": window, "size": len(gens)}) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    lines = [json.dumps({"window": window, **dataclasses.asdict(g)}, ensure_ascii=False) for g in gens]
+    block = ("\n".join(lines + [json.dumps({"done": window, "size": len(gens)})]) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:  # one O_APPEND write per window: processes sharing the checkpoint never interleave inside a window
+        os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def main(argv=None) -> int:
@@ -193,9 +202,16 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=settings.model, help=f"model ref (default {settings.model})")
     p.add_argument("--max-new-tokens", type=int, default=settings.max_new_tokens)
     p.add_argument("--batch-size", type=int, default=settings.batch_size)
+    p.add_argument("--start-window", type=int, default=0,
+                   help=f"a helper process: generate windows of {WINDOW} prompts from this one on into the shared "
+                        f"checkpoint (a long run split over processes); the run without it assembles the log")
     args = p.parse_args(argv)
     out = sample_traffic(args.n, args.seed, resolve_path(args.out), args.model, args.max_new_tokens,
-                         args.batch_size)
+                         args.batch_size, first_window=args.start_window)
     from rich.console import Console
+    if out is None:
+        Console().print(f"windows from {args.start_window} on are checkpointed; run again without "
+                        f"--start-window (same --out) to assemble the log once the earlier ones are done")
+        return 0
     Console().print(f"[green]wrote[/] {args.n} calls to {out}")
     return 0
