@@ -13,6 +13,9 @@ class CurateSettings:
     teacher_allow_remote: bool = False  # a non-loopback teacher must be opted into
     teacher_concurrency: int = 8  # requests in flight (continuous batching gains up to ~8 on 2 cores)
     teacher_timeout_s: float = 300.0  # per request; the 135M model on CPU needs minutes under load
+    teacher_cb_num_blocks: int = 32  # KV cache blocks (256 tokens each) under continuous batching; 0: sized from
+    # free memory, which on a CPU means most of the RAM (a 135M server was OOM-killed at 13.6 GB on a 23 GB box)
+    teacher_cb_max_batch_tokens: int = 1024  # tokens per continuous-batching step (0: auto)
     teacher_start_timeout_s: float = 240.0  # waiting for the local server's /health
     temperature: float = 0.9  # sampling temperature of the k samples (rejection sampling)
     top_p: float = 0.95

@@ -110,11 +110,17 @@ def _write_if_changed(path: Path, text: str) -> None:
         tmp.replace(path)
 
 
-def serve_command(folder: Path, port: int, continuous_batching: bool) -> list[str]:
+def serve_command(folder: Path, port: int, continuous_batching: bool, num_blocks: int = 32,
+                  max_batch_tokens: int = 1024) -> list[str]:
     cmd = [sys.executable, "-c", "from transformers.cli.transformers import main; main()",
            "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "auto", "--log-level", "error"]
     if continuous_batching:
         cmd.append("--continuous-batching")
+        # bound the paged KV cache: left to itself it takes a share of *free memory*, i.e. most of a CPU's RAM
+        if num_blocks:
+            cmd += ["--cb-num-blocks", str(num_blocks)]
+        if max_batch_tokens:
+            cmd += ["--cb-max-batch-tokens", str(max_batch_tokens)]
     return cmd
 
 
@@ -145,7 +151,8 @@ def local_teacher(model: str | None = None, continuous_batching: bool = True,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        proc = subprocess.Popen(serve_command(folder, port, continuous_batching), stdout=log,
+        cmd = serve_command(folder, port, continuous_batching, s.teacher_cb_num_blocks, s.teacher_cb_max_batch_tokens)
+        proc = subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_healthy(url, proc, s.teacher_start_timeout_s)

@@ -142,7 +142,7 @@ def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkey
     assert (folder / "config.json").is_file() and folder.parent == tmp_path / "models" / "teacher"
     assert teacher.teacher_folder(str(tiny_model_dir)) == folder  # idempotent
     cb = teacher.serve_command(folder, 1234, True)
-    assert "--continuous-batching" in cb and "127.0.0.1" in cb
+    assert "--continuous-batching" in cb and "127.0.0.1" in cb and "--cb-num-blocks" in cb
     assert "--continuous-batching" not in teacher.serve_command(folder, 1234, False)
 
 
