@@ -153,3 +153,11 @@ def test_guided_messages_put_constraint_and_demos_first():
     msgs = guided_messages(p, {"system": "No commas.", "few_shot": [["q1", "a1"]]})
     assert msgs == [{"role": "system", "content": "Be brief. No commas."}, {"role": "user", "content": "q1"},
                     {"role": "assistant", "content": "a1"}, {"role": "user", "content": "Q?"}]
+
+
+def test_cli_unreachable_teacher_is_one_clear_line(monkeypatch, capsys):
+    seed_store()
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "http://127.0.0.1:9/v1")
+    assert synth.main(["--no-filter"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the teacher endpoint" in err and "Traceback" not in err
