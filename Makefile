@@ -10,8 +10,8 @@ SETUP   := .venv/.setup-done
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all bench ingest stats config doctor sample-traffic evals clusters teacher \
-        synth curate-status accept review export train gate nightly demo report clean
+.PHONY: help setup test bench ingest stats config doctor sample-traffic evals clusters teacher \
+        synth curate-status accept review export train gate nightly demo clean
 
 help: ## list every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
