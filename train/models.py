@@ -166,7 +166,7 @@ def _hash_safetensors(path: Path, h) -> None:
         for name in names:
             h.update(f"{name}:{header[name]['dtype']}:{header[name]['shape']}".encode())
         # values: the first 64 KiB of the first, middle and last tensor (a change of weights shows here)
-        for name in {names[0], names[len(names) // 2], names[-1]}:
+        for name in sorted({names[0], names[len(names) // 2], names[-1]}):  # sorted: set order varies per process (PYTHONHASHSEED)
             start, end = header[name]["data_offsets"]
             f.seek(8 + n + start)
             h.update(f.read(min(end - start, 65536)))
