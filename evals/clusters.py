@@ -23,6 +23,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import polars as pl
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -70,7 +71,24 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 def tokens(text: str) -> list[str]:
-    return [t for t in re.findall(r"[a-z][a-z'-]{2,}", (text or "").lower()) if t not in STOPWORDS]
+    return [t for t in re.findall(r"[a-z][a-z'-]*[a-z]", (text or "").lower()) if len(t) > 2 and t not in STOPWORDS]
+
+
+def request_text(prompt: str, metadata) -> str:
+    """The prompt without the verifiable-instruction sentences its metadata names (rebuilt by lm-eval's own
+    builders), so embeddings and label terms describe the request ("a story about a detective"), not the
+    instruction boilerplate every member shares."""
+    md = json.loads(metadata) if isinstance(metadata, str) else (metadata or {})
+    if not md.get("instruction_id_list"):
+        return prompt
+    from evals.checks import build_instruction, instruction_specs
+    text = prompt
+    try:
+        for iid, kwargs in instruction_specs(md):
+            text = text.replace(build_instruction(iid, kwargs, prompt)[1], " ")
+    except Exception:  # unknown ids or odd kwargs: the whole prompt is still a fine description
+        return prompt
+    return " ".join(text.split()) or prompt
 
 
 # ------------------------------------------------------------------ clustering
@@ -133,7 +151,7 @@ def shared_args(arg_list: list[dict]) -> str:
 
 def failures(con, run_id: str, split: str):
     from evals.reports import frame
-    return frame(con, """SELECT r.trace_id, r.check_id, r.check_args, t.prompt FROM results r
+    return frame(con, """SELECT r.trace_id, r.check_id, r.check_args, t.prompt, t.metadata FROM results r
                           JOIN traces t USING (trace_id) WHERE r.run_id = ? AND NOT r.passed AND t.split = ?
                           ORDER BY r.check_id, r.trace_id, r.check_idx""", [run_id, split])
 
@@ -148,7 +166,9 @@ def build_clusters(run_id: str, embed=None, settings=None) -> list[dict]:
     if fails.is_empty():
         _store(run_id, [])
         return []
-    vectors = _vectors(fails["prompt"].to_list(), embed)
+    fails = fails.with_columns(request=pl.Series([request_text(p, m) for p, m in
+                                                   zip(fails["prompt"].to_list(), fails["metadata"].to_list())]))
+    vectors = _vectors(fails["request"].to_list(), embed)
     clusters = []
     for check_id in sorted(set(fails["check_id"].to_list())):
         rows = np.flatnonzero((fails["check_id"] == check_id).to_numpy())
@@ -178,12 +198,13 @@ def _describe(fails, vectors, idx, check_id, s) -> dict:
     return {"cluster_id": cluster_id(check_id, trace_ids[order[0]]), "check_id": check_id, "size": len(idx),
             "centroid": centroid.astype(np.float32).tolist(), "members": trace_ids,
             "similarity": [float(x) for x in sims], "prompts": [fails["prompt"][int(i)] for i in idx],
+            "requests": [fails["request"][int(i)] for i in idx],
             "representatives": [trace_ids[m] for m in order[: s.cluster_representatives]],
             "shared_args": shared_args(args)}
 
 
 def _label(clusters: list[dict], s) -> None:
-    for c, terms in zip(clusters, ctfidf_terms([c["prompts"] for c in clusters], s.cluster_terms)):
+    for c, terms in zip(clusters, ctfidf_terms([c["requests"] for c in clusters], s.cluster_terms)):
         c["terms"] = terms
         parts = [c["check_id"], c["shared_args"] and f"({c['shared_args']})", terms and "· " + ", ".join(terms)]
         c["label"] = " ".join(p for p in parts if p)
@@ -245,7 +266,8 @@ def assign_holdout(run_id: str, embed=None) -> dict:
         current = current_clusters(con)
     rows = []
     if not fails.is_empty() and not current.is_empty():
-        rows = _nearest(fails, current, _vectors(fails["prompt"].to_list(), embed))
+        requests = [request_text(p, m) for p, m in zip(fails["prompt"].to_list(), fails["metadata"].to_list())]
+        rows = _nearest(fails, current, _vectors(requests, embed))
     _store_assignment(run_id, rows)
     counts = Counter(r[0] for r in rows)
     return {"assigned": len(rows), "unassigned": fails.height - len(rows), "clusters": dict(counts)}

@@ -393,7 +393,7 @@ def main(argv=None) -> int:
         try:
             run_id = run_suite(name, a.split, a.model, a.adapter, a.limit, settings=s, progress=not a.quiet)
         except SuiteSkipped as e:
-            console.print(f"[yellow]{e}[/]", highlight=False)
+            console.print(f"[yellow]{escape(str(e))}[/]", highlight=False)
             continue
         except (SuiteError, EndpointError, RemoteNotAllowed, UnknownCheck, ValueError) as e:
             console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
