@@ -121,3 +121,10 @@ def test_kmeans_separates_and_hashed_fallback_is_normalized():
     assert labels[0] == labels[1] != labels[2] == labels[3]
     v = clusters.hashed_embed(["rocket orbit", "pasta garlic"])
     assert v.shape == (2, 384) and np.allclose(np.linalg.norm(v, axis=1), 1)
+
+
+def test_request_text_drops_the_instruction_sentences():
+    meta = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    prompt = "Write a story about a detective. In your entire response, refrain from the use of any commas."
+    assert clusters.request_text(prompt, meta) == "Write a story about a detective."
+    assert clusters.request_text("Plain prompt.", None) == "Plain prompt."
