@@ -39,7 +39,7 @@ from traces.settings import load, project_root, resolve_path, settings_class
 
 console = Console()
 DEMO_CONFIG = "configs/demo.toml"
-SAMPLE_TRAFFIC = "examples/traffic/sample-traffic-1000.jsonl.gz"
+SAMPLE_TRAFFIC = "examples/traffic/sample-traffic.jsonl.gz"
 
 
 class StageError(RuntimeError):
