@@ -140,13 +140,22 @@ def _lm_eval():
 def build_instruction(instruction_id: str, kwargs: dict | None, prompt: str):
     """Exactly as lm-eval's utils.test_instruction_following_*: drop falsy kwargs, build, and
     rebuild with the prompt for instructions that take one. Returns (instruction, description)."""
+    import random
     registry, _ = _lm_eval()
     instruction = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
     kwargs = {k: v for k, v in (kwargs or {}).items() if v}
-    description = instruction.build_description(**kwargs)
-    args = instruction.get_instruction_args()
-    if args and "prompt" in args:
-        description = instruction.build_description(prompt=prompt)
+    # lm-eval fills missing or invalid kwargs at random from the global `random` (e.g. letter_frequency with
+    # letter "#" in IFEval keys 1122 and 1129), so the reference itself is not reproducible there; mend seeds
+    # the draw from the instruction and its kwargs (same verdict every run) and restores the global state.
+    state = random.getstate()
+    random.seed(f"{instruction_id}|{sorted(kwargs.items())}")
+    try:
+        description = instruction.build_description(**kwargs)
+        args = instruction.get_instruction_args()
+        if args and "prompt" in args:
+            description = instruction.build_description(prompt=prompt)
+    finally:
+        random.setstate(state)
     return instruction, description
 
 
