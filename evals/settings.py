@@ -9,7 +9,7 @@ class EvalsSettings:
     suites_dir: str = "evals/suites"  # a project's own suite YAML files (searched before the packaged ones)
     split: str = "all"  # traces `evals run` scores by default: seed | holdout | all
     check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks
-    max_new_tokens: int = 256  # regeneration (--model): greedy tokens per response
+    max_new_tokens: int = 128  # regeneration (--model): greedy tokens per response; keep equal to [tool.mend.train] max_new_tokens, which made the logged traffic, so the gate can reuse the logged baseline
     gen_batch_size: int = 16  # regeneration: prompts per generate() batch
     score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
