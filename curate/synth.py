@@ -71,12 +71,15 @@ class Tally:
 
 # ------------------------------------------------------------------ reading the seed split
 
-def clusters(con, cluster_id: str | None = None) -> list[dict]:
+def clusters(con, cluster_id: str | list[str] | None = None) -> list[dict]:
+    """All clusters, or the ones named (one id or a list), largest first."""
+    wanted = [cluster_id] if isinstance(cluster_id, str) else list(cluster_id or [])
     sql = "SELECT cluster_id, check_id, label, size FROM clusters"
-    rows = con.execute(sql + (" WHERE cluster_id = ?" if cluster_id else "") + " ORDER BY size DESC, cluster_id",
-                       [cluster_id] if cluster_id else []).fetchall()
-    if cluster_id and not rows:
-        raise SystemExit(f"no cluster {cluster_id!r} (run `python -m evals clusters` first)")
+    rows = con.execute(sql + (" WHERE list_contains(?, cluster_id)" if wanted else "")
+                       + " ORDER BY size DESC, cluster_id", [wanted] if wanted else []).fetchall()
+    missing = set(wanted) - {r[0] for r in rows}
+    if missing:
+        raise SystemExit(f"no cluster {', '.join(sorted(missing))} (run `python -m evals clusters` first)")
     return [{"cluster_id": r[0], "check_id": _bare(r[1]), "label": r[2], "size": r[3]} for r in rows]
 
 
@@ -327,7 +330,7 @@ def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int,
 
 # ------------------------------------------------------------------ driver
 
-def synthesize(cluster_id: str | None = None, per_cluster: int | None = None, k: int | None = None,
+def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | None = None, k: int | None = None,
                mode: str | None = None, guidance: str | None = None, console: Console | None = None) -> dict:
     """Run synthesis for one or all clusters; returns {cluster_id: Tally}."""
     s = settings_mod.load("curate", {"per_cluster": per_cluster, "k": k, "mode": mode, "guidance": guidance})
@@ -402,7 +405,7 @@ def show_yield(tallies: dict, budget: Budget, console: Console) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate synth", description=__doc__.split("\n")[0])
-    p.add_argument("--cluster", help="only this cluster id")
+    p.add_argument("--cluster", action="append", help="only this cluster id (repeat for several)")
     p.add_argument("--per-cluster", type=int, help="prompts per cluster (settings per_cluster)")
     p.add_argument("--k", type=int, help="samples per prompt (settings k)")
     p.add_argument("--mode", choices=["compose", "full"])

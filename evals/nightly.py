@@ -246,8 +246,8 @@ def stage_synth(ctx: Context) -> dict:
     with store.connect(read_only=True) as con:
         chosen = [r[0] for r in con.execute("""SELECT cluster_id FROM clusters ORDER BY size DESC, cluster_id
                                                LIMIT ?""", [top]).fetchall()]
-    for cluster_id in chosen:
-        cli("curate", "synth", "--cluster", cluster_id, ctx=ctx)
+    # one synth call for all chosen clusters: one teacher server start and one filter pass
+    cli("curate", "synth", *[arg for c in chosen for arg in ("--cluster", c)], ctx=ctx)
     return {"clusters": chosen, "examples": _example_counts()}
 
 
