@@ -78,7 +78,7 @@ def resolve(ref: str | os.PathLike) -> Path:
 def _hub_folder(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     try:  # honours HF_HUB_OFFLINE: offline, only an already-cached snapshot resolves
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt",
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt",  # offline-ok: hub ids only, never the default
                                                                "*.model"]))
     except Exception as e:
         raise ModelError(f"could not resolve hub model {repo_id!r} (offline or unknown id): {e}") from e
