@@ -83,7 +83,8 @@ def test_nightly_resumes_after_a_kill_in_the_middle_of_training(tmp_path, tiny_m
         # wait until training has written a checkpoint, then kill the whole process group mid-stage
         while not list((tmp_path / "adapters").glob(".tmp-*/checkpoint-*")):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:  # a hang guard, not a speed target
+                pytest.fail("no training checkpoint appeared within 600 s")
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

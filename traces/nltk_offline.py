@@ -1,7 +1,7 @@
 """python -m traces setup-nltk [--force] [--target DIR] — build NLTK's English sentence tokenizer offline.
 
 lm-evaluation-harness's IFEval code (`lm_eval/tasks/ifeval/instructions_util.py`) runs
-`nltk.data.find("tokenizers/punkt_tab")` at import and calls `nltk.download("punkt_tab")` when it
+`nltk.data.find("tokenizers/punkt_tab")` at import and calls NLTK's downloader for `punkt_tab` when it
 is missing; `count_sentences` and `nltk.word_tokenize` then load `tokenizers/punkt_tab/english/`.
 Nothing may be downloaded here, so we train NLTK's own unsupervised `PunktTrainer` on English
 prose that ships with Python itself (the language reference in `pydoc_data.topics`, plus the
@@ -111,7 +111,7 @@ def forbid_downloads() -> None:
 
     def refuse(info_or_id=None, *args, **kwargs):
         raise OfflineDownloadRefused(
-            f"nltk.download({info_or_id!r}) refused: mend runs offline. "
+            f"nltk.download({info_or_id!r}) refused: mend runs offline. "  # offline-ok: the refusal itself
             "Run `python -m traces setup-nltk` to build the tokenizer data locally.")
 
     nltk.download = refuse
