@@ -32,6 +32,11 @@ RULES = {
 }
 
 
+def steerable(check_id: str) -> bool:
+    """Whether guidance can force this check with a token ban (what makes even a weak teacher reliable)."""
+    return RULES.get(check_id, (None, ""))[0] is not None
+
+
 @functools.lru_cache(maxsize=8)
 def banned_token_ids(tokenizer_folder: str, check_id: str) -> tuple[int, ...]:
     """Token ids whose text the check forbids (special tokens stay allowed, or the model could not stop)."""

@@ -392,15 +392,17 @@ def _progress(console):
 
 def show_yield(tallies: dict, budget: Budget, console: Console) -> None:
     table = Table(title="verification yield per cluster")
-    for col in ("cluster", "check", "candidates", "verified", "yield", "guided", "guided verified", "errors"):
+    for col in ("cluster", "check", "samples", "verified", "guided", "verified ", "errors"):
         table.add_column(col, justify="right" if col not in ("cluster", "check") else "left")
-    for cid, t in tallies.items():
-        y = f"{t.verified / t.candidates:.0%}" if t.candidates else "-"
-        gy = f"{t.guided_verified} ({t.guided_verified / t.guided_candidates:.0%})" if t.guided_candidates else "-"
-        table.add_row(escape(t.label[:40]), escape(t.check_id), str(t.candidates), str(t.verified), y,
-                      str(t.guided_candidates), gy, str(t.errors))
+    for cid, t in tallies.items():  # ids, not labels: the table must stay readable in 80 columns
+        table.add_row(escape(cid), escape(t.check_id), str(t.candidates), _share(t.verified, t.candidates),
+                      str(t.guided_candidates), _share(t.guided_verified, t.guided_candidates), str(t.errors))
     console.print(table)
     console.print(f"teacher calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n} ({n / total:.0%})" if total else "-"
 
 
 def main(argv: list[str] | None = None) -> int:

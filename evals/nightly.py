@@ -243,12 +243,34 @@ def stage_synth(ctx: Context) -> dict:
     if top <= 0:
         cli("curate", "synth", ctx=ctx)
         return {"examples": _example_counts()}
-    with store.connect(read_only=True) as con:
-        chosen = [r[0] for r in con.execute("""SELECT cluster_id FROM clusters ORDER BY size DESC, cluster_id
-                                               LIMIT ?""", [top]).fetchall()]
+    chosen = choose_clusters(top, load("evals").nightly_cluster_order)
     # one synth call for all chosen clusters: one teacher server start and one filter pass
     cli("curate", "synth", *[arg for c in chosen for arg in ("--cluster", c)], ctx=ctx)
     return {"clusters": chosen, "examples": _example_counts()}
+
+
+def choose_clusters(top: int, order: str = "fixable") -> list[str]:
+    """The `top` clusters to synthesize for. By size alone, a nightly can spend its whole teacher budget on
+    clusters its teacher cannot fix (the embedded 135M teacher verified 0 of 48 samples for
+    `keywords:existence`, the largest demo cluster). "fixable" puts first the clusters whose check the teacher
+    can be steered on (a token ban in curate.guidance) or whose past candidates verified at least
+    `guidance_threshold` of the time (at least 8 of them), then orders by size."""
+    from curate.guidance import steerable
+    threshold = load("curate").guidance_threshold
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""SELECT c.cluster_id, c.check_id, c.size,
+                                     coalesce(h.n, 0), coalesce(h.verified, 0) FROM clusters c
+                              LEFT JOIN (SELECT c2.check_id, count(*) AS n,
+                                                count(*) FILTER (WHERE e.status <> 'failed_verification') AS verified
+                                         FROM examples e JOIN clusters c2 USING (cluster_id) GROUP BY 1) h
+                              USING (check_id)
+                              ORDER BY c.size DESC, c.cluster_id""").fetchall()
+
+    def fixable(check_id, n, verified) -> bool:
+        return steerable(check_id) or (n >= 8 and verified / n >= threshold)
+    if order == "fixable":
+        rows.sort(key=lambda r: not fixable(r[1], r[3], r[4]))  # stable: size order kept within each group
+    return [r[0] for r in rows[:top]]
 
 
 def stage_filter(ctx: Context) -> dict:

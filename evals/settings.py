@@ -40,4 +40,5 @@ class EvalsSettings:
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
     nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
     nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
-    nightly_max_clusters: int = 0  # synthesize for the N largest clusters only (0 = every cluster)
+    nightly_max_clusters: int = 0  # synthesize for N clusters only (0 = every cluster), chosen by nightly_cluster_order
+    nightly_cluster_order: str = "fixable"  # fixable (clusters the teacher can fix first, then by size) | size

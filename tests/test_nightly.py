@@ -123,3 +123,27 @@ def test_sampled_review_policy_waits_for_a_person(home, monkeypatch):
     stages = [("accept", nightly.stage_accept), ("report", lambda ctx: {})]
     assert nightly.run(stages=stages) == 3
     assert _ledger()[0][1:] == ("accept", "waiting")
+
+
+def _cluster(con, cid, check, size):
+    con.execute("INSERT INTO clusters (cluster_id, run_id, check_id, label, size) VALUES (?, 'r', ?, ?, ?)",
+                [cid, check, check, size])
+
+
+def _examples(con, cid, verified, failed):
+    for i, status in enumerate(["verified"] * verified + ["failed_verification"] * failed):
+        con.execute("""INSERT INTO examples (example_id, cluster_id, mode, messages, prompt, response, status)
+                       VALUES (?, ?, 'compose', '[]', 'p', 'r', ?)""", [f"{cid}-{i}", cid, status])
+
+
+def test_nightly_chooses_fixable_clusters_first_then_by_size(home):
+    with store.connect() as con:
+        _cluster(con, "big", "keywords:existence", 50)          # largest, never verified before
+        _cluster(con, "comma", "punctuation:no_comma", 40)      # a token ban can force it
+        _cluster(con, "ends", "startend:end_checker", 30)       # past candidates verified 3 of 10
+        _cluster(con, "small", "change_case:english_lowercase", 5)
+        _examples(con, "big", 0, 16)
+        _examples(con, "ends", 3, 7)
+    assert nightly.choose_clusters(3, "size") == ["big", "comma", "ends"]
+    assert nightly.choose_clusters(3, "fixable") == ["comma", "ends", "small"]
+    assert nightly.choose_clusters(10, "fixable") == ["comma", "ends", "small", "big"]
