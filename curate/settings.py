@@ -22,6 +22,8 @@ class CurateSettings:
     max_tokens: int = 192  # completion budget per sample
     k: int = 4  # samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)
     per_cluster: int = 16  # prompts composed per cluster (failing seed prompts first, then recombinations)
+    failing_share: float = 0.5  # share of per_cluster taken from failing seed prompts; the rest pair other seed
+    # requests with the cluster's instruction alone (1.0: failing prompts only, while there are enough)
     max_examples_per_cluster: int = 64  # candidates written per cluster (budget)
     max_calls_per_cluster: int = 256  # teacher calls per cluster (budget)
     max_calls_total: int = 2000  # teacher calls per synth run (budget)

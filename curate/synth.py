@@ -152,10 +152,15 @@ def fresh_instruction(check_id: str, base: str, rng_seed: str) -> tuple[str, dic
     return desc, kwargs
 
 
-def compose_prompts(con, cluster: dict, per_cluster: int) -> list[Prompt]:
-    """Failing seed prompts first, then other seed bases + the cluster's instruction, up to per_cluster."""
+def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float = 1.0) -> list[Prompt]:
+    """Failing seed prompts first (up to failing_share of per_cluster), then other seed bases + the cluster's
+    instruction alone, up to per_cluster. Failing prompts keep production's context but carry 1-3 other
+    instructions a candidate must also pass (a weak teacher rarely passes them all: the demo's guided
+    no-comma samples verified 3 of 16, failing mostly on the other instructions); single-instruction
+    recombinations teach the cluster's check itself, which is what the gate measures on the holdout."""
     failing = failing_seed_traces(con, cluster["cluster_id"])
-    prompts = [_from_trace(t, cluster["check_id"]) for t in failing[:per_cluster]]
+    n_failing = per_cluster if failing_share >= 1 else max(1, round(per_cluster * failing_share))
+    prompts = [_from_trace(t, cluster["check_id"]) for t in failing[:n_failing]]
     used_bases = {(t["metadata"] or {}).get("base_id") for t in failing}
     for t in seed_traces_with_instructions(con):
         if len(prompts) >= per_cluster:
@@ -173,6 +178,8 @@ def compose_prompts(con, cluster: dict, per_cluster: int) -> list[Prompt]:
         md = {"base_id": base_id, "instruction_id_list": [cluster["check_id"]], "kwargs": [kwargs],
               "base_request": base, "composed_from": t["trace_id"]}
         prompts.append(Prompt([{"role": "user", "content": text}], text, md, t["trace_id"], desc))
+    more = per_cluster - len(prompts)  # too few other bases (or no IFEval builder): more failing prompts
+    prompts += [_from_trace(t, cluster["check_id"]) for t in failing[n_failing:n_failing + max(more, 0)]]
     return prompts
 
 
@@ -337,7 +344,8 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
     console = console or Console()
     with store.connect() as con:
         todo = clusters(con, cluster_id)
-        prompts = {c["cluster_id"]: compose_prompts(con, c, s.per_cluster) for c in todo} if s.mode == "compose" \
+        prompts = {c["cluster_id"]: compose_prompts(con, c, s.per_cluster, s.failing_share) for c in todo} \
+            if s.mode == "compose" \
             else {c["cluster_id"]: failing_seed_traces(con, c["cluster_id"]) for c in todo}
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")

@@ -106,3 +106,17 @@ def test_fluency_filter():
     assert fluency("this is a plain and readable sentence about foxes.")[0]
     assert not fluency("aaaaaaaaaaaa bbbbbbbbbb")[0]
     assert not fluency("x1 ## 12 :: 44 ++ ok")[0]
+
+
+def test_failing_share_mixes_failing_prompts_with_single_instruction_recombinations():
+    seed_store()  # cluster c1: failing seed traces t1, t2; other seed bases t3, t4
+    with store.connect(read_only=True) as con:
+        cluster = synth.clusters(con, "c1")[0]
+        half = synth.compose_prompts(con, cluster, 4, failing_share=0.25)
+        only = synth.compose_prompts(con, cluster, 2, failing_share=1.0)
+        short = synth.compose_prompts(con, cluster, 4, failing_share=0.0)  # at least one failing prompt
+    assert [p.seed_trace_id for p in only] == ["t1", "t2"]
+    assert half[0].seed_trace_id == "t1" and all(p.metadata.get("composed_from") for p in half[1:3])
+    # two other bases exist, so the fourth prompt is the next failing one (topped up, not left out)
+    assert [p.seed_trace_id for p in half] == ["t1", "t3", "t4", "t2"]
+    assert len(short) == 4 and short[0].seed_trace_id == "t1"
