@@ -296,13 +296,19 @@ def ngram_hashes(texts: list[str], n: int = 13, vocab: dict | None = None) -> tu
     return h[keep], owner[keep]
 
 
-def ngram_contaminated(new: list[str], ref: list[str], n: int = 13) -> np.ndarray:
-    """Per new text: index of a reference text sharing an n-gram with it, else -1."""
+def ngram_contaminated(new: list[str], ref: list[str], n: int = 13, shared: list[str] = ()) -> np.ndarray:
+    """Per new text: index of a reference text sharing an n-gram with it, else -1. N-grams that also occur
+    in `shared` texts (the seed traffic synthesis may draw from) are not evidence: they are templates common
+    to both splits, such as an instruction's own sentence ("... in all lowercase letters. No capital letters
+    are allowed."), which every prompt with that instruction carries."""
     out = np.full(len(new), -1, dtype=np.int64)
     if not ref or not new:
         return out
     vocab: dict = {}
     rh, rown = ngram_hashes(ref, n, vocab)
+    if len(shared) and len(rh):
+        keep = ~np.isin(rh, ngram_hashes(list(shared), n, vocab)[0])
+        rh, rown = rh[keep], rown[keep]
     nh, nown = ngram_hashes(new, n, vocab)
     if len(rh) == 0 or len(nh) == 0:
         return out

@@ -6,7 +6,8 @@ Order, each stage on the previous stage's survivors, first occurrence kept (docs
 2. near_duplicate: MinHash LSH (Jaccard >= near_dup_threshold) -> `duplicate`;
 3. semantic: MiniLM cosine > semantic_threshold (embeddings stored in examples.embedding, computed once);
 4. decontamination of the prompt against every eval prompt (holdout traces, plus `decontam_refs` JSONL
-   files with a "prompt" field): a shared 13-gram -> `contaminated`, reason `ngram13`; prompt cosine >
+   files with a "prompt" field): a shared 13-gram -> `contaminated`, reason `ngram13` (13-grams that seed
+   prompts carry too, like an instruction's template sentence, do not count); prompt cosine >
    decontam_semantic_threshold -> `contaminated`, reason `embedding`. duplicate_of names what it hit.
 """
 from __future__ import annotations
@@ -106,7 +107,8 @@ def cached_prompt_embeddings(texts: list[str]) -> np.ndarray:
     return vecs
 
 
-def decide(new: list[dict], kept: list[dict], evals: list[tuple[str, str]], s) -> dict[str, tuple]:
+def decide(new: list[dict], kept: list[dict], evals: list[tuple[str, str]], s, shared: list[str] = ()) \
+        -> dict[str, tuple]:
     """example_id -> (status, reason, duplicate_of) for every new example."""
     out: dict[str, tuple] = {}
     alive = list(range(len(new)))
@@ -134,12 +136,12 @@ def decide(new: list[dict], kept: list[dict], evals: list[tuple[str, str]], s) -
     allemb = np.vstack([kemb, nemb])
     alive = stage(dedup.semantic_dups(nemb, kemb, s.semantic_threshold), kept_ids, "duplicate",
                   lambda p, d: f"semantic: cosine {float(allemb[len(kept) + p] @ allemb[d]):.3f}", alive)
-    return decontaminate(new, alive, evals, s, out)
+    return decontaminate(new, alive, evals, s, out, shared)
 
 
-def decontaminate(new, alive, evals, s, out) -> dict:
+def decontaminate(new, alive, evals, s, out, shared: list[str] = ()) -> dict:
     eval_ids, eval_texts = [e[0] for e in evals], [e[1] for e in evals]
-    hits = dedup.ngram_contaminated([new[i]["prompt"] for i in alive], eval_texts, s.decontam_ngram)
+    hits = dedup.ngram_contaminated([new[i]["prompt"] for i in alive], eval_texts, s.decontam_ngram, shared)
     left = []
     for pos, i in enumerate(alive):
         if hits[pos] >= 0:
@@ -179,10 +181,11 @@ def run_filters(settings=None) -> dict[str, int]:
     with store.connect(read_only=True) as con:
         new, kept = load_rows(con, ("verified",)), load_rows(con, KEPT)
         evals = eval_prompts(con, tuple(s.decontam_refs))
+        seed = [r[0] for r in con.execute("SELECT prompt FROM traces WHERE split = 'seed'").fetchall()]
     if not new:
         return {}
     ensure_embeddings(new + kept)
-    decisions = decide(new, kept, evals, s)
+    decisions = decide(new, kept, evals, s, seed)
     apply(decisions)
     counts: dict[str, int] = {}
     for status, reason, _ in decisions.values():

@@ -66,3 +66,16 @@ def test_ngram_kernel_short_texts_never_match():
     assert (dedup.ngram_contaminated(["one two three"], ["one two three"]) == -1).all()
     long = " ".join(f"w{i}" for i in range(20))
     assert dedup.ngram_contaminated(["x " + long, "nothing here"], ["y " + long]).tolist() == [0, -1]
+
+
+def test_ngrams_the_seed_traffic_shares_are_templates_not_contamination():
+    template = "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+    holdout = "Describe the bamboo forest at dawn for a travel magazine. " + template
+    synthetic = "Write a note to a neighbour about a lost cat. " + template
+    seed = ["Plan a picnic for four friends. " + template]
+    assert dedup.ngram_contaminated([synthetic], [holdout]).tolist() == [0]          # the template alone hits
+    assert dedup.ngram_contaminated([synthetic], [holdout], shared=seed).tolist() == [-1]
+    # holdout content the seed traffic does not carry still counts
+    content = "Describe the bamboo forest at dawn for a travel magazine and its readers"  # 13 words
+    leaked = content + ", please."
+    assert dedup.ngram_contaminated([leaked], [content + ". " + template], shared=seed).tolist() == [0]
