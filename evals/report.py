@@ -84,14 +84,16 @@ def _lineage(con, train_run) -> dict:
 
 
 def _cost(con, train_run) -> dict:
-    """Teacher cost (llm_calls) of the examples the adapter trained on."""
+    """Teacher cost (llm_calls) of every candidate for the clusters the adapter trained on: the samples that
+    failed verification or were filtered out were paid for too (the first demo counted 8 of 96 calls)."""
     if not train_run:
         return {"usd": 0.0, "calls": 0, "tokens": 0}
     usd, calls, tokens = con.execute("""
         SELECT coalesce(sum(c.cost_usd), 0), count(*), coalesce(sum(c.prompt_tokens + c.completion_tokens), 0)
         FROM llm_calls c WHERE c.request_hash IN (
-            SELECT e.request_hash FROM train_examples te JOIN examples e ON e.example_id = te.item_id
-            WHERE te.run_id = ?)""", [train_run]).fetchone()
+            SELECT request_hash FROM examples WHERE cluster_id IN (
+                SELECT e.cluster_id FROM train_examples te JOIN examples e ON e.example_id = te.item_id
+                WHERE te.run_id = ?))""", [train_run]).fetchone()
     return {"usd": float(usd), "calls": int(calls), "tokens": int(tokens)}
 
 

@@ -70,6 +70,6 @@ def test_report_writes_markdown_and_plots(tmp_path, monkeypatch):
         assert f"({name})" in text
     assert "**Gate verdict: PROMOTE**" in text and "cluster no commas" in text
     assert "2 failing traces -> 1 clusters -> 2 examples" in text
-    # 2 trained examples cost $0.01 each; 4 holdout failures fixed
-    assert "cost per fixed failure: $0.0050" in text
+    # every candidate of the trained cluster was paid for (3 calls at $0.01, the duplicate too); 4 fixed
+    assert "Teacher: 3 calls" in text and "cost per fixed failure: $0.0075" in text
     assert "| duplicate | near_duplicate | 1 |" in text
