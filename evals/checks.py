@@ -133,6 +133,10 @@ def _lm_eval():
         except ImportError:  # Foundation's offline NLTK helper not present: lm-eval falls back on its own
             pass
         from lm_eval.tasks.ifeval import instructions_registry, instructions_util
+        # lm-eval logs an ERROR with the whole response when langdetect finds no letters in it (and counts the
+        # language instruction as followed); in a run over thousands of traces that buries the terminal
+        import logging
+        logging.getLogger("lm_eval.tasks.ifeval.instructions").setLevel(logging.CRITICAL)
         _LM_EVAL = (instructions_registry, instructions_util)
     return _LM_EVAL
 
