@@ -3,6 +3,7 @@ undo, edit through a scripted $EDITOR, accept-rest, and untrusted text rendered 
 import io
 import os
 import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -27,8 +28,10 @@ class Review:
         env = dict(os.environ, TERM="xterm", MEND_CURATE_REVIEWER="tester", EDITOR=editor,
                    PYTHONIOENCODING="utf-8")
         self.out = io.BytesIO()
+        # SIGHUP back to its default: a test run started under nohup would pass SIG_IGN on to the child
         self.child = pexpect.spawn(sys.executable, ["-m", "curate", "review", *args], cwd=str(ROOT), env=env,
-                                   dimensions=(40, 120), timeout=TIMEOUT)
+                                   dimensions=(40, 120), timeout=TIMEOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
         self.child.logfile_read = self.out
 
     def screen(self, example_id):
