@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import random
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -120,35 +119,23 @@ def base_request(trace: dict) -> str | None:
     for key in ("base_request", "base_prompt"):
         if md.get(key):
             return md[key]
-    from evals.checks import build_instruction, instruction_specs
-    text = trace["prompt"]
-    try:
-        for iid, kw in instruction_specs(md):
-            _, desc = build_instruction(iid, kw, trace["prompt"])
-            if desc not in text:
-                return None  # a description we cannot rebuild: do not guess where the request ends
-            text = text.replace(desc, " ")
-    except Exception:  # unknown instruction id or malformed kwargs: not usable as a base
-        return None
-    text = " ".join(text.split())
-    return text or None
+    from evals.checks import strip_instructions
+    text, found = strip_instructions(trace["prompt"], md)
+    # a description we cannot rebuild (or an unknown id): do not guess where the request ends
+    return text if found and text else None
 
 
 def fresh_instruction(check_id: str, base: str, rng_seed: str) -> tuple[str, dict] | None:
     """A new (description, kwargs) from the instruction's own lm-eval builder; None if not an IFEval id."""
-    from evals.checks import _lm_eval
+    from evals.checks import _lm_eval, seeded_random
     registry, _ = _lm_eval()
     if check_id not in registry.INSTRUCTION_DICT:
         return None
-    state = random.getstate()  # lm-eval's builders draw from the global `random`: seed it, then restore
-    try:
-        random.seed(rng_seed)
+    with seeded_random(rng_seed):  # lm-eval's builders draw from the global `random`
         inst = registry.INSTRUCTION_DICT[check_id](check_id)
         args = {"prompt_to_repeat": base} if check_id == "combination:repeat_prompt" else {}
         desc = inst.build_description(**args)
         kwargs = {k: v for k, v in (inst.get_instruction_args() or {}).items() if v is not None}
-    finally:
-        random.setstate(state)
     return desc, kwargs
 
 

@@ -15,7 +15,9 @@ and register with the same decorator.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import random
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -144,23 +146,45 @@ def _lm_eval():
 def build_instruction(instruction_id: str, kwargs: dict | None, prompt: str):
     """Exactly as lm-eval's utils.test_instruction_following_*: drop falsy kwargs, build, and
     rebuild with the prompt for instructions that take one. Returns (instruction, description)."""
-    import random
     registry, _ = _lm_eval()
     instruction = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
     kwargs = {k: v for k, v in (kwargs or {}).items() if v}
     # lm-eval fills missing or invalid kwargs at random from the global `random` (e.g. letter_frequency with
     # letter "#" in IFEval keys 1122 and 1129), so the reference itself is not reproducible there; mend seeds
-    # the draw from the instruction and its kwargs (same verdict every run) and restores the global state.
-    state = random.getstate()
-    random.seed(f"{instruction_id}|{sorted(kwargs.items())}")
-    try:
+    # the draw from the instruction and its kwargs (same verdict every run).
+    with seeded_random(f"{instruction_id}|{sorted(kwargs.items())}"):
         description = instruction.build_description(**kwargs)
         args = instruction.get_instruction_args()
         if args and "prompt" in args:
             description = instruction.build_description(prompt=prompt)
+    return instruction, description
+
+
+@contextlib.contextmanager
+def seeded_random(seed: str):
+    """Seed the global `random` (lm-eval's builders draw from it) and restore its state afterwards."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
     finally:
         random.setstate(state)
-    return instruction, description
+
+
+def strip_instructions(prompt: str, metadata: dict | None) -> tuple[str, bool]:
+    """The prompt with each instruction's description (rebuilt from its kwargs) cut out, whitespace
+    collapsed; the flag says whether every description was found. Unknown ids or malformed kwargs: (prompt,
+    False). Curate needs all of them found to reuse the request; clustering takes what it gets."""
+    text = prompt
+    try:
+        found = True
+        for iid, kwargs in instruction_specs(metadata):
+            desc = build_instruction(iid, kwargs, prompt)[1]
+            found = found and desc in text
+            text = text.replace(desc, " ")
+    except Exception:  # unknown instruction id or malformed kwargs
+        return prompt, False
+    return " ".join(text.split()), found
 
 
 def loose_variants(response: str) -> list[str]:

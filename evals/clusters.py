@@ -81,14 +81,12 @@ def request_text(prompt: str, metadata) -> str:
     md = json.loads(metadata) if isinstance(metadata, str) else (metadata or {})
     if not md.get("instruction_id_list"):
         return prompt
-    from evals.checks import build_instruction, instruction_specs
-    text = prompt
-    try:
-        for iid, kwargs in instruction_specs(md):
-            text = text.replace(build_instruction(iid, kwargs, prompt)[1], " ")
-    except Exception:  # unknown ids or odd kwargs: the whole prompt is still a fine description
-        return prompt
-    return " ".join(text.split()) or prompt
+    from evals.checks import strip_instructions
+    return strip_instructions(prompt, md)[0] or prompt  # unknown ids: the whole prompt still describes it
+
+
+def requests_of(fails) -> list[str]:
+    return [request_text(p, m) for p, m in zip(fails["prompt"].to_list(), fails["metadata"].to_list())]
 
 
 # ------------------------------------------------------------------ clustering
@@ -166,8 +164,7 @@ def build_clusters(run_id: str, embed=None, settings=None) -> list[dict]:
     if fails.is_empty():
         _store(run_id, [])
         return []
-    fails = fails.with_columns(request=pl.Series([request_text(p, m) for p, m in
-                                                   zip(fails["prompt"].to_list(), fails["metadata"].to_list())]))
+    fails = fails.with_columns(request=pl.Series(requests_of(fails)))
     vectors = _vectors(fails["request"].to_list(), embed)
     clusters = []
     for check_id in sorted(set(fails["check_id"].to_list())):
@@ -266,8 +263,7 @@ def assign_holdout(run_id: str, embed=None) -> dict:
         current = current_clusters(con)
     rows = []
     if not fails.is_empty() and not current.is_empty():
-        requests = [request_text(p, m) for p, m in zip(fails["prompt"].to_list(), fails["metadata"].to_list())]
-        rows = _nearest(fails, current, _vectors(requests, embed))
+        rows = _nearest(fails, current, _vectors(requests_of(fails), embed))
     _store_assignment(run_id, rows)
     counts = Counter(r[0] for r in rows)
     return {"assigned": len(rows), "unassigned": fails.height - len(rows), "clusters": dict(counts)}
