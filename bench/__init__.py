@@ -24,3 +24,20 @@ now replace their previous rows, rows of the others are kept, so each benchmark 
 Every row carries the date and the machine (CPU cores, GPU if any) it was measured on.
 Heavy imports belong inside `run`, so discovery stays cheap.
 """
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def scratch_store(path):
+    """MEND_DB pointed at `path` for the block, then restored: other benchmarks in the process keep theirs."""
+    saved = os.environ.get("MEND_DB")
+    os.environ["MEND_DB"] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MEND_DB", None)
+        else:
+            os.environ["MEND_DB"] = saved

@@ -117,16 +117,9 @@ def _cpu() -> float:
 
 
 def bench_scoring(n: int, langdetect: bool = True) -> dict:
-    saved = os.environ.get("MEND_DB")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["MEND_DB"] = str(Path(tmp) / "bench.duckdb")
-            return _bench_scoring(n, langdetect)
-    finally:  # other benchmarks in this process keep their own store
-        if saved is None:
-            os.environ.pop("MEND_DB", None)
-        else:
-            os.environ["MEND_DB"] = saved
+    from bench import scratch_store
+    with tempfile.TemporaryDirectory() as tmp, scratch_store(Path(tmp) / "bench.duckdb"):
+        return _bench_scoring(n, langdetect)
 
 
 def _bench_scoring(n: int, langdetect: bool) -> dict:

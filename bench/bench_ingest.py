@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import scratch_store
+
 CACHE = Path("/tmp/mend_bench")
 WORDS = ("model data rain river garden letter market summer window travel coffee music history "
          "science budget report meeting health planet ocean mountain city story recipe energy "
@@ -122,8 +124,8 @@ def _baseline_row(line: str):
 
 # ---------- mend ----------
 
-def mend(path: Path, db: Path) -> tuple[float, object]:
-    os.environ["MEND_DB"] = str(db)
+def mend(path: Path) -> tuple[float, object]:
+    """Ingest `path` into the store MEND_DB names (the caller's scratch store)."""
     from traces import ingest, settings
     cfg = settings.load("traces")
     assert cfg.scrub_secrets, "the benchmark measures ingest with scrubbing on"
@@ -140,13 +142,10 @@ def run(quick: bool) -> list[dict]:
     mb = path.stat().st_size / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         base_rate = baseline(path, slice_n, Path(tmp) / "baseline.duckdb")
-        old = os.environ.get("MEND_DB")
-        try:
+        with scratch_store(Path(tmp) / "mend.duckdb"):
             load_before = os.getloadavg()[0]
-            rate, summary, per_cpu = mend(path, Path(tmp) / "mend.duckdb")
+            rate, summary, per_cpu = mend(path)
             load = max(load_before, os.getloadavg()[0])
-        finally:
-            os.environ.pop("MEND_DB") if old is None else os.environ.__setitem__("MEND_DB", old)
     c = summary.counts
     assert c.read == n and c.stored == n, f"expected {n} stored, got {c}"
     notes = (f"{n:,} lines, {mb:,.0f} MB OpenAI chat JSONL (~{mb * 1e6 / n:,.0f} B/line), scrubbing on, "
