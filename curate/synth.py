@@ -331,9 +331,7 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
     console = console or Console()
     with store.connect() as con:
         todo = clusters(con, cluster_id)
-        prompts = {c["cluster_id"]: compose_prompts(con, c, s.per_cluster, s.failing_share) for c in todo} \
-            if s.mode == "compose" \
-            else {c["cluster_id"]: failing_seed_traces(con, c["cluster_id"]) for c in todo}
+        prompts = {c["cluster_id"]: _prompts_for(con, c, s) for c in todo}
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")
         return {}
@@ -346,6 +344,13 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
         _compose_all(todo, prompts, s, budget, tallies, console)
     show_yield(tallies, budget, console)
     return tallies
+
+
+def _prompts_for(con, cluster: dict, s) -> list:
+    """compose: Prompts to answer; full: the failing seed traces the teacher writes new requests from."""
+    if s.mode == "compose":
+        return compose_prompts(con, cluster, s.per_cluster, s.failing_share)
+    return failing_seed_traces(con, cluster["cluster_id"])
 
 
 def _compose_all(todo, prompts, s, budget, tallies, console) -> None:
