@@ -7,6 +7,7 @@ a migration that has shipped: append a new one. The contract they build is docs/
 from __future__ import annotations
 
 from traces.migrations import m001_traces, m002_evals, m003_curate, m004_train, m005_gate
+from traces.migrations import m008_ingest
 
 MIGRATIONS = [
     ("m001_traces", m001_traces.apply),
@@ -14,6 +15,7 @@ MIGRATIONS = [
     ("m003_curate", m003_curate.apply),
     ("m004_train", m004_train.apply),
     ("m005_gate", m005_gate.apply),
+    ("m008_ingest", m008_ingest.apply),
 ]
 
 
