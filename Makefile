@@ -6,6 +6,8 @@ TORCH   ?= torch==2.13.0
 N       ?= 40
 FILES   ?=
 ARGS    ?=
+GATE_REPORT ?= data/gate-report.json
+GATE_EXIT   ?= data/gate-exit-code
 SETUP   := .venv/.setup-done
 export PYTHONUNBUFFERED := 1
 
@@ -43,7 +45,7 @@ stats: $(SETUP) ## trace counts by source, model, split and day
 	$(PY) -m traces stats
 
 doctor: $(SETUP) ## check models, database, teacher, disk and GPU; say what to fix
-	$(PY) -m traces doctor
+	$(PY) -m curate doctor
 
 sample-traffic: $(SETUP) ## write N prompts answered by the student as an OpenAI chat log (N=40)
 	$(PY) -m train sample-traffic --n $(N) $(ARGS)
@@ -75,14 +77,18 @@ export: $(SETUP) ## write the training set (accepted + replay) with its manifest
 train: $(SETUP) ## fine-tune a LoRA adapter on the exported training set
 	$(PY) -m train lora $(ARGS)
 
-gate: $(SETUP) ## compare the newest candidate with production on the holdout split
-	$(PY) -m evals gate $(ARGS)
+# make exits 2 whenever a recipe fails, so the gate's own code (0 PROMOTE, 1 REJECT, 2 no decision) is written
+# to GATE_EXIT and its JSON report to GATE_REPORT; CI that needs 0/1/2 as the exit status runs
+# `.venv/bin/python -m evals gate` directly (README, "The gate in CI").
+gate: $(SETUP) ## compare the newest candidate with production on the holdout split (exit code: data/gate-exit-code)
+	@mkdir -p $(dir $(GATE_EXIT)) $(dir $(GATE_REPORT)) && rm -f $(GATE_EXIT)
+	$(PY) -m evals gate --report $(GATE_REPORT) $(ARGS); code=$$?; echo $$code > $(GATE_EXIT); exit $$code
 
 nightly: $(SETUP) ## the whole cycle: ingest, eval, cluster, synth, accept, export, train, gate, promote
-	$(PY) -m evals nightly $(ARGS)
+	$(PY) -m curate nightly $(ARGS)
 
 demo: $(SETUP) ## the whole loop on the committed sample traffic, demo-sized, ending with the report
-	$(PY) -m evals nightly --demo $(ARGS)
+	$(PY) -m curate nightly --demo $(ARGS)
 
 clean: ## remove the database, adapters and reports (keeps .venv and models)
 	rm -rf data adapters reports

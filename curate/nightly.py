@@ -1,4 +1,4 @@
-"""python -m evals nightly [--demo] [--new] [--stop-after STAGE]
+"""python -m curate nightly [--demo] [--new] [--stop-after STAGE]
 
 The whole regression-fix cycle, one stage after another:
   ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> synth -> filter (dedup/decontam)
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import tomllib
@@ -34,7 +33,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from curate.accept import accept_verified
+from curate.export import export
+from curate.filters import run_filters
+from curate.nightly_report import write_report
+from curate.review import main as review_main
+from curate.synth import synthesize
+from evals import registry
+from evals.clusters import build_clusters, print_clusters
+from evals.gate import GateError, print_result, run_gate
+from evals.runner import SuiteSkipped, run_suite
 from traces import store
+from traces.ingest import ingest_inbox
 from traces.settings import load, project_root, resolve_path, settings_class
 
 console = Console()
@@ -124,6 +134,8 @@ def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str
     for name, fn in stages:
         if seen.get(name, {}).get("status") in ("done", "skipped"):
             ctx.done[name] = seen[name]["summary"]
+            if name == stop_after:  # a resumed nightly stops where it was told to, too
+                break
             continue
         _record(ctx.nightly_id, name, "running", start=True)
         started = time.perf_counter()
@@ -166,19 +178,13 @@ def _short(summary: dict, width: int = 100) -> str:
 
 
 # ---------------------------------------------------------------- the stages
-
-def cli(module: str, *args: str, ctx: Context | None = None, check: bool = True) -> int:
-    """Run `python -m module args` (the stable interface of the other stages), output to the terminal."""
-    cmd = [sys.executable, "-m", module, *args]
-    (ctx.console if ctx else console).print(f"[dim]$ {escape(' '.join(cmd[1:]))}[/]")
-    code = subprocess.call(cmd, cwd=project_root())
-    if check and code != 0:
-        raise StageError(f"`python -m {module} {' '.join(args)}` exited with {code}")
-    return code
-
+# One calling convention: every stage calls the next package's Python function in this process, never its CLI
+# in a subprocess. The ids a stage made (eval runs, clusters, the training set, the train run, the decision)
+# come back as values and go forward in `ctx.done`, so no stage re-queries "the newest" row, and errors come
+# back as exceptions of their own class. Heavy libraries (torch, the teacher server) are still started by the
+# stage that needs them; the teacher server runs in its own process because it is a server.
 
 def stage_ingest(ctx: Context) -> dict:
-    from traces.ingest import ingest_inbox
     if ctx.demo:
         copy_sample_traffic()
     summaries = ingest_inbox(console=ctx.console)
@@ -203,7 +209,6 @@ def _trace_count() -> int:
 
 def stage_eval(ctx: Context) -> dict:
     """Score the logged traffic of every suite (split all: seed failures feed clusters, holdout the gate)."""
-    from evals.runner import run_suite
     runs, n_traces = {}, _trace_count()
     for suite in load("evals").suites:
         reused = _fresh_logged_run(suite)
@@ -212,9 +217,7 @@ def stage_eval(ctx: Context) -> dict:
             continue
         try:
             runs[suite] = run_suite(suite, "all")
-        except Exception as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
-            if type(e).__name__ != "SuiteSkipped":
-                raise
+        except SuiteSkipped as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
             runs[suite] = f"skipped: {e}"
     return {"runs": runs, "traces": n_traces}
 
@@ -231,62 +234,34 @@ def _fresh_logged_run(suite: str) -> str | None:
 
 def stage_clusters(ctx: Context) -> dict:
     runs = [r for r in ctx.done.get("eval", {}).get("runs", {}).values() if not r.startswith("skipped")]
-    cli("evals", "clusters", *(["--run", runs[0]] if runs else []), ctx=ctx)
-    with store.connect(read_only=True) as con:
-        n = con.execute("SELECT count(*) FROM clusters").fetchone()[0]
-    return {"clusters": n}
+    if not runs:
+        return {"skipped": True, "why": "no suite could run, so there are no failures to cluster"}
+    made = build_clusters(runs[0])
+    print_clusters(made, runs[0], ctx.console)
+    return {"run": runs[0], "clusters": len(made)}
 
 
 def stage_synth(ctx: Context) -> dict:
-    """Synthesize for every cluster, or for the `nightly_max_clusters` largest (by seed members)."""
-    top = load("evals").nightly_max_clusters
-    if top <= 0:
-        cli("curate", "synth", ctx=ctx)
-        return {"examples": _example_counts()}
-    chosen = choose_clusters(top, load("evals").nightly_cluster_order)
-    # one synth call for all chosen clusters: one teacher server start and one filter pass
-    cli("curate", "synth", *[arg for c in chosen for arg in ("--cluster", c)], ctx=ctx)
-    return {"clusters": chosen, "examples": _example_counts()}
-
-
-def choose_clusters(top: int, order: str = "fixable") -> list[str]:
-    """The `top` clusters to synthesize for. By size alone, a nightly can spend its whole teacher budget on
-    clusters its teacher cannot fix (the embedded 135M teacher verified 0 of 48 samples for
-    `keywords:existence`, the largest demo cluster). "fixable" puts first the clusters whose check the teacher
-    can be steered on (a token ban in curate.guidance) or whose past candidates verified at least
-    `guidance_threshold` of the time (at least 8 of them), then orders by size."""
-    from curate.guidance import steerable
-    threshold = load("curate").guidance_threshold
-    with store.connect(read_only=True) as con:
-        rows = con.execute("""SELECT c.cluster_id, c.check_id, c.size,
-                                     coalesce(h.n, 0), coalesce(h.verified, 0) FROM clusters c
-                              LEFT JOIN (SELECT c2.check_id, count(*) AS n,
-                                                count(*) FILTER (WHERE e.status <> 'failed_verification') AS verified
-                                         FROM examples e JOIN clusters c2 USING (cluster_id) GROUP BY 1) h
-                              USING (check_id)
-                              ORDER BY c.size DESC, c.cluster_id""").fetchall()
-
-    def fixable(check_id, n, verified) -> bool:
-        return steerable(check_id) or (n >= 8 and verified / n >= threshold)
-    if order == "fixable":
-        rows.sort(key=lambda r: not fixable(r[1], r[3], r[4]))  # stable: size order kept within each group
-    return [r[0] for r in rows[:top]]
+    """Synthesize for `max_clusters` clusters chosen by `cluster_order` (curate settings; 0: every cluster).
+    Filtering is its own stage (one pass over everything synthesized)."""
+    tallies = synthesize(console=ctx.console)
+    return {"clusters": list(tallies), "candidates": sum(t.candidates + t.guided_candidates for t in tallies.values()),
+            "verified": sum(t.verified + t.guided_verified for t in tallies.values())}
 
 
 def stage_filter(ctx: Context) -> dict:
-    cli("curate", "filter", ctx=ctx)
-    return {"examples": _example_counts()}
+    return {"decisions": run_filters(), "examples": _example_counts()}
 
 
 def stage_accept(ctx: Context) -> dict:
-    s = load("evals")
+    s = load("curate")
     if s.nightly_review == "sample":
         if not sys.stdin.isatty():
             raise Waiting(f"review policy 'sample': run `python -m curate review --sample {s.nightly_review_sample}`"
                           " in a terminal, then `make nightly` again to resume")
-        cli("curate", "review", "--sample", str(s.nightly_review_sample), ctx=ctx)
+        review_main(["--sample", str(s.nightly_review_sample)])
     else:
-        cli("curate", "accept", "--verified", ctx=ctx)
+        accept_verified()
     return {"examples": _example_counts()}
 
 
@@ -300,37 +275,30 @@ def stage_export(ctx: Context) -> dict:
         accepted = con.execute("SELECT count(*) FROM examples WHERE status = 'accepted'").fetchone()[0]
     if accepted == 0:  # an honest outcome, not a crash: the report says so
         return {"accepted": 0, "why": "no accepted examples to train on (see `python -m curate status`)"}
-    cli("curate", "export", ctx=ctx)
-    return {"accepted": accepted, "training_set": load("curate").train_out}
-
-
-def _nothing_to_train(ctx: Context) -> bool:
-    return ctx.done.get("export", {}).get("accepted", 1) == 0
+    manifest = export()
+    return {"accepted": accepted, "training_set": manifest["out"], "replay": manifest["counts"]["replay"]}
 
 
 def stage_train(ctx: Context) -> dict:
-    if _nothing_to_train(ctx):
+    training_set = ctx.done.get("export", {}).get("training_set")
+    if not training_set:
         return {"skipped": True, "why": "no accepted examples"}
-    cli("train", "lora", ctx=ctx)
-    with store.connect(read_only=True) as con:
-        row = con.execute("""SELECT run_id, adapter_path, metrics FROM train_runs WHERE status = 'complete'
-                             AND adapter_path IS NOT NULL ORDER BY coalesce(finished_at, started_at) DESC
-                             LIMIT 1""").fetchone()
-    if row is None:
-        raise StageError("`train lora` finished but no complete train run with an adapter was recorded")
-    metrics = json.loads(row[2]) if isinstance(row[2], str) else (row[2] or {})
-    return {"train_run": row[0], "adapter": row[1],
-            **{k: metrics[k] for k in ("n_examples", "last_step", "final_loss", "best_eval_loss",
-                                       "tokens_per_s") if metrics.get(k) is not None}}
+    from train.lora import run as train_lora  # imports torch: only when a nightly trains
+    result = train_lora(["--training-set", training_set])
+    if result.status != "complete":
+        raise StageError(f"training run {result.run_id} failed: {result.error}")
+    m = result.metrics
+    return {"train_run": result.run_id, "adapter": str(result.adapter_dir),
+            **{k: m[k] for k in ("n_examples", "last_step", "final_loss", "best_eval_loss", "tokens_per_s")
+               if m.get(k) is not None}}
 
 
 def stage_gate(ctx: Context) -> dict:
-    from evals.gate import GateError, print_result, run_gate
     train = ctx.done.get("train", {})
     if not train.get("adapter"):
         return {"skipped": True, "why": "no new adapter to gate"}
     try:
-        result = run_gate(load("train").model, train.get("adapter"), "production", train_run=train.get("train_run"))
+        result = run_gate(load("train").model, train["adapter"], "production", train_run=train.get("train_run"))
     except GateError as e:
         return {"verdict": "ERROR", "decision_id": getattr(e, "decision_id", None), "error": str(e)}
     print_result(result, ctx.console)
@@ -339,9 +307,8 @@ def stage_gate(ctx: Context) -> dict:
 
 
 def stage_promote(ctx: Context) -> dict:
-    from evals import registry
     gate = ctx.done.get("gate", {})
-    if gate.get("verdict") != "PROMOTE" or not load("evals").nightly_promote:
+    if gate.get("verdict") != "PROMOTE" or not load("curate").nightly_promote:
         return {"skipped": True, "why": f"gate said {gate.get('verdict')}"}
     with store.connect(read_only=True) as con:  # resumed after a kill between promote and ledger: no double entry
         row = con.execute("SELECT entry_id FROM registry WHERE decision_id = ? AND action = 'promote'",
@@ -351,7 +318,6 @@ def stage_promote(ctx: Context) -> dict:
 
 
 def stage_report(ctx: Context) -> dict:
-    from evals.report import write_report
     path = write_report(ctx.nightly_id, console=ctx.console)
     return {"report": str(path)}
 
@@ -404,7 +370,7 @@ def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | No
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evals nightly", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m curate nightly", description=__doc__.splitlines()[0])
     ap.add_argument("--demo", action="store_true", help="demo-sized settings + the committed sample traffic")
     ap.add_argument("--profile", help=f"settings profile TOML applied as env vars (--demo uses {DEMO_CONFIG})")
     ap.add_argument("--new", action="store_true", help="start a new nightly even if the last one did not finish")

@@ -10,30 +10,15 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-import re
 from pathlib import Path
 
-# C0 controls but newline and tab, DEL, C1 controls, and the Unicode bidi overrides/isolates
-# (they reorder what a reviewer reads: "Trojan Source").
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(match: re.Match) -> str:
-    code = ord(match.group())
-    if code < 0x20:
-        return "^" + chr(code + 64)  # caret notation: ESC -> ^[, BEL -> ^G, CR -> ^M
-    if code == 0x7F:
-        return "^?"
-    if code <= 0x9F:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
+from traces.terminal import safe
 
 
 def clean(text: object) -> str:
-    """Text with every terminal control sequence made visible; newlines and tabs kept."""
-    if text is None:
-        return ""
-    return _UNSAFE.sub(_visible, str(text).replace("\r\n", "\n"))
+    """Text with every terminal control sequence made visible; newlines and tabs kept (rendered as a
+    rich `Text`, so no markup escaping): the project's one escaping function, `traces.terminal.safe`."""
+    return safe(text, newlines=True, markup=False)
 
 
 def fold(text: object, max_lines: int, max_chars: int) -> str:
@@ -55,8 +40,7 @@ def describe_check(check_id: str | None) -> str:
     """One line saying what a check requires: lm-eval's instruction docstring for IFEval ids."""
     if not check_id:
         return ""
-    iid = check_id.removeprefix("ifeval:")
-    return _ifeval_docs().get(iid, "")
+    return _ifeval_docs().get(check_id, "")
 
 
 @functools.cache

@@ -43,6 +43,12 @@ class CurateSettings:
     decontam_refs: tuple = ()  # extra JSONL files with a "prompt" field treated as eval sets
     replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
+    max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
+    cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size
+    # --- the nightly (owned by curate/nightly.py) ---
+    nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
+    nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
+    nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
     # --- review (owned by curate/review.py) ---
     reviewer: str = ""  # name stored with each decision; empty -> `git config user.name`, else $USER
     sample_accept_threshold: float = 0.8  # --sample K: reviewed acceptance rate a cluster needs for the rest to pass

@@ -1,4 +1,5 @@
-"""python -m curate synth [--cluster ID] [--per-cluster N] [--k K] [--mode compose|full] [--guidance auto|never|always]
+"""python -m curate synth [--cluster ID | --max-clusters N [--order fixable|size]] [--per-cluster N] [--k K]
+                         [--mode compose|full] [--guidance auto|never|always]
 
 Targeted synthesis per failure cluster, from the seed split only (holdout traces never seed it):
 - compose (default, works with a weak teacher): mend builds the prompts itself — the cluster's failing
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from traces import settings as settings_mod
 from traces import store
+from traces.terminal import safe
 
 CHUNK = 16  # requests per client batch: budgets (calls, cost) are checked between batches
 
@@ -79,11 +81,29 @@ def clusters(con, cluster_id: str | list[str] | None = None) -> list[dict]:
     missing = set(wanted) - {r[0] for r in rows}
     if missing:
         raise SystemExit(f"no cluster {', '.join(sorted(missing))} (run `python -m evals clusters` first)")
-    return [{"cluster_id": r[0], "check_id": _bare(r[1]), "label": r[2], "size": r[3]} for r in rows]
+    return [{"cluster_id": r[0], "check_id": r[1], "label": r[2], "size": r[3]} for r in rows]
 
 
-def _bare(check_id: str) -> str:
-    return check_id.split("ifeval:", 1)[-1]
+def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
+    """The `top` clusters to synthesize for (0: all). By size alone, a run can spend its whole teacher budget on
+    clusters its teacher cannot fix. "fixable" puts first the clusters whose check the teacher can be steered on
+    (a token ban in curate.guidance) or whose past candidates verified at least `guidance_threshold` of the
+    time (at least 8 of them), then orders by size."""
+    from curate.guidance import steerable
+    threshold = settings_mod.load("curate").guidance_threshold
+    rows = con.execute("""SELECT c.cluster_id, c.check_id, c.size,
+                                 coalesce(h.n, 0), coalesce(h.verified, 0) FROM clusters c
+                          LEFT JOIN (SELECT c2.check_id, count(*) AS n,
+                                            count(*) FILTER (WHERE e.status <> 'failed_verification') AS verified
+                                     FROM examples e JOIN clusters c2 USING (cluster_id) GROUP BY 1) h
+                          USING (check_id)
+                          ORDER BY c.size DESC, c.cluster_id""").fetchall()
+
+    def fixable(check_id, n, verified) -> bool:
+        return steerable(check_id) or (n >= 8 and verified / n >= threshold)
+    if order == "fixable":
+        rows.sort(key=lambda r: not fixable(r[1], r[3], r[4]))  # stable: size order kept within each group
+    return [r[0] for r in (rows[:top] if top > 0 else rows)]
 
 
 def failing_seed_traces(con, cluster_id: str) -> list[dict]:
@@ -305,7 +325,7 @@ def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int,
     cap = min(s.max_calls_per_cluster, s.max_examples_per_cluster)
     pairs = [(p, r) for p in con_prompts for r in sample_requests(p, s, k, guide)][:cap]
     label = f"{'guided ' if guide else ''}{cluster['label'][:40]}"
-    task = progress.add_task(escape(label), total=len(pairs))
+    task = progress.add_task(safe(label), total=len(pairs))
     calls = run_calls(client, [r for _, r in pairs], budget, progress, task)
     rows, checks, errors = [], [], 0
     for (p, _), call in zip(pairs, calls):
@@ -325,12 +345,15 @@ def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int,
 # ------------------------------------------------------------------ driver
 
 def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | None = None, k: int | None = None,
-               mode: str | None = None, guidance: str | None = None, console: Console | None = None) -> dict:
-    """Run synthesis for one or all clusters; returns {cluster_id: Tally}."""
-    s = settings_mod.load("curate", {"per_cluster": per_cluster, "k": k, "mode": mode, "guidance": guidance})
+               mode: str | None = None, guidance: str | None = None, console: Console | None = None,
+               max_clusters: int | None = None, order: str | None = None) -> dict:
+    """Run synthesis for the named clusters, else for `max_clusters` chosen by `cluster_order` (0: all);
+    returns {cluster_id: Tally}."""
+    s = settings_mod.load("curate", {"per_cluster": per_cluster, "k": k, "mode": mode, "guidance": guidance,
+                                     "max_clusters": max_clusters, "cluster_order": order})
     console = console or Console()
     with store.connect() as con:
-        todo = clusters(con, cluster_id)
+        todo = clusters(con, cluster_id or choose_clusters(con, s.max_clusters, s.cluster_order))
         prompts = {c["cluster_id"]: _prompts_for(con, c, s) for c in todo}
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")
@@ -408,6 +431,8 @@ def _share(n: int, total: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate synth", description=__doc__.split("\n")[0])
     p.add_argument("--cluster", action="append", help="only this cluster id (repeat for several)")
+    p.add_argument("--max-clusters", type=int, help="target N clusters, chosen by --order (settings max_clusters; 0: all)")
+    p.add_argument("--order", choices=["fixable", "size"], help="how --max-clusters chooses (settings cluster_order)")
     p.add_argument("--per-cluster", type=int, help="prompts per cluster (settings per_cluster)")
     p.add_argument("--k", type=int, help="samples per prompt (settings k)")
     p.add_argument("--mode", choices=["compose", "full"])
@@ -417,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     from curate.teacher import TeacherError
     from evals.client import EndpointError, RemoteNotAllowed
     try:
-        synthesize(args.cluster, args.per_cluster, args.k, args.mode, args.guidance)
+        synthesize(args.cluster, args.per_cluster, args.k, args.mode, args.guidance,
+                   max_clusters=args.max_clusters, order=args.order)
     except (TeacherError, EndpointError, RemoteNotAllowed) as e:
         Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
         return 2

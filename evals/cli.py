@@ -1,4 +1,4 @@
-"""python -m evals COMMAND — evals, clusters, reports, the gate, the registry and the nightly cycle."""
+"""python -m evals COMMAND — evals, clusters, reports, the gate, and the registry."""
 from traces.cli_dispatch import dispatch
 
 COMMANDS = {
@@ -8,7 +8,6 @@ COMMANDS = {
     "compare": ("evals.reports:compare_main", "paired deltas and McNemar p-values between two runs"),
     "gate": ("evals.gate:main", "PROMOTE or REJECT a candidate against a baseline on the holdout split"),
     "registry": ("evals.registry:main", "promote | rollback | list the production model"),
-    "nightly": ("evals.nightly:main", "the whole cycle, resumable, with a ledger and a report"),
 }
 
 

@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evals.runs import refresh_stale
+
 console = Console()
 
 STOPWORDS = set("""a about above after again all also am an and any are as at be because been before being below
@@ -208,7 +210,6 @@ def _label(clusters: list[dict], s) -> None:
 
 
 def _require_complete(con, run_id: str) -> None:
-    from evals.runner import refresh_stale
     refresh_stale(con)
     rows = con.execute("SELECT status FROM eval_runs WHERE run_id = ?", [run_id]).fetchall()
     row = rows[0] if rows else None  # fetchall: DuckDB 2 refuses new work while a result is half-fetched
@@ -298,7 +299,6 @@ def _store_assignment(run_id: str, rows) -> None:
 
 def default_run(con) -> str | None:
     """The newest complete run that covers the seed split (of the configured suites first)."""
-    from evals.runner import refresh_stale
     from traces import settings as settings_mod
     refresh_stale(con)
     suites = list(settings_mod.load("evals").suites)

@@ -1,8 +1,9 @@
-"""python -m evals gate --candidate REF [--adapter PATH] --baseline production [--suite NAME ...]
+"""python -m evals gate --candidate REF [--adapter PATH] --baseline production [--suite NAME ...] [--json] [--report FILE]
 
 PROMOTE or REJECT a candidate against a baseline on the holdout split. Exit 0 = PROMOTE, 1 = REJECT,
 2 = the gate could not decide (incomplete runs, suite version mismatch, a holdout too small for the test
-to ever reach alpha, a guard that failed to run).
+to ever reach alpha, a guard that failed to run, or any crash). `--json` / `--report FILE` give the decision
+as a JSON object for CI (see CONTRACT below, also printed by `--help`).
 
 Both models are evaluated greedily on the holdout traces with every configured suite. A complete eval run
 with the same (model, adapter hash, suite version, split, generation settings) is reused; the rest is run.
@@ -20,10 +21,15 @@ the lm-eval perplexity guard and the drift guard stay within tolerance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import sys
+import traceback
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -31,7 +37,10 @@ from rich.table import Table
 
 from evals.stats import mcnemar_exact, wilson  # noqa: F401  (wilson: used by tests and the report)
 from traces import store
+from traces.hashing import adapter_hash
 from traces.settings import as_dict, load, resolve_path
+from traces.terminal import safe
+from train.generate import greedy_settings
 
 
 class GateError(RuntimeError):
@@ -74,15 +83,6 @@ def suite_version(suite: str) -> str:
         return str(load_suite(suite).version)
     except SuiteError as e:
         raise GateError(str(e)) from None
-
-
-def greedy_settings() -> dict:
-    """Generation settings of a gate run: greedy, with the student's token budget."""
-    try:
-        from evals.runner import generation_settings  # the runner's own definition, when it has one
-        return dict(generation_settings())
-    except (ImportError, AttributeError, TypeError):
-        return {"temperature": 0.0, "max_new_tokens": load("train").max_new_tokens}
 
 
 def _same_gen(stored, wanted: dict, exact: bool = True) -> bool:
@@ -305,7 +305,7 @@ class Side:
 
 
 def resolve_side(ref: str, adapter: str | None) -> Side:
-    from evals.registry import adapter_hash, resolve_ref
+    from evals.registry import resolve_ref
     model_ref, adapter = resolve_ref(ref, adapter)
     try:
         return Side(model_ref, adapter, adapter_hash(adapter))
@@ -467,31 +467,134 @@ def run_guards(base: Side, cand: Side, s) -> dict:
 # ---------------------------------------------------------------- terminal
 
 def print_result(result: dict, console: Console) -> None:
+    """Table, verdict and reasons. Labels come from trace text and refs from users: every one goes through
+    `safe` (a `[link=…]` label must not become a live hyperlink, an ESC must not clear the screen)."""
     comp: Comparison = result["comparison"]
-    table = Table(title=f"gate: {result['candidate'].ref} + {result['candidate'].adapter or 'no adapter'} vs "
-                        f"{result['baseline'].ref} + {result['baseline'].adapter or 'no adapter'} (holdout)")
+    cand, base = result["candidate"], result["baseline"]
+    table = Table(title=safe(f"gate: {cand.ref} + {cand.adapter or 'no adapter'} vs "
+                             f"{base.ref} + {base.adapter or 'no adapter'} (holdout)"))
     for col in ["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"]:
         table.add_column(col, justify="left" if col == "scope" else "right")
     rows = [(f"suite {k}", v) for k, v in comp.suites.items()]
     rows += [(f"cluster {v['label']}", v) for v in comp.clusters.values()]
     rows += [("pooled targets", comp.target)] if comp.target else []
     for name, g in rows:
-        table.add_row(name, str(g["n"]), f"{g['base_rate']:.1f}", f"{g['cand_rate']:.1f}", f"{g['delta']:+.1f}",
-                      f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}", f"{g['p']:.3g}")
+        table.add_row(safe(name), str(g["n"]), f"{g['base_rate']:.1f}", f"{g['cand_rate']:.1f}",
+                      f"{g['delta']:+.1f}", f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}",
+                      f"{g['p']:.3g}")
     console.print(table)
     colour = "green" if result["verdict"] == "PROMOTE" else "red"
-    console.print(f"[bold {colour}]{result['verdict']}[/]  (decision {result['decision_id']})")
+    console.print(f"[bold {colour}]{result['verdict']}[/]  (decision {safe(result['decision_id'])})")
     for r in result["reasons"]:
-        console.print(f"  {'[green]' if r.startswith('ok') else '[red]'}{_escape(r)}[/]")
+        console.print(f"  {'[green]' if r.startswith('ok') else '[red]'}{safe(r)}[/]")
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-    return escape(text)
+# ---------------------------------------------------------------- the CI contract: exit code and JSON report
+
+EXIT_CODES = {"PROMOTE": 0, "REJECT": 1, "ERROR": 2}
+REPORT_VERSION = 1  # bump when a key of the JSON report changes meaning or disappears
+
+CONTRACT = """exit codes (the deployment contract):
+  0  PROMOTE: deploy the candidate
+  1  REJECT: the gate decided against the candidate
+  2  no decision: a refusal (incomplete runs, suite version mismatch, holdout too small, a guard that could
+     not run, bad arguments) or any crash; the message is on stderr. Never 1, so a crash is never read as a
+     REJECT. Ctrl-C exits 130, like every mend command.
+
+--json prints one JSON object to stdout (the table and progress go to stderr); --report FILE writes the
+same object to FILE (removed first, written atomically). Keys: report_version, verdict (PROMOTE | REJECT |
+ERROR), exit_code (what this process exits with: act on it), decision_id (the gate_decisions row; null if
+the gate stopped before storing one), reasons (one line per rule, "ok: ..." or "FAIL: ..."), error (null,
+or why there is no decision), candidate / baseline ({ref, adapter, adapter_hash, eval_runs: {suite: run
+id}, skipped_suites}), train_run, suites ({suite: figures}), clusters ({cluster id: figures + label,
+check_id}), target (pooled target figures), guards ({name: {ok, summary, ...}}). Figures: n, base_pass,
+cand_pass, base_rate, cand_rate (%), delta (points), ci ([lo, hi] points, paired bootstrap 95%), fixes,
+breaks, p (exact McNemar); suites add unpaired.
+
+Through make: `make gate` writes this report to data/gate-report.json and the gate's own exit code to
+data/gate-exit-code (make itself turns every failing recipe into 2)."""
+
+
+def result_report(result: dict) -> dict:
+    """The JSON report of a decided gate (PROMOTE or REJECT)."""
+    comp: Comparison = result["comparison"]
+    return _report(result["verdict"], result["decision_id"], result["reasons"],
+                   candidate=_side_report(result["candidate"]), baseline=_side_report(result["baseline"]),
+                   train_run=result["train_run"], suites=comp.suites, clusters=comp.clusters, target=comp.target,
+                   guards=comp.guards)
+
+
+def error_report(error: BaseException, decision_id: str | None = None) -> dict:
+    """The JSON report when the gate could not decide: a refusal (GateError) or a crash."""
+    why = _error_text(error)
+    return _report("ERROR", getattr(error, "decision_id", None) or decision_id, [why], error=why)
+
+
+def _report(verdict: str, decision_id: str | None, reasons: list[str], **parts) -> dict:
+    out = {"report_version": REPORT_VERSION, "verdict": verdict, "exit_code": EXIT_CODES[verdict],
+           "decision_id": decision_id, "reasons": list(reasons), "error": None, "candidate": None,
+           "baseline": None, "train_run": None, "suites": {}, "clusters": {}, "target": None, "guards": {}}
+    out.update(parts)
+    return _plain(out)
+
+
+def _side_report(side: Side) -> dict:
+    return {"ref": side.ref, "adapter": side.adapter, "adapter_hash": side.adapter_hash,
+            "eval_runs": dict(side.runs), "skipped_suites": dict(side.skipped)}
+
+
+def _plain(x):
+    """JSON-safe values: numpy scalars as Python numbers, NaN/inf as null (strict JSON has neither)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x if x is None or isinstance(x, (str, int, float, bool)) else str(x)
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, GateError):
+        return str(e)
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (at {'/'.join(Path(frames[-1].filename).parts[-2:])}:{frames[-1].lineno})" if frames else ""
+    return f"the gate crashed before deciding: {type(e).__name__}: {e}{where}"
+
+
+def write_report(text: str, path: str) -> None:
+    """Write atomically: a CI job reading FILE never sees half a report."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool):
+    """With --json, stdout carries the JSON object alone: whatever else the gate prints (the runner's
+    progress, library messages, even at the file-descriptor level) goes to stderr meanwhile."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m evals gate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m evals gate", description=__doc__.splitlines()[0],
+                                 epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", help="model ref (embedded name, folder, hub id or 'production'); default: the "
                                         "student with the newest trained adapter")
     ap.add_argument("--adapter", help="candidate LoRA adapter folder")
@@ -507,6 +610,9 @@ def parse_args(argv):
     for key in ["alpha", "min_improvement", "max_regression"]:
         ap.add_argument(f"--{key.replace('_', '-')}", type=float, dest=f"gate_{key}")
     ap.add_argument("--target-policy", dest="gate_target_policy", choices=["pooled", "all", "any"])
+    ap.add_argument("--json", action="store_true",
+                    help="print the decision as one JSON object on stdout (everything else goes to stderr)")
+    ap.add_argument("--report", metavar="FILE", help="also write that JSON object to FILE")
     return ap.parse_args(argv)
 
 
@@ -531,18 +637,45 @@ def newest_candidate() -> tuple[str, str]:
     return load("train").model, row[1]
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def gate_from_args(args) -> dict:
     flags = {k: v for k, v in vars(args).items() if k.startswith("gate_")}
-    console = Console()
-    try:
-        if args.candidate is None:
-            args.candidate, args.adapter = newest_candidate()
-        given = {"baseline": _given(args.baseline_run), "candidate": _given(args.candidate_run)}
-        result = run_gate(args.candidate, args.adapter, args.baseline, args.baseline_adapter, args.suite,
-                          args.cluster, args.train_run, not args.no_run, not args.no_guards, given, flags)
-    except GateError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]gate error[/] (exit 2): {_escape(str(e))}")
-        return 2
-    print_result(result, console)
-    return 0 if result["verdict"] == "PROMOTE" else 1
+    if args.candidate is None:
+        args.candidate, args.adapter = newest_candidate()
+    given = {"baseline": _given(args.baseline_run), "candidate": _given(args.candidate_run)}
+    return run_gate(args.candidate, args.adapter, args.baseline, args.baseline_adapter, args.suite, args.cluster,
+                    args.train_run, not args.no_run, not args.no_guards, given, flags)
+
+
+def main(argv=None) -> int:
+    """Exit 0 PROMOTE, 1 REJECT, 2 no decision (a refusal or any crash: never REJECT's 1); see CONTRACT."""
+    args = parse_args(argv)
+    if args.report:
+        Path(args.report).unlink(missing_ok=True)  # a stale report must never stand for this run
+    decision_id = None
+    with stdout_to_stderr(args.json):
+        try:
+            result = gate_from_args(args)
+            decision_id = result["decision_id"]
+            print_result(result, Console())
+            payload = result_report(result)
+        except Exception as e:  # a refusal (GateError) or a crash: no decision, exit 2
+            payload = error_report(e, decision_id)
+            Console(stderr=True, soft_wrap=True).print(
+                f"[red]gate error[/] (exit 2, no decision): {safe(payload['error'], newlines=True)}", highlight=False)
+    return emit(payload, args)
+
+
+def emit(payload: dict, args) -> int:
+    """--report FILE and --json; the exit code. A report that cannot be written is exit 2 (CI would read none)."""
+    if args.report:
+        try:
+            write_report(json.dumps(payload, indent=2, allow_nan=False) + "\n", args.report)
+        except (OSError, ValueError) as e:
+            payload = {**payload, "exit_code": 2, "error": f"could not write the report {args.report}: {e}"}
+            Console(stderr=True, soft_wrap=True).print(
+                f"[red]gate error[/] (exit 2): {safe(payload['error'])} (the verdict was {payload['verdict']})",
+                highlight=False)
+    if args.json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.flush()
+    return payload["exit_code"]

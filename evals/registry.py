@@ -12,14 +12,13 @@ stage calls to turn the `production` model ref into (model_ref, adapter_path).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import uuid
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from traces import store
+from traces.hashing import adapter_hash
 
 PRODUCTION = "production"
 
@@ -50,22 +49,6 @@ def resolve_ref(ref: str, adapter: str | None = None) -> tuple[str, str | None]:
     if entry is None:
         return base_model_ref(), None
     return entry["model_ref"], entry["adapter_path"]
-
-
-def adapter_hash(adapter_path: str | None) -> str | None:
-    """sha256 over the adapter folder's files (name + bytes), so the same weights always hash the same."""
-    if not adapter_path:
-        return None
-    folder = Path(adapter_path)
-    if not folder.exists():
-        raise FileNotFoundError(f"adapter not found: {adapter_path}")
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
-    for p in files:
-        if p.suffix in (".safetensors", ".bin", ".json") and "metrics" not in p.name:
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _insert_current(con, model_ref, adapter_path, adapter_h, decision_id, action, forced) -> str:

@@ -13,10 +13,11 @@ import argparse
 
 import polars as pl
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from evals.runs import refresh_stale
 from evals.stats import mcnemar_exact, wilson
+from traces.terminal import safe
 
 console = Console()
 
@@ -32,7 +33,6 @@ def frame(con, sql: str, params=()) -> pl.DataFrame:
 
 
 def run_row(con, run_id: str) -> dict:
-    from evals.runner import refresh_stale
     refresh_stale(con)
     df = frame(con, "SELECT * FROM eval_runs WHERE run_id = ?", [run_id])
     if df.is_empty():
@@ -84,8 +84,8 @@ def print_run(run_id: str, out: Console | None = None) -> None:
     who = run["model_ref"] or "logged responses"
     if run["adapter_path"]:
         who += f" + {run['adapter_path']}"
-    out.print(f"[bold]{escape(run['suite'])}[/] v{escape(run['suite_version'])} · {escape(who)} · split "
-              f"{run['split']} · {run['status']} · {escape(run_id)}", highlight=False)
+    out.print(f"[bold]{safe(run['suite'])}[/] v{safe(run['suite_version'])} · {safe(who)} · split "
+              f"{safe(run['split'])} · {safe(run['status'])} · {safe(run_id)}", highlight=False)
     if res.is_empty():
         out.print("  no results (no trace matched the suite's selection)")
         return
@@ -100,7 +100,7 @@ def print_run(run_id: str, out: Console | None = None) -> None:
                   _pct(s["check_pass_loose"] / s["checks"]))
     for r in per_check(res).iter_rows(named=True):
         loose = r["loose"] / r["loose_n"] if r["loose_n"] else None
-        table.add_row(escape(r["check_id"]), str(r["n"]), _pct(r["rate"]), _ci((r["lo"], r["hi"])), _pct(loose))
+        table.add_row(safe(r["check_id"]), str(r["n"]), _pct(r["rate"]), _ci((r["lo"], r["hi"])), _pct(loose))
     out.print(table)
 
 
@@ -109,7 +109,6 @@ def _ci(lo_hi) -> str:
 
 
 def latest_runs(con) -> list[str]:
-    from evals.runner import refresh_stale
     refresh_stale(con)
     rows = con.execute("""SELECT arg_max(run_id, finished_at) FROM eval_runs WHERE status = 'complete'
                           GROUP BY suite ORDER BY suite""").fetchall()
@@ -175,7 +174,7 @@ def compare_main(argv=None) -> int:
     try:
         comp = compare_runs(a.run_a, a.run_b)
     except (SuiteError, ValueError) as e:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {safe(str(e), newlines=True)}", highlight=False)
         return 2
     print_comparison(comp)
     return 0
@@ -184,15 +183,15 @@ def compare_main(argv=None) -> int:
 def print_comparison(comp: dict, out: Console | None = None) -> None:
     out = out or console
     ra, rb = comp["run_a"], comp["run_b"]
-    out.print(f"[bold]{escape(ra['suite'])}[/] v{escape(ra['suite_version'])}: A = {escape(ra['run_id'])} "
-              f"({escape(ra['model_ref'] or 'logged')}), B = {escape(rb['run_id'])} ({escape(rb['model_ref'] or 'logged')})",
+    out.print(f"[bold]{safe(ra['suite'])}[/] v{safe(ra['suite_version'])}: A = {safe(ra['run_id'])} "
+              f"({safe(ra['model_ref'] or 'logged')}), B = {safe(rb['run_id'])} ({safe(rb['model_ref'] or 'logged')})",
               highlight=False)
     table = Table(show_edge=False)
     for col in ("", "n pairs", "A %", "B %", "delta (pts)", "A only", "B only", "McNemar p"):
         table.add_column(col, justify="left" if not col else "right")
     rows = [("[bold]suite (traces)", comp["suite"])]
-    rows += [(f"check {escape(k)}", v) for k, v in sorted(comp["checks"].items())]
-    rows += [(f"cluster {escape(v['label'])}", v) for _, v in sorted(comp["clusters"].items())]
+    rows += [(f"check {safe(k)}", v) for k, v in sorted(comp["checks"].items())]
+    rows += [(f"cluster {safe(v['label'])}", v) for _, v in sorted(comp["clusters"].items())]
     for name, st in rows:
         colour = "green" if st["delta"] > 0 else "red" if st["delta"] < 0 else "white"
         table.add_row(name, str(st["n"]), _pct(st["rate_a"]), _pct(st["rate_b"]),

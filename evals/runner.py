@@ -10,7 +10,7 @@ output scored). A run killed before it finishes stays `running` with a dead pid 
 `incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
 results and the `complete` status are written in one transaction.
 
-Python API (gate, nightly): run_suite(...) -> run_id, find_complete_run(...), generation_settings().
+Python API (gate, nightly): run_suite(...) -> run_id, find_complete_run(...).
 """
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ from pathlib import Path
 
 from rich.console import Console
 
+from rich.markup import escape
+
+from evals import checks, suites
+from evals.checks import UnknownCheck, ifeval_check, run_check
+from evals.registry import resolve_ref
+from evals.reports import print_run
+from evals.runs import refresh_stale
+from evals.suites import SuiteError, selection_sql
+from traces import settings as settings_mod, store
+from traces.settings import db_path
+from traces.hashing import adapter_hash
+from train.generate import greedy_settings
+
 console = Console(stderr=True)
 
 
@@ -34,29 +47,7 @@ class SuiteSkipped(RuntimeError):
 
 # ------------------------------------------------------------------ run bookkeeping
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def refresh_stale(con) -> list[str]:
-    """Mark 'running' runs whose process is gone as 'incomplete'; returns their ids."""
-    stale = [r for r, pid in con.execute("SELECT run_id, pid FROM eval_runs WHERE status = 'running'").fetchall()
-             if not pid_alive(pid)]
-    for run_id in stale:
-        con.execute("UPDATE eval_runs SET status = 'incomplete', finished_at = now() WHERE run_id = ?", [run_id])
-    return stale
-
-
 def _set_status(run_id: str, status: str) -> None:
-    from traces import store
     with store.connect() as con:
         con.execute("UPDATE eval_runs SET status = ?, finished_at = now() WHERE run_id = ? AND status = 'running'",
                     [status, run_id])
@@ -66,17 +57,6 @@ def new_run_id() -> str:
     return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def generation_settings(settings=None) -> dict:
-    """The generation settings of a --model run (greedy; what decides the regenerated text)."""
-    from traces import settings as settings_mod
-    s = settings or settings_mod.load("evals")
-    try:
-        from train.generate import gen_settings
-        return gen_settings(max_new_tokens=s.max_new_tokens, temperature=0.0)
-    except ImportError:
-        return {"decoding": "greedy", "max_new_tokens": int(s.max_new_tokens), "chat_template": "model", "stop": "eos"}
-
-
 def _canonical(d) -> str:
     return json.dumps(d or {}, sort_keys=True)
 
@@ -84,7 +64,6 @@ def _canonical(d) -> str:
 def find_complete_run(suite: str, version: str, model_ref: str | None, adapter_hash: str | None, split: str,
                       gen_settings: dict | None) -> str | None:
     """The newest complete run with exactly these parameters (to reuse instead of re-running), or None."""
-    from traces import store
     with store.connect() as con:
         refresh_stale(con)
         rows = con.execute("""SELECT run_id, gen_settings FROM eval_runs WHERE status = 'complete' AND suite = ?
@@ -101,38 +80,11 @@ def find_complete_run(suite: str, version: str, model_ref: str | None, adapter_h
 
 # ------------------------------------------------------------------ model refs
 
-def resolve_model(ref: str, adapter: str | None) -> tuple[str, str | None]:
-    try:
-        from evals.registry import resolve_ref
-    except ImportError:  # registry not installed: only plain refs work
-        if ref == "production":
-            raise SuiteSkipped("model ref 'production' needs evals.registry, which is not available") from None
-        return ref, adapter
-    return resolve_ref(ref, adapter)
-
-
-def adapter_hash(adapter: str | None) -> str | None:
-    try:
-        from evals.registry import adapter_hash as registry_hash  # one definition, shared with the gate
-        return registry_hash(adapter)
-    except ImportError:
-        pass
-    if not adapter:
-        return None
-    h = hashlib.sha256()
-    for p in sorted(q for q in Path(adapter).rglob("*") if q.is_file()):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------ the run
 
 def run_suite(suite, split: str | None = None, model: str | None = None, adapter: str | None = None,
               limit: int | None = None, trace_ids=None, *, settings=None, progress: bool = True) -> str:
     """Run one suite (name, path or Suite) and return its run_id. Raises SuiteSkipped when it cannot run."""
-    from evals import checks, suites
-    from traces import settings as settings_mod
     s = settings or settings_mod.load("evals")
     checks.load_check_modules(s.check_modules)
     suite = suite if isinstance(suite, suites.Suite) else suites.load(suite)
@@ -140,7 +92,7 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
     split = split or suite.select.get("split") or s.split
     if split not in ("seed", "holdout", "all"):
         raise ValueError(f"--split must be seed, holdout or all (got {split!r})")
-    model_ref, adapter = resolve_model(model, adapter) if model else (None, None)
+    model_ref, adapter = resolve_ref(model, adapter) if model else (None, None)
     if adapter and not model_ref:
         raise ValueError("--adapter needs --model (the base model the adapter was trained on)")
     traces = _select(suite, split, trace_ids, limit)
@@ -170,17 +122,14 @@ def _require_judge(suite, s) -> None:
 
 
 def _select(suite, split, trace_ids, limit) -> list[dict]:
-    from evals.suites import selection_sql
-    from traces import store
     sql, params = selection_sql(suite, split, trace_ids, limit)
     with store.connect() as con:
         return con.sql(sql, params=params).to_arrow_table().to_pylist()
 
 
 def _start(suite, split, model_ref, adapter, n, s) -> str:
-    from traces import settings as settings_mod, store
     run_id = new_run_id()
-    gen = generation_settings(s) if model_ref else None
+    gen = greedy_settings() if model_ref else None
     with store.connect() as con:
         refresh_stale(con)
         con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, model_ref, adapter_path,
@@ -207,8 +156,7 @@ def conversation(trace: dict) -> list[dict]:
 def generation_cache(model_ref: str, adapter: str | None, s) -> Path:
     """JSONL of finished generations for (model, adapter weights, generation settings): a killed --model run
     started again regenerates only what is missing (greedy, so a cached answer is the answer)."""
-    from traces.settings import db_path
-    key = json.dumps([model_ref, adapter_hash(adapter), generation_settings(s)], sort_keys=True)
+    key = json.dumps([model_ref, adapter_hash(adapter), greedy_settings()], sort_keys=True)
     # next to the store (data/cache/evals by default), so a test's or a user's own MEND_DB keeps its own cache
     return db_path().parent / "cache" / "evals" / f"gen-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
@@ -248,13 +196,14 @@ def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, don
     from train.generate import generate
     from train.models import load
     model, tokenizer = load(model_ref, adapter=adapter)
+    max_new_tokens = greedy_settings()["max_new_tokens"]
     path.parent.mkdir(parents=True, exist_ok=True)
     chunk = max(1, s.gen_batch_size * 2)
     with Progress(console=console, transient=True, disable=not progress) as bar:
         task = bar.add_task(f"generating with {model_ref}", total=len(todo))
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
-            gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=s.max_new_tokens,
+            gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=max_new_tokens,
                             temperature=0.0, batch_size=s.gen_batch_size, progress=False)
             with path.open("a") as f:
                 f.writelines(json.dumps({"key": k, "text": g.text}) + "\n" for k, g in zip(part, gens))
@@ -283,7 +232,6 @@ def score(suite, traces: list[dict], outputs: list[str] | None = None, progress:
 
 
 def _score_chunk(suite, traces) -> dict[str, list]:
-    from evals.checks import run_check
     cols = {k: [] for k in COLUMNS}
     for trace in traces:
         response = trace.get("response") or ""
@@ -308,7 +256,6 @@ def _score_range(bounds: tuple[int, int]) -> dict[str, list]:
 
 def _score_parallel(suite, traces, workers: int) -> dict[str, list]:
     import multiprocessing
-    from evals.checks import ifeval_check
     global _FORK_STATE
     ifeval_check("punctuation:no_comma", "warm", {}, "")  # import lm-eval once, before forking
     _FORK_STATE = (suite, traces)
@@ -352,7 +299,6 @@ def _progress(items, enabled: bool, label: str):
 
 def _finish(run_id: str, frame) -> None:
     """Results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run."""
-    from traces import store
     table = frame.with_columns().to_arrow()
     with store.connect() as con, store.transaction(con):
         con.register("new_results", table)
@@ -379,11 +325,7 @@ def _args(argv):
 
 
 def main(argv=None) -> int:
-    from rich.markup import escape
-    from evals.checks import UnknownCheck
     from evals.client import EndpointError, RemoteNotAllowed
-    from evals.suites import SuiteError
-    from traces import settings as settings_mod
     a = _args(argv)
     s = settings_mod.load("evals")
     names = a.suite or list(s.suites)
@@ -399,7 +341,6 @@ def main(argv=None) -> int:
             console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
             code = 2
             continue
-        from evals.reports import print_run
         print_run(run_id)
         console.print(f"[dim]{run_id} in {time.perf_counter() - started:.1f}s[/]")
     return code

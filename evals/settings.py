@@ -9,7 +9,6 @@ class EvalsSettings:
     suites_dir: str = "evals/suites"  # a project's own suite YAML files (searched before the packaged ones)
     split: str = "all"  # traces `evals run` scores by default: seed | holdout | all
     check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks
-    max_new_tokens: int = 128  # regeneration (--model): greedy tokens per response; keep equal to [tool.mend.train] max_new_tokens, which made the logged traffic, so the gate can reuse the logged baseline
     gen_batch_size: int = 16  # regeneration: prompts per generate() batch
     score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
@@ -25,7 +24,7 @@ class EvalsSettings:
     cluster_max_k: int = 8  # at most this many sub-clusters per failing check
     cluster_terms: int = 3  # distinctive terms in a cluster's label
     cluster_representatives: int = 3  # traces shown and stored per cluster
-    # --- gate, registry, nightly (owned by evals/gate.py, registry.py, nightly.py) ---
+    # --- gate, registry (owned by evals/gate.py, registry.py) ---
     gate_alpha: float = 0.05  # two-sided exact McNemar significance level for the target improvement
     gate_min_improvement: float = 5.0  # target clusters must gain at least this many pass-rate points (0-100)
     gate_target_policy: str = "pooled"  # pooled (one test over all target-cluster checks) | all | any cluster
@@ -37,8 +36,3 @@ class EvalsSettings:
     gate_ppl_tolerance: float = 0.10  # candidate word perplexity may exceed the baseline's by at most 10%
     gate_drift_samples: int = 32  # passing seed traces whose baseline responses the drift guard scores
     gate_drift_tolerance: float = 0.25  # max increase of mean per-token NLL (nats) on those responses
-    nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
-    nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
-    nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
-    nightly_max_clusters: int = 0  # synthesize for N clusters only (0 = every cluster), chosen by nightly_cluster_order
-    nightly_cluster_order: str = "fixable"  # fixable (clusters the teacher can fix first, then by size) | size

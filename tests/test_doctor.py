@@ -1,7 +1,8 @@
-"""traces doctor: OK/WARN/FAIL per check, what to fix, exit 1 on FAIL."""
+"""curate doctor: OK/WARN/FAIL per check, what to fix, exit 1 on FAIL."""
 import importlib.util
 
-from traces import doctor, store
+from curate import doctor
+from traces import store
 
 
 def by_name(checks):

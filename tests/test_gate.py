@@ -191,7 +191,7 @@ def test_reuses_complete_runs_with_the_same_key(monkeypatch, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
-    from evals.registry import adapter_hash
+    from traces.hashing import adapter_hash
     with store.connect() as con:
         ids = add_traces(con, 8)
         add_run(con, "b1", {t: [("A", False)] for t in ids})

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 
-from evals.settings import EvalsSettings
+from train.settings import TrainSettings
 from traces import store
 
 # what the runner stores for a greedy --model run with the default settings
-GEN = {"decoding": "greedy", "max_new_tokens": EvalsSettings().max_new_tokens, "chat_template": "model", "stop": "eos"}
+GEN = {"decoding": "greedy", "max_new_tokens": TrainSettings().max_new_tokens, "chat_template": "model", "stop": "eos"}
 
 
 def add_traces(con, n: int, split: str = "holdout", prefix: str = "h") -> list[str]:

@@ -30,10 +30,11 @@ def _traffic(con, model_ref: str, gen: dict, n: int = 8):
 
 def test_gate_reuses_logged_baseline_and_regenerates_the_candidate(tiny_model_dir, adapter_dir, monkeypatch):
     monkeypatch.setenv("MEND_TRAIN_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "8")
-    from evals.runner import generation_settings, run_suite
+    monkeypatch.setenv("MEND_TRAIN_MAX_NEW_TOKENS", "8")
+    from evals.runner import run_suite
+    from train.generate import greedy_settings
     with store.connect() as con:
-        _traffic(con, str(tiny_model_dir), generation_settings())
+        _traffic(con, str(tiny_model_dir), greedy_settings())
     logged = run_suite("instruction_following", "all", progress=False)
     monkeypatch.setattr(gate, "min_discordant", lambda alpha: 0)   # 8 traces: let it decide, not refuse
     first = gate.run_gate(str(tiny_model_dir), str(adapter_dir), "production", clusters=[], guards=False)
@@ -54,11 +55,12 @@ def test_gate_reuses_logged_baseline_and_regenerates_the_candidate(tiny_model_di
 
 def test_gate_max_traces_evaluates_target_traces_first(tiny_model_dir, adapter_dir, monkeypatch):
     monkeypatch.setenv("MEND_TRAIN_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "4")
+    monkeypatch.setenv("MEND_TRAIN_MAX_NEW_TOKENS", "4")
     monkeypatch.setenv("MEND_EVALS_GATE_MAX_TRACES", "3")
-    from evals.runner import generation_settings, run_suite
+    from evals.runner import run_suite
+    from train.generate import greedy_settings
     with store.connect() as con:
-        _traffic(con, str(tiny_model_dir), generation_settings())
+        _traffic(con, str(tiny_model_dir), greedy_settings())
     logged = run_suite("instruction_following", "all", progress=False)
     with store.connect() as con:   # a cluster whose holdout members are t1 and t3 (the logged failures)
         con.execute("""INSERT INTO clusters (cluster_id, run_id, check_id, label, size)

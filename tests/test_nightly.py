@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from evals import nightly
+from curate import nightly
+from curate.synth import choose_clusters
 from traces import store
 
 STUBS = Path(__file__).with_name("test_nightly_stubs.py")
@@ -94,7 +95,14 @@ def test_lock_error_names_the_holder(home):
 
 def test_stop_after_and_new(home):
     assert nightly.run(stages=_stages(), stop_after="eval") == 0
+    assert _runs(home) == ["ingest", "eval"]
+    # resuming the unfinished nightly with an earlier stop: nothing more runs (no teacher money spent)
+    assert nightly.run(stages=_stages(), stop_after="ingest") == 0
+    assert _runs(home) == ["ingest", "eval"]
+    assert nightly.run(stages=_stages(), stop_after="train") == 0     # resume goes on to the new stop
+    assert _runs(home) == ["ingest", "eval", "train"]
     assert nightly.run(stages=_stages(), new=True, stop_after="ingest") == 0
+    assert _runs(home) == ["ingest", "eval", "train", "ingest"]
     assert len({r[0] for r in _ledger()}) == 2
 
 
@@ -118,7 +126,7 @@ def test_demo_profile_only_names_existing_settings():
 
 
 def test_sampled_review_policy_waits_for_a_person(home, monkeypatch):
-    monkeypatch.setenv("MEND_EVALS_NIGHTLY_REVIEW", "sample")
+    monkeypatch.setenv("MEND_CURATE_NIGHTLY_REVIEW", "sample")
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     stages = [("accept", nightly.stage_accept), ("report", lambda ctx: {})]
     assert nightly.run(stages=stages) == 3
@@ -136,7 +144,7 @@ def _examples(con, cid, verified, failed):
                        VALUES (?, ?, 'compose', '[]', 'p', 'r', ?)""", [f"{cid}-{i}", cid, status])
 
 
-def test_nightly_chooses_fixable_clusters_first_then_by_size(home):
+def test_synth_chooses_fixable_clusters_first_then_by_size(home):
     with store.connect() as con:
         _cluster(con, "big", "keywords:existence", 50)          # largest, never verified before
         _cluster(con, "comma", "punctuation:no_comma", 40)      # a token ban can force it
@@ -144,6 +152,7 @@ def test_nightly_chooses_fixable_clusters_first_then_by_size(home):
         _cluster(con, "small", "change_case:english_lowercase", 5)
         _examples(con, "big", 0, 16)
         _examples(con, "ends", 3, 7)
-    assert nightly.choose_clusters(3, "size") == ["big", "comma", "ends"]
-    assert nightly.choose_clusters(3, "fixable") == ["comma", "ends", "small"]
-    assert nightly.choose_clusters(10, "fixable") == ["comma", "ends", "small", "big"]
+        assert choose_clusters(con, 3, "size") == ["big", "comma", "ends"]
+        assert choose_clusters(con, 3, "fixable") == ["comma", "ends", "small"]
+        assert choose_clusters(con, 10, "fixable") == ["comma", "ends", "small", "big"]
+        assert choose_clusters(con, 0, "size") == ["big", "comma", "ends", "small"]

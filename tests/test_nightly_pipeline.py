@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openai_stub import OpenAIStub
 
-from evals import nightly
+from curate import nightly
 from traces import store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def _env(home, tiny, stub):
             "MEND_TRACES_HOLDOUT_FRACTION": "0.5",
             "MEND_CURATE_TEACHER_URL": stub.base_url, "MEND_CURATE_TEACHER_MODEL": "stub-model",
             "MEND_CURATE_PER_CLUSTER": "4", "MEND_CURATE_K": "2", "MEND_CURATE_GUIDANCE": "never",
-            "MEND_EVALS_MAX_NEW_TOKENS": "4", "MEND_EVALS_GATE_LM_EVAL": "false",
+            "MEND_TRAIN_MAX_NEW_TOKENS": "4", "MEND_EVALS_GATE_LM_EVAL": "false",
             "MEND_EVALS_GATE_DRIFT_SAMPLES": "2"}
 
 
@@ -76,7 +76,7 @@ def test_nightly_resumes_after_a_kill_in_the_middle_of_training(tmp_path, tiny_m
     with OpenAIStub() as stub:
         stub.responder = answer
         env = _env(tmp_path, tiny_model_dir, stub)
-        cmd = [sys.executable, "-m", "evals", "nightly"]
+        cmd = [sys.executable, "-m", "curate", "nightly"]
         proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
                                 stdout=open(tmp_path / "first.log", "w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600

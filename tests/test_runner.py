@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from evals import runner, suites
+from train.generate import greedy_settings
 from traces import store
 
 
@@ -129,7 +130,7 @@ def test_a_crashing_check_is_a_failed_result_not_a_dead_run(traffic):
 
 
 def test_generate_mode_on_tiny_model(traffic, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "4")
+    monkeypatch.setenv("MEND_TRAIN_MAX_NEW_TOKENS", "4")
     run_id = runner.run_suite("instruction_following", "all", model=str(tiny_model_dir), progress=False)
     (mode, model_ref, gen, status), = fetch("SELECT mode, model_ref, gen_settings, status FROM eval_runs")
     assert (mode, model_ref, status) == ("generate", str(tiny_model_dir), "complete")
@@ -137,7 +138,7 @@ def test_generate_mode_on_tiny_model(traffic, tiny_model_dir, monkeypatch):
     outputs = fetch("SELECT DISTINCT trace_id, output FROM results WHERE run_id = ? ORDER BY trace_id", [run_id])
     assert len(outputs) == 3
     assert outputs[1][1] != "dogs, they bark"  # regenerated, not the logged response
-    gen_settings = runner.generation_settings()
+    gen_settings = greedy_settings()
     assert runner.find_complete_run("instruction_following", "1", str(tiny_model_dir), None, "all",
                                     gen_settings) == run_id
 
@@ -156,7 +157,7 @@ def test_cli_unknown_suite_is_a_clear_error(capsys):
 
 
 def test_generate_mode_resumes_from_the_generation_cache(traffic, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("MEND_EVALS_MAX_NEW_TOKENS", "3")
+    monkeypatch.setenv("MEND_TRAIN_MAX_NEW_TOKENS", "3")
     first = runner.run_suite("instruction_following", "all", model=str(tiny_model_dir), progress=False)
     calls = []
     import train.generate

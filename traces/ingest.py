@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from traces import canonical, jsonl_sql, otel, settings, store
+from traces.hashing import sha256_file
 
 CHUNK_BYTES = 16 << 20  # read 16 MiB at a time; lines are regrouped into batches of batch_lines
 SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".jsonl.gz", ".json.gz", ".ndjson.gz")
@@ -40,14 +40,6 @@ class FileSummary:
 
 
 # ---------- reading ----------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _open_raw(path: Path):
     raw = open(path, "rb")

@@ -36,6 +36,13 @@ def gen_settings(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: 
     return out
 
 
+def greedy_settings() -> dict:
+    """The one definition of greedy evaluation settings (runner, gate, guards): the student's token budget,
+    `[tool.mend.train] max_new_tokens`, the budget the logged traffic was generated with, so a gate can reuse it."""
+    from traces.settings import load
+    return gen_settings(max_new_tokens=load("train").max_new_tokens, temperature=0.0)
+
+
 def render_prompts(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
     """Chat-template each conversation (ending with the assistant turn's opening) into token ids."""
     texts = [tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)

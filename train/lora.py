@@ -81,20 +81,26 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    result = run(sys.argv[1:] if argv is None else list(argv))
+    if is_main_process():
+        show(result)
+    return 0 if result.status == "complete" else 1
+
+
+def run(argv: list[str]) -> RunResult:
+    """`train lora` with these flags, for a caller that needs the run it made (the nightly hands it forward)."""
     args, flags = parse_args(argv)
     settings, sources = load_with_sources("train", flags)
     resume = "require" if args.resume else "never" if args.fresh else "auto"
     plan = make_plan(settings, sources, args.out, resume, args.run_id)
     if needs_launch(settings):
-        return relaunch(settings, argv, plan)
+        code = relaunch(settings, argv, plan)
+        return RunResult(plan.run_id, "complete" if code == 0 else "failed", plan.final_dir if code == 0 else None,
+                         {}, None if code == 0 else f"accelerate launch exited with {code}")
     if plan.checkpoint and is_main_process():
         from rich.console import Console
         Console().print(f"resuming run {plan.run_id} from {plan.checkpoint.name} (--fresh to start over)")
-    result = train(plan)
-    if is_main_process():
-        show(result)
-    return 0 if result.status == "complete" else 1
+    return train(plan)
 
 
 # ---------- plan ----------
@@ -103,7 +109,7 @@ def make_plan(settings, sources=None, out=None, resume="auto", run_id=None) -> P
     from train import lora_data, lora_runs
     check_settings(settings)
     path = resolve_path(settings.training_set)
-    examples = lora_data.read_training_set(path)
+    examples = lora_data.read_training_set(path) if settings.method == "sft" else _dpo().read_items(settings, path)
     set_hash, s_hash = lora_data.set_hash(examples), lora_runs.settings_hash(settings)
     final = resolve_path(out) if out else None
     if final and final.exists():  # refuse before training, not after
@@ -125,6 +131,7 @@ def check_settings(s) -> None:
         raise SettingsError(f"quantization={s.quantization!r}: expected 'none' or 'nf4'")
     if s.precision not in ("auto", "bf16", "fp32"):
         raise SettingsError(f"precision={s.precision!r}: expected 'auto', 'bf16' or 'fp32'")
+    _dpo().check_method(s.method)
     if not 0 <= s.val_fraction < 1 or not 0 <= s.warmup_ratio < 1:
         raise SettingsError("val_fraction and warmup_ratio must be in [0, 1)")
     if s.lora_r < 1 or s.batch_size_train < 1 or s.grad_accum < 1 or s.max_length < 16 or s.save_steps < 1:
@@ -145,7 +152,8 @@ def device_plan(s) -> dict:
         Console(stderr=True).print("[yellow]warning:[/] QLoRA needs a CUDA GPU; none is visible, so this run "
                                    "trains plain LoRA on the full-precision base (allow_cpu_fallback=true)")
         quantize = False
-    bf16 = s.precision == "bf16" or (s.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    from train.precision import choose
+    bf16 = choose(s.precision, cuda)[0]  # CPU: bf16 autocast only with amx_bf16 / avx512_bf16
     return {"cuda": cuda, "quantize": quantize, "bf16": bf16}
 
 
@@ -193,8 +201,11 @@ def train(plan: Plan, callbacks=(), progress: bool = True, keep_trainer: bool = 
         lora_runs.start_tmp(tmp, plan.run_id, plan.set_hash, plan.settings_hash)
         lora_runs.db_start(plan.run_id, s.model, fp, plan.training_set, plan.set_hash, as_dict(s), plan.examples)
     try:
-        trainer, guard, recorder = build_trainer(plan, base_folder, tmp, callbacks, progress)
-        trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
+        if s.method == "sft":
+            trainer, guard, recorder = build_trainer(plan, base_folder, tmp, callbacks, progress)
+            trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
+        else:  # dpo, sft+dpo: train/dpo.py runs the phases
+            trainer, guard, recorder = _dpo().fit(plan, base_folder, tmp, callbacks, progress)
         if guard.failure:
             raise TrainingFailed(guard.failure)
         metrics = finish_metrics(trainer, recorder, plan)
@@ -221,7 +232,7 @@ def _failed(plan: Plan, tmp: Path, error: str, metrics: dict, discard: bool) -> 
     return RunResult(plan.run_id, "failed", None, metrics, error)
 
 
-def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progress=True):
+def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progress=True, sets=None):
     import datasets
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -235,7 +246,8 @@ def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progre
     dev = device_plan(s)
     model = load_base(base_folder, s, dev)
     tokenizer = training_tokenizer(base_folder)
-    train_set, val_set = lora_data.split(plan.examples, s.val_fraction, s.seed)
+    # sets: (train, validation) chosen by the caller (sft+dpo's SFT phase); else the split publish() records
+    train_set, val_set = sets if sets is not None else lora_data.split(plan.examples, s.val_fraction, s.seed)
     guard, recorder = lora_callbacks.NonFiniteGuard(), lora_callbacks.MetricsRecorder()
     cbs = [guard, recorder, *callbacks]
     if progress:
@@ -351,12 +363,14 @@ def finish_metrics(trainer, recorder, plan: Plan) -> dict:
     metrics["stopped_early"] = trainer.state.global_step < trainer.state.max_steps
     metrics["resumed_from"] = plan.checkpoint.name if plan.checkpoint else None
     metrics["n_examples"] = len(plan.examples)
+    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"  # what precision="auto" chose on this machine
     return metrics
 
 
 def publish(plan: Plan, trainer, tmp: Path, base_folder: Path, metrics: dict) -> None:
     import json
     from train import lora_data, lora_runs
+    from traces.hashing import adapter_hash
     from train.models import write_adapter_manifest
     out = tmp / "publish"
     shutil.rmtree(out, ignore_errors=True)
@@ -369,10 +383,9 @@ def publish(plan: Plan, trainer, tmp: Path, base_folder: Path, metrics: dict) ->
     train_set, val_set = lora_data.split(plan.examples, plan.settings.val_fraction, plan.settings.seed)
     lora_data.write_manifest(out / "manifest.json", plan.examples, train_set, val_set)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    adapter_hash = lora_runs.file_sha256(out / "adapter_model.safetensors")
     lora_runs.publish(tmp, plan.final_dir)
     lora_runs.db_finish(plan.run_id, "complete", metrics=metrics, adapter_path=plan.final_dir,
-                        adapter_hash=adapter_hash)
+                        adapter_hash=adapter_hash(plan.final_dir))
 
 
 def show(result: RunResult) -> None:
@@ -396,6 +409,11 @@ def show(result: RunResult) -> None:
     if result.error:
         from rich.markup import escape
         Console(stderr=True).print(f"[red]error:[/] {escape(result.error)}", highlight=False)
+
+
+def _dpo():
+    from train import dpo  # light at import; torch/TRL load inside its functions
+    return dpo
 
 
 def _f(x) -> str:

@@ -70,14 +70,6 @@ def publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------- DuckDB (short connections: never held while training) ----------
 
 def db_start(run_id: str, base_ref: str, fingerprint: str, training_set: Path, set_hash: str,

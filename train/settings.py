@@ -6,7 +6,7 @@ from dataclasses import dataclass
 class TrainSettings:
     # --- student model and generation (owned by train/models.py, train/generate.py) ---
     model: str = "smollm2-135m-instruct"  # model ref: embedded default, local HF folder, or hub id
-    max_new_tokens: int = 128  # greedy eval generation and sample traffic use the same budget (128 keeps the 1000-trace log and the demo within CPU time; longer-form length constraints fail more often)
+    max_new_tokens: int = 128  # the one token budget of greedy generation: sample traffic, eval regeneration, the gate (one budget, so the gate can reuse the logged baseline)
     batch_size: int = 16  # prompts per generation batch
     gen_threads: int = 0  # torch CPU threads when the student is loaded (0 = torch's default); on a shared, oversubscribed CPU 1 thread generated 7x faster than 2
     # --- LoRA trainer (owned by train/lora.py) ---
@@ -30,9 +30,11 @@ class TrainSettings:
     save_steps: int = 20  # optimizer steps between checkpoints (and evaluations); a killed run resumes from the last
     max_steps: int = -1  # stop after this many optimizer steps (-1 = run all epochs)
     seed: int = 0
+    method: str = "sft"  # "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
+    dpo_beta: float = 0.1  # DPO beta: how strongly the policy is held to the reference (the base, adapter disabled); TRL's default
     quantization: str = "none"  # "none" | "nf4" (QLoRA: 4-bit NF4 base through bitsandbytes, bf16 compute; needs CUDA)
     allow_cpu_fallback: bool = False  # with quantization="nf4" and no CUDA: train plain LoRA with a warning instead of failing
-    precision: str = "auto"  # "auto" (bf16 on a CUDA GPU that supports it, else fp32) | "bf16" | "fp32"
+    precision: str = "auto"  # "auto" (bf16 on a CUDA GPU that supports it, bf16 autocast on a CPU with amx_bf16/avx512_bf16, else fp32: train/precision.py) | "bf16" | "fp32"
     num_processes: int = 0  # with >1 visible GPU, re-run through `accelerate launch` with this many (0 = one per GPU)
     fsdp: bool = False  # with `accelerate launch`: shard with FSDP instead of plain data parallel
     cpu_threads: int = 0  # torch threads when training on CPU (0 = torch's default); 1 can beat 2 on a busy machine
