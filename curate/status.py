@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from traces import store
+from traces.terminal import safe
 
 # the reason's kind: a check id ("punctuation:no_comma") or a word ("near_duplicate"), before ": details"
 KIND = r"^([A-Za-z0-9_]+(:[A-Za-z0-9_]+)?)"
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("cluster", "label", "status", "reason", "n"):
         table.add_column(col, justify="right" if col == "n" else "left")
     for cid, label, status, kind, n in rows:
-        table.add_row(escape(cid), escape(label[:40]), status, escape(kind), str(n))
+        table.add_row(safe(cid), safe(label, limit=40), safe(status), safe(kind), str(n))
     total = {}
     for _, _, status, _, n in rows:
         total[status] = total.get(status, 0) + n

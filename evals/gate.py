@@ -650,7 +650,8 @@ def main(argv=None) -> int:
     """Exit 0 PROMOTE, 1 REJECT, 2 no decision (a refusal or any crash: never REJECT's 1); see CONTRACT."""
     args = parse_args(argv)
     if args.report:
-        Path(args.report).unlink(missing_ok=True)  # a stale report must never stand for this run
+        with contextlib.suppress(OSError):  # if it cannot go, writing the new one fails too: exit 2 then
+            Path(args.report).unlink(missing_ok=True)  # a stale report must never stand for this run
     decision_id = None
     with stdout_to_stderr(args.json):
         try:
