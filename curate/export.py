@@ -6,6 +6,13 @@ Writes data/train/train.jsonl (settings train_out) and train.manifest.json besid
   every check in the latest complete logged eval run of each suite — the model's own good behaviour on
   real traffic, against forgetting: `{"id": trace_id, "origin": "replay", "messages": [...]}`.
 The manifest lists ids, origins and content hashes (train.lora_data.content_hash) plus counts.
+
+Beside it, `pairs.jsonl` (train.dpo.pairs_path), for `python -m train lora --method dpo|sft+dpo`: the preference pairs
+of the accepted examples (the `preference_pairs` view, docs/schema.md) in TRL's conversational preference format,
+`{"id", "prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}` plus lineage
+(`example_id`, `cluster_id`, `rejected_source` production|teacher, `rejected_id` trace or candidate id). Only
+accepted examples give pairs, so a pair's prompt passed the same dedup, decontamination and review as the SFT set;
+the manifest lists them under `pairs` (path, sha256, count, items with content hashes, train.dpo.pair_hash).
 """
 from __future__ import annotations
 
@@ -47,10 +54,27 @@ def replay_pool(con) -> list[dict]:
     return [{"id": r[0], "origin": "replay", "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
 
 
-def _with_answer(messages: list, response: str) -> list:
+def pairs(con) -> list[dict]:
+    """Preference pairs whose chosen response is an accepted example, in a stable order."""
+    rows = con.execute("""
+        SELECT pair_id, messages, chosen, rejected, chosen_example_id, cluster_id, rejected_source,
+               coalesce(rejected_example_id, rejected_trace_id)
+        FROM preference_pairs WHERE chosen_status = 'accepted'
+        ORDER BY cluster_id, chosen_example_id, rejected_source, pair_id""").fetchall()
+    out = []
+    for pid, messages, chosen, rejected, eid, cid, source, rid in rows:
+        prompt = _with_answer(json.loads(messages), None)
+        if prompt and prompt[-1]["role"] == "user":  # a generation prompt: the pair's answers follow a user turn
+            out.append({"id": pid, "prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                        "rejected": [{"role": "assistant", "content": rejected}], "example_id": eid,
+                        "cluster_id": cid, "rejected_source": source, "rejected_id": rid})
+    return out
+
+
+def _with_answer(messages: list, response: str | None) -> list:
     msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
             if m.get("role") in ("system", "user", "assistant")]
-    return msgs + [{"role": "assistant", "content": response}]
+    return msgs if response is None else msgs + [{"role": "assistant", "content": response}]
 
 
 def replay_count(n_examples: int, fraction: float, available: int) -> int:
@@ -67,31 +91,42 @@ def content_hash(messages: list) -> str:
     return train_hash(messages)
 
 
-def build(replay_fraction: float) -> tuple[list[dict], dict]:
+def build(replay_fraction: float) -> tuple[list[dict], dict, list[dict]]:
     with store.connect(read_only=True) as con:
-        examples, pool = accepted(con), replay_pool(con)
+        examples, pool, prefs = accepted(con), replay_pool(con), pairs(con)
     replay = pool[:replay_count(len(examples), replay_fraction, len(pool))]
     items = examples + replay
     counts = {"example": len(examples), "replay": len(replay), "total": len(items),
-              "replay_available": len(pool)}
-    return items, counts
+              "replay_available": len(pool), "pairs": len(prefs)}
+    return items, counts, prefs
 
 
-def write(items: list[dict], counts: dict, out: Path, replay_fraction: float) -> dict:
+def write(items: list[dict], counts: dict, out: Path, replay_fraction: float, prefs: list[dict] = ()) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"id": it["id"], "origin": it["origin"], "messages": it["messages"]}, ensure_ascii=False)
-             for it in items]
-    data = ("\n".join(lines) + "\n" if lines else "").encode()
+    data = _jsonl({"id": it["id"], "origin": it["origin"], "messages": it["messages"]} for it in items)
     manifest = {
         "path": out.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "sha256": hashlib.sha256(data).hexdigest(), "replay_fraction": replay_fraction, "counts": counts,
         "items": [{"id": it["id"], "origin": it["origin"], "content_hash": content_hash(it["messages"])}
                   for it in items],
     }
-    _atomic(out, data)
+    from train.dpo import pair_hash, pairs_path
     from train.lora_data import manifest_path
-    _atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    pairs_out, pair_data = pairs_path(out), _jsonl(prefs)
+    manifest["pairs"] = {  # always written (maybe empty): a stale pairs file never sits beside a new SFT set
+        "path": pairs_out.name, "sha256": hashlib.sha256(pair_data).hexdigest(), "count": len(prefs),
+        "items": [{"id": p["id"], "content_hash": pair_hash(p["prompt"], p["chosen"], p["rejected"]),
+                   "example_id": p["example_id"], "cluster_id": p["cluster_id"],
+                   "rejected_source": p["rejected_source"], "rejected_id": p["rejected_id"]} for p in prefs]}
+    _atomic(out, data)
+    _atomic(pairs_out, pair_data)
+    _atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())  # last: it vouches for both files
     return manifest
+
+
+def _jsonl(rows) -> bytes:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    return ("\n".join(lines) + "\n" if lines else "").encode()
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -110,8 +145,8 @@ def _atomic(path: Path, data: bytes) -> None:
 def export(out: str | None = None, replay_fraction: float | None = None) -> dict:
     s = settings_mod.load("curate", {"replay_fraction": replay_fraction})
     path = settings_mod.resolve_path(out or s.train_out)
-    items, counts = build(s.replay_fraction)
-    return write(items, counts, path, s.replay_fraction) | {"out": str(path)}
+    items, counts, prefs = build(s.replay_fraction)
+    return write(items, counts, path, s.replay_fraction, prefs) | {"out": str(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     m = export(args.out, args.replay_fraction)
     c = m["counts"]
     Console().print(f"wrote {m['out']}: {c['example']} accepted example(s) + {c['replay']} replay "
-                    f"(of {c['replay_available']} passing seed traces); manifest beside it")
+                    f"(of {c['replay_available']} passing seed traces), {c['pairs']} preference pair(s) in "
+                    f"{m['pairs']['path']}; manifest beside it")
     if c["example"] == 0:
         Console(stderr=True).print("[yellow]warning:[/] no accepted examples (run synth, filter, accept or review)")
     return 0

@@ -1,0 +1,154 @@
+"""Preference pairs: the `preference_pairs` view over synthesis candidates (chosen = a verified candidate, rejected =
+the failing production response to the same prompt or a failing teacher sample of it), its lineage, and the
+`pairs.jsonl` that `curate export` writes beside the SFT set under the same manifest."""
+import json
+from types import SimpleNamespace
+
+from test_synth_fixtures import seed_store
+
+from curate import export, synth
+from traces import store
+
+CLUSTER = {"cluster_id": "c1", "check_id": "punctuation:no_comma", "label": "no commas"}
+
+
+def candidate(prompt, text: str, request_hash: str, status: str | None = None):
+    """A candidate written the way synthesis writes it (verified by the real no-comma check)."""
+    call = SimpleNamespace(text=text, request_hash=request_hash)
+    row, checks = synth.candidate_row(CLUSTER, prompt, call, "compose", "teacher-x", None)
+    synth.write_rows([row], checks)
+    if status:
+        with store.connect() as con:
+            con.execute("UPDATE examples SET status = ? WHERE example_id = ?", [status, row["example_id"]])
+    return row
+
+
+def prompts():
+    """t1's own failing prompt (production answered it with commas) and a prompt composed from t2's base (t2 failed
+    too, but its logged response answers t2's own prompt, not this one)."""
+    with store.connect(read_only=True) as con:
+        t1 = next(t for t in synth.failing_seed_traces(con, "c1") if t["trace_id"] == "t1")
+    own = synth._from_trace(t1, "punctuation:no_comma")
+    text = "Tell a bedtime story about a small fox. In your entire response, refrain from the use of any commas."
+    composed = synth.Prompt([{"role": "user", "content": text}], text,
+                            {"base_id": "b002", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
+                             "composed_from": "t2"}, "t2")
+    return own, composed
+
+
+def build_store():
+    seed_store()  # t1, t2 failing seed members of c1 ("Sure, here it is."); t3, t4 seed; t5, t6 holdout
+    with store.connect() as con:  # production logs compact JSON; synthesis re-serializes it with spaces
+        con.execute("UPDATE traces SET messages = json(messages)")
+    own, composed = prompts()
+    rows = {
+        "good": candidate(own, "Dear landlord when will the dishwasher be repaired", "h1", "accepted"),
+        "bad": candidate(own, "Dear landlord, when will it be fixed?", "h2"),
+        "other": candidate(own, "Hello there friend", "h3", "pending_review"),
+        "cgood": candidate(composed, "The small fox found a lantern and slept well", "h4", "accepted"),
+        "cbad": candidate(composed, "The fox, being small, was afraid.", "h5"),
+    }
+    return rows
+
+
+def view():
+    with store.connect(read_only=True) as con:
+        cols = ["pair_id", "cluster_id", "chosen_example_id", "chosen_status", "seed_trace_id", "chosen", "rejected",
+                "rejected_source", "rejected_trace_id", "rejected_example_id", "rejected_reason"]
+        rows = con.execute(f"SELECT {', '.join(cols)} FROM preference_pairs ORDER BY pair_id").fetchall()
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def test_view_pairs_each_verified_candidate_with_the_failing_responses_to_its_prompt():
+    rows = build_store()
+    assert rows["good"]["status"] == "verified" and rows["bad"]["status"] == "failed_verification"
+    pairs = view()
+    got = {(p["chosen_example_id"], p["rejected_source"], p["rejected_trace_id"] or p["rejected_example_id"])
+           for p in pairs}
+    good, other, cgood = rows["good"]["example_id"], rows["other"]["example_id"], rows["cgood"]["example_id"]
+    assert got == {
+        (good, "production", "t1"), (good, "teacher", rows["bad"]["example_id"]),
+        (other, "production", "t1"), (other, "teacher", rows["bad"]["example_id"]),
+        # composed from t2's base: t2's logged response answered another prompt, so only the teacher sample
+        (cgood, "teacher", rows["cbad"]["example_id"]),
+    }
+    prod = next(p for p in pairs if p["chosen_example_id"] == good and p["rejected_source"] == "production")
+    assert prod["rejected"] == "Sure, here it is." and prod["seed_trace_id"] == "t1" and prod["cluster_id"] == "c1"
+    assert prod["rejected_reason"] == "failed punctuation:no_comma" and prod["chosen_status"] == "accepted"
+    teach = next(p for p in pairs if p["chosen_example_id"] == good and p["rejected_source"] == "teacher")
+    assert teach["rejected_reason"].startswith("punctuation:no_comma") and teach["rejected_trace_id"] is None
+    assert len({p["pair_id"] for p in pairs}) == len(pairs) and all(p["pair_id"].startswith("pair-") for p in pairs)
+
+
+def test_no_pair_without_a_failing_response_of_the_same_prompt_and_cluster():
+    rows = build_store()
+    with store.connect() as con:
+        # a candidate dropped by the fluency filter passed the checks: it is not a failing response
+        con.execute("UPDATE examples SET reason = 'not_fluent: emoji run' WHERE example_id = ?",
+                    [rows["bad"]["example_id"]])
+        con.execute("UPDATE example_checks SET passed = true WHERE example_id = ?", [rows["bad"]["example_id"]])
+        # the same prompt's failing sample in another cluster belongs to that cluster's candidates
+        con.execute("UPDATE examples SET cluster_id = 'c2' WHERE example_id = ?", [rows["cbad"]["example_id"]])
+        # a trace that is not a member of the cluster did not fail its check
+        con.execute("DELETE FROM cluster_members WHERE trace_id = 't1'")
+    assert view() == []
+
+
+def test_export_writes_trl_preference_pairs_beside_the_sft_set_under_one_manifest(tmp_path):
+    rows = build_store()
+    out = tmp_path / "train" / "train.jsonl"
+    manifest = export.export(str(out), replay_fraction=0.0)
+    lines = [json.loads(x) for x in (tmp_path / "train" / "pairs.jsonl").read_text().splitlines()]
+    # only accepted candidates give exported pairs (the pending_review one waits for its review)
+    assert {p["example_id"] for p in lines} == {rows["good"]["example_id"], rows["cgood"]["example_id"]}
+    assert len(lines) == 3 and manifest["counts"]["pairs"] == 3
+    first = next(p for p in lines if p["rejected_source"] == "production")
+    assert first["prompt"] == json.loads(rows["good"]["messages"]) and first["prompt"][-1]["role"] == "user"
+    assert first["chosen"] == [{"role": "assistant", "content": rows["good"]["response"]}]
+    assert first["rejected"] == [{"role": "assistant", "content": "Sure, here it is."}]
+    assert first["rejected_id"] == "t1" and first["cluster_id"] == "c1"
+    disk = json.loads((tmp_path / "train" / "train.manifest.json").read_text())
+    assert disk["pairs"]["path"] == "pairs.jsonl" and disk["pairs"]["count"] == 3
+    assert [i["id"] for i in disk["pairs"]["items"]] == [p["id"] for p in lines]
+    # the trainer reads both files of the export, and they agree on every content hash
+    from trl.data_utils import is_conversational
+    from train.dpo import pair_hash, read_pairs
+    from train.lora_data import read_training_set
+    pairs = read_pairs(tmp_path / "train" / "pairs.jsonl", tmp_path / "train" / "train.manifest.json")
+    assert [p.content_hash for p in pairs] == [pair_hash(p["prompt"], p["chosen"], p["rejected"]) for p in lines]
+    assert all(is_conversational({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs)
+    assert len(read_training_set(out)) == 2
+
+
+def test_export_always_writes_the_pairs_file(tmp_path):
+    seed_store()
+    out = tmp_path / "sets" / "mine.jsonl"
+    export.export(str(out), replay_fraction=0.0)
+    assert (tmp_path / "sets" / "mine.pairs.jsonl").read_text() == ""  # no stale pairs beside a new SFT set
+    assert json.loads((tmp_path / "sets" / "mine.manifest.json").read_text())["pairs"]["items"] == []
+
+
+def test_pairs_file_errors_name_file_line_and_field(tmp_path):
+    import pytest
+    from train.dpo import read_pairs
+    from train.lora_data import TrainingSetError
+    ok = {"id": "p1", "prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+          "rejected": [{"role": "assistant", "content": "b"}]}
+    cases = [("{oops", "pairs.jsonl:2: not valid JSON"),
+             (json.dumps(ok | {"id": "p2", "prompt": [{"role": "assistant", "content": "q"}]}), "must end with a user"),
+             (json.dumps(ok | {"id": "p2", "chosen": [{"role": "user", "content": "a"}]}), r"chosen\[0\].role"),
+             (json.dumps(ok | {"id": "p2", "rejected": []}), "field 'rejected'"),
+             (json.dumps(ok), "duplicate id")]
+    path = tmp_path / "pairs.jsonl"
+    for line, message in cases:
+        path.write_text(json.dumps(ok) + "\n" + line + "\n")
+        with pytest.raises(TrainingSetError, match=message):
+            read_pairs(path)
+    path.write_text(json.dumps(ok) + "\n")
+    manifest = tmp_path / "train.manifest.json"
+    manifest.write_text(json.dumps({"items": [], "pairs": {"items": [{"id": "p9"}]}}))
+    with pytest.raises(TrainingSetError, match=r"only in manifest: \['p9'\]"):
+        read_pairs(path, manifest)
+    manifest.write_text(json.dumps({"items": []}))
+    with pytest.raises(TrainingSetError, match="lists no preference pairs"):
+        read_pairs(path, manifest)
