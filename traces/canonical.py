@@ -22,14 +22,19 @@ TEXT_COLUMNS = ["messages", "response", "tool_calls", "tools", "params", "metada
 
 @dataclass
 class BatchCounts:
+    """Per file, read = stored + duplicate + quarantined + skipped (skipped: read, but not an LLM call)."""
     read: int = 0
     stored: int = 0
     duplicate: int = 0
     quarantined: int = 0
+    skipped: int = 0
 
     def add(self, other: "BatchCounts") -> None:
-        for k in ("read", "stored", "duplicate", "quarantined"):
+        for k in ("read", "stored", "duplicate", "quarantined", "skipped"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def reconciles(self) -> bool:
+        return self.read == self.stored + self.duplicate + self.quarantined + self.skipped
 
 
 def normalize_prompt(prompt: str) -> str:
@@ -86,6 +91,31 @@ def _common_checks() -> str:
     END"""
 
 
+CONTENT_SHA = "sha256(messages || chr(0) || coalesce(response, '') || chr(0) || coalesce(tool_calls, ''))"
+
+
+def _keyed_sql() -> str:
+    """`checked` (good rows) -> temp table `keyed` with each row's trace id `tid` and content hash `h`.
+
+    The id is the source id (else the content hash). A source id already stored (or earlier in this
+    batch) with other content does not make the row a duplicate: it gets `<id>~<first 16 hex of its hash>`,
+    so that ids reused across files (1, 2, 3 ...) keep every trace, and re-ingesting stays idempotent."""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE keyed AS
+    WITH g AS (
+        SELECT *, {CONTENT_SHA} AS h, coalesce(src_id, {CONTENT_SHA}) AS base FROM checked WHERE error IS NULL
+    ), k AS (
+        SELECT *, min(line) OVER (PARTITION BY base, h) = min(line) OVER (PARTITION BY base) AS first_variant
+        FROM g
+    )
+    SELECT k.*, CASE WHEN t.trace_id IS NULL AND first_variant THEN base
+                     WHEN t.trace_id IS NOT NULL AND coalesce(th.content_sha256, h) = h THEN base
+                     ELSE base || '~' || left(h, 16) END AS tid
+    FROM k LEFT JOIN (SELECT trace_id FROM traces) t ON t.trace_id = k.base
+           LEFT JOIN trace_hashes th ON th.trace_id = k.base
+    """
+
+
 def _insert_traces_sql(cfg) -> str:
     pii = scrub.pii_sql if cfg.redact_pii else (lambda e: e)
     return f"""
@@ -94,16 +124,18 @@ def _insert_traces_sql(cfg) -> str:
     WITH g AS (
         SELECT *, coalesce(metadata ->> $gk_path,
                            regexp_replace(lower(trim(prompt)), '\\s+', ' ', 'g')) AS gkey
-        FROM checked WHERE error IS NULL
+        FROM keyed
     )
-    SELECT coalesce(src_id, sha256(messages || chr(0) || coalesce(response, '') || chr(0) || coalesce(tool_calls, ''))),
-           source_format, $file, line, $ingest, ts, model,
+    SELECT tid, source_format, $file, line, $ingest, ts, model,
            {pii('messages')}, {pii('prompt')}, {pii('response')}, {pii('tool_calls')}, tools, params, usage,
            metadata, feedback, gkey,
            CASE WHEN ('0x' || substr(sha256(gkey), 1, 8))::UBIGINT / 4294967296.0 < $frac
                 THEN 'holdout' ELSE 'seed' END
     FROM g
     """
+
+
+HASHES_SQL = "INSERT OR IGNORE INTO trace_hashes SELECT tid, h FROM keyed"
 
 
 QUARANTINE_SQL = """
@@ -122,7 +154,9 @@ def store_batch(con, cfg, file: str, ingest_id: str, scrub_columns: bool, from_p
         con.execute(_checked_sql(cfg, scrub_columns))
     read, bad = con.execute("SELECT count(*), count(error) FROM checked").fetchone()
     con.execute(QUARANTINE_SQL, {"ingest": ingest_id, "file": file})
+    con.execute(_keyed_sql())
     gk_path = "$." + '"' + cfg.group_key.replace('"', '') + '"'
     stored = con.execute(_insert_traces_sql(cfg), {"gk_path": gk_path, "file": file, "ingest": ingest_id,
                                                    "frac": float(cfg.holdout_fraction)}).fetchone()[0]
+    con.execute(HASHES_SQL)
     return BatchCounts(read=read, stored=stored, duplicate=read - bad - stored, quarantined=bad)

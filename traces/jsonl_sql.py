@@ -14,7 +14,7 @@ return every field's text and JSON type in one pass each (re-parsing extracted v
 """
 from __future__ import annotations
 
-from traces import scrub
+from traces import scrub, timestamps
 
 SAMPLING = ["temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
             "presence_penalty", "frequency_penalty", "response_format", "tool_choice"]
@@ -80,7 +80,18 @@ MACROS = [
     """CREATE OR REPLACE TEMP MACRO last_user_text(msgs) AS content_text(
          list_filter(json_extract(msgs, '$[*]'), lambda m: (m ->> 'role') = 'user')[-1] -> 'content')""",
     "CREATE OR REPLACE TEMP MACRO jnull(j) AS CASE WHEN j IS NULL OR json_type(j) = 'NULL' THEN NULL ELSE j END",
+    *timestamps.MACROS,
+    # a time from a JSON value and its type: epoch number (unit by magnitude) or ISO string (offset -> UTC)
+    """CREATE OR REPLACE TEMP MACRO typed_ts(v, t) AS CASE
+         WHEN t IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN try(epoch_ts(v::DOUBLE)) WHEN t = 'VARCHAR' THEN iso_ts(v) END""",
 ]
+
+
+# A JSON encoder may write "/" as "\/" (or any character as \uXXXX), which would split a token the
+# scrubber must see whole: such lines are decoded and re-serialized (compact) first; an invalid one
+# only gets "\/" undone. Lines without a backslash escape skip this (no third parse).
+DECODED_RAW = ("(CASE WHEN contains(raw, '\\/') OR contains(raw, '\\u') "
+               "THEN coalesce(try(json(raw))::VARCHAR, replace(raw, '\\/', '/')) ELSE raw END)")
 
 
 def checked_sql(scrub_secrets: bool) -> str:
@@ -92,7 +103,7 @@ def checked_sql(scrub_secrets: bool) -> str:
     paths = _paths()
     # Arrow strings keep their newline (traces.ingest._split); JSON ignores it, and DuckDB's trim with
     # a character set is ~30x slower than the JSON parse, so it is only stripped from quarantined lines
-    raw = scrub.secrets_sql("raw") if scrub_secrets else "raw"
+    raw = scrub.secrets_sql(DECODED_RAW) if scrub_secrets else "raw"
     plist = "[" + ", ".join("'" + p + "'" for p in paths) + "]"
     vlist = "[" + ", ".join("'" + p + "'" for p in _value_paths()) + "]"
     f = {name: _pick(name, paths) for name in FIELDS}
@@ -129,8 +140,7 @@ def checked_sql(scrub_secrets: bool) -> str:
                {V['tools']} AS tools, {T['tools']} AS tools_t, {V['usage']} AS usage, {T['usage']} AS usage_t,
                {V['metadata']} AS metadata, {T['metadata']} AS metadata_t,
                {V['feedback']} AS feedback, {T['feedback']} AS feedback_t,
-               CASE WHEN {T['created']} IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN to_timestamp({V['created']}::DOUBLE)::TIMESTAMP
-                    ELSE try_cast({V['timestamp']} AS TIMESTAMP) END AS ts,
+               coalesce(typed_ts({V['created']}, {T['created']}), typed_ts({V['timestamp']}, {T['timestamp']})) AS ts,
                CASE WHEN {T['request']} = 'OBJECT' THEN json_merge_patch({V['request']},
                         '{{"messages": null, "tools": null, "model": null, "metadata": null}}')
                     ELSE json_merge_patch('{{}}', json_object({params})) END AS params

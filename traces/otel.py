@@ -1,25 +1,31 @@
-"""OpenTelemetry GenAI spans exported as OTLP JSON -> canonical rows (see traces.canonical).
+"""OpenTelemetry LLM spans exported as OTLP JSON -> canonical rows (see traces.canonical).
 
-A file holds one `{"resourceSpans": [...]}` export request, or one per line (the collector's file
-exporter). A span is a GenAI call when it has `gen_ai.*` attributes or events; other spans (HTTP,
-DB, ...) are not traces and are counted as skipped. Where the prompt and completion live, newest
-convention first:
+A file holds one `{"resourceSpans": [...]}` export request (pretty-printed or not), or one per
+line (the collector's file exporter; lines end at "\\n" only, so a raw U+2028 inside a string does
+not split one). Three attribute conventions are read:
 
-- attributes `gen_ai.input.messages` / `gen_ai.output.messages` (+ `gen_ai.system_instructions`):
-  `[{"role": "user", "parts": [{"type": "text", "content": "..."}]}]`, as a JSON string or structured;
-- events `gen_ai.system.message`, `gen_ai.user.message`, `gen_ai.assistant.message`,
-  `gen_ai.tool.message` (attribute `content`) and `gen_ai.choice` (attribute `message` or `content`);
-- older attributes `gen_ai.prompt` / `gen_ai.completion` (JSON list of messages or plain text), also
-  as events `gen_ai.content.prompt` / `gen_ai.content.completion`, and the flattened
-  `gen_ai.prompt.<i>.role` / `.content`, `gen_ai.completion.<i>.role` / `.content`.
+- OTel GenAI semantic conventions, newest first: attributes `gen_ai.input.messages` /
+  `gen_ai.output.messages` (+ `gen_ai.system_instructions`) holding
+  `[{"role": "user", "parts": [{"type": "text", "content": "..."}]}]`; events `gen_ai.system.message`,
+  `gen_ai.user.message`, `gen_ai.assistant.message`, `gen_ai.tool.message` and `gen_ai.choice`;
+  the older `gen_ai.prompt` / `gen_ai.completion` (attributes, or `gen_ai.content.*` events);
+- openllmetry's flattened attributes `gen_ai.prompt.<i>.role|content`, `gen_ai.completion.<i>.content`
+  and `gen_ai.completion.<i>.tool_calls.<j>.name|arguments|id`; tools as `llm.request.functions.<i>.*`;
+- OpenInference (Arize Phoenix): `openinference.span.kind = LLM` with `llm.input_messages.<i>.message.*`,
+  `llm.output_messages.<i>.message.*` (tool calls under `message.tool_calls.<j>.tool_call.function.*`),
+  `llm.model_name`, `llm.invocation_parameters`, `llm.token_count.*`, `llm.tools.<i>.tool.json_schema`.
+
+Every span read is a row or skipped with a reason: spans that are not LLM calls (HTTP and DB spans,
+tool executions, agents, chains, retrievers, embeddings) are skipped, counted per reason.
 Span volumes are small next to chat logs, so this walks the JSON in Python.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
+from collections import Counter
 from typing import Any, Iterator
+
+from traces import timestamps
 
 ROLE_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
@@ -27,10 +33,14 @@ PARAMS = {"gen_ai.request.temperature": "temperature", "gen_ai.request.top_p": "
           "gen_ai.request.max_tokens": "max_tokens", "gen_ai.request.seed": "seed",
           "gen_ai.request.stop_sequences": "stop", "gen_ai.request.frequency_penalty": "frequency_penalty",
           "gen_ai.request.presence_penalty": "presence_penalty"}
+# GenAI operations that are not a model call: their model calls are child `chat` spans (no double count)
+NOT_LLM_OPERATIONS = {"execute_tool": "tool execution", "embeddings": "embeddings", "create_agent": "agent setup",
+                      "invoke_agent": "agent invocation"}
+KEEP_CHARS = 10_000  # raw span text kept for a quarantined span (as the quarantine table truncates)
 
 
-def looks_like_otel(head: str) -> bool:
-    return '"resourceSpans"' in head[:4096]
+def is_export_request(doc: Any) -> bool:
+    return isinstance(doc, dict) and "resourceSpans" in doc
 
 
 def any_value(v: dict) -> Any:
@@ -46,29 +56,38 @@ def any_value(v: dict) -> Any:
     if "boolValue" in v:
         return bool(v["boolValue"])
     if "arrayValue" in v:
-        return [any_value(x) for x in v["arrayValue"].get("values", [])]
+        return [any_value(x) for x in v["arrayValue"].get("values", []) or []]
     if "kvlistValue" in v:
-        return {kv["key"]: any_value(kv.get("value", {})) for kv in v["kvlistValue"].get("values", [])}
+        return {kv.get("key"): any_value(kv.get("value", {})) for kv in v["kvlistValue"].get("values", []) or []}
     return None
 
 
 def attrs(obj: dict) -> dict:
-    return {kv.get("key"): any_value(kv.get("value", {})) for kv in obj.get("attributes", []) or []}
+    return {kv.get("key"): any_value(kv.get("value", {})) for kv in obj.get("attributes", []) or []
+            if isinstance(kv, dict)}
 
 
-def documents(text: str) -> Iterator[tuple[int, dict | None, str]]:
-    """(file line, document or None if invalid, raw): one JSON document, or JSON lines of export requests."""
+def _loads(text: str) -> tuple[Any, str | None]:
+    """(document, None) or (None, why it is not JSON)."""
     try:
-        yield 1, json.loads(text), ""
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON: {e.msg} (column {e.colno})"
+    except RecursionError:
+        return None, "JSON nested too deeply to read"
+
+
+def documents(text: str) -> Iterator[tuple[int, Any, str | None, str]]:
+    """(file line, document, error, raw): one JSON document, or JSON lines of export requests."""
+    doc, err = _loads(text)
+    if err is None:
+        yield 1, doc, None, ""
         return
-    except json.JSONDecodeError:
-        pass
-    for n, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also splits at U+2028/U+2029, which JSON allows raw inside strings
+    for n, line in enumerate(text.split("\n"), 1):
         if line.strip():
-            try:
-                yield n, json.loads(line), line
-            except json.JSONDecodeError as e:
-                yield n, None, line
+            doc, err = _loads(line)
+            yield n, doc, err, line
 
 
 def spans(doc: dict) -> Iterator[dict]:
@@ -81,21 +100,59 @@ def _maybe_json(v: Any) -> Any:
     if isinstance(v, str) and v[:1] in "[{":
         try:
             return json.loads(v)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return v
     return v
+
+
+def unflatten(a: dict, prefix: str) -> Any:
+    """Attributes `prefix.0.role`, `prefix.0.tool_calls.1.name` -> [{"role": .., "tool_calls": [.., {"name": ..}]}].
+
+    OTel attributes are flat, so instrumentations spell lists and objects as dotted keys."""
+    root: dict = {}
+    for key, value in a.items():
+        if not key.startswith(prefix + "."):
+            continue
+        node, parts = root, key[len(prefix) + 1:].split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+        node[parts[-1]] = value
+    return _lists(root)
+
+
+def _lists(node: Any) -> Any:
+    """Dicts whose keys are all indices become lists, in index order (iteratively deep enough for any key)."""
+    if not isinstance(node, dict):
+        return node
+    items = {k: _lists(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items):
+        return [items[k] for k in sorted(items, key=int)]
+    return items
+
+
+def _as_list(v: Any) -> list:
+    v = _maybe_json(v)
+    return v if isinstance(v, list) else [] if v is None else [v]
+
+
+def tool_call(tc: Any) -> dict:
+    """Any tool-call shape (OpenAI, OTel `parts`, openllmetry flat, OpenInference `tool_call.*`) -> OpenAI's."""
+    tc = tc.get("tool_call", tc) if isinstance(tc, dict) else {"name": str(tc)}
+    fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
+    args = fn.get("arguments")
+    return {"id": tc.get("id"), "type": "function",
+            "function": {"name": fn.get("name"), "arguments": args if isinstance(args, str) or args is None
+                         else json.dumps(args)}}
 
 
 def _from_parts(msg: dict) -> dict:
     """A semconv message with `parts` -> an OpenAI-style message."""
     if "parts" not in msg:
         return msg
-    texts = [p.get("content", "") for p in msg["parts"] if p.get("type") == "text"]
-    calls = [{"id": p.get("id"), "type": "function",
-              "function": {"name": p.get("name"), "arguments": json.dumps(p.get("arguments"))
-                           if not isinstance(p.get("arguments"), str) else p.get("arguments")}}
-             for p in msg["parts"] if p.get("type") == "tool_call"]
-    results = [p.get("response") for p in msg["parts"] if p.get("type") == "tool_call_response"]
+    parts = [p for p in _as_list(msg["parts"]) if isinstance(p, dict)]
+    texts = [p.get("content", "") for p in parts if p.get("type") == "text"]
+    calls = [tool_call(p) for p in parts if p.get("type") == "tool_call"]
+    results = [p.get("response") for p in parts if p.get("type") == "tool_call_response"]
     out = {"role": msg.get("role")}
     content = "\n".join(t for t in texts if isinstance(t, str))
     if results and not content:
@@ -106,38 +163,30 @@ def _from_parts(msg: dict) -> dict:
     return out
 
 
+def _message(m: Any, role: str) -> dict:
+    """One message of any convention -> OpenAI shape (tool calls normalized)."""
+    if not isinstance(m, dict):
+        return {"role": role, "content": str(m)}
+    m = _from_parts(m.get("message", m) if isinstance(m.get("message"), dict) else m)
+    out = {"role": m.get("role") or role, "content": m.get("content")}
+    if out["content"] is None and "contents" in m:  # OpenInference list of content parts
+        parts = [c.get("message_content", c) for c in _as_list(m["contents"]) if isinstance(c, dict)]
+        out["content"] = "\n".join(str(p.get("text", "")) for p in parts if p.get("type") == "text") or None
+    calls = [tool_call(c) for c in _as_list(m.get("tool_calls"))]
+    if calls:
+        out["tool_calls"] = calls
+    if m.get("tool_call_id"):
+        out["tool_call_id"] = m["tool_call_id"]
+    return out
+
+
 def _as_messages(v: Any, role: str) -> list[dict]:
     v = _maybe_json(v)
     if isinstance(v, list):
-        return [_from_parts(m) if isinstance(m, dict) else {"role": role, "content": str(m)} for m in v]
+        return [_message(m, role) for m in v]
     if isinstance(v, dict):
-        return [_from_parts(v)]
+        return [_message(v, role)]
     return [{"role": role, "content": v}] if v is not None else []
-
-
-def _flattened(a: dict, prefix: str) -> list[dict]:
-    """gen_ai.prompt.0.role / gen_ai.prompt.0.content -> messages, in index order."""
-    found: dict[int, dict] = {}
-    for k, v in a.items():
-        m = re.fullmatch(re.escape(prefix) + r"\.(\d+)\.(role|content|tool_calls)", k)
-        if m:
-            found.setdefault(int(m.group(1)), {})[m.group(2)] = _maybe_json(v) if m.group(2) == "tool_calls" else v
-    return [found[i] for i in sorted(found)]
-
-
-def _conversation(a: dict, events: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(request messages, output messages) from whichever convention the span uses."""
-    if "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
-        sys_msgs = [{"role": "system", "content": _system_text(a.get("gen_ai.system_instructions"))}] \
-            if a.get("gen_ai.system_instructions") else []
-        return sys_msgs + _as_messages(a.get("gen_ai.input.messages"), "user"), \
-            _as_messages(a.get("gen_ai.output.messages"), "assistant")
-    ev_in, ev_out = _from_events(events)
-    if ev_in or ev_out:
-        return ev_in, ev_out
-    if "gen_ai.prompt" in a or "gen_ai.completion" in a:
-        return _as_messages(a.get("gen_ai.prompt"), "user"), _as_messages(a.get("gen_ai.completion"), "assistant")
-    return _flattened(a, "gen_ai.prompt"), _flattened(a, "gen_ai.completion")
 
 
 def _system_text(v: Any) -> str:
@@ -154,13 +203,13 @@ def _from_events(events: list[dict]) -> tuple[list[dict], list[dict]]:
         if name in ROLE_EVENTS:
             msg = {"role": ea.get("role", ROLE_EVENTS[name]), "content": _maybe_json(ea.get("content"))}
             if "tool_calls" in ea:
-                msg["tool_calls"] = _maybe_json(ea["tool_calls"])
-            req.append(msg)
+                msg["tool_calls"] = ea["tool_calls"]
+            req.append(_message(msg, ROLE_EVENTS[name]))
         elif name == "gen_ai.choice":
             msg = _maybe_json(ea.get("message"))
             if not isinstance(msg, dict):
                 msg = {"content": ea.get("content", msg)}
-            out.append({"role": "assistant", **_from_parts(msg)})
+            out.append(_message({"role": "assistant", **msg}, "assistant"))
         elif name == "gen_ai.content.prompt":
             req += _as_messages(ea.get("gen_ai.prompt"), "user")
         elif name == "gen_ai.content.completion":
@@ -168,36 +217,99 @@ def _from_events(events: list[dict]) -> tuple[list[dict], list[dict]]:
     return req, out
 
 
-def is_genai(span: dict, a: dict) -> bool:
-    return any(k.startswith("gen_ai.") for k in a) or any(
-        e.get("name", "").startswith("gen_ai.") for e in span.get("events", []) or [])
+def _genai_conversation(a: dict, events: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(request messages, output messages) from whichever GenAI/openllmetry convention the span uses."""
+    if "gen_ai.input.messages" in a or "gen_ai.output.messages" in a:
+        sys_msgs = [{"role": "system", "content": _system_text(a.get("gen_ai.system_instructions"))}] \
+            if a.get("gen_ai.system_instructions") else []
+        return sys_msgs + _as_messages(a.get("gen_ai.input.messages"), "user"), \
+            _as_messages(a.get("gen_ai.output.messages"), "assistant")
+    ev_in, ev_out = _from_events(events)
+    if ev_in or ev_out:
+        return ev_in, ev_out
+    if "gen_ai.prompt" in a or "gen_ai.completion" in a:
+        return _as_messages(a.get("gen_ai.prompt"), "user"), _as_messages(a.get("gen_ai.completion"), "assistant")
+    return _as_messages(unflatten(a, "gen_ai.prompt") or None, "user"), \
+        _as_messages(unflatten(a, "gen_ai.completion") or None, "assistant")
 
 
-def span_row(index: int, span: dict) -> dict | None:
-    """A canonical row (see traces.canonical), or None for a span that is not a GenAI call."""
-    a = attrs(span)
-    if not is_genai(span, a):
-        return None
-    events = span.get("events", []) or []
-    req, out = _conversation(a, events)
-    reply = out[0] if out else {}
-    content = reply.get("content")
+def _openinference_conversation(a: dict) -> tuple[list[dict], list[dict]]:
+    req = _as_messages(unflatten(a, "llm.input_messages") or None, "user")
+    out = _as_messages(unflatten(a, "llm.output_messages") or None, "assistant")
+    if not req and a.get("input.value") is not None:  # only the raw request body was captured
+        body = _maybe_json(a["input.value"])
+        req = _as_messages(body.get("messages") if isinstance(body, dict) else body, "user")
+    if not out and a.get("output.value") is not None:
+        body = _maybe_json(a["output.value"])
+        if isinstance(body, dict) and body.get("choices"):
+            body = (body["choices"][0] or {}).get("message")
+        out = _as_messages(body, "assistant")
+    return req, out
+
+
+def skip_reason(span: dict, a: dict) -> str | None:
+    """Why a span is not an LLM call (skipped, counted), or None when it is one."""
+    oi_kind = a.get("openinference.span.kind")
+    if oi_kind is not None:
+        return None if str(oi_kind).upper() == "LLM" else f"OpenInference {str(oi_kind).upper()} span (not an LLM call)"
+    tl_kind = a.get("traceloop.span.kind")
+    if tl_kind is not None:
+        return f"openllmetry {tl_kind} span (not an LLM call)"
+    op = a.get("gen_ai.operation.name")
+    if op in NOT_LLM_OPERATIONS:
+        return f"GenAI {op} span: {NOT_LLM_OPERATIONS[op]}, not an LLM call"
+    genai = any(k.startswith(("gen_ai.", "llm.")) for k in a) or any(
+        isinstance(e, dict) and str(e.get("name", "")).startswith("gen_ai.") for e in span.get("events", []) or [])
+    return None if genai else "not a GenAI span (no gen_ai.*, llm.* or OpenInference attributes)"
+
+
+def _openinference_extras(a: dict) -> tuple[dict, dict, list | None, dict]:
+    """(usage, params, tools, metadata) of an OpenInference span."""
+    usage = {k: a[f"llm.token_count.{src}"] for k, src in (("input_tokens", "prompt"), ("output_tokens", "completion"))
+             if f"llm.token_count.{src}" in a}
+    params = _maybe_json(a.get("llm.invocation_parameters"))
+    tools = [_maybe_json((t.get("tool") or {}).get("json_schema")) if isinstance(t, dict) else t
+             for t in _as_list(unflatten(a, "llm.tools") or None)]
+    meta = _maybe_json(a.get("metadata"))
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta.update({k: a[k] for k in ("session.id", "user.id") if k in a})
+    return usage, params if isinstance(params, dict) else {}, tools or None, meta
+
+
+def _genai_extras(a: dict) -> tuple[dict, dict, list | None, dict]:
     usage = {k: a[f"gen_ai.usage.{k}"] for k in ("input_tokens", "output_tokens") if f"gen_ai.usage.{k}" in a}
+    for k, src in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):  # openllmetry
+        if f"gen_ai.usage.{src}" in a:
+            usage.setdefault(k, a[f"gen_ai.usage.{src}"])
     params = {v: a[k] for k, v in PARAMS.items() if k in a}
+    functions = unflatten(a, "llm.request.functions")
+    tools = [{"type": "function", "function": {k: _maybe_json(v) for k, v in f.items()}}
+             for f in _as_list(functions or None) if isinstance(f, dict)]
+    return usage, params, tools or None, {}
+
+
+def span_row(index: int, span: dict, a: dict) -> dict:
+    """A canonical row (see traces.canonical) of a span that is an LLM call."""
+    oi = "openinference.span.kind" in a
+    req, out = _openinference_conversation(a) if oi else _genai_conversation(a, span.get("events", []) or [])
+    usage, params, tools, meta = _openinference_extras(a) if oi else _genai_extras(a)
+    reply = out[0] if out else {}
     meta = {"otel_trace_id": span.get("traceId"), "span_name": span.get("name"),
-            "operation": a.get("gen_ai.operation.name"),
-            "provider": a.get("gen_ai.provider.name", a.get("gen_ai.system"))}
+            "operation": a.get("gen_ai.operation.name", a.get("llm.request.type")),
+            "provider": a.get("gen_ai.provider.name", a.get("gen_ai.system", a.get("llm.provider", a.get("llm.system")))),
+            **meta}
     meta.update({k[len("mend.metadata."):]: v for k, v in a.items() if k.startswith("mend.metadata.")})
     return {
         "line": index, "source_format": "otel", "src_id": span.get("spanId") or a.get("gen_ai.response.id"),
-        "ts": _ts(span.get("startTimeUnixNano")),
-        "model": a.get("gen_ai.response.model") or a.get("gen_ai.request.model"),
-        "messages": json.dumps(req), "response": _text(content),
+        "ts": timestamps.epoch_to_utc(span.get("startTimeUnixNano")),
+        "model": a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get("llm.model_name"),
+        "messages": json.dumps(req), "response": _text(reply.get("content")),
         "tool_calls": json.dumps(reply["tool_calls"]) if reply.get("tool_calls") else None,
-        "tools": None, "params": json.dumps(params) if params else None,
+        "tools": json.dumps(tools) if tools else None, "params": json.dumps(params) if params else None,
         "usage": json.dumps(usage) if usage else None,
         "metadata": json.dumps({k: v for k, v in meta.items() if v is not None}), "feedback": None,
-        "error": None if req else "span has gen_ai.* attributes but no prompt messages", "raw": json.dumps(span),
+        "error": None if req else "span is an LLM call but has no prompt messages (is content capture on?)",
+        "raw": json.dumps(span)[:KEEP_CHARS],
     }
 
 
@@ -209,33 +321,38 @@ def _text(content: Any) -> str | None:
     return json.dumps(content)
 
 
-def _ts(nanos: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromtimestamp(int(nanos) / 1e9, dt.UTC).replace(tzinfo=None)
-    except (TypeError, ValueError):
-        return None
-
-
 def _bad_row(index: int, raw: str, reason: str) -> dict:
     keys = ["src_id", "ts", "model", "messages", "response", "tool_calls", "tools", "params", "usage",
             "metadata", "feedback"]
-    return {"line": index, "source_format": "otel", **dict.fromkeys(keys), "error": reason, "raw": raw}
+    return {"line": index, "source_format": "otel", **dict.fromkeys(keys), "error": reason, "raw": raw[:KEEP_CHARS]}
 
 
-def rows(text: str) -> tuple[list[dict], int]:
-    """(canonical rows of the GenAI spans, number of non-GenAI spans skipped)."""
-    out, skipped, index = [], 0, 0
-    for file_line, doc, raw in documents(text):
-        if not isinstance(doc, dict):
+def _span_or_skip(index: int, span: Any) -> tuple[dict | None, str | None]:
+    if not isinstance(span, dict):
+        return _bad_row(index, json.dumps(span)[:KEEP_CHARS], "span is not a JSON object"), None
+    try:
+        a = attrs(span)
+        reason = skip_reason(span, a)
+        return (None, reason) if reason else (span_row(index, span, a), None)
+    except RecursionError:
+        return _bad_row(index, "", "span nested too deeply to read"), None
+
+
+def rows(text: str) -> tuple[list[dict], Counter]:
+    """(canonical rows of the LLM-call spans and of bad lines, {skip reason: spans skipped})."""
+    out, skipped, index = [], Counter(), 0
+    for file_line, doc, err, raw in documents(text):
+        if not is_export_request(doc):
             index += 1
-            out.append(_bad_row(index, raw, f"invalid JSON (file line {file_line})" if doc is None
-                                else f"export request is not a JSON object (file line {file_line})"))
+            why = err or ("export request has no `resourceSpans`" if isinstance(doc, dict)
+                          else "export request is not a JSON object")
+            out.append(_bad_row(index, raw, f"{why} (file line {file_line})"))
             continue
         for span in spans(doc):
             index += 1
-            row = span_row(index, span)
-            if row is None:
-                skipped += 1
-            else:
+            row, reason = _span_or_skip(index, span)
+            if row is not None:
                 out.append(row)
+            else:
+                skipped[reason] += 1
     return out, skipped

@@ -1,21 +1,34 @@
 """Secret and PII scrubbing, as SQL expressions DuckDB applies to a whole batch at once (RE2 regexes).
 
-Secrets are scrubbed on the raw JSONL line before it is parsed (one pass over every field, the
-quarantined copy included): every pattern starts with letters and matches only characters that
-need no JSON escaping, and the marker needs none either, so a valid line stays valid.
+Secrets are scrubbed on the JSONL line before its fields are extracted (one pass over every field, the
+quarantined copy included), after JSON escapes that could hide one are decoded (`\\/` for `/`, `\\u0041`
+for `A`: traces.jsonl_sql). Every pattern matches only characters that need no JSON escaping and the
+marker needs none either, so a valid line stays valid. What is replaced by `[REDACTED_SECRET]`:
+
+- tokens with a known shape: OpenAI/Anthropic `sk-` keys, GitHub, AWS access key ids, Slack, Google,
+  Hugging Face tokens, JWTs (`eyJ...` three dot-separated parts), with or without a `Bearer ` prefix;
+- the token after `Bearer ` or `Basic ` (Basic only when it is base64 of `user:password`, RFC 7617);
+- the password of a URL `scheme://user:password@host`;
+- AWS secret access keys: a run of exactly 40 base64 characters holding upper- and lower-case letters
+  and a digit, `/` or `+` (so a 40-hex git SHA or an English word is left alone). These have no fixed
+  prefix, so they are found as candidates first and checked, then replaced.
 PII patterns can match digits (phone numbers), so they run on the extracted text fields only.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 
 SECRET_MARK = "[REDACTED_SECRET]"
 EMAIL_MARK = "[REDACTED_EMAIL]"
 PHONE_MARK = "[REDACTED_PHONE]"
 
-# One alternation: group 1 keeps the "Bearer " prefix, the other alternatives replace the whole token.
+# One alternation, replaced by \1 \2 MARK \3: group 1 keeps a "Bearer " prefix, groups 2-3 keep a URL's
+# "scheme://user:" and "@"; unmatched groups are empty, so the other alternatives replace the whole token.
 SECRET_PATTERNS = [
-    r"(Bearer\s+)[A-Za-z0-9._~+/-]{16,}=*",        # HTTP bearer tokens
+    r"([Bb]earer\s+)[A-Za-z0-9._~+/-]{16,}=*",      # HTTP bearer tokens
+    r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\"'\\]+:)[^\s/?#@\"'\\]+(@)",  # password in a URL
     r"sk-(?:proj|svcacct|admin|ant-api\d\d)-[A-Za-z0-9_-]{20,}",  # OpenAI project/service/admin, Anthropic keys
     r"sk-[A-Za-z0-9]{20,}",                         # legacy OpenAI-style keys
     r"gh[pousr]_[A-Za-z0-9]{30,}",                  # GitHub tokens
@@ -24,8 +37,14 @@ SECRET_PATTERNS = [
     r"xox[abposr]-[A-Za-z0-9-]{10,}",               # Slack tokens
     r"AIza[0-9A-Za-z_-]{35}",                       # Google API keys
     r"hf_[A-Za-z0-9]{30,}",                         # Hugging Face tokens
+    r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs (header and payload are JSON)
 ]
 SECRET_RE = "|".join(SECRET_PATTERNS)
+SECRET_REPLACEMENT = r"\1\2" + SECRET_MARK + r"\3"
+# 40 base64 characters between non-base64 ones; a JSON escape (\n, \u00e9) before it is a boundary too,
+# because on a raw line its letter would otherwise join the run
+AWS_SECRET_RE = r"(?:^|[^A-Za-z0-9/+\\]|\\[nrtbf\"\\/]|\\u[0-9A-Fa-f]{4})([A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])"
+BASIC_RE = r"(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})"
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 PHONE_RE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
 
@@ -34,16 +53,30 @@ def _lit(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-# Literal substrings every secret pattern contains: `contains` scans at memchr speed, so the regex
+# Literal substrings every pattern of SECRET_RE contains: `contains` scans at memchr speed, so the regex
 # only runs on the ~1% of values that might hold a secret (4x faster on a 1 KB/line log).
-SECRET_HINTS = ["Bearer", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA",
-                "xox", "AIza", "hf_"]
+SECRET_HINTS = ["earer", "://", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA",
+                "xox", "AIza", "hf_", "eyJ"]
+BASIC_HINTS = ["asic", "ASIC"]
+
+
+def _replace_checked(expr: str, pattern: str, check: str) -> str:
+    """Replace every candidate (group 1 of `pattern`) for which the lambda body `check` (on c) holds."""
+    found = f"list_filter(regexp_extract_all({expr}, {_lit(pattern)}, 1), lambda c: {check})"
+    return f"list_reduce(list_prepend({expr}, {found}), lambda acc, c: replace(acc, c, {_lit(SECRET_MARK)}))"
+
+
+AWS_CHECK_SQL = "regexp_matches(c, '[A-Z]') AND regexp_matches(c, '[a-z]') AND regexp_matches(c, '[0-9/+]')"
+BASIC_CHECK_SQL = "coalesce(contains(try(decode(from_base64(c))), ':'), false)"
 
 
 def secrets_sql(expr: str) -> str:
     hint = " OR ".join(f"contains({expr}, {_lit(h)})" for h in SECRET_HINTS)
-    replace = f"regexp_replace({expr}, {_lit(SECRET_RE)}, {_lit(chr(92) + '1' + SECRET_MARK)}, 'g')"
-    return f"(CASE WHEN {hint} THEN {replace} ELSE {expr} END)"
+    out = f"regexp_replace({expr}, {_lit(SECRET_RE)}, {_lit(SECRET_REPLACEMENT)}, 'g')"
+    out = f"(CASE WHEN {hint} THEN {out} ELSE {expr} END)"
+    basic_hint = " OR ".join(f"contains({expr}, {_lit(h)})" for h in BASIC_HINTS)
+    out = f"(CASE WHEN {basic_hint} THEN {_replace_checked(out, BASIC_RE, BASIC_CHECK_SQL)} ELSE {out} END)"
+    return _replace_checked(out, AWS_SECRET_RE, AWS_CHECK_SQL)
 
 
 def pii_sql(expr: str) -> str:
@@ -51,10 +84,25 @@ def pii_sql(expr: str) -> str:
     return f"regexp_replace({inner}, {_lit(PHONE_RE)}, {_lit(PHONE_MARK)}, 'g')"
 
 
+def is_aws_secret(c: str) -> bool:
+    return bool(re.search("[A-Z]", c) and re.search("[a-z]", c) and re.search("[0-9/+]", c))
+
+
+def is_basic_credential(c: str) -> bool:
+    try:
+        return ":" in base64.b64decode(c, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+
+
 def scrub_text(text: str, secrets: bool = True, pii: bool = False) -> str:
     """The same rules in Python, for the few values that never pass through SQL."""
     if secrets:
-        text = re.sub(SECRET_RE, lambda m: (m.group(1) or "") + SECRET_MARK, text)
+        text = re.sub(SECRET_RE, lambda m: (m.group(1) or "") + (m.group(2) or "") + SECRET_MARK
+                      + (m.group(3) or ""), text)
+        for pattern, check in ((BASIC_RE, is_basic_credential), (AWS_SECRET_RE, is_aws_secret)):
+            for c in {m.group(1) for m in re.finditer(pattern, text)}:
+                text = text.replace(c, SECRET_MARK) if check(c) else text
     if pii:
         text = re.sub(PHONE_RE, PHONE_MARK, re.sub(EMAIL_RE, EMAIL_MARK, text))
     return text

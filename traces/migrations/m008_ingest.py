@@ -1,5 +1,6 @@
 """Ingest hardening: skipped items are counted (read = stored + duplicate + quarantined + skipped), a failed
-file says why, and a `running` row names the process that owns it so a dead one can be told apart."""
+file says why, a `running` row names the process that owns it so a dead one can be told apart, and each
+trace keeps its content hash (a reused source id with other content is a new trace, not a duplicate)."""
 
 
 def apply(con):
@@ -9,3 +10,8 @@ def apply(con):
                 "pid BIGINT",                  # the process that ingests it: a `running` row whose process
                 "host VARCHAR"):               # is gone on this host is stale and becomes `failed`
         con.execute("ALTER TABLE ingests ADD COLUMN " + ddl)
+    # sha256(messages NUL response NUL tool_calls) as stored: what "same content" means (traces.canonical).
+    # A table of its own, so that the traces table (which other stages read with SELECT *) keeps its shape.
+    con.execute("""CREATE TABLE trace_hashes (trace_id VARCHAR PRIMARY KEY, content_sha256 VARCHAR NOT NULL)""")
+    con.execute("""INSERT INTO trace_hashes SELECT trace_id, sha256(messages::VARCHAR || chr(0) || coalesce(response, '')
+                   || chr(0) || coalesce(tool_calls::VARCHAR, '')) FROM traces""")
