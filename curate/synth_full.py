@@ -14,6 +14,8 @@ import re
 
 from rich.markup import escape
 
+from curate.candidates import Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
+
 SCHEMA = {
     "type": "object",
     "properties": {"examples": {"type": "array", "items": {
@@ -61,8 +63,7 @@ def parse_examples(text: str | None) -> list[dict]:
 
 
 def full_mode(todo, failing_by_cluster, s, budget, tallies, console) -> None:
-    from curate.synth import Prompt, _progress, candidate_row, fresh_instruction, run_calls, teacher, write_rows
-    with teacher(s) as (client, _), _progress(console) as progress:
+    with teacher(s) as (client, _), progress_bars(console) as progress:
         for c in todo:
             failing = failing_by_cluster[c["cluster_id"]]
             calls_wanted = max(1, min(s.max_calls_per_cluster,

@@ -51,11 +51,7 @@ def safe(text: str | None, limit: int = 80) -> str:
 
 def embed_texts(texts: list[str]) -> np.ndarray:
     """MiniLM sentence embeddings (train.embed), L2-normalized, (N, 384) float32."""
-    try:
-        from train.embed import embed
-    except ImportError:  # the student package's embedder is not there: hashed bag of words, same shape
-        console.print("[yellow]train.embed not available: clustering on hashed word vectors instead of MiniLM[/]")
-        return hashed_embed(texts)
+    from train.embed import embed  # imports torch: only when clustering needs vectors
     return np.asarray(embed(texts), dtype=np.float32)
 
 

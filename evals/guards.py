@@ -92,13 +92,10 @@ def seed_runs_of(model_ref: str, a_hash: str | None, base_ref: str) -> list[str]
 
 def mean_nll(model_ref: str, adapter: str | None, sample) -> float:
     """Token-weighted mean NLL (nats/token) of the responses given their prompts, under (model, adapter)."""
+    from train.generate import sequence_nll
     from train.models import load
     model, tok = load(model_ref, adapter)
     convs, responses = [m for m, _ in sample], [r for _, r in sample]
-    try:
-        from train.generate import sequence_nll
-    except ImportError as e:
-        raise GuardError("train.generate.sequence_nll is not available") from e
     nll = sequence_nll(model, tok, convs, responses)
     counts = [max(1, len(tok(r, add_special_tokens=False)["input_ids"])) for r in responses]
     # sequence_nll gives the mean per token of each response: weight by tokens for a per-token mean

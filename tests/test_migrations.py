@@ -49,3 +49,24 @@ def test_store_connect_upgrades_an_older_file(tmp_path, monkeypatch):
     con.close()
     with store.connect(path) as con:
         assert applied(con)[-1] == latest()
+
+
+def columns_section(con) -> str:
+    """Every table's and view's columns in order, as docs/schema.md lists them between its columns markers."""
+    rows = con.execute("""SELECT table_name, list(column_name || ' ' || data_type ORDER BY ordinal_position)
+                          FROM information_schema.columns WHERE table_schema = 'main'
+                          GROUP BY table_name ORDER BY table_name""").fetchall()
+    return "\n".join(f"- `{name}`: {', '.join(cols)}" for name, cols in rows)
+
+
+def test_schema_doc_lists_every_column_of_every_table(tmp_path):
+    from pathlib import Path
+    con = duckdb.connect(str(tmp_path / "doc.duckdb"))
+    migrate(con)
+    doc = (Path(__file__).parent.parent / "docs" / "schema.md").read_text()
+    start, end = "<!-- columns:start -->\n", "\n<!-- columns:end -->"
+    assert start in doc and end in doc, "docs/schema.md lost its columns section"
+    listed = doc.split(start, 1)[1].split(end, 1)[0]
+    expected = columns_section(con)
+    assert listed == expected, "docs/schema.md's columns section differs from the migrations; it should read:\n" \
+        + expected

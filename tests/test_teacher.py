@@ -148,7 +148,7 @@ def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkey
 
 def test_guided_messages_put_constraint_and_demos_first():
     from curate.guidance import guided_messages
-    from curate.synth import Prompt
+    from curate.candidates import Prompt
     p = Prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}], "Q?", {}, None)
     msgs = guided_messages(p, {"system": "No commas.", "few_shot": [["q1", "a1"]]})
     assert msgs == [{"role": "system", "content": "Be brief. No commas."}, {"role": "user", "content": "q1"},

@@ -35,10 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         table = Table(title=escape(f"[tool.mend.{stage}]"))
         for col in ("key", "value", "source"):
             table.add_column(col, overflow="fold")
-        try:
-            for key, value, source in rows(stage):
-                table.add_row(key, escape(value), source)
-        except ImportError as e:  # a stage whose package is not there yet: say so, show the others
-            table.add_row("(unavailable)", escape(str(e)), "")
+        for key, value, source in rows(stage):
+            table.add_row(key, escape(value), source)
         console.print(table)
     return 0

@@ -7,7 +7,7 @@ a migration that has shipped: append a new one. The contract they build is docs/
 from __future__ import annotations
 
 from traces.migrations import m001_traces, m002_evals, m003_curate, m004_train, m005_gate
-from traces.migrations import m007_pairs
+from traces.migrations import m006_adapter_hash, m007_pairs
 from traces.migrations import m008_ingest
 
 MIGRATIONS = [
@@ -16,6 +16,7 @@ MIGRATIONS = [
     ("m003_curate", m003_curate.apply),
     ("m004_train", m004_train.apply),
     ("m005_gate", m005_gate.apply),
+    ("m006_adapter_hash", m006_adapter_hash.apply),
     ("m007_pairs", m007_pairs.apply),
     ("m008_ingest", m008_ingest.apply),
 ]

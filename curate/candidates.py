@@ -1,0 +1,148 @@
+"""What every synthesis mode shares: the prompt and budget records, the teacher (local server or endpoint),
+sending calls within budget, verifying a candidate by its prompt's checks, and writing candidate rows.
+compose (curate/synth.py) and full (curate/synth_full.py) both build on it."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from traces import settings as settings_mod
+from traces import store
+
+CHUNK = 16  # requests per client batch: budgets (calls, cost) are checked between batches
+
+
+@dataclass
+class Prompt:
+    """One prompt to answer: the messages sent, the text verified, and what verifies it."""
+    messages: list
+    prompt: str
+    metadata: dict
+    seed_trace_id: str | None
+    description: str = ""  # the instruction sentence this prompt targets (for guidance)
+
+
+@dataclass
+class Budget:
+    calls_left: int
+    cost_left: float
+    spent_calls: int = 0
+    spent_cost: float = 0.0
+
+    def take(self, calls: list) -> None:
+        self.spent_calls += sum(1 for c in calls if not c.cached)
+        self.calls_left -= sum(1 for c in calls if not c.cached)
+        cost = sum(c.cost_usd or 0.0 for c in calls if not c.cached)
+        self.spent_cost += cost
+        self.cost_left -= cost
+
+
+def verify(p_prompt: str, response: str, metadata: dict) -> tuple[bool, str | None, list]:
+    from evals.checks import verify_instructions
+    results = verify_instructions(p_prompt, response, metadata)
+    failed = [r.reason or cid for cid, r in results if not r.passed]
+    if not results:
+        return False, "no checks: the metadata names no instruction to verify", results
+    return not failed, ("; ".join(failed) if failed else None), results
+
+
+def example_id(cluster_id: str, request_hash: str, extra: str = "") -> str:
+    return "ex-" + hashlib.sha256(f"{cluster_id}:{request_hash}:{extra}".encode()).hexdigest()[:20]
+
+
+def candidate_row(cluster: dict, p: Prompt, call, mode: str, teacher_model: str, guide: dict | None,
+                  extra: str = "") -> tuple[dict, list]:
+    response = call.text or ""
+    ok, reason, results = verify(p.prompt, response, p.metadata)
+    if ok and guide:
+        from curate.guidance import fluency
+        fluent, why = fluency(response, guide.get("min_alpha", 0.6))
+        if not fluent:
+            ok, reason = False, f"not_fluent: {why}"
+    eid = example_id(cluster["cluster_id"], call.request_hash, extra)
+    row = {"example_id": eid, "cluster_id": cluster["cluster_id"], "seed_trace_id": p.seed_trace_id,
+           "mode": mode, "messages": json.dumps(p.messages), "prompt": p.prompt, "response": response,
+           "metadata": json.dumps(p.metadata), "guidance": json.dumps(_guide_record(guide)) if guide else None,
+           "teacher_model": teacher_model, "request_hash": call.request_hash,
+           "status": "verified" if ok else "failed_verification", "reason": reason}
+    checks = [(eid, i, cid, bool(r.passed), r.reason) for i, (cid, r) in enumerate(results)]
+    return row, checks
+
+
+def _guide_record(guide: dict) -> dict:
+    """What the example records about how it was produced (the bias table only by size)."""
+    from curate.guidance import record
+    return record(guide)
+
+
+COLS = ["example_id", "cluster_id", "seed_trace_id", "mode", "messages", "prompt", "response", "metadata",
+        "guidance", "teacher_model", "request_hash", "status", "reason"]
+
+
+def write_rows(rows: list[dict], checks: list[tuple]) -> int:
+    """Insert new candidates (a re-run answered from the cache writes nothing twice)."""
+    if not rows:
+        return 0
+    import pyarrow as pa
+    table = pa.table({c: [r[c] for r in rows] for c in COLS})
+    with store.connect() as con, store.transaction(con):
+        before = con.execute("SELECT count(*) FROM examples").fetchall()[0][0]
+        con.register("new_rows", table)
+        con.execute(f"""INSERT INTO examples ({', '.join(COLS)})
+            SELECT {', '.join(c + ('::JSON' if c in ('messages', 'metadata', 'guidance') else '') for c in COLS)}
+            FROM new_rows WHERE example_id NOT IN (SELECT example_id FROM examples)""")
+        if checks:
+            ct = pa.table({"example_id": [c[0] for c in checks], "check_idx": [c[1] for c in checks],
+                           "check_id": [c[2] for c in checks], "passed": [c[3] for c in checks],
+                           "reason": [c[4] for c in checks]})
+            con.register("new_checks", ct)
+            con.execute("""INSERT OR IGNORE INTO example_checks SELECT example_id, check_idx::INTEGER, check_id,
+                           passed, reason FROM new_checks""")
+        return con.execute("SELECT count(*) FROM examples").fetchall()[0][0] - before
+
+
+def make_client(s, base_url: str, model: str):
+    from evals.client import Client
+    ev = settings_mod.load("evals")
+    return Client(base_url, model, purpose="teacher", api_key_env=s.teacher_api_key_env or "OPENAI_API_KEY",
+                  concurrency=s.teacher_concurrency, max_retries=ev.client_max_retries, timeout_s=s.teacher_timeout_s,
+                  allow_remote=s.teacher_allow_remote or ev.allow_remote, prices=ev.prices)
+
+
+@contextlib.contextmanager
+def teacher(s, continuous_batching: bool = True):
+    """Yields a Client: the local server (started and stopped here) or the configured endpoint,
+    checked before any work is queued."""
+    if s.teacher_url == "local":
+        from curate.teacher import local_teacher
+        with local_teacher(s.teacher_model, continuous_batching=continuous_batching, settings=s) as info:
+            # its /v1/models answers 500 offline: /health (waited on) is the check here
+            yield make_client(s, info["base_url"], info["model"]), info["folder"]
+        return
+    client = make_client(s, s.teacher_url, s.teacher_model)
+    client.check_endpoint()
+    yield client, None
+
+
+def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> list:
+    """Send requests in chunks, stopping between chunks when a budget is spent; returns the calls made."""
+    calls = []
+    for i in range(0, len(requests), CHUNK):
+        if budget.calls_left <= 0 or budget.cost_left <= 0:
+            break
+        chunk = requests[i:i + min(CHUNK, budget.calls_left)]
+        got = client.complete_many(chunk, progress=lambda n: progress.advance(task, n))
+        budget.take(got)
+        calls.extend(got)
+    return calls
+
+
+@contextlib.contextmanager
+def progress_bars(console):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        yield progress
