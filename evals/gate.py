@@ -565,7 +565,7 @@ def write_report(text: str, path: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
-    pass
+    os.replace(tmp, target)
 
 
 @contextlib.contextmanager

@@ -101,6 +101,17 @@ def test_a_crash_is_exit_2_not_reject_with_a_clear_message(tmp_path, monkeypatch
     assert json.loads(path.read_text()) == report  # the stale PROMOTE is gone
 
 
+def test_an_interrupted_gate_leaves_no_stale_report(tmp_path, monkeypatch):
+    def interrupt(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gate, "gate_from_args", interrupt)
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps({"verdict": "PROMOTE", "exit_code": 0}))  # from an earlier run
+    with pytest.raises(KeyboardInterrupt):  # the dispatcher turns it into 130
+        gate.main(gate_args(scenario(), "--report", str(path)))
+    assert not path.exists()
+
+
 def test_a_crash_after_the_decision_still_exits_2_and_names_the_decision(monkeypatch, capsys):
     def crash(result, console):
         raise UnicodeEncodeError("ascii", "é", 0, 1, "terminal cannot print it")
