@@ -73,6 +73,7 @@ lm-eval compares those case-insensitively.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -124,8 +125,13 @@ def _args(iid: str, kwargs: dict | None, prompt: str) -> dict | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def _util():
-    return checks._lm_eval()[1]  # lm-eval's instructions_util, imported with the offline NLTK data
+    """lm-eval's instructions_util (count_words, count_sentences, nltk), imported after evals has set up
+    the offline NLTK data (building any instruction does that)."""
+    checks.build_instruction("punctuation:no_comma", {}, "")
+    from lm_eval.tasks.ifeval import instructions_util
+    return instructions_util
 
 
 # ------------------------------------------------------------------ content overlap
