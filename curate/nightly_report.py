@@ -17,11 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from traces import store
+from traces.store import json_value
 from traces.settings import resolve_path
-
-
-def _json(v):
-    return json.loads(v) if isinstance(v, str) else (v or {})
 
 
 def gather(nightly_id: str) -> dict:
@@ -29,7 +26,7 @@ def gather(nightly_id: str) -> dict:
     with store.connect(read_only=True) as con:
         ledger = con.execute("""SELECT stage, status, summary, started_at, finished_at FROM nightly_ledger
                                 WHERE nightly_id = ? ORDER BY started_at""", [nightly_id]).fetchall()
-        stages = {r[0]: {"status": r[1], "summary": _json(r[2])} for r in ledger}
+        stages = {r[0]: {"status": r[1], "summary": json_value(r[2], {})} for r in ledger}
         gate_id = stages.get("gate", {}).get("summary", {}).get("decision_id")
         decision = _decision(con, gate_id)
         train_run = stages.get("train", {}).get("summary", {}).get("train_run") or (decision or {}).get("train_run")
@@ -51,7 +48,7 @@ def _decision(con, decision_id):
             "baseline_adapter", "train_run", "eval_runs"]
     out = dict(zip(keys, row))
     for k in ("reasons", "details", "eval_runs"):
-        out[k] = _json(out[k])
+        out[k] = json_value(out[k], {})
     return out
 
 
@@ -70,7 +67,7 @@ def _metrics(con, train_run) -> dict:
     path = resolve_path(row[0]) / "metrics.json" if row[0] else None
     if path and path.is_file():
         return json.loads(path.read_text())
-    return _json(row[1])
+    return json_value(row[1], {})
 
 
 def _lineage(con, train_run) -> dict:

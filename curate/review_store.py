@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from traces.store import connect, transaction
+from traces.store import connect, json_value, transaction
 
 DECIDED = ("accepted", "rejected", "edited")
 ACCEPT_REST_REASON = "accept rest of cluster"
@@ -45,10 +45,6 @@ class Item:
 def now() -> datetime:
     """UTC, naive (the TIMESTAMP columns hold UTC)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _json(value):
-    return json.loads(value) if isinstance(value, str) else value
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -126,7 +122,7 @@ def _load_item(con, example_id: str) -> Item | None:
         FROM examples WHERE example_id = ?""", [example_id]).fetchone()
     if row is None:
         return None
-    item = Item(*row[:6], _json(row[6]) or [], _json(row[7]), *row[8:])
+    item = Item(*row[:6], json_value(row[6]) or [], json_value(row[7]), *row[8:])
     item.checks = con.execute("""SELECT check_idx, check_id, passed, reason FROM example_checks
                                  WHERE example_id = ? ORDER BY check_idx""", [example_id]).fetchall()
     return item

@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evals.runs import refresh_stale
+from traces import settings as settings_mod, store
 
 console = Console()
 
@@ -76,7 +77,7 @@ def request_text(prompt: str, metadata) -> str:
     """The prompt without the verifiable-instruction sentences its metadata names (rebuilt by lm-eval's own
     builders), so embeddings and label terms describe the request ("a story about a detective"), not the
     instruction boilerplate every member shares."""
-    md = json.loads(metadata) if isinstance(metadata, str) else (metadata or {})
+    md = store.json_value(metadata, {})
     if not md.get("instruction_id_list"):
         return prompt
     from evals.checks import strip_instructions
@@ -154,7 +155,6 @@ def failures(con, run_id: str, split: str):
 
 def build_clusters(run_id: str, embed=None, settings=None) -> list[dict]:
     """Cluster the seed failures of `run_id`, store them, return the clusters (largest first)."""
-    from traces import settings as settings_mod, store
     s = settings or settings_mod.load("evals")
     with store.connect() as con:
         _require_complete(con, run_id)
@@ -189,7 +189,7 @@ def _describe(fails, vectors, idx, check_id, s) -> dict:
     sims = members @ centroid
     trace_ids = [fails["trace_id"][int(i)] for i in idx]
     order = sorted(range(len(idx)), key=lambda m: (-round(float(sims[m]), 6), trace_ids[m]))
-    args = [json.loads(a) if isinstance(a, str) else (a or {}) for a in (fails["check_args"][int(i)] for i in idx)]
+    args = [store.json_value(a, {}) for a in (fails["check_args"][int(i)] for i in idx)]
     return {"cluster_id": cluster_id(check_id, trace_ids[order[0]]), "check_id": check_id, "size": len(idx),
             "centroid": centroid.astype(np.float32).tolist(), "members": trace_ids,
             "similarity": [float(x) for x in sims], "prompts": [fails["prompt"][int(i)] for i in idx],
@@ -217,7 +217,6 @@ def _require_complete(con, run_id: str) -> None:
 
 def _store(run_id: str, clusters: list[dict]) -> None:
     import pyarrow as pa
-    from traces import store
     members = pa.table({
         "cluster_id": [c["cluster_id"] for c in clusters for _ in c["members"]],
         "trace_id": [t for c in clusters for t in c["members"]],
@@ -253,7 +252,6 @@ def current_clusters(con):
 def assign_holdout(run_id: str, embed=None) -> dict:
     """Put run_id's holdout failures into the current clusters (same check, nearest centroid); clusters unchanged.
     Returns {"assigned": n, "unassigned": m, "clusters": {cluster_id: n}}. Idempotent per run."""
-    from traces import store
     with store.connect() as con:
         _require_complete(con, run_id)
         fails = failures(con, run_id, "holdout").unique(["trace_id", "check_id"], keep="first", maintain_order=True)
@@ -281,7 +279,6 @@ def _nearest(fails, current, vectors) -> list[tuple[str, str, float]]:
 
 def _store_assignment(run_id: str, rows) -> None:
     import pyarrow as pa
-    from traces import store
     table = pa.table({"cluster_id": [r[0] for r in rows], "trace_id": [r[1] for r in rows],
                       "similarity": [r[2] for r in rows]})
     with store.connect() as con, store.transaction(con):
@@ -295,7 +292,6 @@ def _store_assignment(run_id: str, rows) -> None:
 
 def default_run(con) -> str | None:
     """The newest complete run that covers the seed split (of the configured suites first)."""
-    from traces import settings as settings_mod
     refresh_stale(con)
     suites = list(settings_mod.load("evals").suites)
     rows = con.execute("""SELECT run_id FROM eval_runs WHERE status = 'complete' AND split IN ('seed', 'all')
@@ -331,7 +327,6 @@ def main(argv=None) -> int:
         console.print(f"assigned {out['assigned']} holdout failures to {len(out['clusters'])} clusters "
                       f"({out['unassigned']} had no cluster of their check)")
         return 0
-    from traces import store
     with store.connect() as con:
         run_id = a.run or default_run(con)
     if run_id is None:

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from traces import store
+from traces.settings import load, resolve_path
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 
@@ -29,7 +31,6 @@ def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch
     import lm_eval
     from lm_eval.tasks import TaskManager
     from train.models import resolve
-    from traces.settings import resolve_path
     args = {"pretrained": str(resolve(model_ref)), "dtype": "float32"}
     if adapter:
         args["peft"] = str(resolve_path(adapter))
@@ -66,7 +67,6 @@ def perplexity_guard(base_ref, base_adapter, cand_ref, cand_adapter, n_docs: int
 def drift_sample(base_runs: dict, n: int) -> list[tuple[list[dict], str]]:
     """(messages, baseline response) of up to n seed traces that passed every check in a baseline run.
     Uses a logged/eval run of the baseline that covers the seed split; its scored `output` is the response."""
-    from traces import store
     with store.connect(read_only=True) as con:
         rows = con.execute("""
             SELECT t.messages, any_value(r.output) FROM results r JOIN eval_runs e USING (run_id)
@@ -75,13 +75,12 @@ def drift_sample(base_runs: dict, n: int) -> list[tuple[list[dict], str]]:
               AND e.run_id IN (SELECT unnest(?::VARCHAR[]))
             GROUP BY t.trace_id, t.messages HAVING bool_and(r.passed) AND any_value(r.output) IS NOT NULL
             ORDER BY hash(t.trace_id) LIMIT ?""", [list(base_runs), n]).fetchall()
-    return [(json.loads(m) if isinstance(m, str) else m, out) for m, out in rows]
+    return [(store.json_value(m), out) for m, out in rows]
 
 
 def seed_runs_of(model_ref: str, a_hash: str | None, base_ref: str) -> list[str]:
     """Complete eval runs that scored the baseline's responses on the seed split (logged runs stand for the
     base model, as in the gate)."""
-    from traces import store
     with store.connect(read_only=True) as con:
         rows = con.execute("""SELECT run_id FROM eval_runs WHERE status = 'complete' AND split IN ('seed', 'all')
                               AND ((mode = 'generate' AND model_ref = ? AND adapter_hash IS NOT DISTINCT FROM ?)
@@ -104,7 +103,6 @@ def mean_nll(model_ref: str, adapter: str | None, sample) -> float:
 
 def drift_guard(base, cand, n: int, tolerance: float) -> dict:
     """base/cand: gate Sides (ref, adapter, adapter_hash)."""
-    from traces.settings import load
     runs = seed_runs_of(base.ref, base.adapter_hash, load("train").model)
     sample = drift_sample(runs, n)
     if not sample:

@@ -73,7 +73,7 @@ def find_complete_run(suite: str, version: str, model_ref: str | None, adapter_h
                                                              split]).fetchall()
     want = _canonical(gen_settings)
     for run_id, gs in rows:
-        if _canonical(json.loads(gs) if isinstance(gs, str) else gs) == want:
+        if _canonical(store.json_value(gs)) == want:
             return run_id
     return None
 
@@ -145,7 +145,7 @@ def _start(suite, split, model_ref, adapter, n, s) -> str:
 def conversation(trace: dict) -> list[dict]:
     """The request messages of a trace, as the student's chat template wants them."""
     messages = trace.get("messages")
-    messages = json.loads(messages) if isinstance(messages, str) else (messages or [])
+    messages = store.json_value(messages, [])
     out = [{"role": m.get("role", "user"), "content": m.get("content") or ""} for m in messages
            if m.get("role") in ("system", "user", "assistant")]
     while out and out[-1]["role"] == "assistant":  # the answer is what we regenerate

@@ -22,10 +22,11 @@ A suite file:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from traces.store import json_value
 
 PACKAGE_DIR = Path(__file__).parent / "suites"
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -59,15 +60,11 @@ class Suite:
         """The (check id, args) pairs to run on this trace, in a stable order (check_idx)."""
         if self.from_metadata == "instructions":
             from evals.checks import instruction_specs
-            return instruction_specs(_obj(trace.get("metadata")))
+            return instruction_specs(json_value(trace.get("metadata")))
         if self.from_metadata == "checks":
-            specs = (_obj(trace.get("metadata")) or {}).get("checks") or []
+            specs = (json_value(trace.get("metadata")) or {}).get("checks") or []
             return [(s["check"], s.get("args") or {}) for s in specs]
         return [(c["check"], c.get("args") or {}) for c in self.checks]
-
-
-def _obj(value):
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def suite_dirs() -> list[Path]:

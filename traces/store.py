@@ -6,6 +6,7 @@ stages must never hold a connection while they compute: open, read or write, clo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -88,3 +89,10 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def json_value(value, default=None):
+    """A JSON column as Python: DuckDB hands JSON back as text; NULL (or an empty value) gives `default`."""
+    if isinstance(value, (str, bytes)):
+        return json.loads(value)
+    return default if value is None else value
