@@ -1,7 +1,7 @@
 """python -m train lora [--training-set PATH] [--out DIR] [--resume | --fresh] [--lr 1e-4 --epochs 3 ...]
 
 Fine-tunes a LoRA adapter (QLoRA with `quantization = "nf4"` on a CUDA GPU) on the training set that
-`python -m curate export` wrote, with TRL's SFTTrainer. The loss covers the assistant tokens only (the
+`make export` (curate's export) wrote, with TRL's SFTTrainer. The loss covers the assistant tokens only (the
 training chat template in train/templates/ marks them), batches are length-grouped (or packed), the learning rate
 warms up then follows a cosine, a validation split gives eval loss and early stopping.
 

@@ -1,6 +1,6 @@
 """The training set for `python -m train lora`: read, validate, hash and split it.
 
-Input is what `python -m curate export` writes: OpenAI chat JSONL, one
+Input is what `make export` (curate's export) writes: OpenAI chat JSONL, one
 `{"messages": [...], "id": ..., "origin": "example"|"replay"}` per line, and `<name>.manifest.json` beside it
 (ids, content hashes, origins). Bad input fails with the file, line and field.
 """
@@ -41,8 +41,7 @@ def manifest_path(path: Path) -> Path:
 def read_training_set(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"training set {path} does not exist (write it with `make export` / "
-                                "`python -m curate export`)")
+        raise FileNotFoundError(f"training set {path} does not exist (write it with `make export`)")
     examples, seen = [], set()
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
