@@ -26,17 +26,36 @@ def dispatch(prog: str, doc: str, commands: dict[str, tuple[str, str]], argv: li
     return _run(getattr(importlib.import_module(module), func), rest)
 
 
+BUSY_HINT = ("(a running `traces ingest` commits and releases the database after every batch of "
+             "`batch_lines` lines, so a retry usually gets in within seconds; `busy_timeout_s` sets how long to wait)")
+
+
+def _interrupts() -> tuple[type, ...]:
+    """Ctrl-C during a DuckDB query arrives as duckdb.InterruptException, not KeyboardInterrupt."""
+    try:
+        import duckdb
+        return (KeyboardInterrupt, duckdb.InterruptException)
+    except ImportError:
+        return (KeyboardInterrupt,)
+
+
 def _run(fn, rest: list[str]) -> int:
     """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace."""
+    from rich.markup import escape
+
     from traces.settings import SettingsError
     from traces.store import StoreBusy
+    err = Console(stderr=True)
     try:
         return int(fn(rest) or 0)
-    except (SettingsError, StoreBusy, FileNotFoundError) as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", markup=True, highlight=False)
+    except StoreBusy as e:
+        err.print(f"[red]error:[/] {escape(str(e))} {BUSY_HINT}", highlight=False)
         return 2
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
+    except (SettingsError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        return 2
+    except _interrupts():
+        err.print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
         return 130
 
 

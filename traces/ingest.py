@@ -91,16 +91,21 @@ class _Unreadable(Exception):
 
 
 def _read(f, n: int) -> bytes:
-    """Up to n bytes; a corrupt or truncated compressed stream raises _Unreadable."""
+    """Up to n bytes; a corrupt or truncated compressed stream raises _Unreadable once what was
+    decompressed before the break has been returned (read1 hands it over piece by piece)."""
+    if getattr(f, "mend_broken", None):
+        raise _Unreadable(f.mend_broken)
+    if not isinstance(f, gzip.GzipFile):
+        return f.read(n)
+    out = bytearray()
     try:
-        if not isinstance(f, gzip.GzipFile):
-            return f.read(n)
-        out = bytearray()  # read1 keeps what was decompressed before a truncation point
         while len(out) < n and (piece := f.read1(min(n - len(out), 1 << 20))):
             out += piece
-        return bytes(out)
     except READ_ERRORS as e:
-        raise _Unreadable(_describe(e)) from None
+        f.mend_broken = _describe(e)
+        if not out:
+            raise _Unreadable(f.mend_broken) from None
+    return bytes(out)
 
 
 def _unreadable(path: Path, why: str, lines_read: int) -> IngestError:

@@ -1,6 +1,8 @@
 """python -m traces stats [--days N] — trace counts by source, model, split and day; quarantined lines.
 
-Opens the store read-only, so it works while nothing else writes (and says so when something does).
+Quarantined lines are counted by reason and file, with the first lines where each occurs; the lines
+themselves: `python -m traces quarantine FILE`. Opens the store read-only, so it works while nothing
+else writes (and says so when something does).
 """
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ QUERIES = {
     "by split": "SELECT split, count(*) FROM traces GROUP BY ALL ORDER BY 1",
     "by day": "SELECT coalesce(strftime(ts, '%Y-%m-%d'), '(no timestamp)'), count(*) FROM traces "
               "GROUP BY ALL ORDER BY 1 DESC LIMIT ?",
-    "quarantine by reason": "SELECT reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 2 DESC LIMIT 20",
+    # the first few line numbers per (reason, file): where to look, without listing thousands
+    "quarantine by reason": """SELECT reason, source_file, count(*),
+                                      array_to_string(list(source_line ORDER BY source_line)[1:5], ', ')
+                                      || CASE WHEN count(*) > 5 THEN ', ...' ELSE '' END
+                               FROM quarantine GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 30""",
 }
 
 
@@ -30,15 +36,15 @@ def collect(days: int = 14) -> dict[str, list[tuple]]:
     with store.connect(read_only=True) as con:
         out = {name: con.execute(sql, [days] if "?" in sql else []).fetchall() for name, sql in QUERIES.items()}
         out["ingests"] = con.execute(
-            """SELECT source_file, status, n_read, n_stored, n_duplicate, n_quarantined, finished_at
-               FROM ingests ORDER BY started_at DESC LIMIT 10""").fetchall()
+            """SELECT source_file, status, n_read, n_stored, n_duplicate, n_quarantined, coalesce(n_skipped, 0),
+                      finished_at, coalesce(error, '') FROM ingests ORDER BY started_at DESC LIMIT 10""").fetchall()
     return out
 
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> Table:
     table = Table(title=title)
     for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i else "left", overflow="fold")
+        table.add_column(h, justify="right" if rows and isinstance(rows[0][i], int) else "left", overflow="fold")
     for r in rows:
         table.add_row(*(escape(f"{v:,}" if isinstance(v, int) else str(v)) for v in r))
     return table
@@ -54,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]{total:,}[/] traces in {settings.db_path()}")
     for name in ("by source", "by model", "by split", "by day"):
         console.print(_table(f"traces {name}", (name.split()[-1], "traces"), data[name]))
-    console.print(_table("quarantined lines by reason", ("reason", "lines"), data["quarantine by reason"]))
+    console.print(_table("quarantined lines by reason and file", ("reason", "file", "lines", "first lines"),
+                         data["quarantine by reason"]))
+    if data["quarantine by reason"]:
+        console.print("the quarantined lines of one file: [cyan]python -m traces quarantine FILE[/] "
+                      "[dim](--reason TEXT, --limit N)[/]")
     console.print(_table("latest ingests", ("file", "status", "read", "stored", "duplicate", "quarantined",
-                                            "finished"), data["ingests"]))
+                                            "skipped", "finished", "error"), data["ingests"]))
     return 0
