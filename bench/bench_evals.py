@@ -231,7 +231,7 @@ def lm_eval_folder(folder: Path) -> Path:
 
 
 def run_lm_eval_ifeval(limit: int, max_gen_toks: int, batch_size: int = 8) -> dict:
-    from traces.nltk_offline import ensure
+    from evals.nltk_offline import ensure
     ensure()  # offline punkt data + seeded langdetect before lm-eval's ifeval modules import
     import lm_eval
     from lm_eval.tasks import TaskManager

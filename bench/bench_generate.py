@@ -36,7 +36,7 @@ def _useful(tokens: list[int], eos: int) -> int:
 def run(quick: bool) -> list[dict]:
     from train.generate import generate
     from train.models import load
-    from train.traffic import build_prompts
+    from evals.traffic import build_prompts
     n, new = (16, 32) if quick else (64, 128)
     convs = [p["messages"] for p in build_prompts(n, seed=0)]
     model, tok = load("smollm2-135m-instruct")

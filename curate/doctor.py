@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from traces import nltk_offline, settings, store
+from evals import nltk_offline
+from traces import settings, store
 from traces.migrations import MIGRATIONS, latest
 from train import embed, models
 
@@ -72,7 +73,7 @@ def check_database() -> Check:
 def check_nltk() -> Check:
     if nltk_offline.is_built():
         return Check("nltk punkt_tab", OK, str(nltk_offline.model_dir(nltk_offline.default_target())))
-    return Check("nltk punkt_tab", FAIL, "offline sentence tokenizer data missing", "python -m traces setup-nltk")
+    return Check("nltk punkt_tab", FAIL, "offline sentence tokenizer data missing", "python -m evals setup-nltk")
 
 
 def check_teacher() -> Check:

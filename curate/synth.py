@@ -25,6 +25,8 @@ from rich.table import Table
 
 from curate.candidates import Budget, Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
 from curate.synth_full import full_mode
+from evals import ifeval
+from evals.ifeval import fresh_instruction  # curate/synth_full.py imports it from here too
 from traces import settings as settings_mod
 from traces import store
 from traces.terminal import safe
@@ -105,30 +107,11 @@ def _trace(r) -> dict:
 # ------------------------------------------------------------------ composing prompts
 
 def base_request(trace: dict) -> str | None:
-    """The request without its verifiable instructions: metadata's own base text if the writer kept one,
-    else the prompt with each instruction's description (rebuilt from its kwargs) cut out."""
-    md = trace["metadata"] or {}
-    for key in ("base_request", "base_prompt"):
-        if md.get(key):
-            return md[key]
-    from evals.checks import strip_instructions
-    text, found = strip_instructions(trace["prompt"], md)
-    # a description we cannot rebuild (or an unknown id): do not guess where the request ends
-    return text if found and text else None
-
-
-def fresh_instruction(check_id: str, base: str, rng_seed: str) -> tuple[str, dict] | None:
-    """A new (description, kwargs) from the instruction's own lm-eval builder; None if not an IFEval id."""
-    from evals.checks import _lm_eval, seeded_random
-    registry, _ = _lm_eval()
-    if check_id not in registry.INSTRUCTION_DICT:
-        return None
-    with seeded_random(rng_seed):  # lm-eval's builders draw from the global `random`
-        inst = registry.INSTRUCTION_DICT[check_id](check_id)
-        args = {"prompt_to_repeat": base} if check_id == "combination:repeat_prompt" else {}
-        desc = inst.build_description(**args)
-        kwargs = {k: v for k, v in (inst.get_instruction_args() or {}).items() if v is not None}
-    return desc, kwargs
+    """The request without its verifiable instructions (evals.ifeval.base_request): the one clustering stored
+    in cluster_members.base_request, else computed here. Computing it here is the fallback for traces that have
+    no stored value: members clustered before m009_base_request, and seed traces that failed no check (never
+    clustered). None: no instruction to strip, or a description that cannot be found."""
+    return trace.get("base_request") or ifeval.base_request(trace["prompt"], trace["metadata"])
 
 
 def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float = 1.0) -> list[Prompt]:
@@ -166,10 +149,9 @@ def _from_trace(t: dict, check_id: str) -> Prompt:
     md = {k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}
     desc = ""
     with contextlib.suppress(Exception):
-        from evals.checks import build_instruction, instruction_specs
-        for iid, kw in instruction_specs(md):
+        for iid, kw in ifeval.instruction_specs(md):
             if iid == check_id:
-                desc = build_instruction(iid, kw, t["prompt"])[1]
+                desc = ifeval.build_instruction(iid, kw, t["prompt"])[1]
     return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc)
 
 

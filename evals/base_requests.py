@@ -1,6 +1,6 @@
 """Base requests for sample traffic: 150 everyday tasks a team's assistant might be asked (written for mend).
 
-    from train.requests import BASE_REQUESTS  # [(base_id, text)], ids b000..b149
+    from evals.base_requests import BASE_REQUESTS  # [(base_id, text)], ids b000..b149
 
 They are deliberately ordinary and varied (e-mails, stories, explanations, summaries, product copy, advice,
 lists, dialogues, JSON data, poems, cover letters...). None is taken from IFEval or any benchmark, so traffic

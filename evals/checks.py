@@ -15,28 +15,14 @@ and register with the same decorator.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import random
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-# The IFEval instruction ids lm-eval registers (lm_eval.tasks.ifeval.instructions_registry.INSTRUCTION_DICT).
-# Listed here so registering them does not import lm-eval (2-3 s, it pulls in `datasets`);
-# tests/test_checks.py asserts this list equals lm-eval's.
-IFEVAL_IDS = (
-    "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
-    "language:response_language", "length_constraints:number_sentences", "length_constraints:number_paragraphs",
-    "length_constraints:number_words", "length_constraints:nth_paragraph_first_word",
-    "detectable_content:number_placeholders", "detectable_content:postscript",
-    "detectable_format:number_bullet_lists", "detectable_format:constrained_response",
-    "detectable_format:number_highlighted_sections", "detectable_format:multiple_sections",
-    "detectable_format:json_format", "detectable_format:title", "combination:two_responses",
-    "combination:repeat_prompt", "startend:end_checker", "change_case:capital_word_frequency",
-    "change_case:english_capital", "change_case:english_lowercase", "punctuation:no_comma",
-    "startend:quotation",
-)
+from evals import ifeval
+from evals.ifeval import build_instruction, instruction_specs
+from traces import settings
 
 
 @dataclass(frozen=True)
@@ -89,9 +75,8 @@ def run_check(name: str, response: str | None, args: dict | None, trace: dict) -
 def load_check_modules(modules=None) -> list[str]:
     """Import the user check modules (settings `check_modules`); each registers its checks on import."""
     if modules is None:
-        from traces import settings
         modules = settings.load("evals").check_modules
-    project = str(_project_root())
+    project = str(settings.project_root())
     if project not in sys.path:
         sys.path.insert(0, project)  # a team's checks live in its own repo, next to pyproject.toml
     loaded = []
@@ -102,11 +87,6 @@ def load_check_modules(modules=None) -> list[str]:
             raise UnknownCheck(f"check module {name!r} (settings check_modules) cannot be imported: {e}") from e
         loaded.append(name)
     return loaded
-
-
-def _project_root():
-    from traces.settings import project_root
-    return project_root()
 
 
 _BUILTINS_LOADED = False
@@ -120,72 +100,7 @@ def _load_builtins() -> None:
         importlib.import_module("evals.checks_judge")
 
 
-# ---------------------------------------------------------------- IFEval (lm-eval's own checkers)
-
-_LM_EVAL = None
-
-
-def _lm_eval():
-    """Import lm-eval's IFEval registry once, with offline NLTK data and seeded langdetect."""
-    global _LM_EVAL
-    if _LM_EVAL is None:
-        try:
-            from traces.nltk_offline import ensure
-            ensure()
-        except ImportError:  # Foundation's offline NLTK helper not present: lm-eval falls back on its own
-            pass
-        from lm_eval.tasks.ifeval import instructions_registry, instructions_util
-        # lm-eval logs an ERROR with the whole response when langdetect finds no letters in it (and counts the
-        # language instruction as followed); in a run over thousands of traces that buries the terminal
-        import logging
-        logging.getLogger("lm_eval.tasks.ifeval.instructions").setLevel(logging.CRITICAL)
-        _LM_EVAL = (instructions_registry, instructions_util)
-    return _LM_EVAL
-
-
-def build_instruction(instruction_id: str, kwargs: dict | None, prompt: str):
-    """Exactly as lm-eval's utils.test_instruction_following_*: drop falsy kwargs, build, and
-    rebuild with the prompt for instructions that take one. Returns (instruction, description)."""
-    registry, _ = _lm_eval()
-    instruction = registry.INSTRUCTION_DICT[instruction_id](instruction_id)
-    kwargs = {k: v for k, v in (kwargs or {}).items() if v}
-    # lm-eval fills missing or invalid kwargs at random from the global `random` (e.g. letter_frequency with
-    # letter "#" in IFEval keys 1122 and 1129), so the reference itself is not reproducible there; mend seeds
-    # the draw from the instruction and its kwargs (same verdict every run).
-    with seeded_random(f"{instruction_id}|{sorted(kwargs.items())}"):
-        description = instruction.build_description(**kwargs)
-        args = instruction.get_instruction_args()
-        if args and "prompt" in args:
-            description = instruction.build_description(prompt=prompt)
-    return instruction, description
-
-
-@contextlib.contextmanager
-def seeded_random(seed: str):
-    """Seed the global `random` (lm-eval's builders draw from it) and restore its state afterwards."""
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
-def strip_instructions(prompt: str, metadata: dict | None) -> tuple[str, bool]:
-    """The prompt with each instruction's description (rebuilt from its kwargs) cut out, whitespace
-    collapsed; the flag says whether every description was found. Unknown ids or malformed kwargs: (prompt,
-    False). Curate needs all of them found to reuse the request; clustering takes what it gets."""
-    text = prompt
-    try:
-        found = True
-        for iid, kwargs in instruction_specs(metadata):
-            desc = build_instruction(iid, kwargs, prompt)[1]
-            found = found and desc in text
-            text = text.replace(desc, " ")
-    except Exception:  # unknown instruction id or malformed kwargs
-        return prompt, False
-    return " ".join(text.split()), found
-
+# ---------------------------------------------------------------- IFEval (lm-eval's own checkers, through evals/ifeval.py)
 
 def loose_variants(response: str) -> list[str]:
     """lm-eval's loose variants: drop the first/last line and/or every '*'. The first is the response."""
@@ -231,7 +146,7 @@ def _ifeval_reason(iid, instruction, description, response, strict, loose) -> st
 
 def _found(iid: str, inst, response: str) -> str | None:
     """What the response had, for the reason line; only the cheap, unambiguous measurements."""
-    _, util = _lm_eval()
+    util = ifeval.util()
     measures = {
         "punctuation:no_comma": lambda: f"{response.count(',')} comma(s)",
         "length_constraints:number_words": lambda: f"{util.count_words(response)} words",
@@ -261,18 +176,8 @@ def _make_ifeval(iid: str) -> Check:
     return check
 
 
-for _iid in IFEVAL_IDS:
+for _iid in ifeval.INSTRUCTION_IDS:
     register(_iid)(_make_ifeval(_iid))
-
-
-def instruction_specs(metadata: dict | None) -> list[tuple[str, dict]]:
-    """The (instruction id, kwargs) pairs that IFEval-style metadata names, in order."""
-    metadata = metadata or {}
-    ids = metadata.get("instruction_id_list") or []
-    kwargs = metadata.get("kwargs") or [{}] * len(ids)
-    if len(kwargs) != len(ids):
-        raise ValueError(f"metadata has {len(ids)} instruction ids but {len(kwargs)} kwargs entries")
-    return [(iid, kw or {}) for iid, kw in zip(ids, kwargs)]
 
 
 def verify_instructions(prompt: str, response: str, metadata: dict | None) -> list[tuple[str, CheckResult]]:

@@ -1,4 +1,4 @@
-"""python -m traces setup-nltk [--force] [--target DIR] — build NLTK's English sentence tokenizer offline.
+"""python -m evals setup-nltk [--force] [--target DIR] — build NLTK's English sentence tokenizer offline.
 
 lm-evaluation-harness's IFEval code (`lm_eval/tasks/ifeval/instructions_util.py`) runs
 `nltk.data.find("tokenizers/punkt_tab")` at import and calls NLTK's downloader for `punkt_tab` when it
@@ -112,7 +112,7 @@ def forbid_downloads() -> None:
     def refuse(info_or_id=None, *args, **kwargs):
         raise OfflineDownloadRefused(
             f"nltk.download({info_or_id!r}) refused: mend runs offline. "  # offline-ok: the refusal itself
-            "Run `python -m traces setup-nltk` to build the tokenizer data locally.")
+            "Run `python -m evals setup-nltk` to build the tokenizer data locally.")
 
     nltk.download = refuse
     nltk.downloader.download = refuse
@@ -137,7 +137,7 @@ def ensure(root: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m traces setup-nltk", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m evals setup-nltk", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="rebuild even if the data exists")
     ap.add_argument("--target", type=Path, default=None, help="nltk_data root (default: <sys.prefix>/nltk_data)")

@@ -1,10 +1,10 @@
-"""python -m train sample-traffic --n N [--seed S] [--out PATH] — the student answering N prompts, as a log.
+"""python -m evals sample-traffic --n N [--seed S] [--out PATH] — the student answering N prompts, as a log.
 
 Writes an OpenAI Chat Completions JSONL log (gzipped when PATH ends in .gz) as a team would have logged its
 production assistant: one line per call, `{"id", "created", "model", "request": {...}, "response": {...},
-"metadata": {...}}`. Each prompt is one of the 150 base requests in train/requests.py plus 1-3 verifiable
-instructions built from lm-evaluation-harness's IFEval instruction registry (each instruction's
-`build_description` with random arguments, conflicting pairs skipped), the way IFEval itself was built.
+"metadata": {...}}`. Each prompt is one of the 150 base requests in evals/base_requests.py plus 1-3 verifiable
+instructions built from lm-evaluation-harness's IFEval instruction registry through evals/ifeval.py (each
+instruction's `build_description` with random arguments, conflicting pairs skipped), the way IFEval was built.
 `metadata` holds `base_id` (the split group key), `instruction_id_list`, `kwargs` (so the checks can run later)
 and the generation settings. Responses are greedy with the eval settings, so they are the production baseline.
 
@@ -23,7 +23,11 @@ import os
 import random
 from pathlib import Path
 
+from evals import ifeval
+from evals.base_requests import BASE_REQUESTS
 from traces.settings import load as load_settings, resolve_path
+from train.generate import Generation, gen_settings, generate
+from train.models import fingerprint, load as load_model
 
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
@@ -39,47 +43,34 @@ WINDOW = 16  # prompts per checkpointed window (one default batch); batches are 
 
 def build_prompts(n: int, seed: int = 0) -> list[dict]:
     """n prompt specs: {"base_id", "messages", "instruction_id_list", "kwargs"}; prompt i depends on (seed, i)."""
-    from train.requests import BASE_REQUESTS
-    registry, conflicts = _ifeval_registry()
-    state = random.getstate()  # lm-eval's descriptions draw from the global `random`: seed it, then restore
-    try:
-        return [_one_prompt(i, seed, BASE_REQUESTS, registry, conflicts) for i in range(n)]
-    finally:
-        random.setstate(state)
+    ids, conflicts = sorted(ifeval.registry()), ifeval.conflicts()
+    return [_one_prompt(i, seed, ids, conflicts) for i in range(n)]
 
 
-def _one_prompt(i: int, seed: int, bases, registry, conflicts) -> dict:
-    random.seed(f"mend-traffic:{seed}:{i}")  # str seeds hash with sha512: stable across processes
-    base_id, base = random.choice(bases)
+def _one_prompt(i: int, seed: int, registry_ids: list[str], conflicts: dict) -> dict:
+    # prompt i draws everything (base, instructions, lm-eval's builder arguments) from the global `random`
+    # seeded by (seed, i); str seeds hash with sha512: stable across processes
+    with ifeval.seeded_random(f"mend-traffic:{seed}:{i}"):
+        return _draw_prompt(registry_ids, conflicts)
+
+
+def _draw_prompt(registry_ids: list[str], conflicts: dict) -> dict:
+    base_id, base = random.choice(BASE_REQUESTS)
     ids: list[str] = []
     want = random.choice([1, 1, 2, 2, 3])
     for _ in range(want):
         # conflicts are listed one way only in lm-eval (json_format conflicts with almost everything): check both
-        free = [c for c in sorted(registry)
+        free = [c for c in registry_ids
                 if c not in ids and not any(c in conflicts[x] or x in conflicts[c] for x in ids)]
         if not free:
             break
         ids.append(random.choice(free))
-    descriptions, kwargs = [], []
-    for iid in ids:
-        inst = registry[iid](iid)
-        args = {"prompt_to_repeat": base} if iid == "combination:repeat_prompt" else {}
-        descriptions.append(inst.build_description(**args))
-        kwargs.append({k: v for k, v in (inst.get_instruction_args() or {}).items() if v is not None})
+    built = [ifeval.new_instruction(iid, base) for iid in ids]  # [(description, kwargs)]
+    descriptions, kwargs = [d for d, _ in built], [k for _, k in built]
     messages = [{"role": "user", "content": base + " " + " ".join(descriptions)}]
     if random.random() < SYSTEM_SHARE:
         messages.insert(0, {"role": "system", "content": random.choice(SYSTEM_PROMPTS)})
     return {"base_id": base_id, "messages": messages, "instruction_id_list": ids, "kwargs": kwargs}
-
-
-def _ifeval_registry():
-    try:  # lm-eval's IFEval module wants NLTK's punkt data: build it offline first (never download)
-        from traces.nltk_offline import ensure
-        ensure()
-    except ImportError:
-        pass
-    from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_CONFLICTS, INSTRUCTION_DICT
-    return INSTRUCTION_DICT, {k: set(v) for k, v in INSTRUCTION_CONFLICTS.items()}
 
 
 def log_lines(specs: list[dict], gens: list, model_name: str, gen: dict, max_tokens: int, seed: int) -> list[str]:
@@ -121,8 +112,6 @@ def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens:
                    progress: bool = True, first_window: int = 0) -> Path | None:
     """Generate in windows of WINDOW prompts, checkpointing each, so a killed run resumes and N=k*WINDOW
     reproduces the first k*WINDOW lines of any larger N with the same seed."""
-    from train.generate import gen_settings
-    from train.models import fingerprint
     specs = build_prompts(n, seed)
     key = {"seed": seed, "model": model_ref, "fingerprint": fingerprint(model_ref), "max_new_tokens": max_new_tokens,
            "batch_size": batch_size, "window": WINDOW}
@@ -141,7 +130,6 @@ def sample_traffic(n: int, seed: int, out: Path, model_ref: str, max_new_tokens:
 def _generate_windows(specs: list[dict], key: dict, ckpt: Path, progress: bool, first_window: int = 0) -> list:
     """Generations for every window from the checkpoint or the model; windows before first_window are left
     to another process sharing the checkpoint (then None is returned for them)."""
-    from train.generate import Generation, generate
     model = tok = None
     gens: list = []
     for w, start in enumerate(range(0, len(specs), WINDOW)):
@@ -154,8 +142,7 @@ def _generate_windows(specs: list[dict], key: dict, ckpt: Path, progress: bool, 
             gens += [None] * len(window)
             continue
         if model is None:
-            from train.models import load
-            model, tok = load(key["model"])
+            model, tok = load_model(key["model"])
         new = generate(model, tok, [s["messages"] for s in window], max_new_tokens=key["max_new_tokens"],
                        batch_size=key["batch_size"], progress=progress)
         _append_checkpoint(ckpt, w, new)
@@ -195,7 +182,7 @@ def _append_checkpoint(path: Path, window: int, gens: list) -> None:
 
 def main(argv=None) -> int:
     settings = load_settings("train")
-    p = argparse.ArgumentParser(prog="python -m train sample-traffic", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m evals sample-traffic", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=40, help="number of logged calls (default 40)")
     p.add_argument("--seed", type=int, default=0, help="prompt/timestamp seed (default 0)")
     p.add_argument("--out", default="data/inbox/sample-traffic.jsonl", help="output JSONL (.gz to compress)")

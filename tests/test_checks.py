@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from evals import checks
+from evals import checks, ifeval
 from evals.checks import CheckResult, run_check, verify_instructions
 
 
@@ -17,8 +17,8 @@ def rc(name, response, args=None, trace=None):
 
 def test_ifeval_ids_are_lm_evals():
     from lm_eval.tasks.ifeval import instructions_registry
-    assert set(checks.IFEVAL_IDS) == set(instructions_registry.INSTRUCTION_DICT)
-    assert all(i in checks.REGISTRY for i in checks.IFEVAL_IDS)
+    assert set(ifeval.INSTRUCTION_IDS) == set(instructions_registry.INSTRUCTION_DICT)
+    assert all(i in checks.REGISTRY for i in ifeval.INSTRUCTION_IDS)
 
 
 def test_ifeval_strict_and_reason():

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from traces import nltk_offline
+from evals import nltk_offline
 
 PROBE = textwrap.dedent("""
     import sys, nltk

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from train.traffic import build_prompts, sample_traffic
+from evals.traffic import build_prompts, sample_traffic
 
 
 @pytest.fixture(scope="module")
 def ifeval():
     try:
-        from traces.nltk_offline import ensure
+        from evals.nltk_offline import ensure
         ensure()
     except ImportError:
         pass
@@ -68,7 +68,7 @@ def test_traffic_ingests_with_nothing_quarantined(tiny_model_dir, tmp_path):
 
 
 def test_resume_reuses_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
-    import train.traffic as traffic
+    import evals.traffic as traffic
     monkeypatch.setattr(traffic, "WINDOW", 2)
     full = _run(tiny_model_dir, tmp_path / "full.jsonl").read_bytes()
     # a 2-prompt run is the first window of the 4-prompt run: same lines, same bytes
@@ -77,7 +77,7 @@ def test_resume_reuses_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_helper_process_windows_are_reused(tiny_model_dir, tmp_path, monkeypatch):
-    import train.traffic as traffic
+    import evals.traffic as traffic
     monkeypatch.setattr(traffic, "WINDOW", 2)
     full = _run(tiny_model_dir, tmp_path / "full.jsonl").read_bytes()
     out = tmp_path / "split.jsonl"

@@ -1,8 +1,7 @@
-"""python -m train COMMAND — the student model: sample traffic, LoRA training, export."""
+"""python -m train COMMAND — the student model: conversion, LoRA training, export."""
 from traces.cli_dispatch import dispatch
 
 COMMANDS = {
-    "sample-traffic": ("train.traffic:main", "write an OpenAI chat log of the student answering N prompts"),
     "convert": ("train.models:convert_main", "convert the embedded GGUF student to a safetensors folder once"),
     "lora": ("train.lora:main", "fine-tune a LoRA (or QLoRA) adapter on the exported training set"),
     "export": ("train.export:main", "write an adapter in standard PEFT form, or --merge into full weights"),
