@@ -91,17 +91,21 @@ def failing_seed_traces(con, cluster_id: str) -> list[dict]:
 
 
 def seed_traces_with_instructions(con, limit: int = 2000) -> list[dict]:
-    """Seed traces whose metadata lists instructions (their base request can be recovered)."""
+    """Seed traces whose metadata lists instructions (their base request can be recovered), with the base
+    request clustering stored for them (cluster_members.base_request; NULL where none was stored)."""
     rows = con.execute("""
-        SELECT trace_id, messages, prompt, metadata, response FROM traces
-        WHERE split = 'seed' AND json_array_length(json_extract(metadata, '$.instruction_id_list')) > 0
-        ORDER BY trace_id LIMIT ?""", [limit]).fetchall()
+        SELECT t.trace_id, t.messages, t.prompt, t.metadata, t.response, b.base_request FROM traces t
+        LEFT JOIN (SELECT trace_id, max(base_request) AS base_request FROM cluster_members GROUP BY trace_id) b
+               ON b.trace_id = t.trace_id
+        WHERE t.split = 'seed' AND json_array_length(json_extract(t.metadata, '$.instruction_id_list')) > 0
+        ORDER BY t.trace_id LIMIT ?""", [limit]).fetchall()
     return [_trace(r) for r in rows]
 
 
 def _trace(r) -> dict:
     return {"trace_id": r[0], "messages": json.loads(r[1]), "prompt": r[2],
-            "metadata": json.loads(r[3]) if r[3] else {}, "response": r[4]}
+            "metadata": json.loads(r[3]) if r[3] else {}, "response": r[4],
+            "base_request": r[5] if len(r) > 5 else None}
 
 
 # ------------------------------------------------------------------ composing prompts

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evals import ifeval
 from evals.runs import refresh_stale
 from traces import settings as settings_mod, store
 
@@ -73,19 +74,24 @@ def tokens(text: str) -> list[str]:
     return [t for t in re.findall(r"[a-z][a-z'-]*[a-z]", (text or "").lower()) if len(t) > 2 and t not in STOPWORDS]
 
 
-def request_text(prompt: str, metadata) -> str:
+def request_text(prompt: str, metadata, base: str | None = None) -> str:
     """The prompt without the verifiable-instruction sentences its metadata names (rebuilt by lm-eval's own
     builders), so embeddings and label terms describe the request ("a story about a detective"), not the
-    instruction boilerplate every member shares."""
+    instruction boilerplate every member shares. `base`: its base request, when already computed."""
+    if base is not None:
+        return base
     md = store.json_value(metadata, {})
     if not md.get("instruction_id_list"):
         return prompt
-    from evals.checks import strip_instructions
-    return strip_instructions(prompt, md)[0] or prompt  # unknown ids: the whole prompt still describes it
+    return ifeval.strip_instructions(prompt, md)[0] or prompt  # unknown ids: the whole prompt still describes it
 
 
-def requests_of(fails) -> list[str]:
-    return [request_text(p, m) for p, m in zip(fails["prompt"].to_list(), fails["metadata"].to_list())]
+def requests_of(fails) -> tuple[list[str], list[str | None]]:
+    """(text to embed and label, base request to store in cluster_members) per failure. The base request
+    (evals.ifeval.base_request) is None where a description is not found; the text then keeps what was cut."""
+    prompts, metadata = fails["prompt"].to_list(), [store.json_value(m, {}) for m in fails["metadata"].to_list()]
+    bases = [ifeval.base_request(p, m) for p, m in zip(prompts, metadata)]
+    return [request_text(p, m, b) for p, m, b in zip(prompts, metadata, bases)], bases
 
 
 # ------------------------------------------------------------------ clustering
@@ -162,7 +168,9 @@ def build_clusters(run_id: str, embed=None, settings=None) -> list[dict]:
     if fails.is_empty():
         _store(run_id, [])
         return []
-    fails = fails.with_columns(request=pl.Series(requests_of(fails)))
+    texts, bases = requests_of(fails)
+    fails = fails.with_columns(request=pl.Series(texts, dtype=pl.String),
+                               base_request=pl.Series(bases, dtype=pl.String))
     vectors = _vectors(fails["request"].to_list(), embed)
     clusters = []
     for check_id in sorted(set(fails["check_id"].to_list())):
@@ -194,6 +202,7 @@ def _describe(fails, vectors, idx, check_id, s) -> dict:
             "centroid": centroid.astype(np.float32).tolist(), "members": trace_ids,
             "similarity": [float(x) for x in sims], "prompts": [fails["prompt"][int(i)] for i in idx],
             "requests": [fails["request"][int(i)] for i in idx],
+            "base_requests": [fails["base_request"][int(i)] for i in idx],
             "representatives": [trace_ids[m] for m in order[: s.cluster_representatives]],
             "shared_args": shared_args(args)}
 
@@ -220,7 +229,8 @@ def _store(run_id: str, clusters: list[dict]) -> None:
     members = pa.table({
         "cluster_id": [c["cluster_id"] for c in clusters for _ in c["members"]],
         "trace_id": [t for c in clusters for t in c["members"]],
-        "similarity": [x for c in clusters for x in c["similarity"]]})
+        "similarity": [x for c in clusters for x in c["similarity"]],
+        "base_request": pa.array([b for c in clusters for b in c["base_requests"]], pa.string())})
     rows = pa.table({
         "cluster_id": [c["cluster_id"] for c in clusters], "check_id": [c["check_id"] for c in clusters],
         "label": [c["label"] for c in clusters], "terms": [json.dumps(c["terms"]) for c in clusters],
@@ -235,8 +245,8 @@ def _store(run_id: str, clusters: list[dict]) -> None:
         con.execute("""INSERT OR REPLACE INTO clusters (cluster_id, run_id, check_id, label, terms, size, centroid,
                        representatives, created_at) SELECT cluster_id, ?, check_id, label, terms::JSON, size, centroid,
                        representatives::JSON, now() FROM new_clusters""", [run_id])
-        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity)
-                       SELECT cluster_id, trace_id, ?, 'seed', similarity FROM new_members""", [run_id])
+        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity, base_request)
+                       SELECT cluster_id, trace_id, ?, 'seed', similarity, base_request FROM new_members""", [run_id])
 
 
 # ------------------------------------------------------------------ holdout assignment (gate)
@@ -258,13 +268,14 @@ def assign_holdout(run_id: str, embed=None) -> dict:
         current = current_clusters(con)
     rows = []
     if not fails.is_empty() and not current.is_empty():
-        rows = _nearest(fails, current, _vectors(requests_of(fails), embed))
+        texts, bases = requests_of(fails)
+        rows = _nearest(fails, current, _vectors(texts, embed), bases)
     _store_assignment(run_id, rows)
     counts = Counter(r[0] for r in rows)
     return {"assigned": len(rows), "unassigned": fails.height - len(rows), "clusters": dict(counts)}
 
 
-def _nearest(fails, current, vectors) -> list[tuple[str, str, float]]:
+def _nearest(fails, current, vectors, bases) -> list[tuple[str, str, float, str | None]]:
     centroids = normalize(np.asarray(current["centroid"].to_list(), dtype=np.float32))
     checks = np.asarray(current["check_id"].to_list())
     out = []
@@ -273,19 +284,19 @@ def _nearest(fails, current, vectors) -> list[tuple[str, str, float]]:
         if len(same):
             sims = centroids[same] @ vectors[i]
             best = int(same[int(np.argmax(sims))])
-            out.append((current["cluster_id"][best], trace_id, float(sims.max())))
+            out.append((current["cluster_id"][best], trace_id, float(sims.max()), bases[i]))
     return out
 
 
 def _store_assignment(run_id: str, rows) -> None:
     import pyarrow as pa
     table = pa.table({"cluster_id": [r[0] for r in rows], "trace_id": [r[1] for r in rows],
-                      "similarity": [r[2] for r in rows]})
+                      "similarity": [r[2] for r in rows], "base_request": pa.array([r[3] for r in rows], pa.string())})
     with store.connect() as con, store.transaction(con):
         con.execute("DELETE FROM cluster_members WHERE run_id = ? AND split = 'holdout'", [run_id])
         con.register("assigned", table)
-        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity)
-                       SELECT cluster_id, trace_id, ?, 'holdout', similarity FROM assigned""", [run_id])
+        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity, base_request)
+                       SELECT cluster_id, trace_id, ?, 'holdout', similarity, base_request FROM assigned""", [run_id])
 
 
 # ------------------------------------------------------------------ CLI

@@ -128,3 +128,25 @@ def test_request_text_drops_the_instruction_sentences():
     prompt = "Write a story about a detective. In your entire response, refrain from the use of any commas."
     assert clusters.request_text(prompt, meta) == "Write a story about a detective."
     assert clusters.request_text("Plain prompt.", None) == "Plain prompt."
+
+
+def test_base_request_is_stored_once_and_synthesis_reuses_it():
+    """Clustering stores each member's base request (seed and holdout); synthesis reads the stored value and
+    computes it only where none is stored (here: a seed trace that failed nothing, so was never clustered)."""
+    from curate import synth
+    desc = "In your entire response, refrain from the use of any commas."
+    insert_traces([
+        trace_row(0, f"Write a story about a detective. {desc}", "well, no", ifeval_meta(NO_COMMA)),
+        trace_row(1, "Write a note without commas.", "a, b", ifeval_meta(NO_COMMA)),  # description not in it
+        trace_row(2, f"Tell a joke about cats. {desc}", "no commas here", ifeval_meta(NO_COMMA)),  # passes
+        trace_row(100, f"Plan a trip to Rome. {desc}", "a, b", ifeval_meta(NO_COMMA), split="holdout")])
+    run_id = runner.run_suite("instruction_following", "all", progress=False)
+    clusters.build_clusters(run_id, embed=clusters.hashed_embed)
+    clusters.assign_holdout(run_id, embed=clusters.hashed_embed)
+    assert sorted(fetch("SELECT trace_id, split, base_request FROM cluster_members")) == [
+        ("t0000", "seed", "Write a story about a detective."), ("t0001", "seed", None),
+        ("t0100", "holdout", "Plan a trip to Rome.")]
+    fetch("UPDATE cluster_members SET base_request = 'the stored one' WHERE trace_id = 't0000'")
+    with store.connect(read_only=True) as con:
+        bases = {t["trace_id"]: synth.base_request(t) for t in synth.seed_traces_with_instructions(con)}
+    assert bases == {"t0000": "the stored one", "t0001": None, "t0002": "Tell a joke about cats."}
