@@ -125,7 +125,7 @@ def test_postscript_moves_the_last_sentence_instead_of_inventing_one():
     ("combination:two_responses", {}, SOURCE),  # one answer: halving it is not two responses
     ("detectable_format:constrained_response", {}, "No one knows for sure. Scientists disagree."),
     ("length_constraints:nth_paragraph_first_word",
-     {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "banana"}, SOURCE),
+     {"num_paragraphs": 3, "nth_paragraph": 1, "first_word": "banana"}, SOURCE),  # prepending it would pass
     ("detectable_content:number_placeholders", {"num_placeholders": 2}, SOURCE),  # nothing to turn into one
     ("combination:repeat_prompt", {}, SOURCE),  # no prompt_to_repeat: nothing to repeat or to check
 ])
@@ -206,6 +206,9 @@ NOT_COMPOSABLE = [
      [{}, {"section_spliter": "Section", "num_sections": 2}]),
     (["detectable_format:json_format", "detectable_format:number_bullet_lists"], [{}, {"num_bullets": 3}]),
     (["change_case:english_capital", "detectable_format:constrained_response"], [{}, {}]),
+    # the word limit is over after the end phrase, so this one also reaches the second, reserving pass
+    (["length_constraints:number_words", "startend:end_checker", "punctuation:no_comma"],
+     [{"num_words": 60, "relation": "less than"}, {"end_phrase": "Let me know, okay?"}, {}]),
 ]
 
 
