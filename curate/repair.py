@@ -22,7 +22,8 @@ Repaired (lm-eval instruction id -> what is done):
 - startend:end_checker: the end phrase appended to the last line.
 - startend: nothing else; detectable_content:postscript: the last sentence moved into a line starting
   with the marker (an existing postscript with the wrong marker gets the right one).
-- detectable_format:title: <<the longest clause of the first sentence, at most 8 words>> on its own line.
+- detectable_format:title: <<a markdown heading, else the longest clause of the first sentence of 3+
+  words (openers such as "Sure!" skipped), at most 8 words>> on its own line.
 - detectable_content:number_placeholders: placeholder-like spans ({name}, <name>, (your name)) become
   [name]; nothing is invented, so a response without such spans is not repaired.
 - detectable_format:number_highlighted_sections: N of the response's sentences, spread out, wrapped in
@@ -33,9 +34,9 @@ Repaired (lm-eval instruction id -> what is done):
   rendered with "***" dividers, "Section k" headers, or "* " items. Needs at least N sentences.
 - length_constraints:nth_paragraph_first_word: the same regrouping into N "\\n\\n" paragraphs, with a
   boundary placed before a sentence of the response that already starts with the word (none: no repair).
-- combination:two_responses: a response that already holds two answers (split by a divider line such as
-  "***" or "---", or headed "Response 2"/"Option 2"...) gets lm-eval's "******" divider. Two separate
-  samples can be joined with `join_responses`.
+- combination:two_responses: a response that already holds two answers of comparable length (split by a
+  line of asterisks such as "***", or headed "Response 2"/"Option 2"...) gets lm-eval's "******" divider.
+  Two separate samples can be joined with `join_responses`.
 - combination:repeat_prompt: the kwargs' prompt_to_repeat, then the response.
 - detectable_format:json_format: {"answer": text} (a JSON string literal when quotation is also asked).
 - detectable_format:constrained_response: a response opening with "Yes,"/"No."/"Maybe!" gets
@@ -403,11 +404,21 @@ def _postscript(text, args, ctx):
     return _reframe(head, body, f"{label} {moved}", ctx.sep())
 
 
-def _title(text, args, ctx):
-    head, body, tail = _frame(text)
-    first = next(iter(_sentences(_ITEM.sub("", _HEADING.sub("", body)))), "")
+_OPENER = re.compile(r"^(?:sure|certainly|of course|okay|ok|absolutely|great question)\b[\s,.!:;-]*", re.I)
+
+
+def _title_words(body: str) -> list[str]:
+    """A markdown heading's words, else the longest clause of the first sentence of 3+ words (openers
+    such as "Sure!" skipped), at most 8 words."""
+    heading = re.search(r"^\s*#+\s*(.+)$", body, re.M)
+    sentences = [_OPENER.sub("", s) for s in _sentences(_ITEM.sub("", _HEADING.sub("", body)))]
+    first = heading.group(1) if heading else next((s for s in sentences if len(s.split()) >= 3), "")
     clauses = [c.strip(" *#\"'<>") for c in re.split(r"[,;:.!?()\[\]<>]", first)]
-    words = max(clauses, key=lambda c: len(c.split()), default="").split()[:8]
+    return max(clauses, key=lambda c: len(c.split()), default="").split()[:8]
+
+
+def _title(text, args, ctx):
+    words = _title_words(_frame(text)[1])
     if not words:
         return None
     title = " ".join(words)
@@ -471,8 +482,16 @@ def _nth_paragraph(text, args, ctx):
     return _reframe(head, body, tail, "\n")  # title and postscript stay inside the first/last paragraph
 
 
-_DIVIDER = re.compile(r"^\s*[*\-_=~]{3,}\s*$", re.M)
+_DIVIDER = re.compile(r"^\s*\*{3,}\s*$", re.M)  # asterisks, as asked; "---" is a markdown rule
 _SECOND = re.compile(r"^\W*(?:response|answer|option|version|alternative)\s*#?\s*(?:2|two|b)\b", re.I | re.M)
+
+
+def _two_answers(parts: list[str]) -> bool:
+    """Two distinct parts of comparable length (a sign-off after a divider is not a second answer)."""
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        return False
+    a, b = (len(p.split()) for p in parts)
+    return min(a, b) >= 0.3 * max(a, b)
 
 
 def _two_responses(text, args, ctx):
@@ -480,7 +499,7 @@ def _two_responses(text, args, ctx):
     if len(parts) != 2:
         m = _SECOND.search(text)
         parts = [text[:m.start()].strip(), text[m.start():].strip()] if m else []
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+    if not _two_answers(parts):
         return None  # one answer only: halving it would not be two responses
     return parts[0] + "\n******\n" + parts[1]
 

@@ -109,6 +109,12 @@ def test_regrouping_keeps_every_sentence_in_order():
     assert " ".join(items) == " ".join(SOURCE.split())
 
 
+def test_title_comes_from_the_text_not_from_an_opener():
+    out = repair("detectable_format:title", {}, "Sure! Here are three tips for better sleep:\n\n* Keep a schedule.")
+    assert out.startswith("<<Here are three tips for better sleep>>\n")
+    assert repair("detectable_format:title", {}, "# Sleep well\nKeep a schedule.").startswith("<<Sleep well>>")
+
+
 def test_postscript_moves_the_last_sentence_instead_of_inventing_one():
     out = repair("detectable_content:postscript", {"postscript_marker": "P.S."}, SOURCE)
     assert out.splitlines()[-1] == "P.S. Over time, the habit becomes easier to keep, and the habit sticks."
@@ -123,6 +129,8 @@ def test_postscript_moves_the_last_sentence_instead_of_inventing_one():
     ("keywords:frequency", {"keyword": "banana", "frequency": 3, "relation": "at least"}, SOURCE),
     ("keywords:letter_frequency", {"letter": "q", "let_frequency": 5, "let_relation": "at least"}, SOURCE),
     ("combination:two_responses", {}, SOURCE),  # one answer: halving it is not two responses
+    ("combination:two_responses", {}, "Paris is the capital of France. It sits on the Seine and is known for the "
+                                      "Louvre, its cafes and its long history.\n***\nHope this helps!"),  # a sign-off
     ("detectable_format:constrained_response", {}, "No one knows for sure. Scientists disagree."),
     ("length_constraints:nth_paragraph_first_word",
      {"num_paragraphs": 3, "nth_paragraph": 1, "first_word": "banana"}, SOURCE),  # prepending it would pass
