@@ -20,7 +20,7 @@ Repaired (lm-eval instruction id -> what is done):
 - punctuation:no_comma: commas dropped ("1,000" -> "1000", ", " -> " ").
 - startend:quotation: wrapped in double quotes (on their own lines when the text opens with a list item).
 - startend:end_checker: the end phrase appended to the last line.
-- startend: nothing else; detectable_content:postscript: the last sentence moved into a line starting
+- detectable_content:postscript: the last sentence moved into a line starting
   with the marker (an existing postscript with the wrong marker gets the right one).
 - detectable_format:title: <<a markdown heading, else the longest clause of the first sentence of 3+
   words (openers such as "Sure!" skipped), at most 8 words>> on its own line.
@@ -633,7 +633,7 @@ FIXES: dict[str, Fix] = {
     "startend:quotation": _quote,
 }
 ORDER = tuple(FIXES)  # the order fixes run in (see the module docstring for why)
-NO_REPAIR = ("language:response_language", "keywords:existence")  # plus "at least" counts, see docstring
+NO_REPAIR = ("language:response_language", "keywords:existence")  # plus some "at least" counts (docstring)
 
 
 def conflict(specs: list[tuple[str, dict]], prompt: str = "") -> str | None:

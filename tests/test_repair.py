@@ -80,8 +80,11 @@ def test_repair_passes_the_checker_and_keeps_content(iid, kwargs, source, least)
     assert content_overlap(source, out) >= least
 
 
-def test_every_repairable_id_has_a_case():
+def test_every_repairable_id_has_a_case_and_every_lm_eval_id_is_accounted_for():
     assert {c[0] for c in CASES} == set(rp.FIXES)
+    rp._util()  # imports lm-eval with the offline NLTK data
+    from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
+    assert set(rp.FIXES) | set(rp.NO_REPAIR) == set(INSTRUCTION_DICT)
 
 
 def test_case_and_comma_repairs_change_nothing_else():
