@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,6 +234,9 @@ def build_trainer(plan, base_folder: Path, out_dir: Path, sets, callbacks=(), pr
     from train import lora, lora_callbacks
     s = plan.settings
     train_set, val_set = sets
+    # TRL switches checkpointing off around every reference forward through transformers' deprecated names
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            message=r"`(gradient_checkpointing_(en|dis)able|is_gradient_checkpointing)` is deprecated")
     if s.cpu_threads > 0:
         import torch
         torch.set_num_threads(s.cpu_threads)

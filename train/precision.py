@@ -17,10 +17,10 @@ CPUINFO = Path("/proc/cpuinfo")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # best first: AMX tiles, then AVX-512 BF16 dot products
 
 
-def cpu_flags(path: Path = CPUINFO) -> set[str]:
+def cpu_flags(path: Path | None = None) -> set[str]:
     """The x86 feature flags of the first CPU in /proc/cpuinfo (empty where there is no such file, e.g. macOS)."""
     try:
-        text = Path(path).read_text(errors="replace")
+        text = Path(path or CPUINFO).read_text(errors="replace")
     except OSError:
         return set()
     for line in text.splitlines():
