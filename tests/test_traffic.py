@@ -4,23 +4,38 @@ import json
 
 import pytest
 
+import evals.traffic as traffic
+from evals import checks, ifeval
 from evals.traffic import build_prompts, sample_traffic
+from traces import ingest
+from train.generate import generate as train_generate
 
 
-@pytest.fixture(scope="module")
-def ifeval():
-    try:
-        from evals.nltk_offline import ensure
-        ensure()
-    except ImportError:
-        pass
-    from lm_eval.tasks.ifeval import instructions_registry
-    return instructions_registry
-
-
-def _run(tiny_model_dir, out, n=4):
+def _run(tiny_model_dir, out, n=4, first_window=0):
     return sample_traffic(n, seed=3, out=out, model_ref=str(tiny_model_dir), max_new_tokens=6, batch_size=2,
-                          progress=False)
+                          progress=False, first_window=first_window)
+
+
+class Killed(Exception):
+    """Stands for the process being killed in the middle of a window."""
+
+
+def _record_generate(monkeypatch, kill_after=None):
+    """Replace the traffic builder's generate: record the prompts of each call; raise Killed on the call after
+    `kill_after` calls."""
+    calls = []
+
+    def generate(model, tok, conversations, **kw):
+        if kill_after is not None and len(calls) >= kill_after:
+            raise Killed
+        calls.append([c[-1]["content"] for c in conversations])
+        return train_generate(model, tok, conversations, **kw)
+    monkeypatch.setattr(traffic, "generate", generate)
+    return calls
+
+
+def _prompts(n):
+    return [p["messages"][-1]["content"] for p in build_prompts(n, seed=3)]
 
 
 def test_prompts_are_deterministic_prefix_stable_and_varied():
@@ -32,8 +47,8 @@ def test_prompts_are_deterministic_prefix_stable_and_varied():
     assert all(len(p["kwargs"]) == len(p["instruction_id_list"]) for p in a)
 
 
-def test_instructions_do_not_conflict(ifeval):
-    conflicts = ifeval.INSTRUCTION_CONFLICTS
+def test_instructions_do_not_conflict():
+    conflicts = ifeval.conflicts()
     for p in build_prompts(200, seed=0):
         ids = p["instruction_id_list"]
         for i, x in enumerate(ids):
@@ -41,7 +56,7 @@ def test_instructions_do_not_conflict(ifeval):
                 assert y not in conflicts[x] and x not in conflicts[y], ids
 
 
-def test_traffic_log_is_reproducible_and_checkable(tiny_model_dir, tmp_path, ifeval):
+def test_traffic_log_is_reproducible_and_checkable(tiny_model_dir, tmp_path):
     first = _run(tiny_model_dir, tmp_path / "a.jsonl.gz").read_bytes()
     assert first == _run(tiny_model_dir, tmp_path / "b.jsonl.gz").read_bytes()  # bit for bit, gzip mtime 0
     assert not list(tmp_path.glob(".*partial*"))  # the checkpoint goes once the log is written
@@ -52,23 +67,22 @@ def test_traffic_log_is_reproducible_and_checkable(tiny_model_dir, tmp_path, ife
         assert line["response"]["choices"][0]["finish_reason"] in ("stop", "length")
         meta = line["metadata"]
         assert meta["base_id"].startswith("b") and meta["generation"]["decoding"] == "greedy"
+        prompt = line["request"]["messages"][-1]["content"]
         response = line["response"]["choices"][0]["message"]["content"]
         for iid, kwargs in zip(meta["instruction_id_list"], meta["kwargs"]):
-            checker = ifeval.INSTRUCTION_DICT[iid](iid)
-            checker.build_description(**kwargs)  # the logged kwargs rebuild the same instruction
-            assert checker.check_following(response) in (True, False)
+            assert ifeval.build_instruction(iid, kwargs, prompt)[1] in prompt  # the logged kwargs rebuild it
+            result = checks.run_check(iid, response, kwargs, {"prompt": prompt})
+            assert "check raised" not in result.reason and result.passed_loose is not None, result.reason
     assert [x["created"] for x in lines] == sorted(x["created"] for x in lines)
 
 
 def test_traffic_ingests_with_nothing_quarantined(tiny_model_dir, tmp_path):
-    ingest = pytest.importorskip("traces.ingest")
     out = _run(tiny_model_dir, tmp_path / "traffic.jsonl")
     summary = ingest.ingest_file(out)
     assert summary.counts.quarantined == 0 and summary.counts.stored == 4
 
 
-def test_resume_reuses_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
-    import evals.traffic as traffic
+def test_a_smaller_run_is_a_prefix_of_a_larger_one(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(traffic, "WINDOW", 2)
     full = _run(tiny_model_dir, tmp_path / "full.jsonl").read_bytes()
     # a 2-prompt run is the first window of the 4-prompt run: same lines, same bytes
@@ -76,12 +90,28 @@ def test_resume_reuses_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
     assert full.splitlines()[:2] == part.splitlines()
 
 
+def test_a_killed_run_resumes_without_regenerating_finished_windows(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(traffic, "WINDOW", 2)
+    full = _run(tiny_model_dir, tmp_path / "uninterrupted" / "log.jsonl").read_bytes()
+    out = tmp_path / "killed" / "log.jsonl"
+    first = _record_generate(monkeypatch, kill_after=1)
+    with pytest.raises(Killed):  # killed while generating the second window
+        _run(tiny_model_dir, out)
+    assert first == [_prompts(2)] and not out.exists() and len(list(out.parent.glob(".*partial*"))) == 1
+    second = _record_generate(monkeypatch)
+    assert _run(tiny_model_dir, out).read_bytes() == full
+    assert second == [_prompts(4)[2:]]  # window 0 came from the checkpoint
+    assert not list(out.parent.glob(".*partial*"))
+
+
 def test_helper_process_windows_are_reused(tiny_model_dir, tmp_path, monkeypatch):
-    import evals.traffic as traffic
     monkeypatch.setattr(traffic, "WINDOW", 2)
     full = _run(tiny_model_dir, tmp_path / "full.jsonl").read_bytes()
-    out = tmp_path / "split.jsonl"
-    assert sample_traffic(4, seed=3, out=out, model_ref=str(tiny_model_dir), max_new_tokens=6, batch_size=2,
-                          progress=False, first_window=1) is None  # the helper: window 1 only, no log yet
-    assert len(list(tmp_path.glob(".*partial*"))) == 1 and not out.exists()
+    out = tmp_path / "split" / "log.jsonl"
+    helper = _record_generate(monkeypatch)
+    assert _run(tiny_model_dir, out, first_window=1) is None  # the helper: window 1 only, no log yet
+    assert helper == [_prompts(4)[2:]]
+    assert len(list(out.parent.glob(".*partial*"))) == 1 and not out.exists()
+    main = _record_generate(monkeypatch)
     assert _run(tiny_model_dir, out).read_bytes() == full  # the main run reuses the helper's window
+    assert main == [_prompts(4)[:2]]
