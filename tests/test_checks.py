@@ -21,6 +21,48 @@ def test_ifeval_ids_are_lm_evals():
     assert all(i in checks.REGISTRY for i in ifeval.INSTRUCTION_IDS)
 
 
+NO_COMMA_SENTENCE = "In your entire response, refrain from the use of any commas."
+
+
+def test_bridge_strips_instructions_and_recovers_the_base_request():
+    md = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    prompt = f"Write a story   about a detective. {NO_COMMA_SENTENCE}"
+    assert ifeval.strip_instructions(prompt, md) == ("Write a story about a detective.", True)
+    assert ifeval.base_request(prompt, md) == "Write a story about a detective."
+    assert ifeval.base_request(prompt, {**md, "base_request": "B"}) == "B"  # the writer's own base text wins
+    # a sentence that is not there, an unknown id, no instructions: no guess where the request ends
+    assert ifeval.strip_instructions("Write without commas.", md) == ("Write without commas.", False)
+    assert ifeval.base_request("Write without commas.", md) is None
+    unknown = {"instruction_id_list": ["my:check"], "kwargs": [{}]}
+    assert ifeval.strip_instructions(prompt, unknown) == (prompt, False)
+    assert ifeval.base_request(prompt, {}) is None
+
+
+def test_bridge_builders_are_seeded_and_leave_global_random_alone():
+    import random
+    random.seed(7)
+    before = random.getstate()
+    a = ifeval.fresh_instruction("keywords:existence", "Write a poem.", "seed-1")
+    assert random.getstate() == before
+    assert a == ifeval.fresh_instruction("keywords:existence", "Write a poem.", "seed-1")
+    assert {str(ifeval.fresh_instruction("keywords:existence", "x", f"s{i}")) for i in range(5)} != {str(a)}
+    desc, kwargs = a
+    assert ifeval.build_instruction("keywords:existence", kwargs, "")[1] == desc  # the kwargs rebuild it
+    assert ifeval.fresh_instruction("my_check", "x", "s") is None
+    repeat = ifeval.fresh_instruction("combination:repeat_prompt", "Say hi.", "s")
+    assert repeat[1] == {"prompt_to_repeat": "Say hi."}
+
+
+def test_bridge_conflicts_and_docs_come_from_lm_eval():
+    from lm_eval.tasks.ifeval import instructions_registry
+    assert ifeval.registry() is instructions_registry.INSTRUCTION_DICT
+    assert ifeval.conflicts()["detectable_format:json_format"] == set(
+        instructions_registry.INSTRUCTION_CONFLICTS["detectable_format:json_format"])
+    docs = ifeval.instruction_docs()
+    assert set(docs) == set(ifeval.INSTRUCTION_IDS)
+    assert docs["punctuation:no_comma"] == "Checks the response for no commas."
+
+
 def test_ifeval_strict_and_reason():
     r = rc("punctuation:no_comma", "one, two, three")
     assert (r.passed, r.passed_loose, r.score) == (False, False, 0.0)
