@@ -3,7 +3,7 @@ from traces.cli_dispatch import dispatch
 
 COMMANDS = {
     "convert": ("train.models:convert_main", "convert the embedded GGUF student to a safetensors folder once"),
-    "lora": ("train.lora:main", "fine-tune a LoRA (or QLoRA) adapter on the exported training set"),
+    "lora": ("train.lora:main", "fine-tune a LoRA (or QLoRA) adapter on the exported set: SFT, DPO or both"),
     "export": ("train.export:main", "write an adapter in standard PEFT form, or --merge into full weights"),
 }
 

@@ -1,6 +1,6 @@
 """python -m train lora --method dpo|sft+dpo — DPO on preference pairs with TRL's DPOTrainer on the LoRA adapter.
 
-- `--method dpo`: DPO from the base on the pairs that `python -m curate export` writes beside the training set
+- `--method dpo`: DPO from the base on the pairs that the export (`make export`) writes beside the training set
   (`pairs.jsonl` next to `train.jsonl`, else `<name>.pairs.jsonl`), listed under `pairs` in the same manifest.
 - `--method sft+dpo`: SFT on the training set, then DPO on the same adapter. `epochs`, `max_steps` and `lr` apply
   to each phase; `dpo_beta` is DPO's beta (how far the policy may move from the reference).
@@ -18,7 +18,7 @@ phase), then `dpo/checkpoint-*`; a resumed run continues in the phase it was sto
 
 Pairs are TRL's conversational preference format, one per line:
 `{"id", "prompt": [messages ending with a user turn], "chosen": [assistant message], "rejected": [assistant message]}`
-(extra lineage fields — example_id, cluster_id, rejected_source, rejected_id — are kept in the file, not trained on).
+(extra lineage fields — example_id, cluster_id, rejected_source, rejected_id — stay in the file, untrained).
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def read_pairs(path: str | Path, manifest: Path | None = None) -> list[Pair]:
     """Read and validate pairs.jsonl; bad input names the file, line and field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"preference pairs {path} do not exist (write them with `make export` / "
-                                "`python -m curate export`, which writes them beside the training set)")
+        raise FileNotFoundError(f"preference pairs {path} do not exist (`make export` writes them beside the "
+                                "training set)")
     pairs, seen = [], set()
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -125,7 +125,7 @@ def _apply_manifest(pairs: list[Pair], manifest: Path | None, path: Path) -> lis
         raise TrainingSetError(f"{manifest}: not a training-set manifest ({e})") from None
     if items is None:
         raise TrainingSetError(f"{manifest}: lists no preference pairs, so {path.name} is not from the same export "
-                               "(run `python -m curate export` again)")
+                               "(run `make export` again)")
     ids = {p.id for p in pairs}
     if set(items) != ids:
         extra, missing = sorted(set(items) - ids)[:3], sorted(ids - set(items))[:3]

@@ -1,4 +1,4 @@
-"""python -m train lora [--training-set PATH] [--out DIR] [--resume | --fresh] [--lr 1e-4 --epochs 3 ...]
+"""python -m train lora [--training-set PATH] [--out DIR] [--resume | --fresh] [--method sft|dpo|sft+dpo] [--lr ...]
 
 Fine-tunes a LoRA adapter (QLoRA with `quantization = "nf4"` on a CUDA GPU) on the training set that
 `make export` (curate's export) wrote, with TRL's SFTTrainer. The loss covers the assistant tokens only (the
@@ -9,6 +9,7 @@ Writes adapters/<run_id>/ (PEFT adapter, mend_adapter.json with the base fingerp
 manifest.json with the exact examples, metrics.json) atomically, plus `train_runs` / `train_examples` rows.
 A killed run resumes from its last checkpoint (automatically when the training set and settings match);
 a NaN/inf loss stops the run and publishes nothing. Every setting of [tool.mend.train] is also a flag.
+`--method dpo` / `sft+dpo` train on the preference pairs exported beside the training set (train/dpo.py).
 """
 from __future__ import annotations
 
