@@ -92,30 +92,33 @@ def failing_seed_traces(con, cluster_id: str) -> list[dict]:
 
 def seed_traces_with_instructions(con, limit: int = 2000) -> list[dict]:
     """Seed traces whose metadata lists instructions (their base request can be recovered), with the base
-    request clustering stored for them (cluster_members.base_request; NULL where none was stored)."""
+    request clustering stored for them (trace_base_requests)."""
     rows = con.execute("""
-        SELECT t.trace_id, t.messages, t.prompt, t.metadata, t.response, b.base_request FROM traces t
-        LEFT JOIN (SELECT trace_id, max(base_request) AS base_request FROM cluster_members GROUP BY trace_id) b
-               ON b.trace_id = t.trace_id
+        SELECT t.trace_id, t.messages, t.prompt, t.metadata, t.response, b.base_request, b.trace_id IS NOT NULL
+        FROM traces t LEFT JOIN trace_base_requests b ON b.trace_id = t.trace_id
         WHERE t.split = 'seed' AND json_array_length(json_extract(t.metadata, '$.instruction_id_list')) > 0
         ORDER BY t.trace_id LIMIT ?""", [limit]).fetchall()
     return [_trace(r) for r in rows]
 
 
 def _trace(r) -> dict:
-    return {"trace_id": r[0], "messages": json.loads(r[1]), "prompt": r[2],
-            "metadata": json.loads(r[3]) if r[3] else {}, "response": r[4],
-            "base_request": r[5] if len(r) > 5 else None}
+    trace = {"trace_id": r[0], "messages": json.loads(r[1]), "prompt": r[2],
+             "metadata": json.loads(r[3]) if r[3] else {}, "response": r[4]}
+    if len(r) > 6 and r[6]:  # clustering stored its base request (possibly NULL: none could be found)
+        trace["base_request"] = r[5]
+    return trace
 
 
 # ------------------------------------------------------------------ composing prompts
 
 def base_request(trace: dict) -> str | None:
     """The request without its verifiable instructions (evals.ifeval.base_request): the one clustering stored
-    in cluster_members.base_request, else computed here. Computing it here is the fallback for traces that have
-    no stored value: members clustered before m009_base_request, and seed traces that failed no check (never
-    clustered). None: no instruction to strip, or a description that cannot be found."""
-    return trace.get("base_request") or ifeval.base_request(trace["prompt"], trace["metadata"])
+    (trace_base_requests), else computed here. Computing it here is the fallback for traces without a stored
+    row: seed traces that failed no check (never clustered) and traces clustered before m009_base_request.
+    None: no instruction to strip, or a description that cannot be found."""
+    if "base_request" in trace:
+        return trace["base_request"]
+    return ifeval.base_request(trace["prompt"], trace["metadata"])
 
 
 def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float = 1.0) -> list[Prompt]:

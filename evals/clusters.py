@@ -87,7 +87,7 @@ def request_text(prompt: str, metadata, base: str | None = None) -> str:
 
 
 def requests_of(fails) -> tuple[list[str], list[str | None]]:
-    """(text to embed and label, base request to store in cluster_members) per failure. The base request
+    """(text to embed and label, base request to store in trace_base_requests) per failure. The base request
     (evals.ifeval.base_request) is None where a description is not found; the text then keeps what was cut."""
     prompts, metadata = fails["prompt"].to_list(), [store.json_value(m, {}) for m in fails["metadata"].to_list()]
     bases = [ifeval.base_request(p, m) for p, m in zip(prompts, metadata)]
@@ -245,8 +245,16 @@ def _store(run_id: str, clusters: list[dict]) -> None:
         con.execute("""INSERT OR REPLACE INTO clusters (cluster_id, run_id, check_id, label, terms, size, centroid,
                        representatives, created_at) SELECT cluster_id, ?, check_id, label, terms::JSON, size, centroid,
                        representatives::JSON, now() FROM new_clusters""", [run_id])
-        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity, base_request)
-                       SELECT cluster_id, trace_id, ?, 'seed', similarity, base_request FROM new_members""", [run_id])
+        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity)
+                       SELECT cluster_id, trace_id, ?, 'seed', similarity FROM new_members""", [run_id])
+        _store_base_requests(con, "new_members")
+
+
+def _store_base_requests(con, members: str) -> None:
+    """Each member trace's base request, computed while clustering, for synthesis to reuse (one row per trace:
+    it depends on the trace alone; a trace failing two checks has the same one twice)."""
+    con.execute(f"""INSERT OR REPLACE INTO trace_base_requests (trace_id, base_request)
+                    SELECT trace_id, any_value(base_request) FROM {members} GROUP BY trace_id""")
 
 
 # ------------------------------------------------------------------ holdout assignment (gate)
@@ -295,8 +303,9 @@ def _store_assignment(run_id: str, rows) -> None:
     with store.connect() as con, store.transaction(con):
         con.execute("DELETE FROM cluster_members WHERE run_id = ? AND split = 'holdout'", [run_id])
         con.register("assigned", table)
-        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity, base_request)
-                       SELECT cluster_id, trace_id, ?, 'holdout', similarity, base_request FROM assigned""", [run_id])
+        con.execute("""INSERT INTO cluster_members (cluster_id, trace_id, run_id, split, similarity)
+                       SELECT cluster_id, trace_id, ?, 'holdout', similarity FROM assigned""", [run_id])
+        _store_base_requests(con, "assigned")
 
 
 # ------------------------------------------------------------------ CLI

@@ -131,8 +131,8 @@ def test_request_text_drops_the_instruction_sentences():
 
 
 def test_base_request_is_stored_once_and_synthesis_reuses_it():
-    """Clustering stores each member's base request (seed and holdout); synthesis reads the stored value and
-    computes it only where none is stored (here: a seed trace that failed nothing, so was never clustered)."""
+    """Clustering stores each member trace's base request (seed and holdout), once per trace; synthesis reads the
+    stored value and computes it only where none is stored (here: a seed trace that failed nothing)."""
     from curate import synth
     desc = "In your entire response, refrain from the use of any commas."
     insert_traces([
@@ -143,10 +143,11 @@ def test_base_request_is_stored_once_and_synthesis_reuses_it():
     run_id = runner.run_suite("instruction_following", "all", progress=False)
     clusters.build_clusters(run_id, embed=clusters.hashed_embed)
     clusters.assign_holdout(run_id, embed=clusters.hashed_embed)
-    assert sorted(fetch("SELECT trace_id, split, base_request FROM cluster_members")) == [
-        ("t0000", "seed", "Write a story about a detective."), ("t0001", "seed", None),
-        ("t0100", "holdout", "Plan a trip to Rome.")]
-    fetch("UPDATE cluster_members SET base_request = 'the stored one' WHERE trace_id = 't0000'")
+    assert sorted(fetch("SELECT trace_id, base_request FROM trace_base_requests")) == [
+        ("t0000", "Write a story about a detective."), ("t0001", None), ("t0100", "Plan a trip to Rome.")]
+    clusters.build_clusters(run_id, embed=clusters.hashed_embed)  # again: still one row per trace
+    assert fetch("SELECT count(*) FROM trace_base_requests") == [(3,)]
+    fetch("UPDATE trace_base_requests SET base_request = 'the stored one' WHERE trace_id = 't0000'")
     with store.connect(read_only=True) as con:
         bases = {t["trace_id"]: synth.base_request(t) for t in synth.seed_traces_with_instructions(con)}
     assert bases == {"t0000": "the stored one", "t0001": None, "t0002": "Tell a joke about cats."}

@@ -1,13 +1,15 @@
-"""The base request of a clustered trace, stored where clustering computes it.
+"""The base request of a trace, computed once (by clustering) and stored.
 
-`cluster_members.base_request`: the member's prompt with its IFEval instruction sentences cut out
-(evals.ifeval.base_request), or the base text its metadata carries. Clustering strips every failing trace
-anyway (its embeddings and labels describe the request, not the instruction boilerplate); synthesis reuses the
-stored value instead of stripping again per cluster. NULL where the trace names no instruction, where a
-description could not be found in the prompt, and on rows clustered before this migration (synthesis
-computes those itself).
+`trace_base_requests.base_request`: the trace's prompt with its IFEval instruction sentences cut out
+(evals.ifeval.base_request), or the base text its metadata carries; NULL when the trace names no instruction or
+a description is not found in the prompt. Clustering strips every failing trace anyway (its embeddings and
+labels describe the request, not the instruction boilerplate) and stores the result here; synthesis reuses it
+instead of stripping again per cluster, and computes it only for traces without a row (never clustered, or
+clustered before this migration).
+A table of its own, keyed by trace (the value depends on the trace alone, not on a cluster or a run), so that
+cluster_members keeps its shape.
 """
 
 
 def apply(con):
-    con.execute("ALTER TABLE cluster_members ADD COLUMN base_request VARCHAR")
+    con.execute("""CREATE TABLE trace_base_requests (trace_id VARCHAR PRIMARY KEY, base_request VARCHAR)""")
