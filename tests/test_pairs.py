@@ -152,3 +152,26 @@ def test_pairs_file_errors_name_file_line_and_field(tmp_path):
     manifest.write_text(json.dumps({"items": []}))
     with pytest.raises(TrainingSetError, match="lists no preference pairs"):
         read_pairs(path, manifest)
+
+
+def test_exported_pairs_train_a_dpo_run_whose_rows_lead_back_to_examples_and_traces(tmp_path, tiny_model_dir):
+    """The export is what the trainer reads: a DPO run on it records each pair, and SQL walks from the run back
+    to the chosen example, its cluster and the production trace it was preferred over."""
+    import torch
+    from test_lora import settings
+    from train.lora import make_plan, train
+    rows = build_store()
+    out = tmp_path / "train" / "train.jsonl"
+    export.export(str(out), replay_fraction=0.0)
+    torch.set_num_threads(1)
+    s, sources = settings(tmp_path, tiny_model_dir, out, method="dpo", max_steps=2)
+    result = train(make_plan(s, sources), progress=False)
+    assert result.status == "complete", result.error
+    with store.connect(read_only=True) as con:
+        walked = con.execute("""
+            SELECT p.chosen_example_id, p.cluster_id, p.rejected_source, p.rejected_trace_id
+            FROM train_examples te JOIN preference_pairs p ON p.pair_id = te.item_id
+            WHERE te.run_id = ? AND te.origin = 'pair' ORDER BY 1, 3""", [result.run_id]).fetchall()
+    good, cgood = rows["good"]["example_id"], rows["cgood"]["example_id"]
+    assert sorted(walked) == sorted([(good, "c1", "production", "t1"), (good, "c1", "teacher", None),
+                                     (cgood, "c1", "teacher", None)])
