@@ -26,7 +26,7 @@ from rich.table import Table
 from curate.candidates import Budget, Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
 from curate.synth_full import full_mode
 from evals import ifeval
-from evals.ifeval import fresh_instruction  # curate/synth_full.py imports it from here too
+from evals.ifeval import fresh_instruction
 from traces import settings as settings_mod
 from traces import store
 from traces.terminal import safe

@@ -15,6 +15,7 @@ import re
 from rich.markup import escape
 
 from curate.candidates import Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
+from evals.ifeval import fresh_instruction
 
 SCHEMA = {
     "type": "object",
@@ -86,7 +87,6 @@ def full_mode(todo, failing_by_cluster, s, budget, tallies, console) -> None:
 
 
 def _plan(cluster: dict, i: int) -> dict:
-    from curate.synth import fresh_instruction
     fresh = fresh_instruction(cluster["check_id"], "", f"mend-full:{cluster['cluster_id']}:{i}")
     if fresh is None:  # a non-IFEval check: verified by name through metadata["checks"]
         return {"description": f"(the response must pass the check {cluster['check_id']})",

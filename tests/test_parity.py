@@ -22,8 +22,8 @@ def docs(step=1, limit=None):
 
 def lm_eval_metrics(pairs):
     """pairs: (doc, response) -> lm-eval's four metrics, computed by lm-eval's own functions."""
-    from evals.checks import _lm_eval
-    _lm_eval()  # offline NLTK + seeded langdetect first, as mend does
+    from evals import ifeval
+    ifeval.modules()  # offline NLTK + seeded langdetect first, as mend does
     from lm_eval.tasks.ifeval import utils
     per_doc = [utils.process_results(doc, [response]) for doc, response in pairs]
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731

@@ -117,7 +117,7 @@ def test_clean_and_fold():
 
 def test_describe_check_reads_lm_eval_docstrings():
     assert describe_check("punctuation:no_comma") == "Checks the response for no commas."
-    assert describe_check("ifeval:startend:quotation").startswith("Checks response is wrapped")
+    assert describe_check("startend:quotation").startswith("Checks response is wrapped")
     assert describe_check("my_custom_check") == ""
 
 
