@@ -1,4 +1,4 @@
-"""python -m bench --only evals  |  python bench/bench_evals.py ifeval [--limit N] [--max-gen-toks T]
+"""python -m bench --only evals  |  python bench/bench_evals.py ifeval|ifeval-gain [--limit N] [--max-gen-toks T]
 
 Rows:
 - evals scoring throughput: deterministic checks (instruction_following + format) on logged traffic,
@@ -6,7 +6,10 @@ Rows:
 - IFEval (lm-eval's own `ifeval` task on the local ../shared/benchmarks/ifeval/input_data.jsonl,
   SmolLM2-135M-Instruct from the embedded Q4_1 GGUF, chat template, greedy), read from the result file
   that `python bench/bench_evals.py ifeval` writes (hours for all 541 prompts on 2 CPU cores, so it is a
-  separate, capped background job; its caps are in the row's notes), next to the model card's 29.9.
+  separate, capped background job; its caps are in the row's notes), next to the model card's 29.9;
+- the loop's gain on IFEval: the same task, the base student and the latest nightly's adapter in one run
+  (`python bench/bench_evals.py ifeval-gain --limit 120 --max-gen-toks 512`), with a count of training prompts
+  that share a 13-gram with the benchmark prompts (benchmark data is for evaluation only: never trained on).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 IFEVAL_DATA = ROOT.parent / "shared" / "benchmarks" / "ifeval" / "input_data.jsonl"
 IFEVAL_RESULT = ROOT / "data" / "bench" / "ifeval_lm_eval.json"
+IFEVAL_GAIN = ROOT / "data" / "bench" / "ifeval_gain.json"
 MODEL_CARD_IFEVAL = 29.9  # SmolLM2-135M-Instruct model card: IFEval "average prompt/inst", unquantized
 
 
@@ -164,9 +168,7 @@ def ifeval_row() -> dict | None:
 def run(quick: bool) -> list[dict]:
     n = 2_000 if quick else 10_000
     rows = [bench_scoring(n), bench_scoring(n, langdetect=False)]
-    row = ifeval_row()
-    if row:
-        rows.append(row)
+    rows += [row for row in (ifeval_row(), ifeval_gain_row()) if row]
     return rows
 
 
@@ -230,7 +232,10 @@ def lm_eval_folder(folder: Path) -> Path:
     return target
 
 
-def run_lm_eval_ifeval(limit: int, max_gen_toks: int, batch_size: int = 8) -> dict:
+def run_lm_eval_ifeval(limit: int, max_gen_toks: int, batch_size: int = 8, adapter: str | None = None,
+                       save: bool = True) -> dict:
+    """lm-eval's ifeval on the first `limit` local prompts, greedy, chat template; with `adapter`, the student
+    plus that LoRA adapter (lm-eval's own `peft=` model argument)."""
     from evals.nltk_offline import ensure
     ensure()  # offline punkt data + seeded langdetect before lm-eval's ifeval modules import
     import lm_eval
@@ -238,19 +243,88 @@ def run_lm_eval_ifeval(limit: int, max_gen_toks: int, batch_size: int = 8) -> di
     from train.models import resolve
     folder = lm_eval_folder(resolve("smollm2-135m-instruct"))
     task_dir = write_task(ROOT / "data" / "bench" / "ifeval_task", max_gen_toks)
+    model_args = f"pretrained={folder},dtype=float32" + (f",peft={adapter}" if adapter else "")
     start = time.perf_counter()
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={folder},dtype=float32", tasks=["ifeval_local"],
+    out = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=["ifeval_local"],
                                   batch_size=batch_size, device="cpu", limit=limit, apply_chat_template=True,
                                   log_samples=True, task_manager=TaskManager(include_path=str(task_dir)))
     minutes = (time.perf_counter() - start) / 60
     metrics = {k.split(",")[0]: v for k, v in out["results"]["ifeval_local"].items() if k.endswith(",none")}
     samples = [{"doc": s["doc"], "response": s["resps"][0][0]} for s in out["samples"]["ifeval_local"]]
     result = {"limit": limit, "max_gen_toks": max_gen_toks, "metrics": metrics, "minutes": minutes,
-              "model": str(folder), "samples": samples}
+              "model": str(folder), "adapter": adapter, "samples": samples}
     result["parity"] = parity(samples, metrics)
-    IFEVAL_RESULT.parent.mkdir(parents=True, exist_ok=True)
-    IFEVAL_RESULT.write_text(json.dumps(result, indent=1))
+    if save:
+        IFEVAL_RESULT.parent.mkdir(parents=True, exist_ok=True)
+        IFEVAL_RESULT.write_text(json.dumps(result, indent=1))
     return result
+
+
+# ------------------------------------------------------------------ the loop's gain on IFEval
+
+def latest_nightly_adapter() -> tuple[str, str] | None:
+    """(nightly_id, adapter folder) of the newest nightly whose train stage published an adapter."""
+    from traces import store
+    with store.connect(read_only=True) as con:
+        row = con.execute("""SELECT nightly_id, json_extract_string(summary, '$.adapter') FROM nightly_ledger
+                             WHERE stage = 'train' AND status = 'done'
+                             AND json_extract_string(summary, '$.adapter') IS NOT NULL
+                             ORDER BY finished_at DESC LIMIT 1""").fetchone()
+    return (row[0], row[1]) if row and Path(row[1]).is_dir() else None
+
+
+def overlap_13grams(training_set: Path, prompts: list[str]) -> int:
+    """Training prompts sharing a 13-word n-gram with a benchmark prompt (lm-eval's decontamination unit)."""
+    def grams(text: str) -> set:
+        w = text.lower().split()
+        return {tuple(w[i:i + 13]) for i in range(len(w) - 12)}
+    bench = set().union(*(grams(p) for p in prompts))
+    rows = [json.loads(line) for line in training_set.read_text().splitlines() if line.strip()]
+    users = [" ".join(m["content"] for m in r["messages"] if m["role"] == "user") for r in rows]
+    return sum(1 for u in users if grams(u) & bench)
+
+
+def ifeval_gain(limit: int, max_gen_toks: int, batch_size: int) -> dict:
+    """The base student and the latest nightly's adapter on the same prompts, in one run."""
+    found = latest_nightly_adapter()
+    if found is None:
+        raise SystemExit("no nightly has published an adapter yet: run `make demo` or `make nightly` first")
+    nightly_id, adapter = found
+    base = run_lm_eval_ifeval(limit, max_gen_toks, batch_size, save=False)
+    cand = run_lm_eval_ifeval(limit, max_gen_toks, batch_size, adapter=adapter, save=False)
+    prompts = [json.loads(line)["prompt"] for line in IFEVAL_DATA.read_text().splitlines()[:limit]]
+    manifest = json.loads((Path(adapter) / "mend_adapter.json").read_text())
+    result = {"nightly_id": nightly_id, "adapter": adapter, "limit": limit, "max_gen_toks": max_gen_toks,
+              "base": base["metrics"], "adapter_metrics": cand["metrics"],
+              "minutes": base["minutes"] + cand["minutes"], "parity": base["parity"] and cand["parity"],
+              "contaminated_training_prompts": overlap_13grams(Path(manifest["training_set"]), prompts)}
+    IFEVAL_GAIN.parent.mkdir(parents=True, exist_ok=True)
+    IFEVAL_GAIN.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _avg(m: dict) -> float:
+    return 100 * (m["prompt_level_strict_acc"] + m["inst_level_strict_acc"]) / 2
+
+
+def ifeval_gain_row() -> dict | None:
+    if not IFEVAL_GAIN.is_file():
+        return None
+    r = json.loads(IFEVAL_GAIN.read_text())
+    base, cand = _avg(r["base"]), _avg(r["adapter_metrics"])
+    return {"benchmark": "IFEval gain of the loop: 135M base vs the latest nightly's adapter (lm-eval)",
+            "metric": "avg prompt/inst strict %", "mend": round(cand, 1), "baseline": round(base, 1),
+            "ratio": round(cand / base, 2) if base else None,
+            "target": ">= base + 5 points; moonshot 41.0 (SmolLM2-360M-Instruct)",
+            "notes": (f"first {r['limit']} of 541 prompts, max_gen_toks {r['max_gen_toks']}, greedy, chat template, "
+                      f"same run; adapter of {r['nightly_id']}; delta {cand - base:+.1f} points "
+                      f"({'PASS' if cand >= base + 5 else 'MISS'}); prompt strict "
+                      f"{100 * r['base']['prompt_level_strict_acc']:.1f} -> "
+                      f"{100 * r['adapter_metrics']['prompt_level_strict_acc']:.1f}, inst strict "
+                      f"{100 * r['base']['inst_level_strict_acc']:.1f} -> "
+                      f"{100 * r['adapter_metrics']['inst_level_strict_acc']:.1f}; training prompts sharing a "
+                      f"13-gram with these benchmark prompts: {r['contaminated_training_prompts']}; mend's checks "
+                      f"agree with lm-eval: {r['parity']}; {r['minutes']:.0f} min")}
 
 
 def mend_metrics(samples: list[dict]) -> dict:
@@ -276,7 +350,7 @@ def parity(samples: list[dict], metrics: dict) -> bool:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python bench/bench_evals.py")
-    p.add_argument("what", choices=["ifeval", "scoring"])
+    p.add_argument("what", choices=["ifeval", "ifeval-gain", "scoring"])
     p.add_argument("--limit", type=int, default=64, help="first N of the 541 IFEval prompts")
     p.add_argument("--max-gen-toks", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
@@ -285,6 +359,9 @@ def main(argv=None) -> int:
     if a.what == "scoring":
         print(bench_scoring(a.n))
         print(bench_scoring(a.n, langdetect=False))
+        return 0
+    if a.what == "ifeval-gain":
+        print(json.dumps(ifeval_gain(a.limit, a.max_gen_toks, a.batch_size), indent=1))
         return 0
     r = run_lm_eval_ifeval(a.limit, a.max_gen_toks, a.batch_size)
     print(json.dumps({k: v for k, v in r.items() if k != "samples"}, indent=1))
