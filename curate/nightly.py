@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from curate.accept import accept_verified
@@ -46,6 +45,7 @@ from evals.runner import SuiteSkipped, run_suite
 from traces import store
 from traces.ingest import ingest_inbox
 from traces.settings import load, project_root, resolve_path, settings_class
+from traces.terminal import safe
 
 console = Console()
 DEMO_CONFIG = "configs/demo.toml"
@@ -144,11 +144,11 @@ def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str
             summary = fn(ctx) or {}
         except Waiting as e:
             _record(ctx.nightly_id, name, "waiting", {"waiting": str(e)})
-            ctx.console.print(f"[yellow]waiting:[/] {escape(str(e))}")
+            ctx.console.print(f"[yellow]waiting:[/] {safe(str(e))}")
             return 3
         except Exception as e:  # any stage error: recorded, shown, nightly stops (resume later)
             _record(ctx.nightly_id, name, "failed", {"error": f"{type(e).__name__}: {e}"})
-            ctx.console.print(f"[red]stage {name} failed:[/] {escape(f'{type(e).__name__}: {e}')}")
+            ctx.console.print(f"[red]stage {name} failed:[/] {safe(f'{type(e).__name__}: {e}')}")
             return 1
         summary["seconds"] = round(time.perf_counter() - started, 1)
         status = "skipped" if summary.pop("skipped", False) else "done"
@@ -168,7 +168,7 @@ def stage_table(nightly_id: str) -> Table:
         secs = row["summary"].get("seconds", "")
         colour = {"done": "green", "skipped": "dim", "failed": "red", "waiting": "yellow"}.get(row["status"], "")
         table.add_row(stage, f"[{colour}]{row['status']}[/]" if colour else row["status"], str(secs),
-                      escape(_short(summary)))
+                      safe(_short(summary)))
     return table
 
 
@@ -283,7 +283,9 @@ def stage_train(ctx: Context) -> dict:
     training_set = ctx.done.get("export", {}).get("training_set")
     if not training_set:
         return {"skipped": True, "why": "no accepted examples"}
-    from train.lora import run as train_lora  # imports torch: only when a nightly trains
+    from train.lora import (
+        run as train_lora,  # imports torch: only when a nightly trains
+    )
     result = train_lora(["--training-set", training_set])
     if result.status != "complete":
         raise StageError(f"training run {result.run_id} failed: {result.error}")
@@ -379,5 +381,5 @@ def main(argv=None) -> int:
     try:
         return run(demo=args.demo, new=args.new, stop_after=args.stop_after, profile=args.profile)
     except NightlyLocked as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(e))}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {safe(str(e))}")
         return 2

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from traces import store
-from traces.store import json_value
 from traces.settings import resolve_path
+from traces.store import json_value
+from traces.terminal import safe
 
 
 def gather(nightly_id: str) -> dict:
@@ -262,11 +262,11 @@ def write_report(nightly_id: str, console: Console | None = None) -> Path:
 def print_summary(data: dict, path: Path, console: Console) -> None:
     dec = data["decision"]
     if dec:
-        table = Table(title=f"holdout, {escape(dec['verdict'])}")
+        table = Table(title=f"holdout, {safe(dec['verdict'])}")
         for col in ["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"]:
             table.add_column(col)
         for row in _stats_rows(dec):
-            table.add_row(*[escape(str(c)) for c in row])
+            table.add_row(*[safe(str(c)) for c in row])
         console.print(table)
     cost = data["cost"]
     console.print(f"teacher cost ${cost['usd']:.4f} over {cost['calls']} calls; "

@@ -25,17 +25,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rich.markup import escape
-
 from evals import checks, suites
 from evals.checks import UnknownCheck, ifeval_check, run_check
 from evals.registry import resolve_ref
 from evals.reports import print_run
 from evals.runs import refresh_stale
 from evals.suites import SuiteError, selection_sql
-from traces import settings as settings_mod, store
-from traces.settings import db_path
+from traces import settings as settings_mod
+from traces import store
 from traces.hashing import adapter_hash
+from traces.settings import db_path
+from traces.terminal import safe
 from train.generate import greedy_settings
 
 console = Console(stderr=True)
@@ -193,6 +193,7 @@ def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
 
 def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, done) -> None:
     from rich.progress import Progress
+
     from train.generate import generate
     from train.models import load
     model, tokenizer = load(model_ref, adapter=adapter)
@@ -200,7 +201,7 @@ def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, don
     path.parent.mkdir(parents=True, exist_ok=True)
     chunk = max(1, s.gen_batch_size * 2)
     with Progress(console=console, transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"generating with {model_ref}", total=len(todo))
+        task = bar.add_task(safe(f"generating with {model_ref}"), total=len(todo))
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=max_new_tokens,
@@ -290,7 +291,7 @@ def _progress(items, enabled: bool, label: str):
         return
     from rich.progress import Progress
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(label, total=len(items))
+        task = bar.add_task(safe(label), total=len(items))
         for i, item in enumerate(items):
             yield item
             if i % 200 == 199:
@@ -335,10 +336,10 @@ def main(argv=None) -> int:
         try:
             run_id = run_suite(name, a.split, a.model, a.adapter, a.limit, settings=s, progress=not a.quiet)
         except SuiteSkipped as e:
-            console.print(f"[yellow]{escape(str(e))}[/]", highlight=False)
+            console.print(f"[yellow]{safe(str(e))}[/]", highlight=False)
             continue
         except (SuiteError, EndpointError, RemoteNotAllowed, UnknownCheck, ValueError) as e:
-            console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            console.print(f"[red]error:[/] {safe(str(e))}", highlight=False)
             code = 2
             continue
         print_run(run_id)

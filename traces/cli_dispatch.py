@@ -10,6 +10,8 @@ import sys
 
 from rich.console import Console
 
+from traces.terminal import safe
+
 
 def dispatch(prog: str, doc: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
     """commands: name -> ("module:function", one-line help)."""
@@ -41,18 +43,17 @@ def _interrupts() -> tuple[type, ...]:
 
 def _run(fn, rest: list[str]) -> int:
     """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace."""
-    from rich.markup import escape
-
+    
     from traces.settings import SettingsError
     from traces.store import StoreBusy
     err = Console(stderr=True)
     try:
         return int(fn(rest) or 0)
     except StoreBusy as e:
-        err.print(f"[red]error:[/] {escape(str(e))} {BUSY_HINT}", highlight=False)
+        err.print(f"[red]error:[/] {safe(str(e))} {BUSY_HINT}", highlight=False)
         return 2
     except (SettingsError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/] {safe(str(e))}", highlight=False)
         return 2
     except _interrupts():
         err.print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
