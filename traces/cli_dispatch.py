@@ -43,7 +43,6 @@ def _interrupts() -> tuple[type, ...]:
 
 def _run(fn, rest: list[str]) -> int:
     """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace."""
-    
     from traces.settings import SettingsError
     from traces.store import StoreBusy
     err = Console(stderr=True)
