@@ -252,7 +252,7 @@ def test_manifest_must_match_the_jsonl(tmp_path):
     manifest.write_text(json.dumps(data))
     with pytest.raises(TrainingSetError, match="only in JSONL: \\['ex002'\\]"):
         read_training_set(path)
-    with pytest.raises(FileNotFoundError, match="curate export"):
+    with pytest.raises(FileNotFoundError, match="make export"):
         read_training_set(tmp_path / "missing.jsonl")
 
 
