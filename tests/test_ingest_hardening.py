@@ -78,9 +78,10 @@ def export(*spans):
 # ---------- 1. a chat log that mentions "resourceSpans" is not OTel ----------
 
 def test_chat_log_that_mentions_resourceSpans_is_read_as_chat(tmp_path):
-    logged = json.dumps(export(span("aa", "chat", {"gen_ai.operation.name": "chat"})))
-    path = write_jsonl(tmp_path / "chat.jsonl", [chat(1, f"Why does this OTel payload fail? {logged}"),
+    logged = export(span("aa", "chat", {"gen_ai.operation.name": "chat"}))  # an OTel payload, logged as an object
+    path = write_jsonl(tmp_path / "chat.jsonl", [chat(1, "Why does this OTel payload fail?", metadata={"payload": logged}),
                                                  chat(2, "second"), chat(3, "third")])
+    assert '"resourceSpans"' in path.read_text()[:4096]
     s = run(path)
     assert s.format == "jsonl" and (s.counts.read, s.counts.stored) == (3, 3)
     assert rows("SELECT status FROM ingests") == [("complete",)]
