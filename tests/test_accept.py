@@ -1,5 +1,5 @@
 """curate accept --verified: pending_review -> accepted by `policy:verified`, with a reviews row each."""
-from test_dedup import add
+from builders.examples import add
 
 from curate import accept
 from traces import store

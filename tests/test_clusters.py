@@ -1,9 +1,16 @@
 """Failure clustering on a constructed failure set: the clusters are exactly the groups we built."""
 import numpy as np
 import pytest
+from builders.trace_rows import (
+    LOWER,
+    NO_COMMA,
+    fetch,
+    ifeval_meta,
+    insert_traces,
+    trace_row,
+)
 
 from evals import clusters, runner
-from test_runner import NO_COMMA, LOWER, fetch, ifeval_meta, insert_traces, trace_row
 from traces import store
 
 TOPICS = {"cooking": "recipe pasta garlic", "space": "rocket orbit planet", "football": "goal striker league"}

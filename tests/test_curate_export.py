@@ -1,8 +1,10 @@
 """curate export: accepted examples + replay share of passing seed traffic, manifest, trainer-readable."""
 import json
 
-from test_dedup import add
-from test_synth_fixtures import seed_store
+from builders.examples import add
+from builders.synth import seed_store
+
+from test_replay import counting, tiny_student  # noqa: F401 (fixtures: the tiny student, a counting generate)
 
 from curate import export
 from traces import store
@@ -27,7 +29,7 @@ def test_export_replay_share_and_manifest(tmp_path):
         add(f"e{i}", f"prompt {i}", f"answer {i}", status="accepted")
     add("rej", "x", "y", status="rejected")
     out = tmp_path / "train" / "train.jsonl"
-    m = export.export(str(out), replay_fraction=1 / 3)
+    m = export.export(str(out), replay_fraction=1 / 3, replay_self_share=0.0)  # passing traffic only
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     origins = [x["origin"] for x in lines]
     assert origins.count("example") == 4 and origins.count("replay") == 2  # 2 / 6 = 1/3
@@ -48,3 +50,47 @@ def test_replay_count():
     assert export.replay_count(7, 0.3, 100) == 3
     assert export.replay_count(7, 0.3, 1) == 1
     assert export.replay_count(0, 0.3, 100) == 0
+
+
+def test_export_mixes_self_distilled_replay_and_caches_it(tmp_path, counting):
+    """replay_self_share of the replay rows are the base's own answers to instruction-free seed requests; the
+    manifest names their origin `self`, the trainer reads them as replay, and a re-export generates nothing."""
+    from test_replay import traffic
+    traffic(8, 2)  # t0..t7 seed, t8..t9 holdout
+    logged_run("run", "if", {f"t{i}": True for i in range(10)}, "2026-01-02 00:00:00")
+    for i in range(7):
+        add(f"e{i}", f"prompt {i}", f"answer {i}", status="accepted")
+    out = tmp_path / "train" / "train.jsonl"
+    m = export.export(str(out), replay_fraction=0.3, replay_self_share=0.5)  # 7 examples -> 3 replay rows
+    c = m["counts"]
+    assert (c["example"], c["replay"], c["self"], c["total"]) == (7, 1, 2, 10)
+    assert c["replay_available"] == 8 and c["self_available"] == 8
+    assert counting.calls == 1
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    selfs = [x for x in lines if x.get("source") == "self"]
+    assert len(selfs) == 2 and all(x["origin"] == "replay" and x["id"].startswith("self-") for x in selfs)
+    request = selfs[0]["messages"][0]["content"]
+    assert "commas" not in request and selfs[0]["messages"][1]["content"] == f"Answer: {request[::-1]}"
+    manifest = json.loads((tmp_path / "train" / "train.manifest.json").read_text())
+    origins = [i["origin"] for i in manifest["items"]]
+    assert (origins.count("example"), origins.count("replay"), origins.count("self")) == (7, 1, 2)
+    assert manifest["replay_self_share"] == 0.5 and manifest["counts"] == c
+    from train.lora_data import read_training_set
+    read = read_training_set(out)
+    assert len(read) == 10 and sum(ex.id.startswith("self-") for ex in read) == 2
+    again = export.export(str(out), replay_fraction=0.3, replay_self_share=0.5)
+    assert counting.calls == 1 and again["sha256"] == m["sha256"]  # same set, read from the cache
+    only_self = export.export(str(out), replay_fraction=0.3, replay_self_share=1.0)["counts"]
+    assert (only_self["replay"], only_self["self"]) == (0, 3) and counting.calls == 1  # answered in the first chunk
+
+
+def test_self_rows_fill_in_when_passing_traffic_runs_short(tmp_path, counting):
+    from test_replay import traffic
+    traffic(6, 0)
+    logged_run("run", "if", {"t0": True}, "2026-01-02 00:00:00")  # one passing trace
+    for i in range(7):
+        add(f"e{i}", f"prompt {i}", f"answer {i}", status="accepted")
+    c = export.export(str(tmp_path / "t.jsonl"), replay_fraction=0.3, replay_self_share=0.0)["counts"]
+    assert (c["replay"], c["self"]) == (1, 0) and counting.calls == 0  # share 0: the model is never asked
+    c = export.export(str(tmp_path / "t.jsonl"), replay_fraction=0.3, replay_self_share=0.34)["counts"]
+    assert (c["replay"], c["self"]) == (1, 2)

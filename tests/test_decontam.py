@@ -2,9 +2,8 @@
 reference files named in settings; dropped rows become `contaminated` with the reason and what they hit."""
 import json
 
-import numpy as np
 import pytest
-from test_dedup import add, bag_embed, state
+from builders.examples import add, bag_embed, state
 
 from curate import dedup, filters
 from traces import store

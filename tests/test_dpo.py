@@ -5,9 +5,8 @@ import json
 import math
 
 import pytest
+from builders.lora import db_rows, settings, write_set
 from transformers import TrainerCallback
-
-from test_lora import db_rows, settings, write_set
 
 PAIRS = [
     ("List three fruits without commas.", "Apples pears plums.", "Apples, pears, plums."),
@@ -53,6 +52,7 @@ def test_dpo_moves_only_lora_weights_and_lowers_the_loss(tmp_path, tiny_model_di
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
+
     from train.lora import train
     plan = plan_for(tmp_path, tiny_model_dir, method="dpo", max_steps=6, lr=2e-2)
     assert [ex.origin for ex in plan.examples] == ["pair"] * 4  # dpo alone does not train on the SFT set
@@ -88,6 +88,7 @@ def test_sft_then_dpo_continues_the_sft_adapter_against_the_adapter_disabled_bas
     import torch
     from safetensors.torch import load_file
     from trl.trainer import dpo_trainer
+
     from train.lora import train
     from train.models import load
 

@@ -9,11 +9,11 @@ import io
 import re
 
 import pytest
+from builders.examples import add
+from builders.gate import add_run, add_traces, scenario
 from rich.console import Console
 from rich.text import Text
 
-from test_dedup import add
-from test_gate_helpers import add_run, add_traces, scenario
 from traces import store
 from traces.terminal import safe
 

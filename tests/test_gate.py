@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
+from builders.gate import GEN, add_run, add_traces, scenario
 
 from evals import gate
-from test_gate_helpers import GEN, add_run, add_traces, scenario
 from traces import store
 
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders.gate import scenario
 
 from evals import gate
-from test_gate_helpers import scenario
 from traces import store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,13 +2,12 @@
 (tiny model, nothing downloaded)."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from builders.gate import add_run, add_traces
 
 from evals import guards
 from evals.gate import Side
-from test_gate_helpers import add_run, add_traces
 from traces import store
 
 sys.path.insert(0, str(guards.TASKS_DIR))

@@ -1,8 +1,9 @@
 """The `lineage` view on a small constructed run, and the nightly report built from the same rows."""
 import json
 
+from builders.gate import add_cluster, add_run, add_traces
+
 from curate import nightly_report as report
-from test_gate_helpers import add_cluster, add_run, add_traces
 from traces import store
 
 

@@ -4,22 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from builders.lora import TURNS, db_rows, plan_for, settings, write_set
 
 from traces.settings import SettingsError, load_with_sources
-
-TURNS = [
-    [{"role": "user", "content": "Reply without commas: list three fruits."},
-     {"role": "assistant", "content": "Apples pears and plums."}],
-    [{"role": "system", "content": "You answer in lowercase."},
-     {"role": "user", "content": "What is the capital of France?"},
-     {"role": "assistant", "content": "paris is the capital of france."},
-     {"role": "user", "content": "And of Italy?"},
-     {"role": "assistant", "content": "rome."}],
-    [{"role": "user", "content": "End your reply with 'Is there anything else?'"},
-     {"role": "assistant", "content": "The sky is blue. Is there anything else?"}],
-    [{"role": "user", "content": "Write a title in double angular brackets."},
-     {"role": "assistant", "content": "<<A Quiet Morning>>\nThe town woke slowly."}],
-]
 
 
 @pytest.fixture(autouse=True)
@@ -31,38 +18,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def write_set(folder: Path, n: int = 8, manifest: bool = True) -> Path:
-    rows = [{"id": f"ex{i:03d}", "origin": "replay" if i % 4 == 3 else "example", "messages": TURNS[i % len(TURNS)]}
-            for i in range(n)]
-    path = folder / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if manifest:
-        from train.lora_data import content_hash
-        items = [{"id": r["id"], "origin": r["origin"], "content_hash": content_hash(r["messages"])} for r in rows]
-        (folder / "train.manifest.json").write_text(json.dumps({"examples": items}))
-    return path
-
-
-def settings(tmp_path, tiny_model_dir, training_set, **over):
-    flags = {"model": str(tiny_model_dir), "training_set": str(training_set), "adapters_dir": str(tmp_path / "ad"),
-             "batch_size_train": 4, "max_length": 128, "save_steps": 2, "lr": 5e-3, "val_fraction": 0.0,
-             "max_steps": 4, "warmup_ratio": 0.0}
-    flags.update(over)
-    return load_with_sources("train", flags)
-
-
-def plan_for(tmp_path, tiny_model_dir, n=8, **over):
-    from train.lora import make_plan
-    s, sources = settings(tmp_path, tiny_model_dir, write_set(tmp_path, n), **over)
-    return make_plan(s, sources)
-
-
-def db_rows(sql, params=()):
-    from traces.store import connect
-    with connect(read_only=True) as con:
-        return con.execute(sql, list(params)).fetchall()
 
 
 def test_labels_are_ignored_on_every_non_assistant_token(tmp_path, tiny_model_dir):
@@ -94,6 +49,7 @@ def test_training_publishes_adapter_moves_only_lora_weights_and_loss_falls(tmp_p
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
+
     from train.lora import train
     from train.models import load
     plan = plan_for(tmp_path, tiny_model_dir, n=4, max_steps=12, lr=2e-2)
@@ -132,7 +88,9 @@ def test_training_publishes_adapter_moves_only_lora_weights_and_loss_falls(tmp_p
     # DuckDB: a complete run linked to its examples
     (status, path, adapter_hash, fp, set_hash), = db_rows(
         "SELECT status, adapter_path, adapter_hash, base_fingerprint, training_set_hash FROM train_runs")
-    from traces.hashing import adapter_hash as one_adapter_hash  # the hash eval runs, gate and registry store
+    from traces.hashing import (
+        adapter_hash as one_adapter_hash,  # the hash eval runs, gate and registry store
+    )
     assert status == "complete" and Path(path) == result.adapter_dir and adapter_hash == one_adapter_hash(path)
     assert fp == meta["base_fingerprint"] and set_hash == plan.set_hash
     assert db_rows("SELECT count(*), count(*) FILTER (origin = 'replay') FROM train_examples") == [(4, 1)]
@@ -147,6 +105,7 @@ def test_training_publishes_adapter_moves_only_lora_weights_and_loss_falls(tmp_p
 
 def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path, tiny_model_dir):
     from transformers import TrainerCallback
+
     from train.lora import make_plan, train
 
     class Kill(TrainerCallback):
@@ -181,6 +140,7 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(tmp_path, tiny_model_
 def test_nan_loss_stops_the_run_and_publishes_nothing(tmp_path, tiny_model_dir):
     import torch
     from transformers import TrainerCallback
+
     from train.lora import train
 
     class Poison(TrainerCallback):
@@ -202,6 +162,7 @@ def test_nan_loss_stops_the_run_and_publishes_nothing(tmp_path, tiny_model_dir):
 
 def test_qlora_needs_cuda_unless_fallback_is_allowed(tmp_path, tiny_model_dir, monkeypatch):
     import torch
+
     from train.lora import QLoRAUnavailable, device_plan
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", quantization="nf4")
@@ -213,6 +174,7 @@ def test_qlora_needs_cuda_unless_fallback_is_allowed(tmp_path, tiny_model_dir, m
 
 def test_cli_reports_qlora_and_settings_errors_in_one_line(tmp_path, tiny_model_dir, monkeypatch, capsys):
     import torch
+
     from train.cli import main
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
@@ -307,7 +269,9 @@ def test_packing_trains_padding_free_blocks(tmp_path, tiny_model_dir):
 def test_more_than_one_gpu_relaunches_through_accelerate(tmp_path, tiny_model_dir, monkeypatch):
     """Only the command line is checked here: no multi-GPU machine was available to run it."""
     import subprocess
+
     import torch
+
     from train.cli import main
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -1,6 +1,6 @@
 """The nightly cycle's machinery: ledger, resume after a failure or a kill, the run lock, the demo profile.
 
-The stages here are stubs (tests/test_nightly_stubs.py); the real stages are the other packages' CLIs.
+The stages here are stubs (tests/builders/nightly_stubs.py); the real stages are the other packages' functions.
 """
 import os
 import signal
@@ -15,7 +15,7 @@ from curate import nightly
 from curate.synth import choose_clusters
 from traces import store
 
-STUBS = Path(__file__).with_name("test_nightly_stubs.py")
+STUBS = Path(__file__).parent / "builders" / "nightly_stubs.py"
 
 
 @pytest.fixture
@@ -26,9 +26,8 @@ def home(tmp_path, monkeypatch):
 
 
 def _stages():
-    sys.path.insert(0, str(STUBS.parent))
-    import test_nightly_stubs
-    return test_nightly_stubs.STAGES
+    from builders import nightly_stubs
+    return nightly_stubs.STAGES
 
 
 def _ledger():
@@ -63,7 +62,7 @@ def test_failed_stage_is_resumed_without_repeating_done_stages(home, monkeypatch
 
 def test_resume_after_kill_in_the_middle_of_a_stage(home, monkeypatch):
     monkeypatch.setenv("STUB_HANG", "train")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STUBS.parent.parent), str(STUBS.parent)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STUBS.parent.parent.parent), str(STUBS.parent.parent)])}
     proc = subprocess.Popen([sys.executable, str(STUBS)], env=env, cwd=home,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -119,6 +118,7 @@ def test_profile_sets_known_keys_and_skips_unknown(home, monkeypatch):
 
 def test_demo_profile_only_names_existing_settings():
     import tomllib
+
     from traces.settings import settings_class
     data = tomllib.loads((Path(__file__).parent.parent / nightly.DEMO_CONFIG).read_text())
     for stage, table in data.items():

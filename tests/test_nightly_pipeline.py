@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from openai_stub import OpenAIStub
 
-from curate import nightly
 from traces import store
 
 ROOT = Path(__file__).resolve().parent.parent

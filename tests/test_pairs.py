@@ -4,7 +4,7 @@ the failing production response to the same prompt or a failing teacher sample o
 import json
 from types import SimpleNamespace
 
-from test_synth_fixtures import seed_store
+from builders.synth import seed_store
 
 from curate import export, synth
 from traces import store
@@ -158,7 +158,7 @@ def test_exported_pairs_train_a_dpo_run_whose_rows_lead_back_to_examples_and_tra
     """The export is what the trainer reads: a DPO run on it records each pair, and SQL walks from the run back
     to the chosen example, its cluster and the production trace it was preferred over."""
     import torch
-    from test_lora import settings
+    from builders.lora import settings
     from train.lora import make_plan, train
     rows = build_store()
     out = tmp_path / "train" / "train.jsonl"

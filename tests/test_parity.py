@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from test_runner import insert_traces, trace_row
+from builders.trace_rows import insert_traces, trace_row
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "ifeval" / "input_data.jsonl"
 pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not present")

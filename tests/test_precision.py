@@ -1,8 +1,7 @@
 """precision = "auto": bf16 autocast only on a CPU with native bf16 (amx_bf16 / avx512_bf16 in /proc/cpuinfo), fp32
 on an AVX2-only CPU; the choice reaches the trainer, and a bf16 step's loss matches fp32's within tolerance."""
 import pytest
-
-from test_lora import settings, write_set
+from builders.lora import settings, write_set
 
 AVX2 = "fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma"
 CPUS = {"avx2": AVX2, "avx512_bf16": AVX2 + " avx512f avx512bw avx512_bf16",
@@ -13,6 +12,7 @@ CPUS = {"avx2": AVX2, "avx512_bf16": AVX2 + " avx512f avx512bw avx512_bf16",
 def cpu(tmp_path, monkeypatch):
     """Pretend to be a CPU with the given flags (a fake /proc/cpuinfo) and no CUDA."""
     import torch
+
     from train import precision
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
@@ -53,6 +53,7 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it(tmp_path, tiny_model_dir, cpu
 def test_bf16_autocast_step_matches_fp32_within_tolerance(tmp_path, tiny_model_dir, cpu):
     """The trainer gets the choice (fp32 weights, bf16 autocast) and the first step's loss agrees with fp32's."""
     import torch
+
     from train.lora import make_plan, train
     torch.set_num_threads(1)
     path = write_set(tmp_path, 4)

@@ -1,10 +1,10 @@
 """Reports: per-suite/per-check pass rates with Wilson intervals; compare: paired deltas + exact McNemar."""
 import numpy as np
 import pytest
+from builders.trace_rows import LOWER, NO_COMMA, ifeval_meta, insert_traces, trace_row
 
 from evals import clusters, reports, runner
 from evals.stats import mcnemar_exact, wilson
-from test_runner import NO_COMMA, LOWER, ifeval_meta, insert_traces, trace_row
 from traces import store
 
 

@@ -7,10 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders.review import (
+    NO_COMMA,
+    add_example,
+    add_review,
+    reviews_of,
+    seed_default,
+    status_of,
+)
 
-from curate import review, review_edit, review_store as store
+from curate import review, review_edit
+from curate import review_store as store
 from curate.review_text import clean, describe_check, fold
-from test_review_data import NO_COMMA, add_example, add_review, reviews_of, seed_default, status_of
 from traces.store import connect
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from builders.review import (
+    NO_COMMA,
+    add_cluster,
+    add_example,
+    reviews_of,
+    seed_default,
+    status_of,
+)
 
-from test_review_data import (NO_COMMA, add_cluster, add_example, reviews_of, seed_default,
-                              status_of)
 from traces.store import connect
 
 ROOT = Path(__file__).resolve().parents[1]

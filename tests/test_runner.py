@@ -5,42 +5,17 @@ import subprocess
 import sys
 
 import pytest
+from builders.trace_rows import (
+    LOWER,
+    NO_COMMA,
+    fetch,
+    ifeval_meta,
+    insert_traces,
+    trace_row,
+)
 
 from evals import runner, suites
 from train.generate import greedy_settings
-from traces import store
-
-
-def trace_row(i, prompt, response, metadata=None, split="seed", tools=None, tool_calls=None, params=None):
-    return {"trace_id": f"t{i:04d}", "source_format": "openai_chat", "source_file": "test.jsonl", "source_line": i,
-            "ingest_id": "ing-test", "model": "student",
-            "messages": json.dumps([{"role": "user", "content": prompt}]), "prompt": prompt, "response": response,
-            "tool_calls": json.dumps(tool_calls) if tool_calls is not None else None,
-            "tools": json.dumps(tools) if tools is not None else None,
-            "params": json.dumps(params) if params is not None else None, "usage": None,
-            "metadata": json.dumps(metadata) if metadata is not None else None, "feedback": None,
-            "group_key": f"g{i}", "split": split}
-
-
-def insert_traces(rows):
-    """Bulk-insert trace dicts (see trace_row) into the test store, through Arrow."""
-    import pyarrow as pa
-    table = pa.Table.from_pylist(rows)
-    with store.connect() as con:
-        con.register("rows", table)
-        con.execute("""INSERT INTO traces (trace_id, source_format, source_file, source_line, ingest_id, model, messages,
-                       prompt, response, tool_calls, tools, params, usage, metadata, feedback, group_key, split)
-                       SELECT trace_id, source_format, source_file, source_line, ingest_id, model, messages::JSON,
-                       prompt, response, tool_calls::JSON, tools::JSON, params::JSON, usage::JSON, metadata::JSON,
-                       feedback::JSON, group_key, split FROM rows""")
-
-
-def ifeval_meta(*pairs):
-    return {"instruction_id_list": [p[0] for p in pairs], "kwargs": [p[1] for p in pairs]}
-
-
-NO_COMMA = ("punctuation:no_comma", {})
-LOWER = ("change_case:english_lowercase", {})
 
 
 @pytest.fixture
@@ -54,11 +29,6 @@ def traffic():
     ]
     insert_traces(rows)
     return rows
-
-
-def fetch(sql, params=()):
-    with store.connect() as con:
-        return con.execute(sql, list(params)).fetchall()
 
 
 def test_logged_run_writes_run_and_results(traffic):

@@ -1,5 +1,4 @@
 """Wilson intervals, exact McNemar and the paired bootstrap against hand-computed values."""
-import math
 
 import pytest
 

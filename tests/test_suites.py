@@ -2,10 +2,10 @@
 import json
 
 import pytest
+from builders.trace_rows import NO_COMMA, fetch, ifeval_meta, insert_traces, trace_row
 
 from evals import runner, suites
 from evals.suites import SuiteError, SuiteVersionMismatch
-from test_runner import NO_COMMA, fetch, ifeval_meta, insert_traces, trace_row
 
 SHIPPED = ["format", "instruction_following", "judge", "tool_calls"]
 
@@ -123,6 +123,7 @@ def test_judge_suite_skipped_without_endpoint(capsys):
 
 def test_judge_suite_with_a_local_endpoint(monkeypatch):
     from openai_stub import OpenAIStub
+
     from evals import checks_judge
     traffic()
     with OpenAIStub(models=("judge-m",)) as stub:

@@ -2,10 +2,18 @@
 import json
 
 from openai_stub import OpenAIStub, Reply
-from test_synth_fixtures import examples, seed_store, use_stub
+from builders.synth import examples, seed_store, use_stub
 
 from curate import synth
 from traces import store
+
+
+def provenance() -> list[dict]:
+    """strategy, source_id and request_hash of every example, in the order examples() lists them."""
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""SELECT example_id, strategy, source_id, request_hash FROM examples
+                              ORDER BY created_at, example_id""").fetchall()
+    return [dict(zip(("example_id", "strategy", "source_id", "request_hash"), r)) for r in rows]
 
 
 def answer_alternating(body):
@@ -17,7 +25,7 @@ def test_compose_verifies_each_candidate_and_skips_holdout(monkeypatch):
     seed_store()
     with OpenAIStub() as stub:
         stub.responder = answer_alternating
-        use_stub(monkeypatch, stub, per_cluster=4, k=2, guidance="never")
+        use_stub(monkeypatch, stub, per_cluster=4, k=2, strategies='["sample"]')
         tallies = synth.synthesize()
         sent = [m["content"] for r in stub.requests for m in r["messages"]]
     rows = examples()
@@ -32,7 +40,8 @@ def test_compose_verifies_each_candidate_and_skips_holdout(monkeypatch):
     md = [json.loads(r["metadata"]) for r in rows]
     assert any(m.get("composed_from") for m in md) and all(m["instruction_id_list"] == ["punctuation:no_comma"]
                                                             for m in md)
-    assert tallies["c1"].verified == 4
+    assert tallies["c1"].verified == 4 and tallies["c1"].counts("sample").kept == 4
+    assert {r["strategy"] for r in provenance()} == {"sample"} and all(r["request_hash"] for r in rows)
     with store.connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM example_checks").fetchall()[0][0] == 8
     # k samples are k requests with distinct seeds
@@ -58,18 +67,19 @@ def test_rerun_repeats_no_call_and_writes_nothing_twice(monkeypatch):
     seed_store()
     with OpenAIStub() as stub:
         stub.responder = answer_alternating
-        use_stub(monkeypatch, stub, per_cluster=2, k=2, guidance="never")
-        synth.synthesize()
-        first = stub.count
+        use_stub(monkeypatch, stub, per_cluster=2, k=2)
+        synth.synthesize()  # the default strategies: repair, constrained (no dialect on a remote stub), sample
+        first, rows = stub.count, examples()
         synth.synthesize()
         assert stub.count == first  # all answered from llm_calls
-    assert len(examples()) == 4
+    assert examples() == rows  # repairs included: the same rows, none twice
+    assert {r["strategy"] for r in provenance()} == {"repair", "sample"}
 
 
 def test_call_budget_stops_work(monkeypatch):
     seed_store()
     with OpenAIStub() as stub:
-        use_stub(monkeypatch, stub, per_cluster=4, k=4, guidance="never", max_calls_per_cluster=5)
+        use_stub(monkeypatch, stub, per_cluster=4, k=4, max_calls_per_cluster=5)
         synth.synthesize()
         assert stub.count == 5
 
@@ -79,30 +89,45 @@ def test_guided_requests_carry_bias_system_and_record_guidance(monkeypatch, tiny
     with OpenAIStub() as stub:
         stub.responder = lambda body: ("here is a fine answer without any commas in it"
                                        if body.get("logit_bias") else "Yes, sure, fine.")
-        use_stub(monkeypatch, stub, per_cluster=2, k=2, guidance="auto", teacher_tokenizer=str(tiny_model_dir))
+        use_stub(monkeypatch, stub, per_cluster=2, k=2, strategies='["constrained", "sample"]',
+                 teacher_dialect="transformers", teacher_tokenizer=str(tiny_model_dir))
         tallies = synth.synthesize()
         guided = [r for r in stub.requests if r.get("logit_bias")]
-    assert tallies["c1"].verified == 0 and tallies["c1"].guided_verified == 4
+    # the transformers dialect of the constrained strategy is the logit_bias token ban
+    assert tallies["c1"].verified == 0 and tallies["c1"].guided_verified == 4 and len(guided) == 4
     assert guided and all(r["messages"][0]["role"] == "system" and "comma" in r["messages"][0]["content"]
                           for r in guided)
     bias = guided[0]["logit_bias"]
     assert all(v == -100.0 for v in bias.values()) and len(bias) > 10
     rows = [r for r in examples() if r["guidance"]]
     assert len(rows) == 4 and json.loads(rows[0]["guidance"])["logit_bias_tokens"] == len(bias)
+    assert {p["strategy"] for p in provenance() if p["example_id"] in {r["example_id"] for r in rows}} \
+        == {"constrained"}
 
 
 def test_guided_degenerate_text_is_dropped_as_not_fluent(monkeypatch, tiny_model_dir):
     seed_store()
     with OpenAIStub() as stub:
         stub.responder = lambda body: "🙂🙂🙂🙂🙂🙂🙂 ok ok" if body.get("logit_bias") else "Yes, sure."
-        use_stub(monkeypatch, stub, per_cluster=1, k=1, guidance="auto", teacher_tokenizer=str(tiny_model_dir))
+        use_stub(monkeypatch, stub, per_cluster=1, k=1, strategies='["constrained"]', teacher_dialect="transformers",
+                 teacher_tokenizer=str(tiny_model_dir))
         synth.synthesize()
     guided = [r for r in examples() if r["guidance"]]
     assert guided and guided[0]["status"] == "failed_verification" and guided[0]["reason"].startswith("not_fluent")
 
 
+def test_sampled_degenerate_text_is_dropped_as_not_fluent_too(monkeypatch):
+    seed_store()  # the quality filter runs for every strategy, not only for guided text
+    with OpenAIStub() as stub:
+        stub.responder = lambda body: "ku ku ku ku ku ku ku ku ku"
+        use_stub(monkeypatch, stub, per_cluster=1, k=1, strategies='["sample"]')
+        synth.synthesize()
+    rows = examples()
+    assert len(rows) == 1 and rows[0]["status"] == "failed_verification" and rows[0]["reason"].startswith("not_fluent")
+
+
 def test_fluency_filter():
-    from curate.guidance import fluency
+    from curate.quality import fluency
     assert fluency("this is a plain and readable sentence about foxes.")[0]
     assert not fluency("aaaaaaaaaaaa bbbbbbbbbb")[0]
     assert not fluency("x1 ## 12 :: 44 ++ ok")[0]

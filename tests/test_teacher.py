@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from openai_stub import OpenAIStub, Reply
-from test_synth_fixtures import examples, seed_store, use_stub
+from builders.synth import examples, seed_store, use_stub
 
 from curate import synth, synth_full
 from traces import store
@@ -23,7 +23,7 @@ def test_429_with_retry_after_then_success(monkeypatch):
     with OpenAIStub() as stub:
         stub.push(Reply(status=429, headers={"Retry-After": "0.1"}), NO_COMMA_OK)
         stub.responder = lambda b: NO_COMMA_OK
-        use_stub(monkeypatch, stub, per_cluster=1, k=1, guidance="never", teacher_concurrency=1)
+        use_stub(monkeypatch, stub, per_cluster=1, k=1, strategies='["sample"]', teacher_concurrency=1)
         tallies = synth.synthesize()
         assert stub.count == 2
     assert tallies["c1"].verified == 1 and tallies["c1"].errors == 0
@@ -34,7 +34,7 @@ def test_timeout_and_500_are_errors_not_examples(monkeypatch):
     with OpenAIStub() as stub:
         # the first request times out (on every retry), the second gets 500s: both end as errors
         stub.responder = lambda b: (Reply(delay_s=1.5) if b["seed"] == 0 else Reply(status=500))
-        use_stub(monkeypatch, stub, per_cluster=1, k=2, guidance="never", teacher_timeout_s=0.3,
+        use_stub(monkeypatch, stub, per_cluster=1, k=2, strategies='["sample"]', teacher_timeout_s=0.3,
                  teacher_concurrency=2)
         monkeypatch.setenv("MEND_EVALS_CLIENT_MAX_RETRIES", "1")
         tallies = synth.synthesize()
@@ -108,7 +108,8 @@ def test_kill_and_resume_repeats_no_completed_call(monkeypatch, tmp_path):
     seed_store()
     with OpenAIStub() as stub:
         stub.responder = lambda b: Reply(content=NO_COMMA_OK, delay_s=0.2)
-        use_stub(monkeypatch, stub, per_cluster=4, k=4, guidance="never", teacher_concurrency=1)
+        # the default strategies: repair (t1, t2: no call), constrained (none on a remote stub), sample
+        use_stub(monkeypatch, stub, per_cluster=4, k=4, teacher_concurrency=1)
         env = {**os.environ}
         child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(Path(__file__).parents[1]))],
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,7 +131,9 @@ def test_kill_and_resume_repeats_no_completed_call(monkeypatch, tmp_path):
     assert resent and resent <= final  # the hashes computed here are the client's own
     assert not (resent & done)  # no completed call was sent again
     assert len(done) + (stub.count - before) >= 16
-    assert len(examples()) == 16
+    with store.connect(read_only=True) as con:
+        made = dict(con.execute("SELECT strategy, count(*) FROM examples GROUP BY 1").fetchall())
+    assert made == {"sample": 16, "repair": 2} and len(examples()) == 18  # nothing written twice
 
 
 def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ producing verified all-lowercase answers where unguided sampling produced none."
 import json
 
 import pytest
-from test_synth_fixtures import LOWER, examples, seed_store
+from builders.synth import LOWER, examples, seed_store
 
 from curate import synth
 from traces import store

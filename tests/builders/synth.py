@@ -1,9 +1,5 @@
-"""Shared data for curate's tests: a tiny store with seed/holdout traces, one failing-check cluster.
-
-Imported by tests/test_synth*.py, test_dedup*.py, test_decontam*.py, test_accept*.py, test_curate_*.py.
-"""
-import json
-
+"""A tiny store for curate's tests: seed/holdout traces, one failing-check cluster, the teacher stub's settings."""
+from builders.trace_rows import insert_traces, trace_row
 from traces import store
 
 BASES = [
@@ -22,8 +18,7 @@ LOWER = ("Your entire response should be in English, and in all lowercase letter
 def trace(tid, base_id, text, split, iid="punctuation:no_comma", desc=NO_COMMA, response="Sure, here it is."):
     prompt = f"{text} {desc}"
     md = {"base_id": base_id, "instruction_id_list": [iid], "kwargs": [{}], "generation": {"temperature": 0}}
-    return (tid, "test", "log.jsonl", 1, "ing-1", None, "student", json.dumps([{"role": "user", "content": prompt}]),
-            prompt, response, None, None, None, None, json.dumps(md), None, base_id, split)
+    return trace_row(1, prompt, response, md, split, trace_id=tid, group_key=base_id, source_format="test")
 
 
 def seed_store(check_id="punctuation:no_comma", desc=NO_COMMA, holdout_in_cluster=True):
@@ -31,7 +26,7 @@ def seed_store(check_id="punctuation:no_comma", desc=NO_COMMA, holdout_in_cluste
     rows = [trace(f"t{i}", b, text, "seed" if i <= 4 else "holdout", check_id, desc)
             for i, (b, text) in enumerate(BASES, 1)]
     with store.connect() as con:
-        con.executemany("INSERT INTO traces VALUES (" + ",".join("?" * 18) + ")", rows)
+        insert_traces(rows, con)
         con.execute("INSERT INTO clusters (cluster_id, run_id, check_id, label, size) VALUES "
                     "('c1', 'run1', ?, 'no commas: email story', 2)", [check_id])
         members = [("c1", "t1", "run1", "seed"), ("c1", "t2", "run1", "seed")]

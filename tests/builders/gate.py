@@ -1,10 +1,11 @@
-"""Helpers for the gate, registry and lineage tests: eval runs and results built directly in DuckDB."""
+"""Eval runs, results and clusters for the gate, registry and lineage tests, built directly in DuckDB."""
 from __future__ import annotations
 
 import json
 
-from train.settings import TrainSettings
+from builders.trace_rows import insert_traces, trace_row
 from traces import store
+from train.settings import TrainSettings
 
 # what the runner stores for a greedy --model run with the default settings
 GEN = {"decoding": "greedy", "max_new_tokens": TrainSettings().max_new_tokens, "chat_template": "model", "stop": "eos"}
@@ -12,11 +13,8 @@ GEN = {"decoding": "greedy", "max_new_tokens": TrainSettings().max_new_tokens, "
 
 def add_traces(con, n: int, split: str = "holdout", prefix: str = "h") -> list[str]:
     ids = [f"{prefix}{i:03d}" for i in range(n)]
-    con.executemany("""INSERT INTO traces (trace_id, source_format, source_file, ingest_id, messages, prompt,
-                       response, group_key, split, metadata) VALUES (?, 'openai_chat', 'test.jsonl', 'ing1', ?, ?,
-                       ?, ?, ?, ?)""",
-                    [[t, json.dumps([{"role": "user", "content": f"prompt {t}"}]), f"prompt {t}",
-                      f"answer {t}", t, split, "{}"] for t in ids])
+    insert_traces([trace_row(i, f"prompt {t}", f"answer {t}", {}, split, trace_id=t, group_key=t)
+                   for i, t in enumerate(ids)], con)
     return ids
 
 

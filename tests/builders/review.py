@@ -1,6 +1,7 @@
-"""Rows for the review tests, inserted with plain SQL (no other stage needed). No tests here."""
+"""Clusters, examples and reviews for the review tests, inserted with plain SQL (no other stage needed)."""
 import json
 
+from builders.trace_rows import insert_traces, trace_row
 from traces.store import connect
 
 NO_COMMA = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
@@ -8,10 +9,8 @@ LOWER = {"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}
 
 
 def add_trace(con, trace_id, prompt, response):
-    con.execute("""INSERT INTO traces (trace_id, source_format, source_file, ingest_id, messages, prompt,
-                                       response, group_key, split)
-                   VALUES (?, 'openai_chat', 'log.jsonl', 'i1', ?, ?, ?, ?, 'seed')""",
-                [trace_id, json.dumps([{"role": "user", "content": prompt}]), prompt, response, trace_id])
+    insert_traces([trace_row(0, prompt, response, trace_id=trace_id, group_key=trace_id, source_format="openai_chat")],
+                  con)
 
 
 def add_cluster(con, cluster_id, check_id, label, trace_id, prompt, bad_response):
