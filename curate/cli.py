@@ -9,6 +9,7 @@ COMMANDS = {
     "accept": ("curate.accept:main", "accept verified examples that passed every filter (unattended)"),
     "review": ("curate.review:main", "review pending examples in the terminal"),
     "export": ("curate.export:main", "write the training set (accepted + replay) with its manifest"),
+    "sweep": ("curate.sweep:main", "choose lr, epochs, rank, method and replay share on a validation split"),
     "nightly": ("curate.nightly:main", "the whole cycle, resumable, with a ledger and a report"),
     "report": ("curate.nightly_report:main", "rewrite a nightly's report (reports/<nightly_id>/report.md)"),
     "doctor": ("curate.doctor:main", "check models, database, teacher, disk and GPU; say what to fix"),

@@ -1,11 +1,15 @@
-"""python -m curate export [--out PATH] [--replay-fraction F] — the training set the trainer reads.
+"""python -m curate export [--out PATH] [--replay-fraction F] [--replay-self-share S] — the trainer's training set.
 
 Writes data/train/train.jsonl (settings train_out) and train.manifest.json beside it, atomically:
 - every accepted example: `{"id", "origin": "example", "messages": [...prompt messages, assistant response]}`;
-- a replay share (settings replay_fraction of the total) of seed traces whose logged responses passed
-  every check in the latest complete logged eval run of each suite — the model's own good behaviour on
-  real traffic, against forgetting: `{"id": trace_id, "origin": "replay", "messages": [...]}`.
-The manifest lists ids, origins and content hashes (train.lora_data.content_hash) plus counts.
+- a replay share (settings replay_fraction of the total), against forgetting, of which `replay_self_share` is
+  self-distilled (curate/replay.py: the base student's own greedy answers to instruction-free seed requests,
+  generated once and cached in `self_replay`; `{"id": "self-<key>", "origin": "replay", "source": "self", ...}`)
+  and the rest seed traces whose logged responses passed every check in the latest complete logged eval run of
+  each suite — the model's own good behaviour on real traffic: `{"id": trace_id, "origin": "replay", ...}`.
+  When one kind runs short the other fills the share. Both are `replay` to the trainer (train.lora_data.ORIGINS).
+The manifest lists ids, origins (`example`, `replay`, `self`) and content hashes (train.lora_data.content_hash)
+plus counts.
 
 Beside it, `pairs.jsonl` (train.dpo.pairs_path), for `python -m train lora --method dpo|sft+dpo`: the preference pairs
 of the accepted examples (the `preference_pairs` view, docs/schema.md) in TRL's conversational preference format,
@@ -31,9 +35,12 @@ from traces import store
 
 
 def accepted(con) -> list[dict]:
-    rows = con.execute("""SELECT example_id, messages, response FROM examples WHERE status = 'accepted'
-                          ORDER BY cluster_id, example_id""").fetchall()
-    return [{"id": r[0], "origin": "example",
+    """`group` is the split key of the seed trace the example was made from (its own id when none): what a
+    validation split (curate/sweep.py) keeps on one side."""
+    rows = con.execute("""SELECT e.example_id, e.messages, e.response, coalesce(t.group_key, e.example_id)
+                          FROM examples e LEFT JOIN traces t ON t.trace_id = e.seed_trace_id
+                          WHERE e.status = 'accepted' ORDER BY e.cluster_id, e.example_id""").fetchall()
+    return [{"id": r[0], "origin": "example", "group": r[3],
              "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
 
 
@@ -47,11 +54,12 @@ def replay_pool(con) -> list[dict]:
         verdict AS (
             SELECT trace_id, bool_and(passed) AS all_passed FROM results
             WHERE run_id IN (SELECT run_id FROM latest) GROUP BY trace_id)
-        SELECT t.trace_id, t.messages, t.response FROM traces t JOIN verdict v USING (trace_id)
+        SELECT t.trace_id, t.messages, t.response, t.group_key FROM traces t JOIN verdict v USING (trace_id)
         WHERE v.all_passed AND t.split = 'seed' AND t.response IS NOT NULL AND length(trim(t.response)) > 0
         ORDER BY sha256(t.trace_id)""").fetchall()
     # ordered by a hash of the id: a stable, unbiased pick that does not change when traces are added
-    return [{"id": r[0], "origin": "replay", "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
+    return [{"id": r[0], "origin": "replay", "group": r[3], "messages": _with_answer(json.loads(r[1]), r[2])}
+            for r in rows]
 
 
 def pairs(con) -> list[dict]:
@@ -91,22 +99,44 @@ def content_hash(messages: list) -> str:
     return train_hash(messages)
 
 
-def build(replay_fraction: float) -> tuple[list[dict], dict, list[dict]]:
+def build(replay_fraction: float, self_share: float = 0.0, exclude_groups=frozenset(),
+          answerer=None) -> tuple[list[dict], dict, list[dict]]:
+    """Accepted examples + replay (passing traffic and self-distilled answers, `self_share` of the replay rows),
+    leaving out every item whose group is in `exclude_groups` (a sweep's validation part)."""
+    from curate import replay as self_replay
     with store.connect(read_only=True) as con:
         examples, pool, prefs = accepted(con), replay_pool(con), pairs(con)
-    replay = pool[:replay_count(len(examples), replay_fraction, len(pool))]
-    items = examples + replay
-    counts = {"example": len(examples), "replay": len(replay), "total": len(items),
-              "replay_available": len(pool), "pairs": len(prefs)}
+        requests = self_replay.base_requests(con, exclude_groups) if self_share > 0 else []
+    examples = [x for x in examples if x["group"] not in exclude_groups]
+    pool = [x for x in pool if x["group"] not in exclude_groups]
+    kept = {x["id"] for x in examples}
+    prefs = [p for p in prefs if p["example_id"] in kept]
+    total = replay_count(len(examples), replay_fraction, len(pool) + len(requests))
+    # too little passing traffic: self-distilled rows fill the share (requests is empty when self_share is 0)
+    n_self = min(len(requests), max(round(total * self_share), total - len(pool)))
+    selfs = self_replay.self_items(requests, n_self, answerer)
+    replay = pool[:total - len(selfs)]  # and passing traffic fills in for answers cut at the token budget
+    items = examples + replay + selfs
+    counts = {"example": len(examples), "replay": len(replay), "self": len(selfs), "total": len(items),
+              "replay_available": len(pool), "self_available": len(requests), "pairs": len(prefs)}
     return items, counts, prefs
 
 
-def write(items: list[dict], counts: dict, out: Path, replay_fraction: float, prefs: list[dict] = ()) -> dict:
+def _line(it: dict) -> dict:
+    """A training-set line; a self-distilled row is `replay` to the trainer, with its source named."""
+    if it["origin"] == "self":
+        return {"id": it["id"], "origin": "replay", "source": "self", "messages": it["messages"]}
+    return {"id": it["id"], "origin": it["origin"], "messages": it["messages"]}
+
+
+def write(items: list[dict], counts: dict, out: Path, replay_fraction: float, prefs: list[dict] = (),
+          replay_self_share: float = 0.0) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = _jsonl({"id": it["id"], "origin": it["origin"], "messages": it["messages"]} for it in items)
+    data = _jsonl(_line(it) for it in items)
     manifest = {
         "path": out.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "sha256": hashlib.sha256(data).hexdigest(), "replay_fraction": replay_fraction, "counts": counts,
+        "sha256": hashlib.sha256(data).hexdigest(), "replay_fraction": replay_fraction,
+        "replay_self_share": replay_self_share, "counts": counts,
         "items": [{"id": it["id"], "origin": it["origin"], "content_hash": content_hash(it["messages"])}
                   for it in items],
     }
@@ -142,22 +172,26 @@ def _atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def export(out: str | None = None, replay_fraction: float | None = None) -> dict:
-    s = settings_mod.load("curate", {"replay_fraction": replay_fraction})
+def export(out: str | None = None, replay_fraction: float | None = None,
+           replay_self_share: float | None = None) -> dict:
+    s = settings_mod.load("curate", {"replay_fraction": replay_fraction, "replay_self_share": replay_self_share})
     path = settings_mod.resolve_path(out or s.train_out)
-    items, counts, prefs = build(s.replay_fraction)
-    return write(items, counts, path, s.replay_fraction, prefs) | {"out": str(path)}
+    items, counts, prefs = build(s.replay_fraction, s.replay_self_share)
+    return write(items, counts, path, s.replay_fraction, prefs, s.replay_self_share) | {"out": str(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate export", description=__doc__.split("\n")[0])
     p.add_argument("--out", help="JSONL path (default: settings train_out)")
     p.add_argument("--replay-fraction", type=float, help="share of replayed seed traffic (settings replay_fraction)")
+    p.add_argument("--replay-self-share", type=float,
+                   help="share of the replay rows that are the base's own answers (settings replay_self_share)")
     args = p.parse_args(argv)
-    m = export(args.out, args.replay_fraction)
+    m = export(args.out, args.replay_fraction, args.replay_self_share)
     c = m["counts"]
     Console().print(f"wrote {m['out']}: {c['example']} accepted example(s) + {c['replay']} replay "
-                    f"(of {c['replay_available']} passing seed traces), {c['pairs']} preference pair(s) in "
+                    f"(of {c['replay_available']} passing seed traces) + {c['self']} self-distilled (of "
+                    f"{c['self_available']} instruction-free seed requests), {c['pairs']} preference pair(s) in "
                     f"{m['pairs']['path']}; manifest beside it")
     if c["example"] == 0:
         Console(stderr=True).print("[yellow]warning:[/] no accepted examples (run synth, filter, accept or review)")

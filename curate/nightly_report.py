@@ -33,7 +33,7 @@ def gather(nightly_id: str) -> dict:
         return {"nightly_id": nightly_id, "ledger": ledger, "stages": stages, "decision": decision,
                 "train_run": train_run, "examples": _examples(con, train_run),
                 "metrics": _metrics(con, train_run), "lineage": _lineage(con, train_run),
-                "cost": _cost(con, train_run)}
+                "cost": _cost(con, train_run), "sweep": _sweep(con, train_run)}
 
 
 def _decision(con, decision_id):
@@ -78,6 +78,29 @@ def _lineage(con, train_run) -> dict:
                                 count(DISTINCT decision_id), any_value(adapter_path), any_value(registry_entry)
                          FROM lineage WHERE train_run_id = ?""", [train_run]).fetchone()
     return dict(zip(["traces", "clusters", "examples", "decisions", "adapter", "registry_entry"], row))
+
+
+def _sweep(con, train_run) -> dict | None:
+    """The latest sweep (curate/sweep.py) carved from the training set this run trained on: matched by the set hash
+    of the run's SFT items (train_examples without DPO pairs), which is the exported set's hash."""
+    from types import SimpleNamespace
+
+    from train.lora_data import set_hash
+    if not train_run:
+        return None
+    items = con.execute("SELECT item_id, content_hash FROM train_examples WHERE run_id = ? AND origin <> 'pair'",
+                        [train_run]).fetchall()
+    if not items:
+        return None
+    key = set_hash([SimpleNamespace(id=i, content_hash=h) for i, h in items])
+    rows = con.execute("""SELECT sweep_id, config_idx, config, run_id, status, metrics, chosen, rule FROM sweeps
+                          WHERE sweep_id = (SELECT sweep_id FROM sweeps WHERE source_set_hash = ?
+                                            ORDER BY created_at DESC LIMIT 1) ORDER BY config_idx""", [key]).fetchall()
+    if not rows:
+        return None
+    return {"sweep_id": rows[0][0], "rule": rows[0][7],
+            "rows": [{"config_idx": r[1], "config": json_value(r[2], {}), "run_id": r[3], "status": r[4],
+                      "metrics": json_value(r[5], {}), "chosen": r[6]} for r in rows]}
 
 
 def _cost(con, train_run) -> dict:
@@ -225,8 +248,26 @@ def markdown(data: dict, plots: dict) -> str:
                 f"{m.get('best_eval_loss')}, {m.get('tokens_per_s', '?')} tokens/s.", ""]
     if plots.get("loss"):
         out += ["![loss](loss.png)", ""]
+    out += _sweep_md(data.get("sweep"))
     out += _lineage_md(data)
     return "\n".join(out) + "\n"
+
+
+def _sweep_md(sw: dict | None) -> list[str]:
+    if not sw:
+        return []
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    base = next((r["metrics"] for r in sw["rows"] if r["metrics"]), {})
+    out = ["## Sweep", "", f"Sweep `{sw['sweep_id']}` on a validation split of this training set (seed groups only, "
+           f"never the holdout): base target pass {pct(base.get('base_target_pass'))}%, anchor NLL "
+           f"{'-' if base.get('base_anchor_nll') is None else round(base['base_anchor_nll'], 4)}."
+           f" Rule: {sw['rule']}.", ""]
+    rows = [[r["config_idx"], " ".join(f"{k}={v}" for k, v in r["config"].items() if k != "lora_alpha"),
+             r["run_id"] or "-", pct(r["metrics"].get("target_pass")),
+             "-" if r["metrics"].get("anchor_nll") is None else f"{r['metrics']['anchor_nll']:.4f}",
+             pct(r["metrics"].get("rise")) if r["status"] == "complete" else "-",
+             "**chosen**" if r["chosen"] else r["status"]] for r in sw["rows"]]
+    return out + _md_table(["#", "config", "run", "target %", "anchor NLL", "ppl rise %", ""], rows)
 
 
 def _lineage_md(data: dict) -> list[str]:

@@ -42,9 +42,26 @@ class CurateSettings:
     decontam_semantic_threshold: float = 0.9  # MiniLM cosine to an eval/holdout prompt above which -> contaminated
     decontam_refs: tuple = ()  # extra JSONL files with a "prompt" field treated as eval sets
     replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
+    replay_self_share: float = 0.5  # share of those replay rows that are the base's own greedy answers to
+    # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size
+    # --- hyperparameter sweep (owned by curate/sweep.py) ---
+    sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;
+        # lora_alpha follows lora_r (2 r) unless given
+        "method=sft lr=2e-4 epochs=2 lora_r=16 replay_self_share=0",
+        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",
+        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0.5",
+        "method=sft lr=1e-3 epochs=3 lora_r=8 replay_self_share=1",
+        "method=sft+dpo lr=5e-4 epochs=2 lora_r=16 replay_self_share=0.5",
+    )
+    sweep_val_fraction: float = 0.25  # share of seed groups (split key) carved out for validation
+    sweep_val_max: int = 32  # validation prompts generated per candidate (the first by a hash of the id)
+    sweep_anchors: int = 16  # instruction-free validation requests whose base answers measure anchoring
+    sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
+    # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
+    sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl
     # --- the nightly (owned by curate/nightly.py) ---
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
     nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"

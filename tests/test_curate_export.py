@@ -2,9 +2,8 @@
 import json
 
 from builders.examples import add
+from builders.replay import counting, tiny_student, traffic  # noqa: F401 (fixtures: tiny student, counting generate)
 from builders.synth import seed_store
-
-from test_replay import counting, tiny_student  # noqa: F401 (fixtures: the tiny student, a counting generate)
 
 from curate import export
 from traces import store
@@ -55,7 +54,6 @@ def test_replay_count():
 def test_export_mixes_self_distilled_replay_and_caches_it(tmp_path, counting):
     """replay_self_share of the replay rows are the base's own answers to instruction-free seed requests; the
     manifest names their origin `self`, the trainer reads them as replay, and a re-export generates nothing."""
-    from test_replay import traffic
     traffic(8, 2)  # t0..t7 seed, t8..t9 holdout
     logged_run("run", "if", {f"t{i}": True for i in range(10)}, "2026-01-02 00:00:00")
     for i in range(7):
@@ -85,7 +83,6 @@ def test_export_mixes_self_distilled_replay_and_caches_it(tmp_path, counting):
 
 
 def test_self_rows_fill_in_when_passing_traffic_runs_short(tmp_path, counting):
-    from test_replay import traffic
     traffic(6, 0)
     logged_run("run", "if", {"t0": True}, "2026-01-02 00:00:00")  # one passing trace
     for i in range(7):

@@ -1,0 +1,331 @@
+"""python -m curate sweep [--training-set PATH] [--config "k=v ..."]... [--dry-run] — hyperparameters chosen on a
+validation split, never on the gate's holdout.
+
+1. Validation split, carved from the training data by group (a trace's split key, `traces.group_key`; an
+   example's is its seed trace's): a seed group is in validation when sha256("mend-sweep-val:" + group), as a
+   fraction of 2^32, is below `sweep_val_fraction` (salted: the holdout rule hashes the same keys unsalted).
+   Only seed groups are eligible, so no holdout trace is ever scored here. Every item of a validation group —
+   accepted example, passing-traffic or self-distilled replay row, preference pair — is left out of every
+   candidate's training set.
+2. Validation part: (a) target prompts = the accepted examples of validation groups and the seed traces of those
+   groups that failed a check of a cluster the accepted examples came from (deduplicated by messages, the first
+   `sweep_val_max` by a hash of the id); (b) anchors = the first `sweep_anchors` instruction-free requests of
+   validation groups with the base's own greedy answer (curate/replay.py, cached).
+3. Each grid config (`sweep_grid`: TrainSettings keys plus replay_self_share / replay_fraction; lora_alpha follows
+   lora_r as 2 r unless given) gets its training set (curate/export.py build + write, under `sweep_dir`), is trained
+   in-process (train.lora.run) and scored: target = share of (a) whose greedy answer passes all its own checks
+   (evals.checks.verify_instructions); anchor NLL = mean per-token NLL of (b)'s answers (train.generate.sequence_nll),
+   against the base's. rise = exp(NLL_adapter - NLL_base) - 1.
+4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance`; ties: the smaller
+   rise, then grid order; when none is within the tolerance, the smallest rise. Exactly one row is `chosen`.
+
+One `sweeps` row per config (docs/schema.md), with the train run it made. A sweep's id hashes the source training
+set, the grid and the validation settings: running it again reuses the configs already scored (and re-applies the
+rule, e.g. after a new tolerance).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from traces import store
+from traces.settings import SettingsError, load, resolve_path
+from traces.terminal import safe
+
+RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%}; ties: smaller "
+        "rise, then grid order; none within the tolerance: the smallest rise")
+CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
+
+
+# ---------------------------------------------------------------- grid
+
+def parse_config(text: str) -> dict:
+    """"method=sft lr=1e-3 lora_r=8" -> {"method": "sft", "lr": 0.001, "lora_r": 8, "lora_alpha": 16}."""
+    from train.settings import TrainSettings
+    types = {f.name: type(f.default) for f in dataclasses.fields(TrainSettings)} | CURATE_KEYS
+    out = {}
+    for part in text.replace(",", " ").split():
+        key, sep, value = part.partition("=")
+        if not sep or key not in types:
+            raise SettingsError(f"sweep config {text!r}: {part!r} is not key=value with a train setting or "
+                                f"{'/'.join(CURATE_KEYS)}")
+        kind = types[key]
+        try:
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise SettingsError(f"sweep config {text!r}: {key}={value!r} is not a {kind.__name__}") from None
+    if "lora_r" in out and "lora_alpha" not in out:
+        out["lora_alpha"] = 2 * out["lora_r"]  # keep the scaling alpha / r = 2 of the defaults
+    return out
+
+
+def train_flags(config: dict, training_set: Path) -> list[str]:
+    flags = ["--training-set", str(training_set)]
+    for key, value in config.items():
+        if key in CURATE_KEYS:
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags += ([flag] if value else ["--no-" + key.replace("_", "-")]) if isinstance(value, bool) \
+            else [flag, str(value)]
+    return flags
+
+
+def describe(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items() if k != "lora_alpha")
+
+
+# ---------------------------------------------------------------- validation split
+
+def in_validation(group: str, fraction: float) -> bool:
+    h = hashlib.sha256(f"mend-sweep-val:{group}".encode()).hexdigest()
+    return int(h[:8], 16) / 2 ** 32 < fraction
+
+
+@dataclass
+class Validation:
+    groups: frozenset
+    prompts: list  # [{"id", "messages", "prompt", "metadata"}]: (a) target prompts
+    anchors: list  # [{"id", "messages": request + the base's answer}]: (b)
+
+
+def validation_groups(con, fraction: float) -> frozenset:
+    """Seed groups in validation; a group with any holdout trace is never one (it would be if the split settings
+    changed between ingests)."""
+    rows = con.execute("""SELECT DISTINCT group_key FROM traces WHERE split = 'seed' AND group_key IS NOT NULL
+                          AND group_key NOT IN (SELECT group_key FROM traces WHERE split = 'holdout'
+                                                AND group_key IS NOT NULL)""").fetchall()
+    return frozenset(g for (g,) in rows if in_validation(g, fraction))
+
+
+def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
+    """Accepted examples of validation groups + failing seed traces of those groups in the examples' clusters."""
+    rows = con.execute("""
+        SELECT e.example_id, e.messages, e.prompt, e.metadata, t.group_key
+        FROM examples e JOIN traces t ON t.trace_id = e.seed_trace_id AND t.split = 'seed'
+        WHERE e.status = 'accepted'
+        UNION ALL
+        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.group_key
+        FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
+        WHERE m.split = 'seed' AND t.split = 'seed'
+          AND m.cluster_id IN (SELECT cluster_id FROM examples WHERE status = 'accepted')""").fetchall()
+    seen, out = set(), []
+    for pid, messages, prompt, md, group in sorted(rows, key=lambda r: hashlib.sha256(r[0].encode()).hexdigest()):
+        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in json.loads(messages)
+                if m.get("role") in ("system", "user", "assistant")]
+        key = json.dumps(msgs, sort_keys=True)
+        if group in groups and key not in seen and msgs and msgs[-1]["role"] == "user":
+            seen.add(key)
+            out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": json.loads(md) if md else {}})
+    return out[:limit]
+
+
+def carve(fraction: float, val_max: int, n_anchors: int, answerer=None) -> Validation:
+    from curate import replay
+    with store.connect(read_only=True) as con:
+        groups = validation_groups(con, fraction)
+        prompts = target_prompts(con, groups, val_max)
+        requests = [r for r in replay.base_requests(con) if r["group"] in groups]
+    anchors = replay.self_items(requests, n_anchors, answerer)  # connection closed: this may generate
+    return Validation(groups, prompts, anchors)
+
+
+# ---------------------------------------------------------------- scoring
+
+def score(model_ref: str, adapter, val: Validation) -> dict:
+    """(a) target pass rate on the validation prompts, (b) mean per-token NLL of the base's own answers."""
+    from evals.checks import verify_instructions
+    from train import generate as tg
+    from train.models import load as load_model
+    s = load("train")
+    model, tok = load_model(model_ref, adapter=adapter)
+    gens = tg.generate(model, tok, [p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
+                       temperature=0.0, batch_size=s.batch_size, progress=True) if val.prompts else []
+    passed = sum(bool(checks) and all(r.passed for _, r in checks)
+                 for checks in (verify_instructions(p["prompt"], g.text, p["metadata"])
+                                for p, g in zip(val.prompts, gens)))
+    nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
+                          [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
+    return {"target_pass": passed / len(gens) if gens else None, "passed": passed, "n_val": len(gens),
+            "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll)}
+
+
+# ---------------------------------------------------------------- the rule
+
+def rise(metrics: dict) -> float:
+    """Perplexity rise of the base's own answers under the adapter: exp(NLL_adapter - NLL_base) - 1."""
+    if metrics.get("anchor_nll") is None or metrics.get("base_anchor_nll") is None:
+        return 0.0
+    return math.exp(metrics["anchor_nll"] - metrics["base_anchor_nll"]) - 1
+
+
+def choose(rows: list[dict], tolerance: float) -> int | None:
+    """config_idx the rule picks among complete rows ({"config_idx", "status", "metrics"}); None if none finished."""
+    done = [r for r in rows if r["status"] == "complete"]
+    if not done:
+        return None
+    within = [r for r in done if rise(r["metrics"]) <= tolerance]
+    if within:
+        best = max(within, key=lambda r: (r["metrics"]["target_pass"] or 0.0, -rise(r["metrics"]), -r["config_idx"]))
+    else:
+        best = min(done, key=lambda r: (rise(r["metrics"]), r["config_idx"]))
+    return best["config_idx"]
+
+
+# ---------------------------------------------------------------- store
+
+def sweep_id(source_hash: str, configs: list[dict], cs, model: str) -> str:
+    key = json.dumps([source_hash, configs, cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, model],
+                     sort_keys=True)
+    return "sweep-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def rows(sid: str) -> list[dict]:
+    with store.connect(read_only=True) as con:
+        found = con.execute("""SELECT config_idx, config, run_id, status, metrics, chosen, error FROM sweeps
+                               WHERE sweep_id = ? ORDER BY config_idx""", [sid]).fetchall()
+    return [{"config_idx": r[0], "config": json.loads(r[1]), "run_id": r[2], "status": r[3],
+             "metrics": json.loads(r[4]) if r[4] else {}, "chosen": r[5], "error": r[6]} for r in found]
+
+
+def _insert(sid, idx, config, run_id, status, metrics, source_hash, training_set, rule, error=None) -> None:
+    with store.connect() as con:
+        con.execute("""INSERT OR REPLACE INTO sweeps (sweep_id, config_idx, config, run_id, status, metrics, chosen,
+                       rule, source_set_hash, training_set, error, created_at)
+                       VALUES (?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?, now())""",
+                    [sid, idx, json.dumps(config), run_id, status, json.dumps(metrics), rule, source_hash,
+                     str(training_set), error])
+
+
+def mark_chosen(sid: str, idx: int | None, rule: str) -> None:
+    with store.connect() as con, store.transaction(con):
+        con.execute("UPDATE sweeps SET chosen = (config_idx = ?), rule = ? WHERE sweep_id = ?",
+                    [-1 if idx is None else idx, rule, sid])
+
+
+# ---------------------------------------------------------------- the sweep
+
+def run_sweep(training_set: str | None = None, grid: list[str] | None = None, train_fn=None, score_fn=None,
+              answerer=None, console: Console | None = None) -> dict:
+    """Train and score every config of the grid; returns {"sweep_id", "rows", "chosen", "base", "validation"}."""
+    from curate import export
+    from train import lora_data
+    console = console or Console()
+    cs, ts = load("curate"), load("train")
+    path = resolve_path(training_set or cs.train_out)
+    source_hash = lora_data.set_hash(lora_data.read_training_set(path))
+    configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
+    sid = sweep_id(source_hash, configs, cs, ts.model)
+    rule = RULE.format(tol=cs.sweep_anchor_tolerance)
+    score_fn = score_fn or score
+    val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
+    console.print(f"sweep {sid}: {len(configs)} config(s); validation: {len(val.groups)} seed group(s), "
+                  f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s)")
+    done = {r["config_idx"]: r for r in rows(sid) if r["status"] == "complete"}
+    if done:  # a resumed sweep: the base was scored on the same validation part
+        base = _base_of(next(iter(done.values()))["metrics"], "base_")
+    else:
+        console.rule("base (no adapter)")
+        base = _base_of(score_fn(ts.model, None, val), "")
+    for idx, config in enumerate(configs):
+        if idx in done:
+            continue
+        console.rule(f"config {idx}: {safe(describe(config))}")
+        _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export)
+    found = rows(sid)
+    chosen = choose(found, cs.sweep_anchor_tolerance)
+    mark_chosen(sid, chosen, rule)
+    return {"sweep_id": sid, "rows": rows(sid), "chosen": chosen, "base": base, "rule": rule,
+            "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors)}}
+
+
+def _base_of(metrics: dict, prefix: str) -> dict:
+    return {"base_target_pass": metrics.get(prefix + "target_pass"),
+            "base_anchor_nll": metrics.get(prefix + "anchor_nll")}
+
+
+def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export):
+    share = config.get("replay_self_share", cs.replay_self_share)
+    fraction = config.get("replay_fraction", cs.replay_fraction)
+    out = resolve_path(cs.sweep_dir) / sid / f"c{idx}" / "train.jsonl"
+    run_id = None
+    try:
+        items, counts, prefs = export.build(fraction, share, val.groups, answerer)
+        export.write(items, counts, out, fraction, prefs, share)
+        if train_fn is None:
+            from train.lora import run as train_fn  # imports torch: only when a sweep trains
+        result = train_fn(train_flags(config, out))
+        run_id = result.run_id
+        if result.status != "complete":
+            raise RuntimeError(f"training failed: {result.error}")
+        metrics = {**score_fn(load("train").model, result.adapter_dir, val), **base, "counts": counts,
+                   "final_loss": result.metrics.get("final_loss"), "last_step": result.metrics.get("last_step")}
+    except Exception as e:  # one config failing (e.g. DPO without pairs) does not end the sweep
+        _insert(sid, idx, config, run_id, "failed", {**base}, source_hash, path, rule, f"{type(e).__name__}: {e}")
+        Console(stderr=True).print(f"[red]config {idx} failed:[/] {safe(f'{type(e).__name__}: {e}')}")
+        return
+    metrics["rise"] = rise(metrics)
+    metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
+    _insert(sid, idx, config, run_id, "complete", metrics, source_hash, path, rule)
+
+
+# ---------------------------------------------------------------- showing it
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def table(sid: str, found: list[dict]) -> Table:
+    base = next((r["metrics"] for r in found if r["metrics"]), {})
+    t = Table(title=f"sweep {sid} — base: target {_pct(base.get('base_target_pass'))}%, anchor NLL "
+                    f"{_f(base.get('base_anchor_nll'))}")
+    for col in ["#", "config", "run", "target %", "anchor NLL", "ppl rise %", "steps", "status", "chosen"]:
+        t.add_column(col, justify="right" if col in ("#", "target %", "anchor NLL", "ppl rise %", "steps") else "left")
+    for r in found:
+        m = r["metrics"]
+        t.add_row(str(r["config_idx"]), safe(describe(r["config"])), safe(r["run_id"] or "-"),
+                  _pct(m.get("target_pass")),
+                  _f(m.get("anchor_nll")), _pct(m.get("rise")) if r["status"] == "complete" else "-",
+                  str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
+                  "[bold green]yes[/]" if r["chosen"] else "")
+    return t
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m curate sweep", description="train each grid config on the training "
+                                "data minus a validation split, score it there, choose one by a stated rule")
+    p.add_argument("--training-set", help="the exported training set to carve from (default: settings train_out)")
+    p.add_argument("--config", action="append", help='a grid config, e.g. "method=sft lr=1e-3 epochs=3 lora_r=16 '
+                   'replay_self_share=0.5" (repeat; default: settings sweep_grid)')
+    p.add_argument("--dry-run", action="store_true", help="show the validation split and the grid, train nothing")
+    args = p.parse_args(argv)
+    console = Console()
+    if args.dry_run:
+        cs = load("curate")
+        val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0)
+        console.print(f"validation: {len(val.groups)} seed group(s), {len(val.prompts)} target prompt(s)")
+        for i, c in enumerate(args.config or cs.sweep_grid):
+            console.print(f"  config {i}: {safe(describe(parse_config(c)))}")
+        return 0
+    out = run_sweep(args.training_set, args.config, console=console)
+    console.print(table(out["sweep_id"], out["rows"]))
+    console.print(f"rule: {out['rule']}", markup=False)
+    if out["chosen"] is None:
+        console.print("[red]no config finished training[/]")
+        return 1
+    best = next(r for r in out["rows"] if r["chosen"])
+    verdict = "beats" if best["metrics"].get("beats_base") else "does NOT beat"
+    console.print(f"chosen: config {best['config_idx']} ({safe(describe(best['config']))}), which {verdict} the base "
+                  f"on the validation targets")
+    return 0

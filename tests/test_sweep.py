@@ -1,0 +1,193 @@
+"""curate sweep: a validation split carved from the training data by seed group (never the holdout, deterministic),
+one `sweeps` row per grid config, exactly one chosen by the stated rule; the nightly report shows it."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from builders.replay import add_trace, counting, tiny_student, traffic  # noqa: F401 (fixtures)
+
+from curate import export, sweep
+from traces import store
+
+
+def accepted_example(eid, trace_id, prompt, response, cluster="c1"):
+    md = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    with store.connect() as con:
+        con.execute("""INSERT INTO examples (example_id, cluster_id, seed_trace_id, mode, messages, prompt, response,
+                       metadata, status, created_at) VALUES (?, ?, ?, 'compose', ?, ?, ?, ?, 'accepted', now())""",
+                    [eid, cluster, trace_id, json.dumps([{"role": "user", "content": prompt}]), prompt, response,
+                     json.dumps(md)])
+
+
+def world(n_seed=24, n_holdout=6):
+    """Seed and holdout traces (one group each), a cluster of the failing seed traces, an accepted example per seed
+    trace, a complete logged run in which every trace passed (the replay pool)."""
+    traffic(n_seed, n_holdout)
+    with store.connect() as con:
+        con.execute("INSERT INTO clusters (cluster_id, run_id, check_id, label, size) VALUES "
+                    "('c1', 'run1', 'punctuation:no_comma', 'no commas', ?)", [n_seed])
+        for i in range(n_seed + n_holdout):
+            con.execute("INSERT INTO cluster_members (cluster_id, trace_id, run_id, split) VALUES ('c1', ?, 'run1', ?)",
+                        [f"t{i}", "seed" if i < n_seed else "holdout"])
+        con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, split, status, started_at,
+                       finished_at) VALUES ('log', 'if', '1', 'logged', 'all', 'complete', now(), now())""")
+        for i in range(n_seed + n_holdout):
+            con.execute("INSERT INTO results (run_id, trace_id, check_idx, check_id, passed) VALUES "
+                        "('log', ?, 0, 'x', true)", [f"t{i}"])
+    with store.connect(read_only=True) as con:
+        rows = con.execute("SELECT trace_id, prompt FROM traces WHERE split = 'seed' ORDER BY trace_id").fetchall()
+    for tid, prompt in rows:
+        accepted_example(f"e-{tid}", tid, prompt, f"A fixed answer for {tid} without commas")
+
+
+def holdout_groups():
+    with store.connect(read_only=True) as con:
+        return {g for (g,) in con.execute("SELECT group_key FROM traces WHERE split = 'holdout'").fetchall()}
+
+
+def test_validation_split_is_seed_only_and_deterministic():
+    world()
+    with store.connect(read_only=True) as con:
+        groups = sweep.validation_groups(con, 0.5)
+        everything = sweep.validation_groups(con, 1.0)
+        prompts = sweep.target_prompts(con, groups, 100)
+    assert everything == {f"b{i}" for i in range(24)}  # every seed group and no holdout group is eligible
+    assert 0 < len(groups) < 24 and groups == {g for g in everything if sweep.in_validation(g, 0.5)}
+    add_trace("late", "b99", "A request logged later.", "seed")  # adding traffic does not move existing groups
+    add_trace("mixed", "b0", "Same group in the holdout.", "holdout")  # a group with a holdout trace is never one
+    with store.connect(read_only=True) as con:
+        later = sweep.validation_groups(con, 0.5)
+        assert sweep.target_prompts(con, groups, 100) == prompts  # deterministic
+    assert later - {"b99"} == groups - {"b0"} and "b0" not in later
+    # target prompts: from validation groups only, never a holdout trace, one per distinct prompt
+    holdout_ids = {f"t{i}" for i in range(24, 30)}
+    assert prompts and not any(p["id"] in holdout_ids for p in prompts)
+    with store.connect(read_only=True) as con:
+        split_of = dict(con.execute("SELECT prompt, split FROM traces").fetchall())
+    assert {split_of[p["prompt"]] for p in prompts} == {"seed"}
+    assert len({p["prompt"] for p in prompts}) == len(prompts) == len(groups)  # example and trace: one prompt
+
+
+def test_training_sets_leave_out_every_validation_item(counting):
+    world()
+    with store.connect(read_only=True) as con:
+        groups = sweep.validation_groups(con, 0.5)
+    items, counts, _ = export.build(0.3, 0.5, groups)
+    assert counts["self"] > 0 and counts["replay"] > 0
+    with store.connect(read_only=True) as con:
+        group_of = dict(con.execute("SELECT trace_id, group_key FROM traces").fetchall())
+        trace_of = dict(con.execute("SELECT example_id, seed_trace_id FROM examples").fetchall())
+    for it in items:
+        tid = trace_of.get(it["id"]) or it.get("trace_id") or it["id"]
+        assert group_of[tid] not in groups and group_of[tid] not in holdout_groups()
+    val = sweep.carve(0.5, 100, 4)
+    assert val.groups == groups and len(val.anchors) == 4
+    assert {a["messages"][0]["content"] for a in val.anchors}.isdisjoint(
+        {it["messages"][0]["content"] for it in items})
+
+
+# ---------------------------------------------------------------- the sweep with stubs
+
+class FakeTrain:
+    def __init__(self, fail_lr=None):
+        self.calls, self.fail_lr = [], fail_lr
+
+    def __call__(self, flags):
+        from train.lora import RunResult
+        self.calls.append(flags)
+        lr = flags[flags.index("--lr") + 1]
+        if lr == self.fail_lr:
+            return RunResult(f"run-{lr}", "failed", None, {}, "NaN loss")
+        assert json.loads(Path(flags[1]).with_name("train.manifest.json").read_text())["counts"]["total"] > 0
+        return RunResult(f"run-{lr}", "complete", Path(f"adapter-{lr}"), {"final_loss": 1.0, "last_step": 3})
+
+
+# (target pass rate, anchor NLL) per adapter; the base: 0.2 and NLL 1.0
+SCORES = {None: (0.2, 1.0), "adapter-0.1": (0.6, 1.5), "adapter-0.2": (0.4, 1.05), "adapter-0.3": (0.4, 1.02),
+          "adapter-0.5": (0.1, 0.99)}
+GRID = ["lr=0.1 replay_self_share=0", "lr=0.2 replay_self_share=0", "lr=0.3 lora_r=8 replay_self_share=0",
+        "lr=0.4 replay_self_share=0", "lr=0.5 method=sft+dpo replay_self_share=0"]
+
+
+def fake_score(ref, adapter, val):
+    target, nll = SCORES[None if adapter is None else str(adapter)]
+    return {"target_pass": target, "anchor_nll": nll, "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
+
+
+def run(train=None, grid=GRID):
+    return sweep.run_sweep(grid=grid, train_fn=train or FakeTrain(fail_lr="0.4"), score_fn=fake_score)
+
+
+@pytest.fixture
+def exported(tmp_path, monkeypatch):
+    world()
+    monkeypatch.setenv("MEND_CURATE_TRAIN_OUT", str(tmp_path / "train" / "train.jsonl"))
+    monkeypatch.setenv("MEND_CURATE_SWEEP_DIR", str(tmp_path / "sweeps"))
+    monkeypatch.setenv("MEND_CURATE_SWEEP_ANCHORS", "0")  # no anchors: nothing generated
+    export.export(replay_self_share=0.0)
+
+
+def test_one_row_per_config_and_exactly_one_chosen_by_the_rule(exported):
+    train = FakeTrain(fail_lr="0.4")
+    out = run(train)
+    rows = out["rows"]
+    assert [r["config_idx"] for r in rows] == [0, 1, 2, 3, 4] and len(train.calls) == 5
+    assert [r["status"] for r in rows] == ["complete", "complete", "complete", "failed", "complete"]
+    assert "NaN loss" in rows[3]["error"] and rows[3]["run_id"] == "run-0.4"
+    # config 0 has the best target but its anchor perplexity rose 65% (> 10%); 1 and 2 tie on target: 2 rose less
+    assert [r["chosen"] for r in rows] == [False, False, True, False, False] and out["chosen"] == 2
+    m = rows[2]["metrics"]
+    assert m["base_target_pass"] == 0.2 and m["base_anchor_nll"] == 1.0 and m["beats_base"]
+    assert abs(m["rise"] - (2.718281828 ** 0.02 - 1)) < 1e-6 and rows[2]["run_id"] == "run-0.3"
+    assert rows[2]["config"] == {"lr": 0.3, "lora_r": 8, "replay_self_share": 0.0, "lora_alpha": 16}
+    assert "--lora-alpha" in train.calls[2] and train.calls[4][train.calls[4].index("--method") + 1] == "sft+dpo"
+    with store.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*), count(*) FILTER (chosen), count(DISTINCT rule) FROM sweeps").fetchone() \
+            == (5, 1, 1)
+
+
+def test_a_rerun_reuses_scored_configs_and_reapplies_the_rule(exported, monkeypatch):
+    first = run()
+    again_train = FakeTrain()
+    monkeypatch.setenv("MEND_CURATE_SWEEP_ANCHOR_TOLERANCE", "1.0")  # a looser rule: config 0 is now allowed
+    second = run(again_train)
+    assert second["sweep_id"] == first["sweep_id"]
+    assert [c[c.index("--lr") + 1] for c in again_train.calls] == ["0.4"]  # only the failed config again
+    assert second["chosen"] == 0 and sum(r["chosen"] for r in second["rows"]) == 1
+
+
+def test_the_rule_when_no_config_is_within_the_tolerance():
+    rows = [{"config_idx": i, "status": "complete", "metrics": {"target_pass": t, "anchor_nll": n,
+                                                                "base_anchor_nll": 1.0}}
+            for i, (t, n) in enumerate([(0.9, 1.5), (0.1, 1.2), (0.5, 1.2)])]
+    assert sweep.choose(rows, 0.1) == 1  # the smallest rise (1 and 2 tie: grid order)
+    assert sweep.choose(rows, 0.3) == 2  # within 0.3: 1 and 2; 2 has the better target
+    assert sweep.choose([{**rows[0], "status": "failed"}], 0.1) is None
+
+
+def test_grid_config_errors_name_the_key():
+    with pytest.raises(Exception, match="colour"):
+        sweep.parse_config("lr=1e-3 colour=red")
+    with pytest.raises(Exception, match="lora_r"):
+        sweep.parse_config("lora_r=eight")
+    assert sweep.train_flags({"lr": 0.001, "packing": True, "replay_self_share": 0.5}, Path("t.jsonl")) == \
+        ["--training-set", "t.jsonl", "--lr", "0.001", "--packing"]
+
+
+def test_nightly_report_shows_the_sweep_of_the_training_set(exported):
+    from curate import nightly_report
+    from train.lora_data import read_training_set
+    out = run()
+    items = read_training_set(os.environ["MEND_CURATE_TRAIN_OUT"])
+    with store.connect() as con:  # a nightly's train run on the exported set the sweep was carved from
+        con.execute("""INSERT INTO train_runs (run_id, base_model, base_fingerprint, training_set, status, started_at)
+                       VALUES ('final', 'm', 'f', 't', 'complete', now())""")
+        con.executemany("INSERT INTO train_examples VALUES ('final', ?, ?, ?)",
+                        [(ex.id, ex.origin, ex.content_hash) for ex in items])
+        con.execute("""INSERT INTO nightly_ledger (nightly_id, stage, status, summary, started_at)
+                       VALUES ('n1', 'train', 'done', '{"train_run": "final"}', now())""")
+    data = nightly_report.gather("n1")
+    assert data["sweep"]["sweep_id"] == out["sweep_id"]
+    md = nightly_report.markdown(data, {})
+    assert "## Sweep" in md and "lr=0.3 lora_r=8" in md and "**chosen**" in md
