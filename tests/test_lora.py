@@ -209,10 +209,18 @@ def test_manifest_must_match_the_jsonl(tmp_path):
     path = write_set(tmp_path, 3)
     manifest = tmp_path / "train.manifest.json"
     data = json.loads(manifest.read_text())
-    assert [ex.content_hash for ex in read_training_set(path)] == [e["content_hash"] for e in data["examples"]]
-    data["examples"].pop()
+    assert [ex.content_hash for ex in read_training_set(path)] == [e["content_hash"] for e in data["items"]]
+    edited = json.loads(json.dumps(data))
+    edited["items"][1]["content_hash"] = "0" * 64   # the manifest vouches for other content than the JSONL's
+    manifest.write_text(json.dumps(edited))
+    with pytest.raises(TrainingSetError, match="content_hash of \\['ex001'\\] differs"):
+        read_training_set(path)
+    data["items"].pop()
     manifest.write_text(json.dumps(data))
     with pytest.raises(TrainingSetError, match="only in JSONL: \\['ex002'\\]"):
+        read_training_set(path)
+    manifest.write_text(json.dumps({"examples": data["items"]}))   # a shape nothing writes
+    with pytest.raises(TrainingSetError, match="not a training-set manifest"):
         read_training_set(path)
     with pytest.raises(FileNotFoundError, match="make export"):
         read_training_set(tmp_path / "missing.jsonl")

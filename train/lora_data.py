@@ -89,34 +89,24 @@ def _check_messages(messages, where: str) -> None:
 
 
 def _apply_manifest(examples: list[Example], path: Path) -> list[Example]:
-    """The manifest must name exactly the JSONL's ids; its content hashes (curate's lineage ids) win when given."""
+    """The manifest `curate export` writes ({"items": [{id, origin, content_hash}]}) must name exactly the JSONL's
+    ids, and each content hash must be the one recomputed from the JSONL (an edited line is caught here)."""
     if not path.is_file():
         return examples
     try:
-        items = _manifest_items(json.loads(path.read_text()))
+        items = {str(x["id"]): x["content_hash"] for x in json.loads(path.read_text())["items"]}
     except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise TrainingSetError(f"{path}: not a training-set manifest ({e})") from None
+        raise TrainingSetError(f"{path}: not a training-set manifest (missing {e})") from None
     ids = {ex.id for ex in examples}
-    listed = {str(item["id"]) for item in items}
-    if listed != ids:
-        extra, missing = sorted(listed - ids)[:3], sorted(ids - listed)[:3]
-        raise TrainingSetError(f"{path}: field 'ids' does not match the JSONL beside it "
+    if set(items) != ids:
+        extra, missing = sorted(set(items) - ids)[:3], sorted(ids - set(items))[:3]
+        raise TrainingSetError(f"{path}: field 'items' does not match the JSONL beside it "
                                f"(only in manifest: {extra}, only in JSONL: {missing})")
-    hashes = {str(item["id"]): item.get("content_hash") for item in items}
-    return [Example(ex.id, ex.origin, ex.messages, hashes.get(ex.id) or ex.content_hash) for ex in examples]
-
-
-def _manifest_items(data) -> list[dict]:
-    """Accept a list of {id, content_hash, origin} under `examples`/`items`, or parallel lists `ids`/`content_hashes`."""
-    for key in ("examples", "items"):
-        if isinstance(data, dict) and isinstance(data.get(key), list):
-            return [{"id": x["id"], "content_hash": x.get("content_hash") or x.get("hash")} for x in data[key]]
-    if isinstance(data, dict) and isinstance(data.get("ids"), list):
-        hashes = data.get("content_hashes") or data.get("hashes") or [None] * len(data["ids"])
-        return [{"id": i, "content_hash": h} for i, h in zip(data["ids"], hashes)]
-    if isinstance(data, list):
-        return [{"id": x["id"], "content_hash": x.get("content_hash")} for x in data]
-    raise KeyError("expected 'examples', 'items' or 'ids'")
+    changed = [ex.id for ex in examples if items[ex.id] != ex.content_hash]
+    if changed:
+        raise TrainingSetError(f"{path}: content_hash of {changed[:3]} differs from the JSONL's content "
+                               f"({len(changed)} item(s) changed since the export); export again")
+    return examples
 
 
 def set_hash(examples: list[Example]) -> str:

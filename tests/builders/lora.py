@@ -27,7 +27,7 @@ def write_set(folder: Path, n: int = 8, manifest: bool = True) -> Path:
     if manifest:
         from train.lora_data import content_hash
         items = [{"id": r["id"], "origin": r["origin"], "content_hash": content_hash(r["messages"])} for r in rows]
-        (folder / "train.manifest.json").write_text(json.dumps({"examples": items}))
+        (folder / "train.manifest.json").write_text(json.dumps({"items": items}))
     return path
 
 
