@@ -219,7 +219,17 @@ def stage_eval(ctx: Context) -> dict:
             runs[suite] = run_suite(suite, "all")
         except SuiteSkipped as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
             runs[suite] = f"skipped: {e}"
+    empty = [suite for suite, run in runs.items() if not run.startswith("skipped") and _scored(run) == 0]
+    if empty:  # a loop that checks nothing would report success while doing nothing
+        raise StageError(f"suite(s) {', '.join(empty)} matched none of the {n_traces} traces: the loop has nothing "
+                         "to fix. Point [tool.mend.evals] suites at a suite that applies to your traces (README: "
+                         "'Your own logs, your own checks, your own teacher').")
     return {"runs": runs, "traces": n_traces}
+
+
+def _scored(run_id: str) -> int:
+    with store.connect(read_only=True) as con:
+        return con.execute("SELECT n_traces FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()[0] or 0
 
 
 def _fresh_logged_run(suite: str) -> str | None:

@@ -156,3 +156,11 @@ def test_synth_chooses_fixable_clusters_first_then_by_size(home):
         assert choose_clusters(con, 3, "fixable") == ["comma", "ends", "small"]
         assert choose_clusters(con, 10, "fixable") == ["comma", "ends", "small", "big"]
         assert choose_clusters(con, 0, "size") == ["big", "comma", "ends", "small"]
+
+
+def test_a_suite_that_matches_no_trace_fails_the_nightly_loudly(home, capsys):
+    from builders.trace_rows import insert_traces, trace_row
+    insert_traces([trace_row(i, f"What is {i} plus {i}?", str(2 * i)) for i in range(3)])  # no instructions
+    assert nightly.run(stages=[("eval", nightly.stage_eval), ("report", lambda ctx: {})]) == 1
+    assert _ledger()[0][1:] == ("eval", "failed")
+    assert "matched none of the 3 traces" in capsys.readouterr().out
