@@ -51,6 +51,29 @@ def banned_token_ids(tokenizer_folder: str, check_id: str) -> tuple[int, ...]:
                         if i not in special and pred(tok.convert_tokens_to_string([t]))))
 
 
+def logit_bias(check_ids, tokenizer_folder=None) -> dict:
+    """{token id: BAN} for every token a steerable check among check_ids forbids (curate.constraints' transformers
+    dialect); tokenizer_folder None: the configured teacher's (default_tokenizer_folder). {} when none applies."""
+    steer = [c for c in check_ids if steerable(c)]
+    folder = (tokenizer_folder or default_tokenizer_folder()) if steer else None
+    if folder is None:
+        return {}
+    banned = set().union(*(banned_token_ids(str(folder), c) for c in steer))
+    return {str(i): BAN for i in sorted(banned)}
+
+
+def default_tokenizer_folder() -> Path | None:
+    """teacher_tokenizer, else the local teacher model's HF folder; None for a remote teacher or a bare .gguf."""
+    from traces import settings as settings_mod
+    s = settings_mod.load("curate")
+    if s.teacher_tokenizer:
+        return Path(s.teacher_tokenizer)
+    if s.teacher_url != "local" or s.teacher_model.endswith(".gguf"):
+        return None
+    from curate.teacher import model_folder
+    return model_folder(s.teacher_model)
+
+
 def guide_for(check_id: str, s, tokenizer_folder: Path | None, cluster_id: str | None = None) -> dict:
     """The guidance for a cluster's check: logit_bias (when the teacher's tokenizer is known), a system
     message, few-shot demos from verified examples of the same check."""

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 class CurateSettings:
     # --- teacher, synthesis, filters, export (owned by curate/teacher.py, synth.py, filters.py, export.py) ---
     mode: str = "compose"  # compose (offline default, weak teacher) | full (strong teacher writes prompts too)
-    teacher_url: str = "local"  # "local": start `transformers serve` on loopback; else an OpenAI-compatible base URL
+    teacher_url: str = "local"  # "local": start the teacher_backend server on loopback; else an OpenAI-compatible base URL
+    teacher_backend: str = "llama.cpp"  # local server: llama.cpp (xllamacpp, serves the GGUF) | transformers
+    # (`transformers serve`, HF folders). llama.cpp because it measured faster both ways and keeps every request's
+    # own sampling, logit_bias and grammar under continuous batching, so guided requests need no second server:
+    # bench_teacher, 16 x 128 tokens, same run (docs/benchmarks.md); a --quick run under load 9 gave 2.4x
+    # unguided and 4.2x constrained over transformers serve
+    teacher_slots: int = 8  # llama.cpp parallel slots (requests decoded together); 8 keeps 2 cores busy
+    teacher_ctx_per_slot: int = 2048  # llama.cpp context tokens per slot (prompt + few-shot demos + completion)
+    teacher_threads: int = 0  # llama.cpp CPU threads (0: every core this process may use)
+    teacher_dialect: str = "auto"  # how constraints travel (curate/constraints.py): auto (local: the backend's own;
+    # remote: none) | llama.cpp | vllm | vllm-legacy | openai | transformers | none
     teacher_model: str = "smollm2-135m-instruct"  # local: model ref served (train.models.resolve); remote: model name
     teacher_api_key_env: str = ""  # env var holding the remote teacher's key (never the key itself)
     teacher_tokenizer: str = ""  # local tokenizer folder of a remote teacher (enables logit_bias guidance)

