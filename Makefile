@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test bench ingest stats config doctor sample-traffic evals clusters teacher \
-        synth curate-status accept review export train gate nightly demo clean
+        synth curate-status accept review export sweep train gate nightly demo clean
 
 help: ## list every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ review: $(SETUP) ## review pending examples in the terminal (keyboard-driven, re
 
 export: $(SETUP) ## write the training set (accepted + replay) with its manifest
 	$(PY) -m curate export $(ARGS)
+
+sweep: $(SETUP) ## choose lr, epochs, rank, method and replay share on a validation split of the training set
+	$(PY) -m curate sweep $(ARGS)
 
 train: $(SETUP) ## fine-tune a LoRA adapter on the exported training set
 	$(PY) -m train lora $(ARGS)

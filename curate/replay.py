@@ -13,14 +13,17 @@ answered by the base student (`[tool.mend.train] model`) greedily with the one t
 
 Generation is deterministic (greedy) and cached in the `self_replay` table, keyed by sha256 of (base model
 fingerprint, request messages, generation settings): a re-export, or another sweep config, reads its answers from
-there and generates nothing; a changed base or token budget gets new rows. Answers cut at max_new_tokens
-(finish_reason "length") are cached but not trained on: with the end-of-turn token after them they would teach the
-adapter to stop mid-sentence. Only seed traces are read; the holdout never reaches a training set from here.
+there and generates nothing; a changed base or token budget gets new rows. An answer cut at max_new_tokens
+(finish_reason "length"; 29 of the first 32 on the demo's traffic) is cached as generated and trained on trimmed back
+to its last whole sentence or line: with the end-of-turn token right after the cut it would teach the adapter to stop
+mid-sentence. One with no sentence end to trim back to, or under 3 words, is not used. Only seed traces are read; the
+holdout never reaches a training set from here.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from evals import ifeval
 from traces import store
@@ -97,8 +100,17 @@ class Answerer:
         return {k: {"response": g.text, "finish_reason": g.finish_reason} for (k, _), g in zip(todo, gens)}
 
 
-def usable(row: dict) -> bool:
-    return row["finish_reason"] != "length" and bool(row["response"].strip())
+_SENTENCE_END = re.compile(r"(?:[.!?…][\"')\]*_]*|\n)(?=\s|$)")
+
+
+def usable(row: dict) -> str | None:
+    """The answer to train on: as generated, or cut back after its last whole sentence or line when the token budget
+    stopped it; None when nothing of at least 3 words is left."""
+    text = row["response"].strip()
+    if row["finish_reason"] == "length":
+        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+        text = text[:ends[-1]].strip() if ends else ""
+    return text if len(text.split()) >= 3 else None
 
 
 def self_items(requests: list[dict], n: int, answerer: Answerer | None = None) -> list[dict]:
@@ -112,8 +124,9 @@ def self_items(requests: list[dict], n: int, answerer: Answerer | None = None) -
         chunk = requests[i:i + max(2 * (n - len(out)), 16)]  # most answers of the 135M base run to the budget
         i += len(chunk)
         for req, row in zip(chunk, answerer.answer(chunk)):
-            if usable(row) and len(out) < n:
+            text = usable(row)
+            if text and len(out) < n:
                 out.append({"id": "self-" + row["cache_key"][:20], "origin": "self", "group": req["group"],
                             "trace_id": req["trace_id"],
-                            "messages": req["messages"] + [{"role": "assistant", "content": row["response"]}]})
+                            "messages": req["messages"] + [{"role": "assistant", "content": text}]})
     return out

@@ -36,7 +36,7 @@ def test_self_items_generated_once_then_read_from_the_cache(counting):
         assert it["origin"] == "self" and it["id"].startswith("self-")
         request = it["messages"][0]["content"]
         assert it["messages"][1] == {"role": "assistant", "content": f"Answer: {request[::-1]}"}
-    assert not any("cut" in it["messages"][0]["content"] for it in first)  # cut at the budget: not trained on
+    assert not any("cut" in it["messages"][0]["content"] for it in first)  # cut, no sentence to keep: not used
     with store.connect(read_only=True) as con:
         cached = con.execute("SELECT count(*), count(DISTINCT model_fingerprint) FROM self_replay").fetchone()
     assert cached[0] == counting.prompts and cached[1] == 1
@@ -72,3 +72,14 @@ def test_real_greedy_answers_are_deterministic(tiny_student):
         con.execute("DELETE FROM self_replay")
     second = replay.Answerer().answer(reqs)
     assert first == second and all(r["response"] for r in first)
+
+
+def test_an_answer_cut_by_the_budget_is_trimmed_to_its_last_whole_sentence(counting):
+    add_trace("t", "b1", "Please trim this answer.", "seed")
+    with store.connect(read_only=True) as con:
+        reqs = replay.base_requests(con)
+    (item,) = replay.self_items(reqs, 1)
+    assert item["messages"][-1]["content"] == "One whole sentence here."
+    with store.connect(read_only=True) as con:  # the cache keeps what was generated
+        assert con.execute("SELECT response, finish_reason FROM self_replay").fetchone() == \
+            ("One whole sentence here. And then the budget ran ou", "length")

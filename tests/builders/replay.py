@@ -27,18 +27,24 @@ def traffic(n_seed=6, n_holdout=2):
 
 class CountingGenerate:
     """Stands in for train.generate.generate: a deterministic answer per request; requests whose text holds
-    'cut' run to the token budget (finish_reason 'length'). Counts calls and prompts."""
+    'cut' run to the token budget (finish_reason 'length') with no sentence end, 'trim' ones after one whole
+    sentence. Counts calls and prompts."""
 
     def __init__(self):
         self.calls, self.prompts = 0, 0
 
     def __call__(self, model, tok, conversations, **kw):
-        from train.generate import Generation
         assert kw["temperature"] == 0.0 and kw["max_new_tokens"] == 16  # greedy, the train budget
         self.calls += 1
         self.prompts += len(conversations)
-        return [Generation(f"Answer: {c[-1]['content'][::-1]}", 5, 5, "length" if "cut" in c[-1]["content"] else "stop")
-                for c in conversations]
+        return [self.answer(c[-1]["content"]) for c in conversations]
+
+    @staticmethod
+    def answer(request: str):
+        from train.generate import Generation
+        if "trim" in request:  # cut by the budget after one whole sentence
+            return Generation("One whole sentence here. And then the budget ran ou", 5, 16, "length")
+        return Generation(f"Answer: {request[::-1]}", 5, 5, "length" if "cut" in request else "stop")
 
 
 @pytest.fixture

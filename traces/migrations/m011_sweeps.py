@@ -38,7 +38,7 @@ def apply(con):
             trace_id          VARCHAR,              -- the seed trace whose base request this is
             messages          JSON NOT NULL,        -- the instruction-free request
             response          VARCHAR NOT NULL,
-            finish_reason     VARCHAR,              -- stop | length (cut at max_new_tokens: not trained on)
+            finish_reason     VARCHAR,              -- stop | length (cut at max_new_tokens: trimmed to whole sentences)
             completion_tokens INTEGER,
             created_at        TIMESTAMP NOT NULL
         )""")
