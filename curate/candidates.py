@@ -8,8 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+from traces import progress as progress_mod
 from traces import settings as settings_mod
 from traces import store
 
@@ -55,22 +54,37 @@ def example_id(cluster_id: str, request_hash: str, extra: str = "") -> str:
 
 
 def candidate_row(cluster: dict, p: Prompt, call, mode: str, teacher_model: str, guide: dict | None,
-                  extra: str = "") -> tuple[dict, list]:
-    response = call.text or ""
+                  extra: str = "", *, strategy: str = "sample", source_id: str | None = None,
+                  guide_record: dict | None = None, min_alpha: float | None = None) -> tuple[dict, list]:
+    """One candidate, verified: every check its prompt names, then the quality filter (curate.quality) for every
+    strategy. A sample the token budget cut (finish_reason "length") is first trimmed back to its last whole
+    sentence (the full text stays in llm_calls). `call` needs .text and .request_hash (None: no teacher call)."""
+    from curate import quality
+    response = quality.trim_truncated(call.text or "", finish_reason(call))
     ok, reason, results = verify(p.prompt, response, p.metadata)
-    if ok and guide:
-        from curate.guidance import fluency
-        fluent, why = fluency(response, guide.get("min_alpha", 0.6))
+    if ok:
+        fluent, why = quality.fluency(response, p.prompt, p.metadata, finish_reason(call),
+                                      min_alpha=min_alpha or (guide or {}).get("min_alpha") or quality.MIN_ALPHA)
         if not fluent:
             ok, reason = False, f"not_fluent: {why}"
-    eid = example_id(cluster["cluster_id"], call.request_hash, extra)
+    eid = example_id(cluster["cluster_id"], call.request_hash or "", extra)
+    record = guide_record if guide_record is not None else (_guide_record(guide) if guide else None)
     row = {"example_id": eid, "cluster_id": cluster["cluster_id"], "seed_trace_id": p.seed_trace_id,
            "mode": mode, "messages": json.dumps(p.messages), "prompt": p.prompt, "response": response,
-           "metadata": json.dumps(p.metadata), "guidance": json.dumps(_guide_record(guide)) if guide else None,
+           "metadata": json.dumps(p.metadata), "guidance": json.dumps(record) if record else None,
            "teacher_model": teacher_model, "request_hash": call.request_hash,
-           "status": "verified" if ok else "failed_verification", "reason": reason}
+           "status": "verified" if ok else "failed_verification", "reason": reason,
+           "strategy": strategy, "source_id": source_id}
     checks = [(eid, i, cid, bool(r.passed), r.reason) for i, (cid, r) in enumerate(results)]
     return row, checks
+
+
+def finish_reason(call) -> str | None:
+    """The first choice's finish_reason of a teacher call ("stop", "length"), None when unknown."""
+    try:
+        return call.response["choices"][0].get("finish_reason")
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
 
 
 def _guide_record(guide: dict) -> dict:
@@ -80,7 +94,7 @@ def _guide_record(guide: dict) -> dict:
 
 
 COLS = ["example_id", "cluster_id", "seed_trace_id", "mode", "messages", "prompt", "response", "metadata",
-        "guidance", "teacher_model", "request_hash", "status", "reason"]
+        "guidance", "teacher_model", "request_hash", "status", "reason", "strategy", "source_id"]
 
 
 def write_rows(rows: list[dict], checks: list[tuple]) -> int:
@@ -143,6 +157,6 @@ def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> l
 
 @contextlib.contextmanager
 def progress_bars(console):
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    """rich bars on a terminal; plain progress lines (stage, done/total, rate, ETA) in a log (traces.progress)."""
+    with progress_mod.progress(console, stage="synth") as progress:
         yield progress

@@ -42,7 +42,13 @@ class CurateSettings:
     guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
     guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
-    fluency_min_alpha: float = 0.6  # share of whitespace tokens that are alphabetic words; below -> not_fluent
+    fluency_min_alpha: float = 0.6  # share of word-like tokens (curate/quality.py) below which text is not_fluent
+    strategies: tuple = ("repair", "constrained", "sample")  # how candidates are made, tried in this order (cheapest
+    # first) per cluster until target_per_cluster (curate/strategies.py): repair | constrained | sample | revise
+    # (a rewrite of each failing response: for strong teachers, the 135M one cannot follow it)
+    target_per_cluster: int = 16  # kept (verified, fluent) candidates per cluster after which later strategies are
+    # skipped (0: every strategy runs in full)
+    repair_min_overlap: float = 0.5  # share of the source's content words a repair must keep (repair.content_overlap)
     full_requests_per_call: int = 4  # full mode: new (request, response) pairs asked per teacher call
     near_dup_threshold: float = 0.8  # MinHash Jaccard above which two prompts+responses are near-duplicates
     semantic_threshold: float = 0.95  # MiniLM cosine above which two examples are semantic duplicates
@@ -60,14 +66,15 @@ class CurateSettings:
     # --- hyperparameter sweep (owned by curate/sweep.py) ---
     sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;
         # lora_alpha follows lora_r (2 r) unless given
-        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",  # the demo profile before the sweep
+        "method=sft lr=2e-4 epochs=2 lora_r=16 replay_self_share=0",
+        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",
         "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0.5",
-        "method=sft lr=5e-4 epochs=3 lora_r=8 replay_self_share=0.5",
+        "method=sft lr=1e-3 epochs=3 lora_r=8 replay_self_share=1",
         "method=sft+dpo lr=5e-4 epochs=2 lora_r=16 replay_self_share=0.5",
     )
     sweep_val_fraction: float = 0.25  # share of seed groups (split key) carved out for validation
-    sweep_val_max: int = 24  # validation prompts generated per candidate (the first by a hash of the id)
-    sweep_anchors: int = 12  # instruction-free validation requests whose base answers measure anchoring
+    sweep_val_max: int = 32  # validation prompts generated per candidate (the first by a hash of the id)
+    sweep_anchors: int = 16  # instruction-free validation requests whose base answers measure anchoring
     sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
     # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
     sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl

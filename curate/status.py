@@ -1,7 +1,11 @@
-"""python -m curate status [--cluster ID] — example counts per cluster, state and reason (a rich table).
+"""python -m curate status [--cluster ID] — example counts per cluster, state and reason, and the yield per check
+and strategy (rich tables).
 
 Reasons are grouped by their kind (the text before the first ': ', e.g. `near_duplicate`,
 `not_fluent`, or the failed check id), so every reason an example left the happy path is counted.
+The yield table counts, per cluster check and strategy (examples.strategy; `edit` for a reviewer's edit):
+candidates written, verified (passed every check of the prompt), fluent (also passed the quality filter),
+kept (also survived dedup, decontamination and review so far: verified, pending_review or accepted) and accepted.
 """
 from __future__ import annotations
 
@@ -28,6 +32,31 @@ def counts(cluster_id: str | None = None) -> list[tuple]:
             GROUP BY ALL ORDER BY 1, 3, n DESC, 4""", [cluster_id, cluster_id]).fetchall()
 
 
+def yields(cluster_id: str | None = None) -> list[tuple]:
+    """[(check_id, strategy, candidates, verified, fluent, kept, accepted)] per cluster check and strategy."""
+    with store.connect(read_only=True) as con:
+        return con.execute("""
+            SELECT coalesce(c.check_id, '-'), coalesce(e.strategy, CASE WHEN e.mode = 'edit' THEN 'edit' END, '-'),
+                   count(*),
+                   count(*) FILTER (WHERE e.status <> 'failed_verification' OR e.reason LIKE 'not_fluent%'),
+                   count(*) FILTER (WHERE e.status <> 'failed_verification'),
+                   count(*) FILTER (WHERE e.status IN ('verified', 'pending_review', 'accepted')),
+                   count(*) FILTER (WHERE e.status = 'accepted')
+            FROM examples e LEFT JOIN clusters c USING (cluster_id)
+            WHERE ? IS NULL OR e.cluster_id = ?
+            GROUP BY ALL ORDER BY 1, 2""", [cluster_id, cluster_id]).fetchall()
+
+
+def yield_table(rows: list[tuple]) -> Table:
+    table = Table(title="yield per check and strategy")
+    for col in ("check", "strategy", "candidates", "verified", "fluent", "kept", "accepted"):
+        table.add_column(col, justify="left" if col in ("check", "strategy") else "right")
+    for check, strategy, n, verified, fluent, kept, accepted in rows:
+        table.add_row(safe(check), safe(strategy), str(n), *(f"{x} ({x / n:.0%})" for x in (verified, fluent, kept)),
+                      str(accepted))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate status", description=__doc__.split("\n")[0])
     p.add_argument("--cluster", help="only this cluster id")
@@ -47,4 +76,5 @@ def main(argv: list[str] | None = None) -> int:
         total[status] = total.get(status, 0) + n
     console.print(table)
     console.print("  ".join(f"{k}: {v}" for k, v in sorted(total.items())))
+    console.print(yield_table(yields(args.cluster)))
     return 0

@@ -1,48 +1,39 @@
 """python -m curate synth [--cluster ID | --max-clusters N [--order fixable|size]] [--per-cluster N] [--k K]
-                         [--mode compose|full] [--guidance auto|never|always]
+                         [--mode compose|full] [--guidance auto|never|always] [--strategies repair,constrained,sample]
 
 Targeted synthesis per failure cluster, from the seed split only (holdout traces never seed it):
 - compose (default, works with a weak teacher): mend builds the prompts itself — the cluster's failing
   seed prompts, then other seed base requests recombined with the cluster's failing instruction (fresh
-  arguments from the instruction's own lm-eval builder, stored in the example's metadata) — and asks
-  the teacher for k samples per prompt (k requests with distinct seeds; servers may ignore `n`).
+  arguments from the instruction's own lm-eval builder, stored in the example's metadata) — and makes
+  candidates with the strategies of curate/strategies.py, cheapest first, until the cluster has
+  `target_per_cluster` kept candidates: repair (no teacher call: production's failing answer and failing
+  teacher samples, fixed deterministically), constrained (the teacher decodes under the check's grammar),
+  sample (best-of-k; k requests with distinct seeds: servers may ignore `n`), revise (strong teachers).
 - full (strong teacher): the teacher writes new requests and ideal responses as JSON.
-Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions);
-failures stay in `examples` with their reason. Clusters whose unguided yield is below
-`guidance_threshold` are sampled again with guidance (curate/guidance.py). Then the new candidates go
-through `curate filter` (dedup, decontamination) unless --no-filter.
+Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions) and
+then by the quality filter (curate/quality.py); failures stay in `examples` with their reason, and every
+row records its strategy and source. Then the new candidates go through `curate filter` (dedup,
+decontamination) unless --no-filter. The yield table shows candidates, verified and kept per cluster
+and strategy; in a log (not a terminal) progress is printed as plain lines.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-from dataclasses import dataclass, field
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate.candidates import Budget, Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
+from curate import strategies
+from curate.candidates import Budget, Prompt, candidate_row, progress_bars, teacher, write_rows  # noqa: F401
+from curate.strategies import Tally
 from curate.synth_full import full_mode
 from evals import ifeval
 from evals.ifeval import fresh_instruction
 from traces import settings as settings_mod
 from traces import store
 from traces.terminal import safe
-
-@dataclass
-class Tally:
-    """Per-cluster counts for the yield table."""
-    label: str
-    check_id: str
-    candidates: int = 0
-    verified: int = 0
-    guided_candidates: int = 0
-    guided_verified: int = 0
-    errors: int = 0
-    notes: list = field(default_factory=list)
-
 
 # ------------------------------------------------------------------ reading the seed split
 
@@ -60,11 +51,9 @@ def clusters(con, cluster_id: str | list[str] | None = None) -> list[dict]:
 
 def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
     """The `top` clusters to synthesize for (0: all). By size alone, a run can spend its whole teacher budget on
-    clusters its teacher cannot fix. "fixable" puts first the clusters whose check the teacher can be steered on
-    (a token ban in curate.guidance) or whose past candidates verified at least `guidance_threshold` of the
-    time (at least 8 of them), then orders by size."""
-    from curate.guidance import steerable
-    threshold = settings_mod.load("curate").guidance_threshold
+    clusters its teacher cannot fix. "fixable" puts first the clusters some strategy can fix (fixable()) or whose
+    past candidates verified at least `guidance_threshold` of the time (at least 8 of them), then orders by size."""
+    s = settings_mod.load("curate")
     rows = con.execute("""SELECT c.cluster_id, c.check_id, c.size,
                                  coalesce(h.n, 0), coalesce(h.verified, 0) FROM clusters c
                           LEFT JOIN (SELECT c2.check_id, count(*) AS n,
@@ -72,12 +61,26 @@ def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
                                      FROM examples e JOIN clusters c2 USING (cluster_id) GROUP BY 1) h
                           USING (check_id)
                           ORDER BY c.size DESC, c.cluster_id""").fetchall()
-
-    def fixable(check_id, n, verified) -> bool:
-        return steerable(check_id) or (n >= 8 and verified / n >= threshold)
-    if order == "fixable":
-        rows.sort(key=lambda r: not fixable(r[1], r[3], r[4]))  # stable: size order kept within each group
+    names = set(s.strategies)
+    if order == "fixable":  # stable: size order kept within each group
+        rows.sort(key=lambda r: not (fixable(r[1], names) or (r[3] >= 8 and r[4] / r[3] >= s.guidance_threshold)))
     return [r[0] for r in (rows[:top] if top > 0 else rows)]
+
+
+def fixable(check_id: str, names) -> bool:
+    """Whether a strategy among `names` can force this check whatever the teacher writes: a deterministic repair
+    (curate.repair.FIXES) or a grammar (curate.constraints) or token ban (curate.guidance.steerable)."""
+    from curate.constraints import constraint_for
+    from curate.guidance import steerable
+    from curate.repair import FIXES
+    if "repair" in names and check_id in FIXES:
+        return True
+    if "constrained" in names:
+        if steerable(check_id):
+            return True
+        with contextlib.suppress(Exception):  # not an IFEval id, or kwargs its builder must draw
+            return constraint_for([check_id], [{}]) is not None
+    return False
 
 
 def failing_seed_traces(con, cluster_id: str) -> list[dict]:
@@ -176,46 +179,40 @@ def sample_requests(p: Prompt, s, k: int, guide: dict | None = None) -> list[dic
     return [{**base, "seed": j} for j in range(k)]
 
 
-# ------------------------------------------------------------------ the teacher
-
 # ------------------------------------------------------------------ compose mode
 
 def compose_cluster(con_prompts: list[Prompt], cluster: dict, client, s, k: int, budget: Budget,
                     progress, guide: dict | None = None) -> tuple[list, list, int]:
-    """Ask for k samples of every prompt (within the cluster's call budget); verify; write."""
-    cap = min(s.max_calls_per_cluster, s.max_examples_per_cluster)
-    pairs = [(p, r) for p in con_prompts for r in sample_requests(p, s, k, guide)][:cap]
-    label = f"{'guided ' if guide else ''}{cluster['label'][:40]}"
-    task = progress.add_task(safe(label), total=len(pairs))
-    calls = run_calls(client, [r for _, r in pairs], budget, progress, task)
-    rows, checks, errors = [], [], 0
-    for (p, _), call in zip(pairs, calls):
-        if call.error:
-            errors += 1
-            if errors == 1:
-                progress.console.print(f"[yellow]teacher error[/] ({escape(cluster['cluster_id'])}): "
-                                       f"{escape(call.error[:300])}")
-            continue
-        row, ch = candidate_row(cluster, p, call, "compose", client.model, guide)
-        rows.append(row)
-        checks.extend(ch)
-    write_rows(rows, checks)
-    return rows, calls, errors
+    """The sample strategy alone on one cluster with a client already made (k samples per prompt, no target);
+    returns (rows written, [], errors)."""
+    import dataclasses
+    s = dataclasses.replace(s, k=k, target_per_cluster=0, strategies=("sample",))
+    job = strategies.Job(cluster, con_prompts, [], Tally(cluster["label"], cluster["check_id"]))
+    env = strategies.Env(s, budget, progress, strategies.FixedTeacher(client), "none", ("sample",))
+    task = progress.add_task(safe(f"sample {cluster['label'][:40]}"), total=len(con_prompts) * k)
+    rows = strategies.sample(job, env, task=task)
+    return rows, [], job.tally.errors
 
 
 # ------------------------------------------------------------------ driver
 
 def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | None = None, k: int | None = None,
                mode: str | None = None, guidance: str | None = None, console: Console | None = None,
-               max_clusters: int | None = None, order: str | None = None) -> dict:
+               max_clusters: int | None = None, order: str | None = None,
+               strategy_names: list[str] | None = None) -> dict:
     """Run synthesis for the named clusters, else for `max_clusters` chosen by `cluster_order` (0: all);
     returns {cluster_id: Tally}."""
     s = settings_mod.load("curate", {"per_cluster": per_cluster, "k": k, "mode": mode, "guidance": guidance,
-                                     "max_clusters": max_clusters, "cluster_order": order})
+                                     "max_clusters": max_clusters, "cluster_order": order,
+                                     "strategies": tuple(strategy_names) if strategy_names else None})
     console = console or Console()
+    if s.mode == "compose":
+        strategies.active(s)  # an unknown strategy name fails before any work
     with store.connect() as con:
         todo = clusters(con, cluster_id or choose_clusters(con, s.max_clusters, s.cluster_order))
         prompts = {c["cluster_id"]: _prompts_for(con, c, s) for c in todo}
+        failing = {c["cluster_id"]: failing_seed_traces(con, c["cluster_id"]) for c in todo} \
+            if s.mode == "compose" else {}
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")
         return {}
@@ -224,8 +221,11 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
     if s.mode == "full":
         full_mode(todo, prompts, s, budget, tallies, console)
     else:
-        _compose_all(todo, prompts, s, budget, tallies, console)
-    show_yield(tallies, budget, console)
+        jobs = [strategies.Job(c, prompts[c["cluster_id"]], failing[c["cluster_id"]], tallies[c["cluster_id"]])
+                for c in todo]
+        with progress_bars(console) as progress:
+            strategies.run(jobs, s, budget, progress)
+    show_yield(tallies, budget, console, s.target_per_cluster if s.mode == "compose" else 0)
     return tallies
 
 
@@ -236,44 +236,28 @@ def _prompts_for(con, cluster: dict, s) -> list:
     return failing_seed_traces(con, cluster["cluster_id"])
 
 
-def _compose_all(todo, prompts, s, budget, tallies, console) -> None:
-    need_guide = []
-    if s.guidance != "always":
-        with teacher(s, continuous_batching=True) as (client, _), progress_bars(console) as progress:
-            for c in todo:
-                rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, s.k, budget, progress)
-                t = tallies[c["cluster_id"]]
-                t.candidates, t.errors = len(rows), errors
-                t.verified = sum(r["status"] == "verified" for r in rows)
-                if s.guidance == "auto" and rows and t.verified / len(rows) < s.guidance_threshold:
-                    need_guide.append(c)
-    else:
-        need_guide = list(todo)
-    if need_guide and budget.calls_left > 0:
-        # guided requests carry per-request logit_bias: a server without continuous batching honours it
-        with teacher(s, continuous_batching=False) as (client, folder), progress_bars(console) as progress:
-            _guided(need_guide, prompts, s, client, folder, budget, tallies, progress)
-
-
-def _guided(need_guide, prompts, s, client, folder, budget, tallies, progress) -> None:
-    from curate.guidance import guide_for
-    for c in need_guide:
-        guide = guide_for(c["check_id"], s, folder, c["cluster_id"])
-        k = s.guidance_k or s.k
-        rows, calls, errors = compose_cluster(prompts[c["cluster_id"]], c, client, s, k, budget, progress, guide)
-        t = tallies[c["cluster_id"]]
-        t.guided_candidates, t.errors = len(rows), t.errors + errors
-        t.guided_verified = sum(r["status"] == "verified" for r in rows)
-
-
-def show_yield(tallies: dict, budget: Budget, console: Console) -> None:
-    table = Table(title="verification yield per cluster")
-    for col in ("cluster", "check", "samples", "verified", "guided", "verified ", "errors"):
-        table.add_column(col, justify="right" if col not in ("cluster", "check") else "left")
+def show_yield(tallies: dict, budget: Budget, console: Console, target: int = 0) -> None:
+    """One row per cluster and strategy: candidates written, verified (passed every check), kept (verified and
+    fluent: status `verified`, on to dedup/decontamination), then one total row per strategy."""
+    table = Table(title="synthesis yield per cluster and strategy" + (f" (target {target} kept)" if target else ""))
+    for col in ("cluster", "check", "strategy", "candidates", "verified", "kept", "errors"):
+        table.add_column(col, justify="left" if col in ("cluster", "check", "strategy") else "right")
+    totals: dict[str, list] = {}
     for cid, t in tallies.items():  # ids, not labels: the table must stay readable in 80 columns
-        table.add_row(escape(cid), escape(t.check_id), str(t.candidates), _share(t.verified, t.candidates),
-                      str(t.guided_candidates), _share(t.guided_verified, t.guided_candidates), str(t.errors))
+        rows = [(name, c) for name, c in t.by_strategy.items() if c.candidates] or [("-", strategies.Counts())]
+        for i, (name, c) in enumerate(rows):
+            table.add_row(escape(cid) if i == 0 else "", escape(t.check_id) if i == 0 else "", name,
+                          str(c.candidates), _share(c.verified, c.candidates), _share(c.kept, c.candidates),
+                          str(t.errors) if i == 0 else "")
+            if name != "-":
+                tot = totals.setdefault(name, [0, 0, 0])
+                tot[0], tot[1], tot[2] = tot[0] + c.candidates, tot[1] + c.verified, tot[2] + c.kept
+    for name, (n, v, k) in totals.items():
+        table.add_row("[bold]all[/]", "", name, str(n), _share(v, n), _share(k, n), "")
     console.print(table)
+    for cid, t in tallies.items():
+        for note in t.notes:
+            console.print(f"{escape(cid)}: {safe(note)}")
     console.print(f"teacher calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
 
 
@@ -289,15 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-cluster", type=int, help="prompts per cluster (settings per_cluster)")
     p.add_argument("--k", type=int, help="samples per prompt (settings k)")
     p.add_argument("--mode", choices=["compose", "full"])
-    p.add_argument("--guidance", choices=["auto", "never", "always"])
+    p.add_argument("--guidance", choices=["auto", "never", "always"], help="never: no constrained strategy")
+    p.add_argument("--strategies", help="comma-separated, in order (settings strategies), e.g. repair,sample")
     p.add_argument("--no-filter", action="store_true", help="skip dedup/decontamination (`curate filter`) afterwards")
     args = p.parse_args(argv)
     from curate.teacher import TeacherError
     from evals.client import EndpointError, RemoteNotAllowed
+    from traces.settings import SettingsError
     try:
         synthesize(args.cluster, args.per_cluster, args.k, args.mode, args.guidance,
-                   max_clusters=args.max_clusters, order=args.order)
-    except (TeacherError, EndpointError, RemoteNotAllowed) as e:
+                   max_clusters=args.max_clusters, order=args.order,
+                   strategy_names=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies
+                   else None)
+    except (TeacherError, EndpointError, RemoteNotAllowed, SettingsError) as e:
         Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
         return 2
     if not args.no_filter:

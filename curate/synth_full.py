@@ -82,8 +82,11 @@ def full_mode(todo, failing_by_cluster, s, budget, tallies, console) -> None:
                     rows.append(row)
                     checks.extend(ch)
             write_rows(rows, checks)
-            t.candidates = len(rows)
-            t.verified = sum(r["status"] == "verified" for r in rows)
+            counts = t.counts("full")
+            counts.candidates += len(rows)
+            counts.verified += sum(r["status"] == "verified" or (r["reason"] or "").startswith("not_fluent")
+                                   for r in rows)
+            counts.kept += sum(r["status"] == "verified" for r in rows)
 
 
 def _plan(cluster: dict, i: int) -> dict:
@@ -100,7 +103,7 @@ def _candidates(cluster, plan, call, model, Prompt, candidate_row):
         pairs = parse_examples(call.text)
     except ValueError as e:
         p = Prompt([], "", plan["metadata"], None)
-        row, ch = candidate_row(cluster, p, call, "full", model, None)
+        row, ch = candidate_row(cluster, p, call, "full", model, None, strategy="full")
         row.update(status="failed_verification", reason=f"malformed_json: {e}", response=call.text or "")
         return [(row, [])]
     out = []
@@ -109,6 +112,6 @@ def _candidates(cluster, plan, call, model, Prompt, candidate_row):
         if plan["description"] not in req and plan["metadata"].get("instruction_id_list"):
             req = f"{req} {plan['description']}"
         p = Prompt([{"role": "user", "content": req}], req, dict(plan["metadata"]), None, plan["description"])
-        fake = type(call)(call.request_hash, pair["response"], call.response)
-        out.append(candidate_row(cluster, p, fake, "full", model, None, extra=str(j)))
+        fake = type(call)(call.request_hash, pair["response"], None)  # the finish_reason is the JSON answer's
+        out.append(candidate_row(cluster, p, fake, "full", model, None, extra=str(j), strategy="full"))
     return out

@@ -1,0 +1,204 @@
+"""The quality filter every candidate passes after its checks (`not_fluent: <why>`), whatever strategy made it.
+
+    from curate.quality import fluency, trim_truncated
+    text = trim_truncated(call_text, finish_reason)            # a sample cut by the token budget -> whole sentences
+    keep, why = fluency(text, prompt, metadata, finish_reason)  # (True, None) or (False, "a run of '!'")
+
+A weak teacher under token bans or at a high temperature writes text that passes a check and must still never
+reach training. What the real 135M teacher produced (tests/fixtures/candidates_labelled.jsonl, tested for
+precision and recall in tests/test_quality_filter.py), and the rule that catches it:
+- too short to be an answer: fewer than 3 words;
+- letter soup: few word-like tokens (letters with a vowel, an apostrophe or hyphen at most, punctuation around),
+  words glued into long runs ("GREATGRADUAMENTAL_FANCIATING"), mostly numbers and markup (empty bullets), or
+  capitalised pseudo-words (a third of the words in capitals where the prompt asked for none);
+- character runs: the same character 6+ times ("!!!!!!", emoji runs), markdown rules (---, ===, ***) excepted;
+- symbols and emoji: more than 5% of the characters above U+2000 in an answer the prompt wanted in English;
+- repetition: a line repeated 3+ times or a third of the lines duplicates, the same word 4+ times in a row, or
+  fewer than half of the word 3-grams distinct (loops such as "lalala lalala, itu kosu, ku ku ku");
+- a chat turn leaking into the answer: a line that is only a role name ("user", "assistant") or a template token;
+- truncated: the token budget stopped it mid-sentence and no sentence end was left to trim back to;
+- another language than the prompt asked for (langdetect, seeded; English unless the prompt carries a
+  language:response_language instruction), judged on 40+ letters only (short texts mislead it).
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+MIN_ALPHA = 0.6  # share of word-like tokens below which text is letter soup (settings fluency_min_alpha)
+MIN_WORDS = 3
+MIN_WORDS_SHARE = 0.3  # words among all whitespace tokens, numbers and markup included
+RUN = re.compile(r"(\S)\1{5,}")  # one non-space character 6+ times in a row
+RULE_CHARS = "-=*_.#~"  # markdown rules, dividers ("***", "------") and ellipses are not degenerate
+_WORDLIKE = re.compile(r"^[A-Za-z]+(?:['\u2019\-][A-Za-z]+)*$")
+_VOWEL = re.compile(r"[aeiouyAEIOUY]")
+_STRIP = "\"'`*#_()[]{}<>.,;:!?-–—…/\\|~"
+_SENTENCE_END = re.compile(r"(?:[.!?…][\"')\]*_]*|[\"')\]}>*`]|\n)(?=\s|$)")
+_ROLE_LINE = re.compile(r"^\s*(?:user|assistant|system|<\|[a-z_]+\|>|<\|im_(?:start|end)\|>.*)\s*$", re.I | re.M)
+_GLUED = re.compile(r"[A-Za-z]{25,}|(?:[A-Za-z]+_){2,}[A-Za-z]+")  # 25+ letters, or WORDS_GLUED_BY_UNDERSCORES
+_LETTER = re.compile(r"[^\W\d_]")
+_MARKER_LINE = re.compile(r"^\s*(?:p\.?\s?)+s\.?\s*:?\s*$", re.I)  # a bare postscript marker: P.S. / P.P.S
+
+
+def trim_truncated(text: str, finish_reason: str | None) -> str:
+    """A text the token budget stopped ("length") cut back after its last whole sentence or line; other text as is.
+    Nothing to cut back to: the text unchanged (fluency() then calls it truncated)."""
+    if finish_reason != "length":
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text.rstrip())]
+    if not ends:
+        return text
+    kept = text[:ends[-1]].rstrip()
+    lines = kept.split("\n")
+    if len(lines) > 1 and _MARKER_LINE.match(lines[-1]):  # "P.S." whose text the budget cut: no postscript at all
+        kept = "\n".join(lines[:-1]).rstrip()
+    return kept
+
+
+def fluency(text: str, prompt: str = "", metadata: dict | None = None, finish_reason: str | None = None,
+            min_alpha: float = MIN_ALPHA) -> tuple[bool, str | None]:
+    """(keep, why not): the first rule of the module docstring the text breaks."""
+    for rule in (_short, _alpha, _glued, _shouting, _runs, _symbols, _role, _repeated, _truncated, _language):
+        why = rule(text, prompt, metadata or {}, finish_reason, min_alpha)
+        if why:
+            return False, why
+    return True, None
+
+
+_MARKUP = re.compile(r"^(?:[*\-+#>|=~_]+|\d+[.)]?)$")  # bullets, rules, headings, quotes, table bars, list numbers
+
+
+def _tokens(text: str) -> list[str]:
+    """Whitespace tokens without markdown structure or bare numbers (neither words nor soup), punctuation stripped;
+    a token of symbols only stays (as "" it counts as no word)."""
+    out = []
+    for t in text.split():
+        if _MARKUP.match(t) or t.strip(_STRIP).replace(",", "").replace(".", "").replace(":", "").isdigit():
+            continue
+        out.append(t.strip(_STRIP))
+    return out
+
+
+def _short(text, prompt, md, finish, min_alpha):
+    n = len(text.split())
+    return f"only {n} word(s)" if n < MIN_WORDS else None
+
+
+def _alpha(text, prompt, md, finish, min_alpha):
+    tokens = _tokens(text)
+    if not tokens:
+        return "no words"
+    words = sum(bool(_WORDLIKE.match(t) and _VOWEL.search(t)) for t in tokens)
+    if words / len(tokens) < min_alpha:
+        return f"{words / len(tokens):.0%} word-like tokens (< {min_alpha:.0%})"
+    raw = len(text.split())  # numbers and markup included: a list of empty bullets or numbers is no answer
+    if raw >= 10 and words / raw < MIN_WORDS_SHARE:
+        return f"mostly numbers and markup ({words} words in {raw} tokens)"
+    return None
+
+
+def _glued(text, prompt, md, finish, min_alpha):
+    words = [m.group() for m in _GLUED.finditer(text) if "http" not in m.group().lower()]
+    return f"glued letters {words[0][:30]!r}" if words else None
+
+
+_CAPS_OK = ("change_case:english_capital", "change_case:capital_word_frequency")
+
+
+def _shouting(text, prompt, md, finish, min_alpha):
+    """Capitalised pseudo-words ("SANGRACIA LINCONNACIA") where the prompt asked for no capitals."""
+    if any(i in _CAPS_OK for i in md.get("instruction_id_list") or []):
+        return None
+    words = [w for w in re.findall(r"[A-Za-z]{4,}", text)]
+    caps = [w for w in words if w.isupper()]
+    if len(caps) >= 5 and len(caps) >= 0.3 * len(words):
+        return f"{len(caps)} of {len(words)} words in capitals"
+    return None
+
+
+def _runs(text, prompt, md, finish, min_alpha):
+    for m in RUN.finditer(text):
+        if m.group(1) not in RULE_CHARS:
+            return f"a run of {m.group(1)!r}"
+    return None
+
+
+def _asks_english(md: dict) -> bool:
+    return _asked_language(md) == "en"
+
+
+def _asked_language(md: dict) -> str:
+    for iid, kw in zip(md.get("instruction_id_list") or [], md.get("kwargs") or []):
+        if iid == "language:response_language" and (kw or {}).get("language"):
+            return kw["language"]
+    return "en"
+
+
+def _symbols(text, prompt, md, finish, min_alpha):
+    if not _asks_english(md):
+        return None
+    share = sum(ord(c) > 0x2000 for c in text) / max(1, len(text))
+    return f"{share:.0%} symbols/emoji" if share > 0.05 else None
+
+
+def _role(text, prompt, md, finish, min_alpha):
+    m = _ROLE_LINE.search(text)
+    return f"a chat turn leaked ({m.group().strip()[:20]!r})" if m else None
+
+
+def _repeated(text, prompt, md, finish, min_alpha):
+    lines = [ln.strip().lower() for ln in text.splitlines() if len(ln.strip()) >= 8]
+    if lines:
+        top = max(lines.count(ln) for ln in set(lines))
+        dup = 1 - len(set(lines)) / len(lines)
+        if top >= 3 or (len(lines) >= 4 and dup >= 1 / 3):
+            return "repeated lines"
+    words = [w.lower() for w in re.findall(r"[\w']+", text)]
+    for i in range(len(words) - 3):
+        if words[i] == words[i + 1] == words[i + 2] == words[i + 3] and not words[i].isdigit():
+            return f"the word {words[i][:20]!r} 4 times in a row"
+    grams = list(zip(words, words[1:], words[2:]))
+    if len(grams) >= 12 and len(set(grams)) / len(grams) < 0.5:
+        return f"repeated phrases ({len(set(grams)) / len(grams):.0%} distinct 3-grams)"
+    return None
+
+
+def _truncated(text, prompt, md, finish, min_alpha):
+    # trim_truncated cut a length-stopped text back to its last sentence end or line break; none at all: truncated
+    if finish == "length" and not _SENTENCE_END.search(text.rstrip() + " "):
+        return "truncated mid-sentence"
+    return None
+
+
+def _language(text, prompt, md, finish, min_alpha):
+    asked = _asked_language(md)
+    plain = re.sub(r"[`*#_<>\[\]{}\"|]", " ", text).lower()  # markup out; langdetect misreads all-capitals text
+    if len(_LETTER.findall(plain)) < 40:
+        return None
+    found = _detect(plain)
+    if found is None:
+        return None
+    lang, prob = found
+    if lang.split("-")[0] != asked.split("-")[0] and prob >= 0.8:
+        return f"language {lang} ({prob:.0%}), asked {asked}"
+    return None
+
+
+def _detect(text: str) -> tuple[str, float] | None:
+    factory = _langdetect()
+    try:
+        detector = factory.create()
+        detector.append(text)
+        best = detector.get_probabilities()[0]
+        return best.lang, best.prob
+    except Exception:  # langdetect raises LangDetectException on text without features
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _langdetect():
+    """langdetect's factory with its profiles loaded once and a fixed seed (its answers are random otherwise)."""
+    from langdetect import DetectorFactory, detector_factory
+    DetectorFactory.seed = 0
+    detector_factory.init_factory()
+    return detector_factory._factory
