@@ -66,15 +66,14 @@ class CurateSettings:
     # --- hyperparameter sweep (owned by curate/sweep.py) ---
     sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;
         # lora_alpha follows lora_r (2 r) unless given
-        "method=sft lr=2e-4 epochs=2 lora_r=16 replay_self_share=0",
-        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",
+        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",  # the demo profile before the sweep
         "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0.5",
-        "method=sft lr=1e-3 epochs=3 lora_r=8 replay_self_share=1",
+        "method=sft lr=5e-4 epochs=3 lora_r=8 replay_self_share=0.5",
         "method=sft+dpo lr=5e-4 epochs=2 lora_r=16 replay_self_share=0.5",
     )
     sweep_val_fraction: float = 0.25  # share of seed groups (split key) carved out for validation
-    sweep_val_max: int = 32  # validation prompts generated per candidate (the first by a hash of the id)
-    sweep_anchors: int = 16  # instruction-free validation requests whose base answers measure anchoring
+    sweep_val_max: int = 24  # validation prompts generated per candidate (the first by a hash of the id)
+    sweep_anchors: int = 12  # instruction-free validation requests whose base answers measure anchoring
     sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
     # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
     sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl
