@@ -13,8 +13,8 @@ precision and recall in tests/test_quality_filter.py), and the rule that catches
   capitalised pseudo-words (a third of the words in capitals where the prompt asked for none);
 - character runs: the same character 6+ times ("!!!!!!", emoji runs), markdown rules (---, ===, ***) excepted;
 - symbols and emoji: more than 5% of the characters above U+2000 in an answer the prompt wanted in English;
-- repetition: a line repeated 3+ times or a third of the lines duplicates, the same word 4+ times in a row, or
-  fewer than half of the word 3-grams distinct (loops such as "lalala lalala, itu kosu, ku ku ku");
+- repetition: 3+ empty list items ("5.", "* "), a line repeated 3+ times or a third of the lines duplicates, the
+  same word 4+ times in a row, or fewer than half of the word 3-grams distinct ("lalala lalala, ku ku ku");
 - a chat turn leaking into the answer: a line that is only a role name ("user", "assistant") or a template token;
 - truncated: the token budget stopped it mid-sentence and no sentence end was left to trim back to;
 - another language than the prompt asked for (langdetect, seeded; English unless the prompt carries a
@@ -30,7 +30,7 @@ MIN_WORDS = 3
 MIN_WORDS_SHARE = 0.3  # words among all whitespace tokens, numbers and markup included
 RUN = re.compile(r"(\S)\1{5,}")  # one non-space character 6+ times in a row
 RULE_CHARS = "-=*_.#~"  # markdown rules, dividers ("***", "------") and ellipses are not degenerate
-_WORDLIKE = re.compile(r"^[A-Za-z]+(?:['\u2019\-][A-Za-z]+)*$")
+_WORDLIKE = re.compile(r"^[A-Za-z]+(?:['\u2019\-_][A-Za-z]+)*$")  # snake_case keys of a JSON answer count
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
 _STRIP = "\"'`*#_()[]{}<>.,;:!?-–—…/\\|~"
 _SENTENCE_END = re.compile(r"(?:[.!?…][\"')\]*_]*|[\"')\]}>*`]|\n)(?=\s|$)")
@@ -65,7 +65,8 @@ def fluency(text: str, prompt: str = "", metadata: dict | None = None, finish_re
     return True, None
 
 
-_MARKUP = re.compile(r"^(?:[*\-+#>|=~_]+|\d+[.)]?)$")  # bullets, rules, headings, quotes, table bars, list numbers
+_NUMBER = re.compile(r"^[$€£]?[\d.,:/\-%]*\d[\d.,:/\-%]*(?:st|nd|rd|th|am|pm|s)?$", re.I)  # 9:30, 2023-01-01, 4th
+_MARKUP = re.compile(r"^(?:[*\-+#>|=~_{}\[\](),`]+(?:json)?|\d+[.)]?)$")  # bullets, rules, headings, JSON braces, fences
 
 
 def _tokens(text: str) -> list[str]:
@@ -73,7 +74,7 @@ def _tokens(text: str) -> list[str]:
     a token of symbols only stays (as "" it counts as no word)."""
     out = []
     for t in text.split():
-        if _MARKUP.match(t) or t.strip(_STRIP).replace(",", "").replace(".", "").replace(":", "").isdigit():
+        if _MARKUP.match(t) or _NUMBER.match(t.strip(_STRIP)):
             continue
         out.append(t.strip(_STRIP))
     return out
@@ -97,8 +98,12 @@ def _alpha(text, prompt, md, finish, min_alpha):
     return None
 
 
+_QUOTED = re.compile(r"\[[^\]\n]*\]|\{[^}\n]*\}|\"[^\"\n]*\"|`[^`\n]*`|<[^>\n]*>")
+
+
 def _glued(text, prompt, md, finish, min_alpha):
-    words = [m.group() for m in _GLUED.finditer(text) if "http" not in m.group().lower()]
+    # placeholders ([mentor_name_city]), JSON keys and code spans hold snake_case names on purpose
+    words = [m.group() for m in _GLUED.finditer(_QUOTED.sub(" ", text)) if "http" not in m.group().lower()]
     return f"glued letters {words[0][:30]!r}" if words else None
 
 
@@ -146,7 +151,13 @@ def _role(text, prompt, md, finish, min_alpha):
     return f"a chat turn leaked ({m.group().strip()[:20]!r})" if m else None
 
 
+_EMPTY_ITEM = re.compile(r"^\s*(?:[*\-+•]|\d+[.)]|#+)(?:\s*(?:[*\-+•]|\d+[.)]))*\s*$")  # "* ", "5.", "1. 2."
+
+
 def _repeated(text, prompt, md, finish, min_alpha):
+    empty = sum(bool(_EMPTY_ITEM.match(ln)) for ln in text.splitlines() if ln.strip())
+    if empty >= 3:
+        return f"{empty} empty list items"
     lines = [ln.strip().lower() for ln in text.splitlines() if len(ln.strip()) >= 8]
     if lines:
         top = max(lines.count(ln) for ln in set(lines))

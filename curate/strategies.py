@@ -156,10 +156,12 @@ def emit(job: Job, env: Env, items: list[tuple]) -> list[dict]:
 def repair(job: Job, env: Env) -> None:
     """(a) the cluster's failing production responses, repaired for every instruction of their own prompt."""
     from curate.synth import _from_trace
+    from curate.quality import trim_truncated
     sources = []
     for t in job.failing:
         p = _from_trace(t, job.cluster["check_id"])
-        text = t.get("response") or ""
+        # an answer the logged token budget cut is repaired from its whole sentences only
+        text = trim_truncated(t.get("response") or "", t.get("finish_reason"))
         if text.strip():
             sources.append(Source(p, text, t["trace_id"], None, ""))
     repair_sources(job, env, sources)

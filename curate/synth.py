@@ -86,11 +86,22 @@ def fixable(check_id: str, names) -> bool:
 def failing_seed_traces(con, cluster_id: str) -> list[dict]:
     """The cluster's members from the seed split; both the membership and the trace must say seed."""
     rows = con.execute("""
-        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.response
+        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.response, t.usage, t.params
         FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
         WHERE m.cluster_id = ? AND m.split = 'seed' AND t.split = 'seed'
         ORDER BY t.trace_id""", [cluster_id]).fetchall()
-    return [_trace(r) for r in rows]
+    return [{**_trace(r[:5]), "finish_reason": logged_finish(r[5], r[6])} for r in rows]
+
+
+def logged_finish(usage, params) -> str | None:
+    """"length" when the logged completion used its whole token budget (the answer was cut), "stop" when it used
+    less, None when the log does not say (no usage or no max_tokens)."""
+    usage, params = json.loads(usage) if usage else {}, json.loads(params) if params else {}
+    used = (usage or {}).get("completion_tokens")
+    limit = (params or {}).get("max_tokens") or (params or {}).get("max_completion_tokens")
+    if not isinstance(used, int) or not isinstance(limit, int):
+        return None
+    return "length" if used >= limit else "stop"
 
 
 def seed_traces_with_instructions(con, limit: int = 2000) -> list[dict]:

@@ -246,3 +246,17 @@ def test_synth_table_shows_candidates_verified_kept_per_strategy(monkeypatch):
     assert "repair" in text and "sample" in text
     assert "synth · sample" in text  # not a terminal: progress as plain lines
     assert len(BASES) == 6
+
+
+def test_repair_of_a_cut_production_answer_keeps_whole_sentences_only(monkeypatch):
+    seed_store()
+    with store.connect() as con:  # t1's logged answer used its whole 12-token budget: its last sentence is cut
+        con.execute("""UPDATE traces SET response = 'Sure, I will ask the landlord today. The dishwasher should be',
+                       usage = '{"completion_tokens": 12}', params = '{"max_tokens": 12}' WHERE trace_id = 't1'""")
+    with OpenAIStub() as stub:
+        use_stub(monkeypatch, stub, strategies='["repair"]')
+        synth.synthesize()
+    fixed = {r["source_id"]: r["response"] for r in rows()}
+    assert fixed["t1"] == "Sure I will ask the landlord today."
+    assert synth.logged_finish('{"completion_tokens": 5}', '{"max_tokens": 12}') == "stop"
+    assert synth.logged_finish(None, '{"max_tokens": 12}') is None
