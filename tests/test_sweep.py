@@ -54,6 +54,9 @@ def test_validation_split_is_seed_only_and_deterministic():
         prompts = sweep.target_prompts(con, groups, 100)
     assert everything == {f"b{i}" for i in range(24)}  # every seed group and no holdout group is eligible
     assert 0 < len(groups) < 24 and groups == {g for g in everything if sweep.in_validation(g, 0.5)}
+    # pinned: the same ids give the same split in every process and version (a salted sha256, not hash())
+    assert sorted(groups) == ["b1", "b10", "b11", "b13", "b14", "b18", "b2", "b20", "b21", "b22", "b23", "b3", "b7",
+                              "b8"]
     add_trace("late", "b99", "A request logged later.", "seed")  # adding traffic does not move existing groups
     mixed = sorted(groups)[0]  # a validation group that also gets a holdout trace is no longer one
     add_trace("mixed", mixed, "Same group in the holdout.", "holdout")
@@ -192,3 +195,33 @@ def test_nightly_report_shows_the_sweep_of_the_training_set(exported):
     assert data["sweep"]["sweep_id"] == out["sweep_id"]
     md = nightly_report.markdown(data, {})
     assert "## Sweep" in md and "lr=0.3 lora_r=8" in md and "**chosen**" in md
+
+
+class FixedAnswerer:
+    """The base's answers, fixed (the tiny model's random greedy text rarely ends a sentence)."""
+
+    def answer(self, requests):
+        return [{"cache_key": f"{i:040d}", "response": f"Here is a short answer number {i}.", "finish_reason": "stop"}
+                for i, _ in enumerate(requests)]
+
+
+def test_a_real_sweep_on_the_tiny_model(tiny_student, tmp_path, monkeypatch):
+    """train.lora.run in-process with the grid's flags, the adapter scored with real generation and NLL."""
+    world(10, 2)
+    for key, value in {"CURATE_TRAIN_OUT": tmp_path / "train" / "train.jsonl", "CURATE_SWEEP_DIR": tmp_path / "sw",
+                       "CURATE_SWEEP_VAL_FRACTION": 0.5, "CURATE_SWEEP_VAL_MAX": 3, "CURATE_SWEEP_ANCHORS": 2,
+                       "TRAIN_ADAPTERS_DIR": tmp_path / "adapters", "TRAIN_MAX_STEPS": 1, "TRAIN_BATCH_SIZE_TRAIN": 2,
+                       "TRAIN_VAL_FRACTION": 0, "TRAIN_MAX_LENGTH": 64,
+                       "TRAIN_GRADIENT_CHECKPOINTING": "false"}.items():
+        monkeypatch.setenv(f"MEND_{key}", str(value))
+    export.export(replay_self_share=0.0)
+    out = sweep.run_sweep(grid=["lr=1e-3 lora_r=4 replay_self_share=0.5"], answerer=FixedAnswerer())
+    (row,) = out["rows"]
+    assert row["status"] == "complete" and row["chosen"], row["error"]
+    m = row["metrics"]
+    assert m["n_val"] == out["validation"]["prompts"] > 0 and m["n_anchors"] == 2
+    assert m["anchor_nll"] > 0 and m["base_anchor_nll"] > 0 and m["counts"]["self"] > 0
+    with store.connect(read_only=True) as con:
+        run = con.execute("""SELECT status, settings->>'lora_r', settings->>'lora_alpha' FROM train_runs
+                             WHERE run_id = ?""", [row["run_id"]]).fetchone()
+    assert run == ("complete", "4", "8")
