@@ -10,7 +10,8 @@ precision and recall in tests/test_quality_filter.py), and the rule that catches
 - too short to be an answer: fewer than 3 words;
 - letter soup: few word-like tokens (letters with a vowel, an apostrophe or hyphen at most, punctuation around),
   words glued into long runs ("GREATGRADUAMENTAL_FANCIATING"), mostly numbers and markup (empty bullets), or
-  capitalised pseudo-words (a third of the words in capitals where the prompt asked for none);
+  capitalised pseudo-words (a third of the words in capitals where the prompt asked for none), or invented words
+  (a quarter of the distinct words of 4+ letters, 5 or more, outside the embedder's English vocabulary);
 - character runs: the same character 6+ times ("!!!!!!", emoji runs), markdown rules (---, ===, ***) excepted;
 - symbols and emoji: more than 5% of the characters above U+2000 in an answer the prompt wanted in English;
 - repetition: 3+ empty list items ("5.", "* "), a line repeated 3+ times or a third of the lines duplicates, the
@@ -58,7 +59,7 @@ def trim_truncated(text: str, finish_reason: str | None) -> str:
 def fluency(text: str, prompt: str = "", metadata: dict | None = None, finish_reason: str | None = None,
             min_alpha: float = MIN_ALPHA) -> tuple[bool, str | None]:
     """(keep, why not): the first rule of the module docstring the text breaks."""
-    for rule in (_short, _alpha, _glued, _shouting, _runs, _symbols, _role, _repeated, _truncated, _language):
+    for rule in (_short, _alpha, _glued, _shouting, _runs, _symbols, _role, _repeated, _truncated, _language, _invented):
         why = rule(text, prompt, metadata or {}, finish_reason, min_alpha)
         if why:
             return False, why
@@ -98,6 +99,7 @@ def _alpha(text, prompt, md, finish, min_alpha):
     return None
 
 
+_QUOTED_KEYS = re.compile(r"\[[^\]\n]*\]|`[^`\n]*`")  # placeholders and code spans: names, not words
 _QUOTED = re.compile(r"\[[^\]\n]*\]|\{[^}\n]*\}|\"[^\"\n]*\"|`[^`\n]*`|<[^>\n]*>")
 
 
@@ -119,6 +121,51 @@ def _shouting(text, prompt, md, finish, min_alpha):
     if len(caps) >= 5 and len(caps) >= 0.3 * len(words):
         return f"{len(caps)} of {len(words)} words in capitals"
     return None
+
+
+UNKNOWN_SHARE = 0.25  # distinct 4+ letter words outside the vocabulary above which text is invented words
+MIN_UNKNOWN = 5  # and at least this many of them: the vocabulary lacks some real words (fennel, latte, json)
+_SUFFIXES = ("s", "es", "ed", "d", "ing", "ly", "er", "ers", "est", "ness", "ment", "ments", "ful", "less", "ion",
+             "ions", "ity", "al")
+
+
+def _invented(text, prompt, md, finish, min_alpha):
+    """Invented words ("LEGISLACY CONCET", "covecked by the parakeach"): a quarter of the distinct words of 4+
+    letters, and 5 at least, are not English words (vocabulary()), in an answer the prompt wanted in English."""
+    if not _asks_english(md):
+        return None
+    split = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", _QUOTED_KEYS.sub(" ", text))  # camelCase keys are two words
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+", split) if len(w) >= 4}
+    if len(words) < 6:
+        return None
+    unknown = sorted(w for w in words if not _known(w))
+    share = len(unknown) / len(words)
+    return f"invented words ({len(unknown)} of {len(words)}: {', '.join(unknown[:3])})" \
+        if share >= UNKNOWN_SHARE and len(unknown) >= MIN_UNKNOWN else None
+
+
+def _known(word: str) -> bool:
+    vocab = vocabulary()
+    if word in vocab:
+        return True
+    for suffix in _SUFFIXES:  # inflections the vocabulary lists only the stem of
+        stem = word[:-len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 3 and (
+                stem in vocab or stem + "e" in vocab or (stem[-1] == stem[-2] and stem[:-1] in vocab)
+                or (stem.endswith("i") and stem[:-1] + "y" in vocab)):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary() -> frozenset:
+    """English words: the whole-word entries of the embedder's WordPiece vocabulary (MiniLM, bert-base-uncased's:
+    22.5k alphabetic entries), which ships with mend (train.embed), so the filter needs nothing downloaded."""
+    import json
+
+    from train.embed import ensure_unzipped
+    data = json.loads((ensure_unzipped() / "tokenizer.json").read_text(encoding="utf-8"))
+    return frozenset(w for w in data["model"]["vocab"] if w.isalpha())
 
 
 def _runs(text, prompt, md, finish, min_alpha):
