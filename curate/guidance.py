@@ -5,7 +5,8 @@ all-lowercase, all-capitals or quotation-wrapped answer. A check can be guided w
 API offers: `logit_bias` banning the tokens the check forbids (transformers serve maps it to
 `sequence_bias`, vLLM and OpenAI accept it), a system message restating the constraint and few-shot
 demonstrations from already-verified examples. Guided candidates are verified like any other and must
-also pass `fluency()`: banning tokens can push a small model into emoji runs and letter soup.
+also pass the quality filter (curate/quality.py, run on every candidate): banning tokens can push a small
+model into emoji runs and letter soup.
 """
 from __future__ import annotations
 
@@ -121,28 +122,6 @@ def record(guide: dict) -> dict:
     """How an example was produced, small enough to store on every row."""
     return {"check_id": guide.get("check_id"), "logit_bias_tokens": len(guide.get("logit_bias") or {}),
             "system": guide.get("system"), "few_shot": len(guide.get("few_shot") or [])}
-
-
-_WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*[.,;:!?\"')]*$")
-_RUN = re.compile(r"(.)\1{5,}")  # the same character 6+ times in a row
-
-
-def fluency(text: str, min_alpha: float = 0.6) -> tuple[bool, str | None]:
-    """Cheap language filter for guided text: mostly alphabetic words, no long character runs,
-    few non-ASCII symbols (emoji). Returns (keep, why not)."""
-    words = text.split()
-    if len(words) < 3:
-        return False, f"only {len(words)} word(s)"
-    alpha = sum(bool(_WORD.match(w.strip('"*#(').strip())) for w in words) / len(words)
-    if alpha < min_alpha:
-        return False, f"{alpha:.0%} alphabetic words (< {min_alpha:.0%})"
-    m = _RUN.search(text.replace(" ", ""))
-    if m and m.group(1) not in "-=*_.":
-        return False, f"a run of {m.group(1)!r}"
-    symbols = sum(ord(c) > 0x2000 for c in text) / max(1, len(text))
-    if symbols > 0.05:
-        return False, f"{symbols:.0%} symbols/emoji"
-    return True, None
 
 
 def describe(guide: dict) -> str:
