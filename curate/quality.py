@@ -201,10 +201,18 @@ def _role(text, prompt, md, finish, min_alpha):
 _EMPTY_ITEM = re.compile(r"^\s*(?:[*\-+•]|\d+[.)]|#+)(?:\s*(?:[*\-+•]|\d+[.)]))*\s*$")  # "* ", "5.", "1. 2."
 
 
+_DIVIDER = re.compile(r"^\s*([*\-_=~])\1{2,}\s*$")  # "***" between paragraphs (lm-eval's number_paragraphs)
+
+
 def _repeated(text, prompt, md, finish, min_alpha):
-    empty = sum(bool(_EMPTY_ITEM.match(ln)) for ln in text.splitlines() if ln.strip())
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    empty = sum(bool(_EMPTY_ITEM.match(ln)) and not _DIVIDER.match(ln) for ln in lines)
     if empty >= 3:
         return f"{empty} empty list items"
+    # dividers with nothing between them: empty paragraphs or sections
+    bare = sum(bool(_DIVIDER.match(a) and _DIVIDER.match(b)) for a, b in zip(lines, lines[1:]))
+    if bare >= 2:
+        return f"{bare + 1} dividers in a row"
     lines = [ln.strip().lower() for ln in text.splitlines() if len(ln.strip()) >= 8]
     if lines:
         top = max(lines.count(ln) for ln in set(lines))

@@ -74,6 +74,10 @@ def test_fluent_text_lists_json_and_asked_languages_pass():
     assert fluency("The heat pump moves heat from outside air into the house, even on cold days.") == (True, None)
     assert fluency("* Cost savings of commuting\n* Increased flexibility\n* Better work-life balance")[0]
     assert fluency('```json\n{"title": "A quiet morning", "author": "Ana Lopez"}\n```')[0]
+    # lm-eval's paragraph dividers are not empty list items; dividers with nothing between them are
+    paragraphs = "\n\n***\n\n".join(f"Paragraph {w} of the answer, a whole sentence." for w in "abcd")
+    assert fluency(paragraphs) == (True, None)
+    assert "dividers in a row" in fluency("One short answer here.\n***\n***\n***\nThe end of it.")[1]
     md = {"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "de"}]}
     assert fluency("der schnelle braune fuchs springt über den faulen hund und rennt dann in den wald.", "", md)[0]
     assert fluency("WE ARE HAVING A PARTY ON SATURDAY NIGHT AT OUR FLAT, SO PLEASE KNOCK IF IT GETS LOUD.", "",
