@@ -20,8 +20,9 @@ validation split, never on the gate's holdout.
    rise, then grid order; when none is within the tolerance, the smallest rise. Exactly one row is `chosen`.
 
 One `sweeps` row per config (docs/schema.md), with the train run it made. A sweep's id hashes the source training
-set, the grid and the validation settings: running it again reuses the configs already scored (and re-applies the
-rule, e.g. after a new tolerance).
+set, the validation settings and the base: running it again, with the same grid or another one, reuses every config
+already scored on that split (a failed one is tried again), appends new configs, and re-applies the rule over all of
+them (e.g. after a new tolerance).
 """
 from __future__ import annotations
 
@@ -181,9 +182,9 @@ def choose(rows: list[dict], tolerance: float) -> int | None:
 
 # ---------------------------------------------------------------- store
 
-def sweep_id(source_hash: str, configs: list[dict], cs, model: str) -> str:
-    key = json.dumps([source_hash, configs, cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, model],
-                     sort_keys=True)
+def sweep_id(source_hash: str, cs, model: str) -> str:
+    """One sweep per (training set, validation split, base): every config tried on it is compared with the others."""
+    key = json.dumps([source_hash, cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, model], sort_keys=True)
     return "sweep-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -222,21 +223,25 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     path = resolve_path(training_set or cs.train_out)
     source_hash = lora_data.set_hash(lora_data.read_training_set(path))
     configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
-    sid = sweep_id(source_hash, configs, cs, ts.model)
+    sid = sweep_id(source_hash, cs, ts.model)
     rule = RULE.format(tol=cs.sweep_anchor_tolerance)
     score_fn = score_fn or score
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
     console.print(f"sweep {sid}: {len(configs)} config(s); validation: {len(val.groups)} seed group(s), "
                   f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s)")
-    done = {r["config_idx"]: r for r in rows(sid) if r["status"] == "complete"}
-    if done:  # a resumed sweep: the base was scored on the same validation part
-        base = _base_of(next(iter(done.values()))["metrics"], "base_")
+    found = rows(sid)
+    done = [r for r in found if r["status"] == "complete"]
+    if done:  # a resumed or extended sweep: the base was scored on the same validation part
+        base = _base_of(done[0]["metrics"], "base_")
     else:
         console.rule("base (no adapter)")
         base = _base_of(score_fn(ts.model, None, val), "")
-    for idx, config in enumerate(configs):
-        if idx in done:
+    for config in configs:
+        if any(r["config"] == config for r in done):  # scored already (this grid or an earlier one)
             continue
+        failed = [r["config_idx"] for r in found if r["config"] == config]
+        idx = failed[0] if failed else max([r["config_idx"] for r in found] + [-1]) + 1
+        found.append({"config_idx": idx, "config": config})
         console.rule(f"config {idx}: {safe(describe(config))}")
         _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export)
     found = rows(sid)

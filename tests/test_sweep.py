@@ -161,6 +161,14 @@ def test_a_rerun_reuses_scored_configs_and_reapplies_the_rule(exported, monkeypa
     assert second["chosen"] == 0 and sum(r["chosen"] for r in second["rows"]) == 1
 
 
+def test_another_grid_extends_the_same_sweep(exported):
+    first = run(FakeTrain(), grid=GRID[:2])
+    train = FakeTrain()
+    second = run(train, grid=[GRID[1], GRID[2]])  # one config scored already, one new
+    assert second["sweep_id"] == first["sweep_id"] and [c[c.index("--lr") + 1] for c in train.calls] == ["0.3"]
+    assert [r["config_idx"] for r in second["rows"]] == [0, 1, 2] and second["chosen"] == 2
+
+
 def test_the_rule_when_no_config_is_within_the_tolerance():
     rows = [{"config_idx": i, "status": "complete", "metrics": {"target_pass": t, "anchor_nll": n,
                                                                 "base_anchor_nll": 1.0}}
