@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps (`python -m curate sweep`) and the self-distilled replay they measure.
+"""Hyperparameter sweeps (`make sweep`) and the self-distilled replay they measure.
 
 `sweeps`: one row per (sweep, grid config): the config tried, the train run it made (`train_runs.run_id`), what it
 scored on the validation split carved from the training data (never the gate's holdout), and whether the sweep's
