@@ -259,15 +259,16 @@ def _sweep_md(sw: dict | None) -> list[str]:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     base = next((r["metrics"] for r in sw["rows"] if r["metrics"]), {})
     out = ["## Sweep", "", f"Sweep `{sw['sweep_id']}` on a validation split of this training set (seed groups only, "
-           f"never the holdout): base target pass {pct(base.get('base_target_pass'))}%, anchor NLL "
+           f"never the holdout): base targeted checks {pct(base.get('base_target_pass'))}%, all checks "
+           f"{pct(base.get('base_checks_pass'))}%, anchor NLL "
            f"{'-' if base.get('base_anchor_nll') is None else round(base['base_anchor_nll'], 4)}."
            f" Rule: {sw['rule']}.", ""]
     rows = [[r["config_idx"], " ".join(f"{k}={v}" for k, v in r["config"].items() if k != "lora_alpha"),
-             r["run_id"] or "-", pct(r["metrics"].get("target_pass")),
+             r["run_id"] or "-", pct(r["metrics"].get("target_pass")), pct(r["metrics"].get("checks_pass")),
              "-" if r["metrics"].get("anchor_nll") is None else f"{r['metrics']['anchor_nll']:.4f}",
              pct(r["metrics"].get("rise")) if r["status"] == "complete" else "-",
              "**chosen**" if r["chosen"] else r["status"]] for r in sw["rows"]]
-    return out + _md_table(["#", "config", "run", "target %", "anchor NLL", "ppl rise %", ""], rows)
+    return out + _md_table(["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", ""], rows)
 
 
 def _lineage_md(data: dict) -> list[str]:

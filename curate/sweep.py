@@ -107,7 +107,10 @@ def validation_groups(con, fraction: float) -> frozenset:
 
 
 def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
-    """Accepted examples of validation groups + failing seed traces of those groups in the examples' clusters."""
+    """Accepted examples of validation groups + failing seed traces of those groups in the examples' clusters.
+    `targets`: the prompt's checks that are a trained cluster's check (what the adapter was taught to fix)."""
+    trained = {c for (c,) in con.execute("""SELECT DISTINCT c.check_id FROM clusters c JOIN examples e
+                                            USING (cluster_id) WHERE e.status = 'accepted'""").fetchall()}
     rows = con.execute("""
         SELECT e.example_id, e.messages, e.prompt, e.metadata, t.group_key
         FROM examples e JOIN traces t ON t.trace_id = e.seed_trace_id AND t.split = 'seed'
@@ -124,7 +127,9 @@ def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
         key = json.dumps(msgs, sort_keys=True)
         if group in groups and key not in seen and msgs and msgs[-1]["role"] == "user":
             seen.add(key)
-            out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": json.loads(md) if md else {}})
+            meta = json.loads(md) if md else {}
+            targets = [c for c in (meta.get("instruction_id_list") or []) if c in trained]
+            out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": meta, "targets": targets})
     return out[:limit]
 
 
@@ -141,7 +146,10 @@ def carve(fraction: float, val_max: int, n_anchors: int, answerer=None) -> Valid
 # ---------------------------------------------------------------- scoring
 
 def score(model_ref: str, adapter, val: Validation) -> dict:
-    """(a) target pass rate on the validation prompts, (b) mean per-token NLL of the base's own answers."""
+    """(a) on the validation prompts, greedy: `target_pass` = share of their targeted checks (a trained cluster's
+    check) that pass, `checks_pass` = share of all their checks, `prompt_pass` = share of prompts passing every check
+    (the demo's prompts carry 1-3 instructions: the base passed none of 24 whole); (b) `anchor_nll` = mean per-token
+    NLL of the base's own answers to the anchor requests."""
     from evals.checks import verify_instructions
     from train import generate as tg
     from train.models import load as load_model
@@ -149,13 +157,19 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     model, tok = load_model(model_ref, adapter=adapter)
     gens = tg.generate(model, tok, [p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
                        temperature=0.0, batch_size=s.batch_size, progress=True) if val.prompts else []
-    passed = sum(bool(checks) and all(r.passed for _, r in checks)
-                 for checks in (verify_instructions(p["prompt"], g.text, p["metadata"])
-                                for p, g in zip(val.prompts, gens)))
+    results = [verify_instructions(p["prompt"], g.text, p["metadata"]) for p, g in zip(val.prompts, gens)]
+    every = [r.passed for checks in results for _, r in checks]
+    aimed = [r.passed for p, checks in zip(val.prompts, results) for cid, r in checks if cid in p.get("targets", ())]
+    whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
     nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
                           [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
-    return {"target_pass": passed / len(gens) if gens else None, "passed": passed, "n_val": len(gens),
+    return {"target_pass": _share(aimed), "n_targets": len(aimed), "checks_pass": _share(every),
+            "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
             "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll)}
+
+
+def _share(flags: list) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 # ---------------------------------------------------------------- the rule
@@ -231,11 +245,15 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
                   f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s)")
     found = rows(sid)
     done = [r for r in found if r["status"] == "complete"]
-    if done:  # a resumed or extended sweep: the base was scored on the same validation part
+    stale = [r for r in done if "n_targets" not in r["metrics"]]  # scored before the per-check metrics
+    if done and not stale:  # a resumed or extended sweep: the base was scored on the same validation part
         base = _base_of(done[0]["metrics"], "base_")
     else:
         console.rule("base (no adapter)")
         base = _base_of(score_fn(ts.model, None, val), "")
+    for r in stale:  # the same adapter on the same validation part, scored again: no retraining
+        console.rule(f"config {r['config_idx']}: scored again ({safe(describe(r['config']))})")
+        _rescore(sid, r, val, base, score_fn)
     for config in configs:
         if any(r["config"] == config for r in done):  # scored already (this grid or an earlier one)
             continue
@@ -251,9 +269,23 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
             "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors)}}
 
 
+BASE_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll")
+
+
 def _base_of(metrics: dict, prefix: str) -> dict:
-    return {"base_target_pass": metrics.get(prefix + "target_pass"),
-            "base_anchor_nll": metrics.get(prefix + "anchor_nll")}
+    return {"base_" + k: metrics.get(prefix + k) for k in BASE_KEYS}
+
+
+def _rescore(sid: str, row: dict, val: Validation, base: dict, score_fn) -> None:
+    with store.connect(read_only=True) as con:
+        (adapter,) = con.execute("SELECT adapter_path FROM train_runs WHERE run_id = ?", [row["run_id"]]).fetchone()
+    kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step")}
+    metrics = {**score_fn(load("train").model, resolve_path(adapter), val), **base, **kept}
+    metrics["rise"] = rise(metrics)
+    metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
+    with store.connect() as con:
+        con.execute("UPDATE sweeps SET metrics = ? WHERE sweep_id = ? AND config_idx = ?",
+                    [json.dumps(metrics), sid, row["config_idx"]])
 
 
 def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export):
@@ -289,14 +321,15 @@ def _pct(x) -> str:
 
 def table(sid: str, found: list[dict]) -> Table:
     base = next((r["metrics"] for r in found if r["metrics"]), {})
-    t = Table(title=f"sweep {sid} — base: target {_pct(base.get('base_target_pass'))}%, anchor NLL "
-                    f"{_f(base.get('base_anchor_nll'))}")
-    for col in ["#", "config", "run", "target %", "anchor NLL", "ppl rise %", "steps", "status", "chosen"]:
-        t.add_column(col, justify="right" if col in ("#", "target %", "anchor NLL", "ppl rise %", "steps") else "left")
+    t = Table(title=f"sweep {sid} — base: targeted checks {_pct(base.get('base_target_pass'))}%, all checks "
+                    f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}")
+    numeric = ("#", "target %", "checks %", "anchor NLL", "ppl rise %", "steps")
+    for col in ["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", "steps", "status", "chosen"]:
+        t.add_column(col, justify="right" if col in numeric else "left")
     for r in found:
         m = r["metrics"]
         t.add_row(str(r["config_idx"]), safe(describe(r["config"])), safe(r["run_id"] or "-"),
-                  _pct(m.get("target_pass")),
+                  _pct(m.get("target_pass")), _pct(m.get("checks_pass")),
                   _f(m.get("anchor_nll")), _pct(m.get("rise")) if r["status"] == "complete" else "-",
                   str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")

@@ -115,8 +115,9 @@ GRID = ["lr=0.1 replay_self_share=0", "lr=0.2 replay_self_share=0", "lr=0.3 lora
 
 
 def fake_score(ref, adapter, val):
-    target, nll = SCORES[None if adapter is None else str(adapter)]
-    return {"target_pass": target, "anchor_nll": nll, "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
+    target, nll = SCORES[None if adapter is None else Path(adapter).name]
+    return {"target_pass": target, "n_targets": 10, "checks_pass": target / 2, "prompt_pass": 0.0, "anchor_nll": nll,
+            "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
 
 
 def run(train=None, grid=GRID):
@@ -167,6 +168,20 @@ def test_another_grid_extends_the_same_sweep(exported):
     second = run(train, grid=[GRID[1], GRID[2]])  # one config scored already, one new
     assert second["sweep_id"] == first["sweep_id"] and [c[c.index("--lr") + 1] for c in train.calls] == ["0.3"]
     assert [r["config_idx"] for r in second["rows"]] == [0, 1, 2] and second["chosen"] == 2
+
+
+def test_a_row_scored_with_older_metrics_is_scored_again_without_training(exported):
+    run()
+    with store.connect() as con:  # as written before the per-check metrics existed
+        con.execute("UPDATE sweeps SET metrics = json_object('target_pass', 0.0, 'anchor_nll', 9.0) "
+                    "WHERE config_idx = 2")
+        con.execute("""INSERT INTO train_runs (run_id, adapter_path, base_model, base_fingerprint, training_set,
+                       status, started_at) VALUES ('run-0.3', 'adapter-0.3', 'm', 'f', 't', 'complete', now())""")
+    train = FakeTrain()
+    out = run(train)
+    assert [c[c.index("--lr") + 1] for c in train.calls] == ["0.4"]  # only the failed config trains
+    m = out["rows"][2]["metrics"]
+    assert m["n_targets"] == 10 and m["anchor_nll"] == 1.02 and out["chosen"] == 2
 
 
 def test_the_rule_when_no_config_is_within_the_tolerance():
