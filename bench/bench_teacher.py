@@ -6,10 +6,13 @@
   GBNF grammar per request (curate.constraints: no comma; no uppercase letter);
 - baseline, same run: `transformers serve` (the folder converted from the same GGUF, fp32): unguided with
   continuous batching; constrained without it (continuous batching keeps the first request's logit_bias for all),
-  with today's logit_bias token bans (the transformers dialect).
+  with today's logit_bias token bans (the transformers dialect). Without continuous batching that server decodes
+  one request at a time, so its aggregate tok/s is its single-stream tok/s: the constrained baseline sends the
+  first 4 requests only (16 took ~4 min each under load 5).
 tok/s = completion tokens the server reports / wall seconds from the first request to the last answer; each
-server gets one short warm-up request first. Notes carry how many answers obey the constraint, the start-up
-time of each server and the 1-minute load average before and after (2 cores shared with other jobs).
+server gets one short warm-up request first. Both servers run with OMP_WAIT_POLICY=PASSIVE (curate.teacher sets it
+for llama.cpp): with spinning OpenMP threads, 2 cores shared with other jobs made both crawl. Notes carry how many
+answers obey the constraint, the start-up time of each server and the 1-minute load average (2 shared cores).
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def _warm(info) -> None:
         [{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "seed": 99}])
 
 
-def _serve(backend: str, s, convs, tokens: int, runs: dict, continuous_batching: bool = True) -> dict:
+def _serve(backend: str, s, convs, tokens: int, runs: list, continuous_batching: bool = True) -> dict:
     """{run name: (tok/s, obeyed/n)}, plus the start-up seconds, for one server."""
     from curate.constraints import constraint_for, request_extras
     from curate.teacher import local_teacher
@@ -61,6 +64,8 @@ def _serve(backend: str, s, convs, tokens: int, runs: dict, continuous_batching:
             tps, texts = _measure(info, convs, tokens, extras)
             obeyed = sum(CHECKS[name][1](t) for t in texts) if name in CHECKS else None
             out[name] = (tps, obeyed)
+            print(f"bench_teacher: {backend} cb={continuous_batching} {name}: {tps:.1f} tok/s, obeyed {obeyed}, "
+                  f"{len(convs)} requests, load {os.getloadavg()[0]:.1f}", flush=True)
     return out
 
 
@@ -70,16 +75,22 @@ def run(quick: bool) -> list[dict]:
     from traces import settings as settings_mod
     n, tokens = (4, 16) if quick else (16, 128)
     convs = [p["messages"] for p in build_prompts(n, seed=0)]
+    n_seq = 2 if quick else 4
     load0 = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp, scratch_store(Path(tmp) / "bench.duckdb"):
-        s = settings_mod.load("curate", {"teacher_slots": 8})
-        llama = _serve("llama.cpp", s, convs, tokens, ["unguided", "no-comma", "lowercase"])
-        load_mid = os.getloadavg()[0]
-        tf_cb = _serve("transformers", s, convs, tokens, ["unguided"], continuous_batching=True)
-        tf = _serve("transformers", s, convs, tokens, ["no-comma", "lowercase"], continuous_batching=False)
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # both servers inherit it
+    try:
+        with tempfile.TemporaryDirectory() as tmp, scratch_store(Path(tmp) / "bench.duckdb"):
+            s = settings_mod.load("curate", {"teacher_slots": 8})
+            llama = _serve("llama.cpp", s, convs, tokens, ["unguided", "no-comma", "lowercase"])
+            load_mid = os.getloadavg()[0]
+            tf_cb = _serve("transformers", s, convs, tokens, ["unguided"], continuous_batching=True)
+            tf = _serve("transformers", s, convs[:n_seq], tokens, ["no-comma", "lowercase"], continuous_batching=False)
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY") if saved is None else os.environ.update(OMP_WAIT_POLICY=saved)
     load1 = os.getloadavg()[0]
-    common = (f"{n} requests x {tokens} tokens, 8 in flight, temperature 0.9; 1-min load {load0:.1f} before, "
-              f"{load_mid:.1f} between the servers, {load1:.1f} after (2 shared cores)")
+    common = (f"{n} requests x {tokens} tokens, 8 in flight, temperature 0.9, OMP_WAIT_POLICY=PASSIVE; 1-min load "
+              f"{load0:.1f} before, {load_mid:.1f} between the servers, {load1:.1f} after (2 shared cores)")
     rows = [{"benchmark": "teacher", "metric": "tok/s, unguided", "mend": round(llama["unguided"][0], 1),
              "baseline": round(tf_cb["unguided"][0], 1), "ratio": round(llama["unguided"][0] / tf_cb["unguided"][0], 2),
              "target": ">= 1x (picks teacher_backend)",
@@ -91,6 +102,7 @@ def run(quick: bool) -> list[dict]:
         rows.append({"benchmark": "teacher", "metric": f"tok/s, constrained {name}", "mend": round(m, 1),
                      "baseline": round(b, 1), "ratio": round(m / b, 2), "target": ">= 1x, all answers obey",
                      "notes": f"mend: GBNF grammar per request ({check}), {m_ok}/{n} answers obey; baseline: "
-                              f"transformers serve without continuous batching, logit_bias bans, {b_ok}/{n} obey; "
+                              f"transformers serve without continuous batching (one request at a time: {n_seq} "
+                              f"requests sent), logit_bias bans, {b_ok}/{n_seq} obey; "
                               f"{common}"})
     return rows

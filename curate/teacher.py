@@ -252,8 +252,11 @@ def llamacpp_teacher(model: str, s, log_path: Path | None = None) -> Iterator[di
     alias = Path(model).name if Path(model).suffix == ".gguf" else model
     cmd = llamacpp_command(gguf, port, max(1, s.teacher_slots), s.teacher_ctx_per_slot, _threads(s.teacher_threads),
                            alias)
+    # the wheel's llama.cpp is built with OpenMP, whose threads spin while they wait for each other: on 2 cores
+    # shared with other jobs that measured 7.3 tok/s, and 20 tok/s with waiting threads asleep (8 x 64 tokens, load 4)
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     try:
         wait_healthy(url, proc, s.teacher_start_timeout_s)

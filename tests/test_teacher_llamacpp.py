@@ -46,6 +46,32 @@ def test_child_command_binds_loopback_with_the_slots_asked_for():
     assert 'p.hostnames = ["127.0.0.1"]' in cmd[2] and "sys.stdin.read()" in cmd[2]
 
 
+def test_child_gets_a_stdin_pipe_and_sleeping_openmp_threads(monkeypatch, tmp_path):
+    seen = {}
+
+    class Exited:  # a child that died at once: local_teacher must say so and clean up
+        returncode, stdin, pid = 1, None, 0
+
+        def __init__(self, cmd, **kw):
+            seen.update(kw, cmd=cmd)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(teacher.subprocess, "Popen", Exited)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with pytest.raises(teacher.TeacherError, match="exited with code 1"):
+        with teacher.local_teacher(backend="llama.cpp", log_path=tmp_path / "t.log"):
+            pass
+    assert seen["stdin"] == subprocess.PIPE and seen["start_new_session"]
+    assert seen["env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # spinning OpenMP threads cost ~3x on shared cores
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice is kept
+    with pytest.raises(teacher.TeacherError):
+        with teacher.local_teacher(backend="llama.cpp", log_path=tmp_path / "t.log"):
+            pass
+    assert seen["env"]["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_settings_defaults():
     s = settings_mod.load("curate")
     assert s.teacher_backend in ("llama.cpp", "transformers") and s.teacher_slots == 8
