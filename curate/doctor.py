@@ -82,7 +82,8 @@ def check_teacher() -> Check:
     except settings.SettingsError as e:
         return Check("teacher", WARN, f"curate settings unusable: {e}")
     if not url or url == "local":
-        return Check("teacher", OK, "local: `transformers serve` on loopback, started on demand")
+        return Check("teacher", OK, f"local: {settings.load('curate').teacher_backend} server on loopback, "
+                                     "started on demand")
     return _probe(url.rstrip("/") + "/health")
 
 
