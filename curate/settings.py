@@ -59,8 +59,10 @@ class CurateSettings:
     decontam_semantic_threshold: float = 0.9  # MiniLM cosine to an eval/holdout prompt above which -> contaminated
     decontam_refs: tuple = ()  # extra JSONL files with a "prompt" field treated as eval sets
     replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
-    replay_self_share: float = 0.5  # share of those replay rows that are the base's own greedy answers to
-    # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic
+    replay_self_share: float = 0.0  # share of those replay rows that are the base's own greedy answers to
+    # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic. 0: what
+    # `curate sweep` chose on the demo data (docs/benchmarks.md): 0.5 fixed 2 of 25 targeted validation checks vs 3
+    # of 25 with passing traffic only, and anchored the same (base-answer perplexity -16.0% vs -15.9%)
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size

@@ -325,7 +325,8 @@ def table(sid: str, found: list[dict]) -> Table:
                     f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}")
     numeric = ("#", "target %", "checks %", "anchor NLL", "ppl rise %", "steps")
     for col in ["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", "steps", "status", "chosen"]:
-        t.add_column(col, justify="right" if col in numeric else "left")
+        t.add_column(col, justify="right" if col in numeric else "left",
+                     overflow="fold" if col in ("config", "run") else "ellipsis")
     for r in found:
         m = r["metrics"]
         t.add_row(str(r["config_idx"]), safe(describe(r["config"])), safe(r["run_id"] or "-"),
