@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from traces.settings import SettingsError
-from train.lora_data import ROLES, TrainingSetError, manifest_path
+from train.lora_data import ROLES, TrainingSetError, json_object, manifest_path
 
 METHODS = {"sft": ("sft",), "dpo": ("dpo",), "sft+dpo": ("sft", "dpo")}
 SFT_DONE = "sft-adapter"  # in the run folder: the finished SFT phase of sft+dpo (adapter + its metrics)
@@ -86,12 +86,7 @@ def read_pairs(path: str | Path, manifest: Path | None = None) -> list[Pair]:
 
 
 def _parse_pair(line: str, where: str) -> Pair:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise TrainingSetError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise TrainingSetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row = json_object(line, where)
     pid = row.get("id")
     if not isinstance(pid, (str, int)) or pid == "":
         raise TrainingSetError(f"{where}: field 'id': missing or not a string")
@@ -279,20 +274,9 @@ def load_adapter_weights(model, folder: Path) -> None:
 
 def dpo_config(s, out_dir: Path, dev: dict, has_val: bool):
     from trl import DPOConfig
+    from train.lora import trainer_args
     return DPOConfig(
-        output_dir=str(out_dir), seed=s.seed, data_seed=s.seed, report_to="none", disable_tqdm=True,
-        log_level="warning", use_cpu=not dev["cuda"], bf16=dev["bf16"], fp16=False,
-        per_device_train_batch_size=s.batch_size_train, per_device_eval_batch_size=s.batch_size_train,
-        gradient_accumulation_steps=s.grad_accum, activation_checkpointing=s.gradient_checkpointing,
-        learning_rate=s.lr, lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
-        num_train_epochs=s.epochs, max_steps=s.max_steps,
-        # every step is logged so the NaN guard sees each loss (and must see it unfiltered)
-        logging_steps=1, logging_nan_inf_filter=False, include_num_input_tokens_seen="non_padding",
-        save_strategy="steps", save_steps=s.save_steps, save_total_limit=2,
-        eval_strategy="steps" if has_val else "no", eval_steps=s.save_steps if has_val else None,
-        load_best_model_at_end=has_val, metric_for_best_model="eval_loss" if has_val else None,
-        greater_is_better=False if has_val else None,
+        **trainer_args(s, out_dir, dev, has_val),
         # sigmoid DPO loss; each batch holds batch_size_train pairs (2x sequences), cut at max_length tokens
         beta=s.dpo_beta, loss_type=["sigmoid"], max_length=s.max_length, precompute_ref_log_probs=False,
-        ddp_find_unused_parameters=False, dataloader_num_workers=0,
     )

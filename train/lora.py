@@ -328,11 +328,11 @@ def lora_config(s):
                       bias="none", task_type="CAUSAL_LM")
 
 
-def sft_config(s, tmp: Path, dev: dict, has_val: bool):
-    from trl import SFTConfig
-    return SFTConfig(
-        output_dir=str(tmp), seed=s.seed, data_seed=s.seed, report_to="none", disable_tqdm=True, log_level="warning",
-        use_cpu=not dev["cuda"], bf16=dev["bf16"], fp16=False,
+def trainer_args(s, out_dir: Path, dev: dict, has_val: bool) -> dict:
+    """The TrainingArguments SFT and DPO share: device, batching, schedule, logging, checkpoints, evaluation."""
+    return dict(
+        output_dir=str(out_dir), seed=s.seed, data_seed=s.seed, report_to="none", disable_tqdm=True,
+        log_level="warning", use_cpu=not dev["cuda"], bf16=dev["bf16"], fp16=False,
         per_device_train_batch_size=s.batch_size_train, per_device_eval_batch_size=s.batch_size_train,
         gradient_accumulation_steps=s.grad_accum, activation_checkpointing=s.gradient_checkpointing,
         learning_rate=s.lr, lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
@@ -343,10 +343,17 @@ def sft_config(s, tmp: Path, dev: dict, has_val: bool):
         eval_strategy="steps" if has_val else "no", eval_steps=s.save_steps if has_val else None,
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss" if has_val else None,
         greater_is_better=False if has_val else None,
+        ddp_find_unused_parameters=False, dataloader_num_workers=0,
+    )
+
+
+def sft_config(s, tmp: Path, dev: dict, has_val: bool):
+    from trl import SFTConfig
+    return SFTConfig(
+        **trainer_args(s, tmp, dev, has_val),
         # TRL: loss on the {% generation %} spans only; packing = best-fit padding-free blocks of max_length
         assistant_only_loss=True, max_length=s.max_length, packing=s.packing, packing_strategy="bfd",
         train_sampling_strategy="random" if s.packing else "group_by_length",
-        ddp_find_unused_parameters=False, dataloader_num_workers=0,
     )
 
 

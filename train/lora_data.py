@@ -57,13 +57,19 @@ def read_training_set(path: str | Path) -> list[Example]:
     return _apply_manifest(examples, manifest_path(path))
 
 
-def _parse_line(line: str, where: str) -> Example:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as an object, or a TrainingSetError naming file:line (training sets and pair sets)."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
         raise TrainingSetError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(row, dict):
         raise TrainingSetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def _parse_line(line: str, where: str) -> Example:
+    row = json_object(line, where)
     messages = row.get("messages")
     _check_messages(messages, where)
     ex_id = row.get("id")
