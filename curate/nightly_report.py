@@ -1,10 +1,13 @@
-"""python -m evals.report [NIGHTLY_ID] — the nightly report: reports/<nightly_id>/report.md + PNG plots.
+"""python -m curate report [NIGHTLY_ID] — the nightly report: reports/<nightly_id>/report.md + PNG plots.
 
-Written by the last stage of `python -m evals nightly`; run by hand to rewrite a nightly's report. It shows
-the stages (ledger), per-cluster holdout pass rate before/after with Wilson 95% intervals, examples kept and
-dropped per reason, the training loss curve (the adapter's metrics.json), the gate's verdict and reasons,
-the lineage (the `lineage` view: traces -> clusters -> examples -> adapter -> gate) and the teacher cost per
-fixed holdout failure. A rich summary is printed in the terminal.
+Written by the last stage of `python -m curate nightly`; run by hand to rewrite a nightly's report (the newest
+nightly when no id is given). It shows the stages (ledger) with each stage's wall time and the total, per-cluster
+holdout pass rate before/after with Wilson 95% intervals (and the paired bootstrap interval of the delta), examples
+kept and dropped per reason, the strategies that made the examples this nightly's adapter trained on (per cluster),
+the training loss curve (the adapter's metrics.json), the sweep and its chosen config, the IFEval gain measured by
+`python bench/bench_evals.py ifeval-gain` when it was measured for this nightly, the gate's verdict and reasons, the
+lineage (the `lineage` view: traces -> clusters -> examples -> adapter -> gate) and the teacher cost per fixed
+holdout failure. A rich summary is printed in the terminal.
 """
 from __future__ import annotations
 
@@ -21,17 +24,25 @@ from traces.store import json_value
 from traces.terminal import safe
 
 
+# written by `python bench/bench_evals.py ifeval-gain` (bench/ is not part of the product: read by path, not imported)
+IFEVAL_GAIN = "data/bench/ifeval_gain.json"
+STRATEGIES = ["repair", "constrained", "sample", "revise", "full", "edited", "unknown"]  # column order
+
+
 def gather(nightly_id: str) -> dict:
     """Everything the report shows, read from DuckDB (one read-only connection)."""
     with store.connect(read_only=True) as con:
-        ledger = con.execute("""SELECT stage, status, summary, started_at, finished_at FROM nightly_ledger
+        ledger = con.execute("""SELECT stage, status, summary, started_at, finished_at,
+                                       epoch(finished_at - started_at) FROM nightly_ledger
                                 WHERE nightly_id = ? ORDER BY started_at""", [nightly_id]).fetchall()
-        stages = {r[0]: {"status": r[1], "summary": json_value(r[2], {})} for r in ledger}
+        stages = {r[0]: {"status": r[1], "summary": json_value(r[2], {}), "wall_s": r[5]} for r in ledger}
         gate_id = stages.get("gate", {}).get("summary", {}).get("decision_id")
         decision = _decision(con, gate_id)
         train_run = stages.get("train", {}).get("summary", {}).get("train_run") or (decision or {}).get("train_run")
+        synthesized = stages.get("synth", {}).get("summary", {}).get("clusters")
         return {"nightly_id": nightly_id, "ledger": ledger, "stages": stages, "decision": decision,
-                "train_run": train_run, "examples": _examples(con, train_run),
+                "train_run": train_run, "examples": _examples(con, synthesized), "synthesized": synthesized,
+                "strategies": _strategies(con, train_run), "ifeval": _ifeval(nightly_id),
                 "metrics": _metrics(con, train_run), "lineage": _lineage(con, train_run),
                 "cost": _cost(con, train_run), "sweep": _sweep(con, train_run)}
 
@@ -52,10 +63,44 @@ def _decision(con, decision_id):
     return out
 
 
-def _examples(con, train_run) -> list[tuple]:
-    """(status, reason, count) of the examples of the clusters this nightly synthesized for (all if unknown)."""
+def _examples(con, clusters: list[str] | None) -> list[tuple]:
+    """(status, reason kind, count) of the examples of the clusters this nightly synthesized for (all if unknown)."""
     return con.execute("""SELECT status, coalesce(split_part(reason, ':', 1), ''), count(*) FROM examples
-                          GROUP BY ALL ORDER BY 1, 3 DESC""").fetchall()
+                          WHERE ? IS NULL OR list_contains(?, cluster_id)
+                          GROUP BY ALL ORDER BY 1, 3 DESC""", [clusters, clusters]).fetchall()
+
+
+def _strategies(con, train_run) -> list[tuple]:
+    """(cluster label, strategy, count) of the examples the train run trained on: its `example` items and the
+    chosen examples of its DPO pairs. A NULL strategy is a reviewer's edit (edited_from set) or a row from before
+    strategies were recorded (unknown)."""
+    if not train_run:
+        return []
+    return con.execute("""
+        WITH kept AS (SELECT item_id AS example_id FROM train_examples WHERE run_id = $run AND origin = 'example'
+                      UNION SELECT p.chosen_example_id FROM train_examples te
+                      JOIN preference_pairs p ON p.pair_id = te.item_id WHERE te.run_id = $run AND te.origin = 'pair')
+        SELECT coalesce(any_value(c.label), e.cluster_id, '?') AS label,
+               coalesce(e.strategy, if(e.edited_from IS NULL, 'unknown', 'edited')) AS kind, count(*)
+        FROM kept JOIN examples e USING (example_id) LEFT JOIN clusters c ON c.cluster_id = e.cluster_id
+        GROUP BY e.cluster_id, kind ORDER BY label, kind""", {"run": train_run}).fetchall()
+
+
+def _ifeval(nightly_id: str) -> dict | None:
+    """The IFEval gain file (lm-eval, base vs a nightly's adapter), with the avg of prompt- and inst-level strict
+    accuracy in %; None when it was never measured. `match`: it was measured for this nightly's adapter."""
+    path = resolve_path(IFEVAL_GAIN)
+    if not path.is_file():
+        return None
+    try:
+        r = json.loads(path.read_text())
+        base, cand = (100 * (m["prompt_level_strict_acc"] + m["inst_level_strict_acc"]) / 2
+                      for m in (r["base"], r["adapter_metrics"]))
+    except (ValueError, KeyError, TypeError) as e:
+        return {"error": f"{IFEVAL_GAIN} unreadable ({type(e).__name__}: {e})"}
+    return {"nightly_id": r.get("nightly_id"), "match": r.get("nightly_id") == nightly_id, "limit": r.get("limit"),
+            "base": base, "adapter": cand, "delta": cand - base, "raw_base": r["base"], "raw": r["adapter_metrics"],
+            "contaminated": r.get("contaminated_training_prompts"), "parity": r.get("parity")}
 
 
 def _metrics(con, train_run) -> dict:
@@ -199,14 +244,24 @@ def _md_table(header: list[str], rows: list[list]) -> list[str]:
     return lines + [""]
 
 
+STATS_HEADER = ["scope", "n", "before % [Wilson 95%]", "after % [Wilson 95%]", "delta pts",
+                "delta 95% CI (paired bootstrap)", "fixed/broken", "McNemar p"]
+
+
+def _rate(k: int, n: int, rate: float) -> str:
+    from evals.stats import wilson
+    lo, hi = wilson(k, n)
+    return f"{rate:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def _stats_rows(decision: dict) -> list[list]:
     d = (decision or {}).get("details", {})
     groups = [(f"suite {k}", v) for k, v in (d.get("suites") or {}).items()]
     groups += [(f"cluster {v['label']}", v) for v in (d.get("clusters") or {}).values()]
     groups += [("pooled targets", d["target"])] if d.get("target") else []
-    return [[name, g["n"], f"{g['base_rate']:.1f}", f"{g['cand_rate']:.1f}", f"{g['delta']:+.1f}",
-             f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}", f"{g['p']:.3g}"]
-            for name, g in groups]
+    return [[name, g["n"], _rate(g["base_pass"], g["n"], g["base_rate"]), _rate(g["cand_pass"], g["n"], g["cand_rate"]),
+             f"{g['delta']:+.1f}", f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}",
+             f"{g['p']:.3g}"] for name, g in groups]
 
 
 def fixed_failures(decision: dict) -> int:
@@ -224,22 +279,20 @@ def markdown(data: dict, plots: dict) -> str:
                 f"`{dec['baseline_ref']}` + `{dec['baseline_adapter'] or 'no adapter'}`, holdout split.", ""]
         out += [f"- {r}" for r in dec["reasons"]] + [""]
         out += ["## Holdout pass rates", ""]
-        out += _md_table(["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"],
-                         _stats_rows(dec))
+        out += _md_table(STATS_HEADER, _stats_rows(dec))
         for name, g in (dec["details"].get("guards") or {}).items():
             out.append(f"- guard **{name}**: {g['summary']} ({'ok' if g['ok'] else 'FAIL'})")
         out.append("")
     if plots.get("clusters"):
         out += ["![pass rates](clusters.png)", ""]
-    out += ["## Stages", ""]
-    out += _md_table(["stage", "status", "seconds", "summary"],
-                     [[s, st["status"], st["summary"].get("seconds", ""),
-                       ", ".join(f"{k}={v}" for k, v in st["summary"].items() if k != "seconds")[:160]]
-                      for s, st in data["stages"].items() if s != "report"])  # the report is being written
-    out += ["## Examples kept and dropped", ""]
+    out += _stages_md(data)
+    scope = (f"the {len(data['synthesized'])} clusters this nightly synthesized for" if data["synthesized"] is not None
+             else "every cluster (this nightly did not synthesize)")
+    out += ["## Examples kept and dropped", "", f"Examples of {scope}.", ""]
     out += _md_table(["status", "reason", "count"], [list(r) for r in data["examples"]])
     if plots.get("examples"):
         out += ["![examples](examples.png)", ""]
+    out += _strategies_md(data)
     m = data["metrics"]
     out += ["## Training", ""]
     if m:
@@ -249,8 +302,82 @@ def markdown(data: dict, plots: dict) -> str:
     if plots.get("loss"):
         out += ["![loss](loss.png)", ""]
     out += _sweep_md(data.get("sweep"))
+    out += _ifeval_md(data.get("ifeval"))
     out += _lineage_md(data)
     return "\n".join(out) + "\n"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unfinished"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m {secs:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m {secs:02d}s"
+
+
+def _stage_rows(data: dict) -> list[tuple[str, dict]]:
+    return [(s, st) for s, st in data["stages"].items() if s != "report"]  # the report is being written
+
+
+def _wall_total(data: dict) -> str:
+    """The stages' wall times added up, and first start to last finish (with any wait between resumes)."""
+    total = sum(st["wall_s"] or 0 for _, st in _stage_rows(data))
+    starts = [r[3] for r in data["ledger"] if r[0] != "report" and r[3]]
+    ends = [r[4] for r in data["ledger"] if r[0] != "report" and r[4]]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else None
+    return f"{_duration(total)} in stages" + (f", {_duration(span)} from first start to last finish" if span else "")
+
+
+def _stages_md(data: dict) -> list[str]:
+    rows = [[s, st["status"], _duration(st["wall_s"]),
+             ", ".join(f"{k}={v}" for k, v in st["summary"].items() if k != "seconds")[:160]]
+            for s, st in _stage_rows(data)]
+    return ["## Stages", ""] + _md_table(["stage", "status", "wall time", "summary"], rows) + \
+        [f"Wall time: {_wall_total(data)}.", ""]
+
+
+def strategy_table(rows: list[tuple]) -> tuple[list[str], list[list]]:
+    """(cluster, strategy, n) rows as one row per cluster, a column per strategy, a total column and row."""
+    names = sorted({r[1] for r in rows}, key=lambda n: (STRATEGIES.index(n) if n in STRATEGIES else 99, n))
+    per: dict[str, dict] = {}
+    for label, name, n in rows:
+        per.setdefault(label, {})[name] = n
+    body = [[label, *(c.get(n, 0) for n in names), sum(c.values())] for label, c in per.items()]
+    total = [sum(r[i] for r in body) for i in range(1, len(names) + 2)]
+    return ["cluster", *names, "total"], body + [["total", *total]]
+
+
+def _strategies_md(data: dict) -> list[str]:
+    out = ["## Strategies of the kept examples", ""]
+    if not data["train_run"]:
+        return out + ["No train run in this nightly, so no kept examples.", ""]
+    if not data["strategies"]:
+        return out + [f"Train run `{data['train_run']}` trained on no synthesized examples.", ""]
+    out += [f"The examples train run `{data['train_run']}` trained on (its SFT examples and the chosen side of its "
+            "DPO pairs), by the strategy that made them. edited: a reviewer's edit; unknown: made before "
+            "strategies were recorded.", ""]
+    return out + _md_table(*strategy_table(data["strategies"]))
+
+
+def _ifeval_md(ife: dict | None) -> list[str]:
+    if not ife:
+        return []
+    out = ["## IFEval (lm-eval)", ""]
+    if ife.get("error"):
+        return out + [ife["error"] + ".", ""]
+    if not ife["match"]:
+        return out + [f"The IFEval gain in `{IFEVAL_GAIN}` was measured for nightly `{ife['nightly_id']}`, "
+                      "not this one.", ""]
+    return out + [f"Base student vs this nightly's adapter, same lm-eval run, first {ife['limit']} IFEval prompts: "
+                  f"avg prompt/inst strict {ife['base']:.1f}% -> {ife['adapter']:.1f}% "
+                  f"(**{ife['delta']:+.1f} points**); {_ifeval_parts(ife)}. Training prompts sharing a 13-gram "
+                  f"with these prompts: {ife['contaminated']}; mend's checks agree with lm-eval: {ife['parity']}.", ""]
+
+
+def _ifeval_parts(ife: dict) -> str:
+    return ", ".join(f"{name} strict {100 * ife['raw_base'][key]:.1f} -> {100 * ife['raw'][key]:.1f}"
+                     for name, key in [("prompt", "prompt_level_strict_acc"), ("inst", "inst_level_strict_acc")])
 
 
 def _sweep_md(sw: dict | None) -> list[str]:
@@ -268,7 +395,16 @@ def _sweep_md(sw: dict | None) -> list[str]:
              "-" if r["metrics"].get("anchor_nll") is None else f"{r['metrics']['anchor_nll']:.4f}",
              pct(r["metrics"].get("rise")) if r["status"] == "complete" else "-",
              "**chosen**" if r["chosen"] else r["status"]] for r in sw["rows"]]
-    return out + _md_table(["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", ""], rows)
+    out += _md_table(["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", ""], rows)
+    return out + [f"Chosen: {chosen_config(sw)}.", ""]
+
+
+def chosen_config(sw: dict) -> str:
+    row = next((r for r in sw["rows"] if r["chosen"]), None)
+    if row is None:
+        return "none yet (no config finished within the rule)"
+    return f"config {row['config_idx']} (" + " ".join(f"{k}={v}" for k, v in row["config"].items()) + \
+        f"), run {row['run_id']}"
 
 
 def _lineage_md(data: dict) -> list[str]:
@@ -304,16 +440,45 @@ def write_report(nightly_id: str, console: Console | None = None) -> Path:
 def print_summary(data: dict, path: Path, console: Console) -> None:
     dec = data["decision"]
     if dec:
-        table = Table(title=f"holdout, {safe(dec['verdict'])}")
-        for col in ["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"]:
-            table.add_column(col)
-        for row in _stats_rows(dec):
-            table.add_row(*[safe(str(c)) for c in row])
-        console.print(table)
-    cost = data["cost"]
-    console.print(f"teacher cost ${cost['usd']:.4f} over {cost['calls']} calls; "
-                  f"holdout failures fixed: {fixed_failures(dec)}")
+        console.print(_table(f"holdout, {safe(dec['verdict'])}", STATS_HEADER, _stats_rows(dec)))
+    console.print(_table("stages", ["stage", "status", "wall time"],
+                         [[s, st["status"], _duration(st["wall_s"])] for s, st in _stage_rows(data)]))
+    console.print(f"wall time: {_wall_total(data)}")
+    if data["strategies"]:
+        header, rows = strategy_table(data["strategies"])
+        console.print(_table("kept examples by strategy", header, rows))
+    for line in _extra_lines(data):
+        console.print(line)
     console.print(f"report: {path}", markup=False)
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> Table:
+    """A rich table; every cell is escaped (cluster labels and summaries come from models and logs)."""
+    table = Table(title=title)
+    for col in header:
+        table.add_column(safe(col))
+    for row in rows:
+        table.add_row(*[safe(str(c)) for c in row])
+    return table
+
+
+def _extra_lines(data: dict) -> list[str]:
+    """The sweep's choice, the IFEval gain and the teacher cost, as rich markup (untrusted text escaped)."""
+    out = []
+    if data.get("sweep"):
+        out.append(f"sweep {safe(data['sweep']['sweep_id'])} chose {safe(chosen_config(data['sweep']))}")
+    ife = data.get("ifeval")
+    if ife and ife.get("error"):
+        out.append(f"IFEval: {safe(ife['error'])}")
+    elif ife and ife["match"]:
+        out.append(f"IFEval avg prompt/inst strict {ife['base']:.1f}% -> {ife['adapter']:.1f}% "
+                   f"([bold]{ife['delta']:+.1f} points[/], first {ife['limit']} prompts)")
+    elif ife:
+        out.append(f"IFEval gain last measured for nightly {safe(str(ife['nightly_id']))}, not this one")
+    cost = data["cost"]
+    out.append(f"teacher cost ${cost['usd']:.4f} over {cost['calls']} calls; "
+               f"holdout failures fixed: {fixed_failures(data['decision'])}")
+    return out
 
 
 def main(argv=None) -> int:
