@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+README = MAKEFILE.parent / "README.md"
 TARGET = re.compile(r"^([a-zA-Z][a-zA-Z0-9_-]*):(?!=)(.*)$")
 
 
@@ -40,3 +41,19 @@ def test_make_help_lists_every_target():
         assert out.returncode == 0, out.stderr
         listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", out.stdout).splitlines() if line.strip()}
         assert set(targets()) <= listed
+
+
+def _make_help() -> str:
+    """`make help` as a person sees it, colours stripped (--no-print-directory: under `make test` make is nested)."""
+    out = subprocess.run(["make", "--no-print-directory", "-s", "-f", str(MAKEFILE), "help"], cwd=MAKEFILE.parent,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_readme_copy_of_make_help_is_the_real_output():
+    """Paste the output of `make help` into the README whenever a target or its `##` line changes."""
+    m = re.search(r"`make help` lists every target:\n\n```\n(.*?)```", README.read_text(), re.S)
+    assert m, "README.md: no ``` block right after '`make help` lists every target:'"
+    assert m.group(1) == _make_help()
