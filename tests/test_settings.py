@@ -88,3 +88,24 @@ def test_every_stage_resolves_and_config_lists_sources(project, monkeypatch, cap
     assert config_cmd.main([]) == 0
     out = capsys.readouterr().out
     assert "env MEND_TRACES_HOLDOUT_FRACTION" in out and "[tool.mend.train]" in out and "database:" in out
+
+
+def test_a_plain_string_for_a_list_setting_is_a_comma_separated_list(project, monkeypatch):
+    """MEND_EVALS_SUITES=no_links is one suite, not the suites 'n', 'o', '_', ... (`evals run`: unknown suite 'k')."""
+    root = project("[tool.mend.evals]\nsuites_dir = 'suites'\n")
+    (root / "suites").mkdir()
+    (root / "suites" / "no_links.yaml").write_text(
+        "name: no_links\nversion: '1'\nchecks:\n  - check: regex\n    args: {pattern: 'https?://', negate: true}\n")
+    monkeypatch.setenv("MEND_EVALS_SUITES", "no_links")
+    s, src = settings.load_with_sources("evals")
+    assert s.suites == ("no_links",) and src["suites"] == "env MEND_EVALS_SUITES"
+    from evals import suites
+    assert [suites.load(name).name for name in s.suites] == ["no_links"]
+    monkeypatch.setenv("MEND_EVALS_SUITES", " no_links, format ,")
+    assert settings.load("evals").suites == ("no_links", "format")
+    monkeypatch.setenv("MEND_EVALS_SUITES", '["no_links", "format"]')       # JSON, as before
+    assert list(settings.load("evals").suites) == ["no_links", "format"]
+    monkeypatch.setenv("MEND_CURATE_STRATEGIES", "repair,sample")
+    assert settings.load("curate").strategies == ("repair", "sample")
+    monkeypatch.setenv("MEND_EVALS_JUDGE_MODEL", "a,b")                     # a string setting stays a string
+    assert settings.load("evals").judge_model == "a,b"

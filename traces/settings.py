@@ -88,7 +88,11 @@ def _coerce(value: Any, default: Any, key: str, origin: str) -> Any:
         if isinstance(default, float):
             return float(value)
         if isinstance(default, (list, tuple, dict)) or default is None:
-            return json.loads(value) if value[:1] in "[{" else value
+            if value[:1] in "[{":
+                return json.loads(value)
+            if isinstance(default, (list, tuple)):  # a plain string would be iterated letter by letter
+                return type(default)(item.strip() for item in value.split(",") if item.strip())
+            return value
     except ValueError:
         raise SettingsError(f"{origin}: {key}={value!r} is not a valid {type(default).__name__}") from None
     return value
