@@ -219,12 +219,26 @@ def stage_eval(ctx: Context) -> dict:
             runs[suite] = run_suite(suite, "all")
         except SuiteSkipped as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
             runs[suite] = f"skipped: {e}"
+    # a loop that checks nothing would report success while doing nothing
+    if all(run.startswith("skipped") for run in runs.values()):
+        raise StageError(_nothing_ran(runs))
     empty = [suite for suite, run in runs.items() if not run.startswith("skipped") and _scored(run) == 0]
-    if empty:  # a loop that checks nothing would report success while doing nothing
+    if empty:
         raise StageError(f"suite(s) {', '.join(empty)} matched none of the {n_traces} traces: the loop has nothing "
-                         "to fix. Point [tool.mend.evals] suites at a suite that applies to your traces (README: "
-                         "'Your own logs, your own checks, your own teacher').")
+                         f"to fix. {HINT}")
     return {"runs": runs, "traces": n_traces}
+
+
+HINT = ("Point [tool.mend.evals] suites at a suite that applies to your traces (README: 'Your own logs, your own "
+        "checks, your own teacher').")
+
+
+def _nothing_ran(runs: dict) -> str:
+    if not runs:
+        return f"[tool.mend.evals] suites is empty: nothing scores the traces. {HINT}"
+    reasons = "; ".join(run.removeprefix("skipped: ") for run in runs.values())
+    return (f"every suite was skipped, so nothing was scored ({reasons}). Give them what they need, or add a suite "
+            f"that runs here. {HINT}")
 
 
 def _scored(run_id: str) -> int:
@@ -246,6 +260,9 @@ def stage_clusters(ctx: Context) -> dict:
     runs = [r for r in ctx.done.get("eval", {}).get("runs", {}).values() if not r.startswith("skipped")]
     if not runs:
         return {"skipped": True, "why": "no suite could run, so there are no failures to cluster"}
+    # One run only, on purpose for now: the gate assigns holdout failures to the newest clustering alone
+    # (evals.clusters.current_clusters), so clustering a second suite's run after this one would leave this one's
+    # clusters without holdout traces to gate on. Clustering every suite needs per-suite current clusters first.
     made = build_clusters(runs[0])
     print_clusters(made, runs[0], ctx.console)
     return {"run": runs[0], "clusters": len(made)}
@@ -320,13 +337,27 @@ def stage_gate(ctx: Context) -> dict:
 
 def stage_promote(ctx: Context) -> dict:
     gate = ctx.done.get("gate", {})
-    if gate.get("verdict") != "PROMOTE" or not load("curate").nightly_promote:
-        return {"skipped": True, "why": f"gate said {gate.get('verdict')}"}
+    why = _not_promoting(gate)
+    if why:
+        return {"skipped": True, "why": why}
     with store.connect(read_only=True) as con:  # resumed after a kill between promote and ledger: no double entry
         row = con.execute("SELECT entry_id FROM registry WHERE decision_id = ? AND action = 'promote'",
                           [gate["decision_id"]]).fetchone()
     entry = row[0] if row else registry.promote(decision_id=gate["decision_id"])
     return {"entry": entry, "decision_id": gate["decision_id"]}
+
+
+def _not_promoting(gate: dict) -> str | None:
+    """Why this nightly does not promote, in words (None: it does)."""
+    verdict = gate.get("verdict")
+    if verdict is None:  # the gate stage was skipped: its summary says why
+        return f"gate not run: {gate.get('why') or 'no verdict'}"
+    if verdict != "PROMOTE":
+        return f"gate said {verdict}"
+    if not load("curate").nightly_promote:
+        return ("gate said PROMOTE; nightly_promote is false, so promoting is left to `python -m evals registry "
+                f"promote --decision {gate.get('decision_id')}`")
+    return None
 
 
 def stage_report(ctx: Context) -> dict:

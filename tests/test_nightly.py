@@ -164,3 +164,37 @@ def test_a_suite_that_matches_no_trace_fails_the_nightly_loudly(home, capsys):
     assert nightly.run(stages=[("eval", nightly.stage_eval), ("report", lambda ctx: {})]) == 1
     assert _ledger()[0][1:] == ("eval", "failed")
     assert "matched none of the 3 traces" in capsys.readouterr().out
+
+
+def test_every_suite_skipped_fails_the_eval_stage_with_a_hint(home, monkeypatch, capsys):
+    """Only the judge suite and no judge endpoint: nothing is scored, and that is a failure, not a green nightly."""
+    from builders.trace_rows import insert_traces, trace_row
+    insert_traces([trace_row(i, f"What is {i} plus {i}?", str(2 * i)) for i in range(3)])
+    monkeypatch.setenv("MEND_EVALS_SUITES", "judge")
+    assert nightly.run(stages=[("eval", nightly.stage_eval), ("report", lambda ctx: {})]) == 1
+    assert _ledger()[0][1:] == ("eval", "failed")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "every suite was skipped, so nothing was scored" in out and "judge_base_url" in out
+    assert "Your own logs, your own checks, your own teacher" in out
+    monkeypatch.setenv("MEND_EVALS_SUITES", "[]")
+    assert nightly.run(stages=[("eval", nightly.stage_eval), ("report", lambda ctx: {})], new=True) == 1
+    assert "suites is empty" in " ".join(capsys.readouterr().out.split())
+
+
+def _promote_summary(gate_stage) -> dict:
+    stages = [("train", nightly.stage_train), ("gate", gate_stage), ("promote", nightly.stage_promote)]
+    assert nightly.run(stages=stages, new=True) == 0
+    nightly_id = _ledger()[-1][0]
+    return nightly.ledger(nightly_id)["promote"]
+
+
+def test_promote_says_why_it_did_not_promote(home, monkeypatch):
+    # nothing trained: train and gate are skipped, and promote says so instead of "gate said None"
+    row = _promote_summary(nightly.stage_gate)
+    assert row["status"] == "skipped" and row["summary"]["why"] == "gate not run: no new adapter to gate"
+    row = _promote_summary(lambda ctx: {"verdict": "REJECT", "decision_id": "gd-1"})
+    assert row["summary"]["why"] == "gate said REJECT"
+    # a PROMOTE left to CI is not "gate said PROMOTE" as if that were a reason not to promote
+    monkeypatch.setenv("MEND_CURATE_NIGHTLY_PROMOTE", "false")
+    why = _promote_summary(lambda ctx: {"verdict": "PROMOTE", "decision_id": "gd-2"})["summary"]["why"]
+    assert "nightly_promote is false" in why and "registry promote --decision gd-2" in why
