@@ -251,10 +251,11 @@ class Client:
 
     def complete_many(self, requests: list[dict], progress: bool | Callable[[int], Any] = False) -> list[Call]:
         """Synchronous wrapper: all requests, bounded concurrency, results in request order.
-        progress: True for a rich progress bar, or a callable given the number of finished calls."""
+        progress: True for a progress display (traces.progress: a rich bar on a terminal, plain lines in a log),
+        or a callable given the number of finished calls."""
         if progress is True:
-            from rich.progress import Progress
-            with Progress(transient=True) as bar:
+            from traces.progress import progress as bars
+            with bars(transient=True) as bar:
                 task = bar.add_task(f"{self.purpose} calls", total=len(requests))
                 return asyncio.run(self.complete_all(requests, lambda n: bar.advance(task, n)))
         return asyncio.run(self.complete_all(requests, progress or None))

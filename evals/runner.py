@@ -15,6 +15,7 @@ Python API (gate, nightly): run_suite(...) -> run_id, find_complete_run(...).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from evals.registry import resolve_ref
 from evals.reports import print_run
 from evals.runs import refresh_stale
 from evals.suites import SuiteError, selection_sql
+from traces import progress as progress_mod
 from traces import settings as settings_mod
 from traces import store
 from traces.hashing import adapter_hash
@@ -192,16 +194,13 @@ def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
 
 
 def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, done) -> None:
-    from rich.progress import Progress
-
     from train.generate import generate
     from train.models import load
     model, tokenizer = load(model_ref, adapter=adapter)
     max_new_tokens = greedy_settings()["max_new_tokens"]
     path.parent.mkdir(parents=True, exist_ok=True)
     chunk = max(1, s.gen_batch_size * 2)
-    with Progress(console=console, transient=True, disable=not progress) as bar:
-        task = bar.add_task(safe(f"generating with {model_ref}"), total=len(todo))
+    with _advance(progress, f"generating with {model_ref}", len(todo)) as advance:
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=max_new_tokens,
@@ -209,7 +208,7 @@ def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, don
             with path.open("a") as f:
                 f.writelines(json.dumps({"key": k, "text": g.text}) + "\n" for k, g in zip(part, gens))
             done.update((k, g.text) for k, g in zip(part, gens))
-            bar.advance(task, len(part))
+            advance(len(part))
 
 
 COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_loose", "score", "reason",
@@ -289,13 +288,22 @@ def _progress(items, enabled: bool, label: str):
     if not enabled or len(items) < 500:
         yield from items
         return
-    from rich.progress import Progress
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(safe(label), total=len(items))
+    with _advance(True, label, len(items)) as advance:
         for i, item in enumerate(items):
             yield item
-            if i % 200 == 199:
-                bar.advance(task, 200)
+            if i % 200 == 199 or i == len(items) - 1:  # every 200 items, and the rest: a log sees "done"
+                advance(i % 200 + 1)
+
+
+@contextlib.contextmanager
+def _advance(enabled: bool, label: str, total: int):
+    """`advance(k)` on a bar on a terminal or plain lines in a log (traces.progress), on stderr; or a no-op."""
+    if not enabled:
+        yield lambda k: None
+        return
+    with progress_mod.progress(console, transient=True) as bar:
+        task = bar.add_task(safe(label), total=total)
+        yield lambda k: bar.advance(task, k)
 
 
 def _finish(run_id: str, frame) -> None:

@@ -1,3 +1,8 @@
 import sys
-from traces.cli import main
+
+from traces.quiet import quiet
+
+quiet()  # before traces.cli imports anything: tqdm and huggingface_hub read their switches at import
+from traces.cli import main  # noqa: E402
+
 sys.exit(main())

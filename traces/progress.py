@@ -13,7 +13,10 @@ update, console) and prints one line per task at most every `every_s` seconds, a
     synth · cluster c1: 16/64 (25%) 2.1/s ETA 0:00:23
     synth · cluster c1: 64/64 (100%) 2.3/s done in 0:00:28
 
-Task descriptions are rich markup, as with rich's bars (pass them through traces.terminal.safe).
+Task descriptions are rich markup, as with rich's bars (pass them through traces.terminal.safe). Extra task fields
+(`add_task(..., info="loss 1.23")`, `update(task, info=...)`) follow the figures, on a bar and on a line:
+
+    lora: 40/120 (33%) 0.8/s ETA 0:01:40 · loss 1.2345  512 tok/s
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+
+EVERY_S = 5.0  # seconds between two plain lines of one task, when the caller names none (tests set 0)
 
 
 def _clock_text(seconds: float) -> str:
@@ -37,6 +42,7 @@ class _Task:
     printed_at: float = 0.0
     finished: bool = False
     fields: dict = field(default_factory=dict)
+    base: float = 0.0  # completed when added (a resumed run): the rate counts this session's work only
 
 
 class PlainProgress:
@@ -49,7 +55,7 @@ class PlainProgress:
     def add_task(self, description: str, total: float | None = 100.0, completed: float = 0, **fields) -> int:
         now = self.clock()
         task_id = len(self.tasks)
-        self.tasks[task_id] = _Task(description, total, now, completed, printed_at=now, fields=fields)
+        self.tasks[task_id] = _Task(description, total, now, completed, printed_at=now, fields=fields, base=completed)
         self._line(self.tasks[task_id], now)
         return task_id
 
@@ -67,6 +73,7 @@ class PlainProgress:
             t.completed = completed
         if advance:
             t.completed += advance
+        t.fields.update(fields)
         now = self.clock()
         done = t.total is not None and t.completed >= t.total
         if (done and not t.finished) or now - t.printed_at >= self.every_s:
@@ -76,7 +83,7 @@ class PlainProgress:
 
     def _line(self, t: _Task, now: float) -> None:
         elapsed = now - t.started
-        rate = t.completed / elapsed if elapsed > 0 else 0.0
+        rate = (t.completed - t.base) / elapsed if elapsed > 0 else 0.0
         head = f"{self.stage} · " if self.stage else ""
         count = f"{t.completed:g}/{t.total:g}" if t.total else f"{t.completed:g}"
         share = f" ({t.completed / t.total:.0%})" if t.total else ""
@@ -86,17 +93,38 @@ class PlainProgress:
             tail = f"ETA {_clock_text((t.total - t.completed) / rate)}"
         else:
             tail = "ETA -"
-        self.console.print(f"{head}{t.description}: {count}{share} {rate:.1f}/s {tail}", highlight=False,
-                           soft_wrap=True)
+        extra = _fields_text(t.fields)
+        self.console.print(f"{head}{t.description}: {count}{share} {rate:.1f}/s {tail}"
+                           + (f" · {extra}" if extra else ""), highlight=False, soft_wrap=True)
+
+
+def _fields_text(fields: dict) -> str:
+    return "  ".join(str(v) for v in fields.values() if v not in (None, ""))
 
 
 @contextlib.contextmanager
-def progress(console, stage: str = "", every_s: float = 5.0) -> Iterator:
-    """rich bars on a terminal, PlainProgress lines otherwise."""
+def progress(console=None, stage: str = "", every_s: float | None = None, transient: bool = False) -> Iterator:
+    """rich bars on a terminal, PlainProgress lines otherwise. console None: rich's global console (stdout), the
+    one rich.progress.Progress used; every_s None: EVERY_S; transient: the bars vanish when done (a terminal only:
+    a log keeps its lines)."""
+    if console is None:
+        import rich
+        console = rich.get_console()
     if console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as bar:
+        with _bars(console, transient) as bar:
             yield bar
         return
-    yield PlainProgress(console, stage, every_s)
+    yield PlainProgress(console, stage, EVERY_S if every_s is None else every_s)
+
+
+def _bars(console, transient: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Fields(ProgressColumn):  # the task's extra fields (loss, tok/s), as PlainProgress prints them
+        def render(self, task):
+            return Text.from_markup(_fields_text(task.fields))
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Fields(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)

@@ -79,9 +79,9 @@ def embed(texts, batch_size: int = 64, progress=None):
                                         convert_to_numpy=True, show_progress_bar=False)
     if not show:
         return np.ascontiguousarray(encode(texts), dtype=np.float32)
-    from rich.progress import Progress
+    from traces.progress import progress as bars
     step, parts = batch_size * 4, []
-    with Progress(transient=True) as bar:
+    with bars(transient=True) as bar:
         task = bar.add_task("embedding", total=len(texts))
         for start in range(0, len(texts), step):
             parts.append(encode(texts[start:start + step]))

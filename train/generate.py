@@ -11,8 +11,11 @@ temperature == 0 (deterministic, what evals use); sampling (temperature, top_p, 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
+
+from traces import progress as progress_mod  # `progress` is generate's flag
 
 
 @dataclass
@@ -145,26 +148,16 @@ def _mask_processor(model, banned_token_ids):
     return LogitsProcessorList([BanTokens()])
 
 
-class _progress_bar:
-    """A rich progress bar over generated rows, or a no-op; usable as `with ... as advance`."""
-
-    def __init__(self, enabled, total: int):
-        self.bar = None
-        if enabled and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self.bar = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                transient=False)
-            self.task = self.bar.add_task("gen", total=total)
-
-    def __enter__(self):
-        if self.bar is None:
-            return lambda k: None
-        self.bar.start()
-        return lambda k: self.bar.advance(self.task, k)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
+@contextlib.contextmanager
+def _progress_bar(enabled, total: int):
+    """`advance(k)` over generated rows: a rich bar on a terminal, plain lines in a log (traces.progress), or a
+    no-op."""
+    if not (enabled and total):
+        yield lambda k: None
+        return
+    with progress_mod.progress() as bar:
+        task = bar.add_task("generating", total=total)
+        yield lambda k: bar.advance(task, k)
 
 
 def sequence_nll(model, tokenizer, conversations, responses: Sequence[str], batch_size: int = 16) -> list[float]:

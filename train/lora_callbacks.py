@@ -1,10 +1,13 @@
-"""Trainer callbacks of `python -m train lora`: NaN/inf guard, metrics record, rich progress."""
+"""Trainer callbacks of `python -m train lora`: NaN/inf guard, metrics record, progress (bar or log lines)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 from transformers import TrainerCallback
+
+from traces.progress import progress as bars
 
 
 class NonFiniteLoss(RuntimeError):
@@ -73,21 +76,21 @@ class MetricsRecorder(TrainerCallback):
 
 
 class RichProgress(TrainerCallback):
-    """One rich bar over optimizer steps with the last loss and tokens/s (replaces transformers' tqdm/printer)."""
+    """Progress over optimizer steps with the last loss and tokens/s (replaces transformers' tqdm/printer): a rich
+    bar on a terminal, plain lines every few seconds in a log (traces.progress)."""
 
     def __init__(self, recorder: MetricsRecorder, console=None):
         self.recorder, self.console = recorder, console
         self.progress = None
         self.task = None
+        self._open = contextlib.ExitStack()  # the display lives from on_train_begin to on_train_end
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         if not state.is_world_process_zero:
             return
-        self.progress = Progress(TextColumn("[bold]lora"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console)
-        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
-        self.progress.start()
+        self.progress = self._open.enter_context(bars(self.console))
+        self.task = self.progress.add_task("[bold]lora", total=state.max_steps, completed=state.global_step,
+                                           info="")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None:
@@ -102,5 +105,5 @@ class RichProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
-            self.progress.stop()
+            self._open.close()
             self.progress = None
