@@ -1,12 +1,13 @@
 """What every synthesis mode shares: the prompt and budget records, the teacher (local server or endpoint),
-sending calls within budget, verifying a candidate by its prompt's checks, and writing candidate rows.
+sending calls within budget, verifying a candidate by its prompt's checks (the instructions its metadata names and
+the cluster's own check), and writing candidate rows.
 compose (curate/synth.py) and full (curate/synth_full.py) both build on it."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from traces import progress as progress_mod
 from traces import settings as settings_mod
@@ -23,6 +24,7 @@ class Prompt:
     metadata: dict
     seed_trace_id: str | None
     description: str = ""  # the instruction sentence this prompt targets (for guidance)
+    request: dict = field(default_factory=dict)  # the failing trace's tools and params, which some checks read
 
 
 @dataclass
@@ -40,9 +42,12 @@ class Budget:
         self.cost_left -= cost
 
 
-def verify(p_prompt: str, response: str, metadata: dict) -> tuple[bool, str | None, list]:
+def verify(p_prompt: str, response: str, metadata: dict, request: dict | None = None
+           ) -> tuple[bool, str | None, list]:
+    """Every check the metadata names: IFEval instructions, and `checks` (where synthesis puts the cluster's own
+    check as its suite ran it, curate.synth.cluster_checks)."""
     from evals.checks import verify_instructions
-    results = verify_instructions(p_prompt, response, metadata)
+    results = verify_instructions(p_prompt, response, metadata, request)
     failed = [r.reason or cid for cid, r in results if not r.passed]
     if not results:
         return False, "no checks: the metadata names no instruction to verify", results
@@ -61,7 +66,7 @@ def candidate_row(cluster: dict, p: Prompt, call, mode: str, teacher_model: str,
     sentence (the full text stays in llm_calls). `call` needs .text and .request_hash (None: no teacher call)."""
     from curate import quality
     response = quality.trim_truncated(call.text or "", finish_reason(call))
-    ok, reason, results = verify(p.prompt, response, p.metadata)
+    ok, reason, results = verify(p.prompt, response, p.metadata, p.request)
     if ok:
         fluent, why = quality.fluency(response, p.prompt, p.metadata, finish_reason(call),
                                       min_alpha=min_alpha or (guide or {}).get("min_alpha") or quality.MIN_ALPHA)

@@ -28,7 +28,11 @@ class EditError(ValueError):
 
 
 def to_text(item) -> str:
-    checks = ", ".join((item.metadata or {}).get("instruction_id_list") or []) or "none"
+    md = item.metadata or {}
+    named = [*(md.get("instruction_id_list") or []),
+             *(c.get("check") for c in md.get("checks") or [] if isinstance(c, dict))]
+    checks = ", ".join(map(str, named))
+    checks = checks or "none"
     header = (f"# mend review: editing example {item.example_id} (cluster {item.cluster_id})\n"
               "# Edit the prompt and the response; keep the three marker lines as they are.\n"
               "# Lines starting with '#' above the first marker are ignored. Empty the file to cancel.\n"

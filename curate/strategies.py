@@ -258,7 +258,7 @@ def _production_sources(job: Job) -> list[Source]:
     for p in job.prompts:
         t = by_id.get(p.seed_trace_id)
         if t and t.get("response") and p.messages == t["messages"]:
-            ok, reason, _ = verify(p.prompt, t["response"], p.metadata)
+            ok, reason, _ = verify(p.prompt, t["response"], p.metadata, p.request)
             if not ok:
                 out.append(Source(p, t["response"], t["trace_id"], None, reason or ""))
     return out

@@ -10,11 +10,13 @@ Targeted synthesis per failure cluster, from the seed split only (holdout traces
   teacher samples, fixed deterministically), constrained (the teacher decodes under the check's grammar),
   sample (best-of-k; k requests with distinct seeds: servers may ignore `n`), revise (strong teachers).
 - full (strong teacher): the teacher writes new requests and ideal responses as JSON.
-Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions) and
-then by the quality filter (curate/quality.py); failures stay in `examples` with their reason, and every
-row records its strategy and source. Then the new candidates go through `curate filter` (dedup,
-decontamination) unless --no-filter. The yield table shows candidates, verified and kept per cluster
-and strategy; in a log (not a terminal) progress is printed as plain lines.
+Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions): its IFEval
+instructions, and the cluster's own check as the cluster's eval run scored its failing trace (cluster_checks: a
+suite's YAML `checks:`, put into the prompt's metadata `checks`), then by the quality filter (curate/quality.py);
+a check that cannot run here (judge without an endpoint) fails it with a reason that says so. Failures stay in
+`examples` with their reason, and every row records its strategy and source. Then the new candidates go through
+`curate filter` (dedup, decontamination) unless --no-filter. The yield table shows candidates, verified and kept
+per cluster and strategy; in a log (not a terminal) progress is printed as plain lines.
 """
 from __future__ import annotations
 
@@ -84,13 +86,44 @@ def fixable(check_id: str, names) -> bool:
 
 
 def failing_seed_traces(con, cluster_id: str) -> list[dict]:
-    """The cluster's members from the seed split; both the membership and the trace must say seed."""
+    """The cluster's members from the seed split; both the membership and the trace must say seed. Each carries
+    its request's tools and params and the cluster's check as its suite ran it on that trace (cluster_checks)."""
     rows = con.execute("""
-        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.response, t.usage, t.params
+        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.response, t.usage, t.params, t.tools
         FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
         WHERE m.cluster_id = ? AND m.split = 'seed' AND t.split = 'seed'
         ORDER BY t.trace_id""", [cluster_id]).fetchall()
-    return [{**_trace(r[:5]), "finish_reason": logged_finish(r[5], r[6])} for r in rows]
+    checks = cluster_checks(con, cluster_id)
+    return [{**_trace(r[:5]), "finish_reason": logged_finish(r[5], r[6]), "checks": checks.get(r[0], []),
+             "request": {k: json.loads(v) for k, v in (("params", r[6]), ("tools", r[7])) if v}} for r in rows]
+
+
+def cluster_checks(con, cluster_id: str) -> dict[str, list[dict]]:
+    """trace id -> [{"check", "args"}]: the cluster's check with the arguments its eval run scored each seed member
+    with (results). A suite's own `checks:` list lives in no trace's metadata, so this is what verifies a candidate
+    for a cluster of a YAML suite (regex, tool_calls, judge, ...)."""
+    rows = con.execute("""
+        SELECT DISTINCT r.trace_id, r.check_idx, r.check_id, r.check_args::VARCHAR
+        FROM cluster_members m JOIN clusters c ON c.cluster_id = m.cluster_id
+        JOIN results r ON r.run_id = c.run_id AND r.trace_id = m.trace_id AND r.check_id = c.check_id
+        WHERE m.cluster_id = ? AND m.split = 'seed' ORDER BY r.trace_id, r.check_idx""", [cluster_id]).fetchall()
+    out: dict[str, list[dict]] = {}
+    for trace_id, _, check_id, args in rows:
+        spec = {"check": check_id, "args": json.loads(args) if args else {}}
+        if spec not in out.setdefault(trace_id, []):
+            out[trace_id].append(spec)
+    return out
+
+
+def with_checks(metadata: dict, specs: list[dict]) -> dict:
+    """The metadata plus, under "checks", each spec it does not name yet: the example then carries what verifies
+    it (verify_instructions, a reviewer's edit). A check the metadata already names (an IFEval instruction, or a
+    `from_metadata: checks` entry) is not added twice, so IFEval prompts are unchanged."""
+    named = set(metadata.get("instruction_id_list") or [])
+    have = [{"check": c.get("check"), "args": c.get("args") or {}} for c in metadata.get("checks") or []
+            if isinstance(c, dict)]
+    new = [s for s in specs if s["check"] not in named and s not in have]
+    return {**metadata, "checks": [*(metadata.get("checks") or []), *new]} if new else metadata
 
 
 def logged_finish(usage, params) -> str | None:
@@ -167,13 +200,13 @@ def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float =
 
 
 def _from_trace(t: dict, check_id: str) -> Prompt:
-    md = {k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}
+    md = with_checks({k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}, t.get("checks") or [])
     desc = ""
     with contextlib.suppress(Exception):
         for iid, kw in ifeval.instruction_specs(md):
             if iid == check_id:
                 desc = ifeval.build_instruction(iid, kw, t["prompt"])[1]
-    return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc)
+    return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc, t.get("request") or {})
 
 
 # ------------------------------------------------------------------ requests, verification, storage
@@ -217,6 +250,8 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
                                      "max_clusters": max_clusters, "cluster_order": order,
                                      "strategies": tuple(strategy_names) if strategy_names else None})
     console = console or Console()
+    from evals.checks import load_check_modules
+    load_check_modules()  # a suite's own checks from check_modules verify candidates too
     if s.mode == "compose":
         strategies.active(s)  # an unknown strategy name fails before any work
     with store.connect() as con:

@@ -69,7 +69,7 @@ def full_mode(todo, failing_by_cluster, s, budget, tallies, console) -> None:
             failing = failing_by_cluster[c["cluster_id"]]
             calls_wanted = max(1, min(s.max_calls_per_cluster,
                                       -(-s.max_examples_per_cluster // s.full_requests_per_call)))
-            plans = [_plan(c, i) for i in range(calls_wanted)]
+            plans = [_plan(c, i, failing) for i in range(calls_wanted)]
             reqs = [full_request(c, failing, p["description"], s.full_requests_per_call, i) for i, p in enumerate(plans)]
             task = progress.add_task(escape(f"full {c['label'][:40]}"), total=len(reqs))
             calls = run_calls(client, reqs, budget, progress, task)
@@ -89,11 +89,12 @@ def full_mode(todo, failing_by_cluster, s, budget, tallies, console) -> None:
             counts.kept += sum(r["status"] == "verified" for r in rows)
 
 
-def _plan(cluster: dict, i: int) -> dict:
+def _plan(cluster: dict, i: int, failing: list[dict] = ()) -> dict:
     fresh = fresh_instruction(cluster["check_id"], "", f"mend-full:{cluster['cluster_id']}:{i}")
-    if fresh is None:  # a non-IFEval check: verified by name through metadata["checks"]
+    if fresh is None:  # a non-IFEval check: through metadata["checks"], with the args its suite ran it with
+        checks = next((t["checks"] for t in failing if t.get("checks")), [{"check": cluster["check_id"]}])
         return {"description": f"(the response must pass the check {cluster['check_id']})",
-                "metadata": {"checks": [{"check": cluster["check_id"]}]}}
+                "metadata": {"checks": checks}}
     desc, kwargs = fresh
     return {"description": desc, "metadata": {"instruction_id_list": [cluster["check_id"]], "kwargs": [kwargs]}}
 

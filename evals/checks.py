@@ -180,9 +180,11 @@ for _iid in ifeval.INSTRUCTION_IDS:
     register(_iid)(_make_ifeval(_iid))
 
 
-def verify_instructions(prompt: str, response: str, metadata: dict | None) -> list[tuple[str, CheckResult]]:
-    """Run the checks the metadata names (IFEval instructions, plus generic `checks` entries) — curate's verifier."""
-    trace = {"prompt": prompt, "metadata": metadata or {}}
+def verify_instructions(prompt: str, response: str, metadata: dict | None,
+                        request: dict | None = None) -> list[tuple[str, CheckResult]]:
+    """Run the checks the metadata names (IFEval instructions, plus generic `checks` entries) — curate's verifier.
+    `request`: the request's own fields a check may read (tools for tool_calls, params for json_schema)."""
+    trace = {**(request or {}), "prompt": prompt, "metadata": metadata or {}}
     out = [(iid, run_check(iid, response, kw, trace)) for iid, kw in instruction_specs(metadata)]
     for spec in (metadata or {}).get("checks") or []:
         result = run_check(spec["check"], response, spec.get("args"), trace)

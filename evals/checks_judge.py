@@ -68,7 +68,10 @@ def prefetch(items: list[tuple[str, dict, dict]], progress=True) -> None:
 
 @register("judge")
 def judge(response, args, trace):
-    client = judge_client()
+    try:
+        client = judge_client()
+    except JudgeNotConfigured as e:  # curate's verifier runs it one answer at a time, offline too: say so
+        return CheckResult(False, 0.0, f"judge: not run, so not verified: {e}")
     call = client.complete_many([judge_request(response, args, trace)])[0]
     details = {"judge_model": client.model, "judge_endpoint": client.base_url, "request_hash": call.request_hash}
     if call.error:
