@@ -79,6 +79,14 @@ class CurateSettings:
     sweep_anchors: int = 12  # instruction-free validation requests whose base answers measure anchoring
     sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
     # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
+    sweep_prose_docs: int = 40  # local prose documents (evals/lm_eval_tasks/prose.py) whose lm-eval word perplexity
+    # each candidate and the base get, as the gate's perplexity guard measures it (as many as the gate's default);
+    # 0: not measured (prose rise 0)
+    sweep_prose_offset: int = 100  # the first of them: past every document the gate scores (its first
+    # `gate_lm_eval_docs`, 40 by default), so the sweep never tunes on the gate's prose; a sweep refuses an offset
+    # below gate_lm_eval_docs
+    sweep_prose_tolerance: float = -1.0  # largest allowed rise of that word perplexity (ppl_adapter / ppl_base - 1);
+    # negative: the gate's own `gate_ppl_tolerance` (10%)
     sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl
     # --- the nightly (owned by curate/nightly.py) ---
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)

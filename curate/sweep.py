@@ -16,13 +16,22 @@ validation split, never on the gate's holdout.
    in-process (train.lora.run) and scored: target = share of (a) whose greedy answer passes all its own checks
    (evals.checks.verify_instructions); anchor NLL = mean per-token NLL of (b)'s answers (train.generate.sequence_nll),
    against the base's. rise = exp(NLL_adapter - NLL_base) - 1.
-4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance`; ties: the smaller
-   rise, then grid order; when none is within the tolerance, the smallest rise. Exactly one row is `chosen`.
+   (c) prose perplexity: the gate's perplexity guard's own measure (evals.guards.word_perplexity: lm-eval word
+   perplexity on the local prose of evals/lm_eval_tasks/prose.py), on `sweep_prose_docs` documents starting at
+   `sweep_prose_offset`. The gate scores the first `gate_lm_eval_docs` documents; the sweep refuses an offset below
+   that, so it never tunes on the gate's prose (the default offset, 100, is well past the gate's 40).
+   prose_rise = ppl_adapter / ppl_base - 1. The anchor NLL alone missed what the gate rejects: on the demo, sft
+   lr 1e-3 3 epochs r 16 lowered it 16% while the gate's word perplexity rose 20% (117.4 -> 141.2).
+4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance` and whose prose_rise
+   <= `sweep_prose_tolerance` (negative: the gate's `gate_ppl_tolerance`); ties: the smaller max(rise, prose_rise),
+   then grid order; when none is within both, the smallest max(rise, prose_rise). Exactly one row is `chosen`.
 
 One `sweeps` row per config (docs/schema.md), with the train run it made. A sweep's id hashes the source training
 set, the validation settings and the base: running it again, with the same grid or another one, reuses every config
 already scored on that split (a failed one is tried again), appends new configs, and re-applies the rule over all of
-them (e.g. after a new tolerance).
+them (e.g. after a new tolerance). A config scored before a figure existed is scored again from its adapter, without
+training: all of it before the per-check metrics, only (c) when its prose figure is missing or was taken on other
+documents (another sweep_prose_docs / sweep_prose_offset); the base is scored again for what is rescored.
 """
 from __future__ import annotations
 
@@ -41,8 +50,9 @@ from traces import store
 from traces.settings import SettingsError, load, resolve_path
 from traces.terminal import safe
 
-RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%}; ties: smaller "
-        "rise, then grid order; none within the tolerance: the smallest rise")
+RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%} and prose word "
+        "perplexity rise <= {ptol:.0%} ({prose}); ties: smaller max(anchor rise, prose rise), then grid order; none "
+        "within both: the smallest max(anchor rise, prose rise)")
 CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
 
 
@@ -172,6 +182,56 @@ def _share(flags: list) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+@dataclass(frozen=True)
+class ProsePlan:
+    offset: int  # the first document scored
+    docs: int  # documents scored (0: prose perplexity not measured)
+    tolerance: float  # largest allowed prose_rise
+    gate_docs: int  # the gate's documents: 0 .. gate_docs - 1
+
+
+def prose_documents() -> list[str]:
+    """The local prose task's documents, in order (the gate scores the first gate_lm_eval_docs)."""
+    from evals.lm_eval_tasks import prose
+    return prose.paragraphs()
+
+
+def prose_plan(cs, es=None) -> ProsePlan:
+    """Which prose documents the sweep scores; never one of the gate's (SettingsError if the settings would)."""
+    es = es or load("evals")
+    tolerance = cs.sweep_prose_tolerance if cs.sweep_prose_tolerance >= 0 else es.gate_ppl_tolerance
+    if cs.sweep_prose_docs <= 0:
+        return ProsePlan(cs.sweep_prose_offset, 0, tolerance, es.gate_lm_eval_docs)
+    if cs.sweep_prose_offset < es.gate_lm_eval_docs:
+        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset} < gate_lm_eval_docs {es.gate_lm_eval_docs}: "
+                            f"the sweep would score prose documents the gate's perplexity guard scores; set "
+                            f"[tool.mend.curate] sweep_prose_offset to at least {es.gate_lm_eval_docs}")
+    left = len(prose_documents()) - cs.sweep_prose_offset
+    if left <= 0:
+        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset}: the local prose has only "
+                            f"{cs.sweep_prose_offset + left} documents (evals/lm_eval_tasks/prose.py); lower it "
+                            f"(not below gate_lm_eval_docs {es.gate_lm_eval_docs}) or set sweep_prose_docs = 0")
+    return ProsePlan(cs.sweep_prose_offset, min(cs.sweep_prose_docs, left), tolerance, es.gate_lm_eval_docs)
+
+
+def prose_score(model_ref: str, adapter, plan: ProsePlan) -> dict:
+    """(c) `prose_ppl`: lm-eval word perplexity of (model, adapter) on prose documents plan.offset ..
+    plan.offset + plan.docs - 1 (evals.guards.word_perplexity, the gate's guard on documents it never scores)."""
+    out = {"prose_ppl": None, "prose_docs": plan.docs, "prose_offset": plan.offset}
+    if plan.docs:
+        from evals import guards
+        out["prose_ppl"] = guards.word_perplexity(model_ref, None if adapter is None else str(adapter), plan.docs,
+                                                  offset=plan.offset)
+    return out
+
+
+def _prose_words(plan: ProsePlan) -> str:
+    if not plan.docs:
+        return "not measured: sweep_prose_docs = 0"
+    return (f"lm-eval, local prose documents {plan.offset}-{plan.offset + plan.docs - 1}; the gate's are "
+            f"0-{plan.gate_docs - 1}")
+
+
 # ---------------------------------------------------------------- the rule
 
 def rise(metrics: dict) -> float:
@@ -181,16 +241,28 @@ def rise(metrics: dict) -> float:
     return math.exp(metrics["anchor_nll"] - metrics["base_anchor_nll"]) - 1
 
 
-def choose(rows: list[dict], tolerance: float) -> int | None:
+def prose_rise(metrics: dict) -> float:
+    """Rise of the prose word perplexity under the adapter: ppl_adapter / ppl_base - 1 (0 when not measured)."""
+    if metrics.get("prose_ppl") is None or not metrics.get("base_prose_ppl"):
+        return 0.0
+    return metrics["prose_ppl"] / metrics["base_prose_ppl"] - 1
+
+
+def worst_rise(metrics: dict) -> float:
+    return max(rise(metrics), prose_rise(metrics))
+
+
+def choose(rows: list[dict], tolerance: float, prose_tolerance: float) -> int | None:
     """config_idx the rule picks among complete rows ({"config_idx", "status", "metrics"}); None if none finished."""
     done = [r for r in rows if r["status"] == "complete"]
     if not done:
         return None
-    within = [r for r in done if rise(r["metrics"]) <= tolerance]
+    within = [r for r in done if rise(r["metrics"]) <= tolerance and prose_rise(r["metrics"]) <= prose_tolerance]
     if within:
-        best = max(within, key=lambda r: (r["metrics"]["target_pass"] or 0.0, -rise(r["metrics"]), -r["config_idx"]))
+        best = max(within, key=lambda r: (r["metrics"]["target_pass"] or 0.0, -worst_rise(r["metrics"]),
+                                          -r["config_idx"]))
     else:
-        best = min(done, key=lambda r: (rise(r["metrics"]), r["config_idx"]))
+        best = min(done, key=lambda r: (worst_rise(r["metrics"]), r["config_idx"]))
     return best["config_idx"]
 
 
@@ -228,8 +300,9 @@ def mark_chosen(sid: str, idx: int | None, rule: str) -> None:
 # ---------------------------------------------------------------- the sweep
 
 def run_sweep(training_set: str | None = None, grid: list[str] | None = None, train_fn=None, score_fn=None,
-              answerer=None, console: Console | None = None) -> dict:
-    """Train and score every config of the grid; returns {"sweep_id", "rows", "chosen", "base", "validation"}."""
+              answerer=None, console: Console | None = None, prose_fn=None) -> dict:
+    """Train and score every config of the grid; returns {"sweep_id", "rows", "chosen", "base", "validation"}.
+    score_fn(model_ref, adapter, val) scores (a) and (b), prose_fn(model_ref, adapter) (c); adapter None: the base."""
     from curate import export
     from train import lora_data
     console = console or Console()
@@ -238,22 +311,31 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     source_hash = lora_data.set_hash(lora_data.read_training_set(path))
     configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
     sid = sweep_id(source_hash, cs, ts.model)
-    rule = RULE.format(tol=cs.sweep_anchor_tolerance)
+    plan = prose_plan(cs)  # before anything is trained: refuses documents the gate scores
+    rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan))
     score_fn = score_fn or score
+    prose_fn = prose_fn or (lambda ref, adapter: prose_score(ref, adapter, plan))
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
     console.print(f"sweep {sid}: {len(configs)} config(s); validation: {len(val.groups)} seed group(s), "
-                  f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s)")
+                  f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s); prose perplexity: "
+                  f"{_prose_words(plan)}")
     found = rows(sid)
     done = [r for r in found if r["status"] == "complete"]
-    stale = [r for r in done if "n_targets" not in r["metrics"]]  # scored before the per-check metrics
+    stale = [r for r in done if not _scored(r["metrics"])]  # scored before the per-check metrics: all again
+    unprosed = [r for r in done if _scored(r["metrics"]) and not _prose_scored(r["metrics"], plan)]  # (c) again
     if done and not stale:  # a resumed or extended sweep: the base was scored on the same validation part
-        base = _base_of(done[0]["metrics"], "base_")
+        base = _base_of(done[0]["metrics"], "base_", VAL_KEYS)
     else:
         console.rule("base (no adapter)")
-        base = _base_of(score_fn(ts.model, None, val), "")
-    for r in stale:  # the same adapter on the same validation part, scored again: no retraining
+        base = _base_of(score_fn(ts.model, None, val), "", VAL_KEYS)
+    if done and not stale and not unprosed:  # ... and on the same prose documents
+        base |= _base_of(done[0]["metrics"], "base_", PROSE_KEYS)
+    else:
+        console.rule("base (no adapter): prose perplexity")
+        base |= _base_of(prose_fn(ts.model, None), "", PROSE_KEYS)
+    for r in stale + unprosed:  # the same adapter on the same validation part, scored again: no retraining
         console.rule(f"config {r['config_idx']}: scored again ({safe(describe(r['config']))})")
-        _rescore(sid, r, val, base, score_fn)
+        _rescore(sid, r, val, base, score_fn, prose_fn, full=r in stale)
     for config in configs:
         if any(r["config"] == config for r in done):  # scored already (this grid or an earlier one)
             continue
@@ -261,34 +343,59 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
         idx = failed[0] if failed else max([r["config_idx"] for r in found] + [-1]) + 1
         found.append({"config_idx": idx, "config": config})
         console.rule(f"config {idx}: {safe(describe(config))}")
-        _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export)
+        _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, prose_fn,
+                    answerer, export)
     found = rows(sid)
-    chosen = choose(found, cs.sweep_anchor_tolerance)
+    chosen = choose(found, cs.sweep_anchor_tolerance, plan.tolerance)
     mark_chosen(sid, chosen, rule)
     return {"sweep_id": sid, "rows": rows(sid), "chosen": chosen, "base": base, "rule": rule,
-            "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors)}}
+            "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors),
+                           "prose_docs": plan.docs, "prose_offset": plan.offset}}
 
 
-BASE_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll")
+VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll")  # (a), (b)
+PROSE_KEYS = ("prose_ppl",)  # (c)
 
 
-def _base_of(metrics: dict, prefix: str) -> dict:
-    return {"base_" + k: metrics.get(prefix + k) for k in BASE_KEYS}
+def _base_of(metrics: dict, prefix: str, keys: tuple) -> dict:
+    return {"base_" + k: metrics.get(prefix + k) for k in keys}
 
 
-def _rescore(sid: str, row: dict, val: Validation, base: dict, score_fn) -> None:
+def _scored(metrics: dict) -> bool:
+    return "n_targets" in metrics
+
+
+def _prose_scored(metrics: dict, plan: ProsePlan) -> bool:
+    """(c) taken on the documents this sweep scores (a row from before it existed has no prose figure)."""
+    return "prose_ppl" in metrics and (metrics.get("prose_docs"), metrics.get("prose_offset")) == (plan.docs,
+                                                                                                  plan.offset)
+
+
+def _finish(metrics: dict, base: dict) -> dict:
+    metrics["rise"] = rise(metrics)
+    metrics["prose_rise"] = prose_rise(metrics)
+    metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
+    return metrics
+
+
+def _rescore(sid: str, row: dict, val: Validation, base: dict, score_fn, prose_fn, full: bool) -> None:
+    """full: (a), (b) and (c) again; else (c) only, the row's other figures kept."""
     with store.connect(read_only=True) as con:
         (adapter,) = con.execute("SELECT adapter_path FROM train_runs WHERE run_id = ?", [row["run_id"]]).fetchone()
-    kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step")}
-    metrics = {**score_fn(load("train").model, resolve_path(adapter), val), **base, **kept}
-    metrics["rise"] = rise(metrics)
-    metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
+    model_ref, adapter = load("train").model, resolve_path(adapter)
+    if full:
+        kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step")}
+        metrics = {**score_fn(model_ref, adapter, val), **kept}
+    else:
+        metrics = dict(row["metrics"])
+    metrics = _finish({**metrics, **prose_fn(model_ref, adapter), **base}, base)
     with store.connect() as con:
         con.execute("UPDATE sweeps SET metrics = ? WHERE sweep_id = ? AND config_idx = ?",
                     [json.dumps(metrics), sid, row["config_idx"]])
 
 
-def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, answerer, export):
+def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, prose_fn, answerer,
+                export):
     share = config.get("replay_self_share", cs.replay_self_share)
     fraction = config.get("replay_fraction", cs.replay_fraction)
     out = resolve_path(cs.sweep_dir) / sid / f"c{idx}" / "train.jsonl"
@@ -302,15 +409,15 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
         run_id = result.run_id
         if result.status != "complete":
             raise RuntimeError(f"training failed: {result.error}")
-        metrics = {**score_fn(load("train").model, result.adapter_dir, val), **base, "counts": counts,
-                   "final_loss": result.metrics.get("final_loss"), "last_step": result.metrics.get("last_step")}
+        model_ref = load("train").model
+        metrics = {**score_fn(model_ref, result.adapter_dir, val), **prose_fn(model_ref, result.adapter_dir), **base,
+                   "counts": counts, "final_loss": result.metrics.get("final_loss"),
+                   "last_step": result.metrics.get("last_step")}
     except Exception as e:  # one config failing (e.g. DPO without pairs) does not end the sweep
         _insert(sid, idx, config, run_id, "failed", {**base}, source_hash, path, rule, f"{type(e).__name__}: {e}")
         Console(stderr=True).print(f"[red]config {idx} failed:[/] {safe(f'{type(e).__name__}: {e}')}")
         return
-    metrics["rise"] = rise(metrics)
-    metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
-    _insert(sid, idx, config, run_id, "complete", metrics, source_hash, path, rule)
+    _insert(sid, idx, config, run_id, "complete", _finish(metrics, base), source_hash, path, rule)
 
 
 # ---------------------------------------------------------------- showing it
@@ -322,23 +429,26 @@ def _pct(x) -> str:
 def table(sid: str, found: list[dict]) -> Table:
     base = next((r["metrics"] for r in found if r["metrics"]), {})
     t = Table(title=f"sweep {sid} — base: targeted checks {_pct(base.get('base_target_pass'))}%, all checks "
-                    f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}")
-    numeric = ("#", "target %", "checks %", "anchor NLL", "ppl rise %", "steps")
-    for col in ["#", "config", "run", "target %", "checks %", "anchor NLL", "ppl rise %", "steps", "status", "chosen"]:
-        t.add_column(col, justify="right" if col in numeric else "left",
+                    f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}, prose "
+                    f"word perplexity {_f(base.get('base_prose_ppl'), 2)}")
+    cols = ["#", "config", "run", "target %", "checks %", "anchor NLL", "anchor rise %", "prose ppl", "prose rise %",
+            "steps", "status", "chosen"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("config", "run", "status", "chosen") else "right",
                      overflow="fold" if col in ("config", "run") else "ellipsis")
     for r in found:
-        m = r["metrics"]
+        m, complete = r["metrics"], r["status"] == "complete"
         t.add_row(str(r["config_idx"]), safe(describe(r["config"])), safe(r["run_id"] or "-"),
                   _pct(m.get("target_pass")), _pct(m.get("checks_pass")),
-                  _f(m.get("anchor_nll")), _pct(m.get("rise")) if r["status"] == "complete" else "-",
+                  _f(m.get("anchor_nll")), _pct(m.get("rise")) if complete else "-",
+                  _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-",
                   str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t
 
 
-def _f(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
+def _f(x, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         cs = load("curate")
         val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0)
-        console.print(f"validation: {len(val.groups)} seed group(s), {len(val.prompts)} target prompt(s)")
+        console.print(f"validation: {len(val.groups)} seed group(s), {len(val.prompts)} target prompt(s); prose "
+                      f"perplexity: {_prose_words(prose_plan(cs))}")
         for i, c in enumerate(args.config or cs.sweep_grid):
             console.print(f"  config {i}: {safe(describe(parse_config(c)))}")
         return 0

@@ -4,8 +4,9 @@
 
 (a) perplexity: word perplexity of a local lm-eval task (`evals/lm_eval_tasks/mend_prose.yaml`: English prose
     from Python's own docstrings and license, written under data/lm_eval/ at run time; nothing downloaded),
-    through `lm_eval.simple_evaluate` with the HF backend and the peft adapter. The candidate may exceed the
-    baseline's perplexity by at most `gate_ppl_tolerance` (relative).
+    through `lm_eval.simple_evaluate` with the HF backend and the peft adapter, on the first `gate_lm_eval_docs`
+    documents. The candidate may exceed the baseline's perplexity by at most `gate_ppl_tolerance` (relative).
+    `curate sweep` measures the same figure on later documents (`offset`), never these.
 (b) drift: mean per-token negative log-likelihood, under each model, of the baseline's own responses to passing
     seed traces (a fixed sample of `gate_drift_samples`). The candidate may exceed the baseline's by at most
     `gate_drift_tolerance` nats/token: a large rise means the adapter moved the model away from answers that
@@ -26,8 +27,10 @@ class GuardError(RuntimeError):
     pass
 
 
-def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch_size: int = 8) -> float:
-    """lm-eval word perplexity of (model, adapter) on the local prose task."""
+def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch_size: int = 8,
+                    offset: int = 0) -> float:
+    """lm-eval word perplexity of (model, adapter) on the local prose task: documents offset .. offset + n_docs - 1
+    (the gate: 0 .. gate_lm_eval_docs - 1; `curate sweep` scores later ones, never the gate's)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from train.models import resolve
@@ -38,7 +41,7 @@ def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch
         out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=["mend_prose"], batch_size=batch_size,
                                       task_manager=TaskManager(include_path=str(TASKS_DIR),
                                                                include_defaults=False,  # skip indexing ~10k YAMLs
-                                                               metadata={"n_docs": n_docs}),
+                                                               metadata={"n_docs": n_docs, "offset": offset}),
                                       log_samples=False, bootstrap_iters=0,
                                       device=_device())
     except Exception as e:  # lm-eval raises many types; the gate reports any of them as "could not run"
@@ -121,8 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--adapter")
     ap.add_argument("--docs", type=int, default=40)
+    ap.add_argument("--offset", type=int, default=0, help="first document (0: the gate's documents)")
     args = ap.parse_args(argv)
-    print(f"word perplexity: {word_perplexity(args.model, args.adapter, args.docs):.3f}")
+    print(f"word perplexity: {word_perplexity(args.model, args.adapter, args.docs, offset=args.offset):.3f}")
     return 0
 
 

@@ -1,14 +1,19 @@
 """curate sweep: a validation split carved from the training data by seed group (never the holdout, deterministic),
-one `sweeps` row per grid config, exactly one chosen by the stated rule; the nightly report shows it."""
+prose perplexity on documents the gate never scores, one `sweeps` row per grid config, exactly one chosen by the
+stated rule; the nightly report shows it."""
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from builders.replay import add_trace, counting, tiny_student, traffic  # noqa: F401 (fixtures)
 
 from curate import export, sweep
+from evals import guards
 from traces import store
+from traces.settings import SettingsError, load
 
 
 def accepted_example(eid, trace_id, prompt, response, cluster="c1"):
@@ -109,7 +114,7 @@ class FakeTrain:
 
 # (target pass rate, anchor NLL) per adapter; the base: 0.2 and NLL 1.0
 SCORES = {None: (0.2, 1.0), "adapter-0.1": (0.6, 1.5), "adapter-0.2": (0.4, 1.05), "adapter-0.3": (0.4, 1.02),
-          "adapter-0.5": (0.1, 0.99)}
+          "adapter-0.4": (0.3, 1.0), "adapter-0.5": (0.1, 0.99)}
 GRID = ["lr=0.1 replay_self_share=0", "lr=0.2 replay_self_share=0", "lr=0.3 lora_r=8 replay_self_share=0",
         "lr=0.4 replay_self_share=0", "lr=0.5 method=sft+dpo replay_self_share=0"]
 
@@ -120,12 +125,34 @@ def fake_score(ref, adapter, val):
             "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
 
 
+class FakePerplexity:
+    """Stands in for evals.guards.word_perplexity: a fixed prose perplexity per adapter; records each call."""
+
+    def __init__(self, table=None):
+        # the base: 100; every adapter within the 10% tolerance (config 2's rise 1% < its anchor rise 2%)
+        self.table = table or {None: 100.0, "adapter-0.1": 105.0, "adapter-0.2": 104.0, "adapter-0.3": 101.0,
+                               "adapter-0.4": 102.0, "adapter-0.5": 99.0}
+        self.calls = []
+
+    def __call__(self, model_ref, adapter, n_docs=40, batch_size=8, offset=0):
+        name = None if adapter is None else Path(adapter).name
+        self.calls.append({"adapter": name, "n_docs": n_docs, "offset": offset})
+        return self.table[name]
+
+
 def run(train=None, grid=GRID):
     return sweep.run_sweep(grid=grid, train_fn=train or FakeTrain(fail_lr="0.4"), score_fn=fake_score)
 
 
 @pytest.fixture
-def exported(tmp_path, monkeypatch):
+def ppl(monkeypatch):
+    fake = FakePerplexity()
+    monkeypatch.setattr(guards, "word_perplexity", fake)
+    return fake
+
+
+@pytest.fixture
+def exported(tmp_path, monkeypatch, ppl):
     world()
     monkeypatch.setenv("MEND_CURATE_TRAIN_OUT", str(tmp_path / "train" / "train.jsonl"))
     monkeypatch.setenv("MEND_CURATE_SWEEP_DIR", str(tmp_path / "sweeps"))
@@ -145,6 +172,7 @@ def test_one_row_per_config_and_exactly_one_chosen_by_the_rule(exported):
     m = rows[2]["metrics"]
     assert m["base_target_pass"] == 0.2 and m["base_anchor_nll"] == 1.0 and m["beats_base"]
     assert abs(m["rise"] - (2.718281828 ** 0.02 - 1)) < 1e-6 and rows[2]["run_id"] == "run-0.3"
+    assert m["base_prose_ppl"] == 100.0 and m["prose_ppl"] == 101.0 and abs(m["prose_rise"] - 0.01) < 1e-9
     assert rows[2]["config"] == {"lr": 0.3, "lora_r": 8, "replay_self_share": 0.0, "lora_alpha": 16}
     assert "--lora-alpha" in train.calls[2] and train.calls[4][train.calls[4].index("--method") + 1] == "sft+dpo"
     with store.connect(read_only=True) as con:
@@ -188,9 +216,122 @@ def test_the_rule_when_no_config_is_within_the_tolerance():
     rows = [{"config_idx": i, "status": "complete", "metrics": {"target_pass": t, "anchor_nll": n,
                                                                 "base_anchor_nll": 1.0}}
             for i, (t, n) in enumerate([(0.9, 1.5), (0.1, 1.2), (0.5, 1.2)])]
-    assert sweep.choose(rows, 0.1) == 1  # the smallest rise (1 and 2 tie: grid order)
-    assert sweep.choose(rows, 0.3) == 2  # within 0.3: 1 and 2; 2 has the better target
-    assert sweep.choose([{**rows[0], "status": "failed"}], 0.1) is None
+    assert sweep.choose(rows, 0.1, 0.1) == 1  # the smallest rise (1 and 2 tie: grid order)
+    assert sweep.choose(rows, 0.3, 0.1) == 2  # within 0.3: 1 and 2; 2 has the better target
+    assert sweep.choose([{**rows[0], "status": "failed"}], 0.1, 0.1) is None
+
+
+def prose_rows(*figures):
+    """(target, anchor NLL, prose ppl) per config; the base: anchor NLL 1.0, prose ppl 100."""
+    return [{"config_idx": i, "status": "complete",
+             "metrics": {"target_pass": t, "anchor_nll": n, "base_anchor_nll": 1.0, "prose_ppl": p,
+                         "base_prose_ppl": 100.0}} for i, (t, n, p) in enumerate(figures)]
+
+
+def test_the_rule_needs_the_prose_rise_within_its_tolerance_too():
+    # config 0: the best target, anchored (NLL fell, as on the demo) but prose perplexity +20%: not chosen
+    rows = prose_rows((0.9, 0.85, 120.0), (0.5, 1.02, 103.0), (0.3, 1.0, 100.0))
+    assert sweep.prose_rise(rows[0]["metrics"]) == pytest.approx(0.2) and sweep.rise(rows[0]["metrics"]) < 0
+    assert sweep.choose(rows, 0.1, 0.1) == 1
+    assert sweep.choose(rows, 0.1, 0.25) == 0  # a looser prose tolerance admits it
+    # none within both: the smallest max(anchor rise, prose rise): 1 (max 0.3) before 0 (0.5) and 2 (exp(.4)-1)
+    rows = prose_rows((0.9, 1.0, 150.0), (0.5, 1.2, 130.0), (0.3, 1.4, 100.0))
+    assert sweep.choose(rows, 0.1, 0.1) == 1
+    # ties on target within both: the smaller max of the two rises
+    rows = prose_rows((0.5, 1.01, 108.0), (0.5, 1.05, 101.0))
+    assert sweep.choose(rows, 0.1, 0.1) == 1
+
+
+def test_a_sweep_does_not_choose_the_best_target_when_its_prose_perplexity_rose(exported, ppl, monkeypatch):
+    monkeypatch.setitem(SCORES, "adapter-0.3", (0.5, 1.02))  # config 2: the best target within the anchor tolerance
+    ppl.table["adapter-0.3"] = 115.0  # ... but its prose perplexity rose 15% > 10%
+    out = run()
+    m = out["rows"][2]["metrics"]
+    assert m["prose_rise"] == pytest.approx(0.15) and m["rise"] < 0.1
+    assert out["chosen"] == 1 and [r["chosen"] for r in out["rows"]] == [False, True, False, False, False]
+    assert "prose word perplexity rise <= 10%" in out["rule"] and "100-139" in out["rule"]
+    console = Console(record=True, width=250)
+    console.print(sweep.table(out["sweep_id"], out["rows"]))
+    shown = console.export_text()
+    assert "prose word perplexity 100.00" in shown and "prose rise %" in shown
+    row2 = next(line for line in shown.splitlines() if "run-0.3" in line)
+    assert "115.00" in row2 and "15.0" in row2
+
+
+def test_the_sweeps_prose_documents_are_none_of_the_gates(tmp_path, monkeypatch):
+    """The gate's guard scores the first gate_lm_eval_docs documents; the sweep's are later ones, and what each
+    run writes for lm-eval (prose.load: the task's dataset) shares no document with the other."""
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    sys.path.insert(0, str(guards.TASKS_DIR))
+    import prose  # the lm-eval task's data module, as lm-eval loads it
+    es, plan = load("evals"), sweep.prose_plan(load("curate"))
+    assert plan.offset >= es.gate_lm_eval_docs and plan.docs == 40 and plan.tolerance == es.gate_ppl_tolerance
+    gate = prose.load(n_docs=es.gate_lm_eval_docs)["test"]["text"]  # as evals.guards.word_perplexity asks
+    mine = prose.load(n_docs=plan.docs, offset=plan.offset)["test"]["text"]
+    assert len(gate) == es.gate_lm_eval_docs and len(mine) == plan.docs
+    assert set(gate).isdisjoint(mine)
+    assert mine == sweep.prose_documents()[plan.offset:plan.offset + plan.docs]
+    # the gate's documents are still the module docstrings and the license (the member docstrings come after)
+    assert gate == prose.paragraphs()[:es.gate_lm_eval_docs]
+    monkeypatch.setattr(prose, "_member_docs", lambda name: [])
+    assert gate == prose.paragraphs()[:es.gate_lm_eval_docs]  # the same without them
+    assert (tmp_path / "data" / "lm_eval" / "prose.jsonl").read_text().count("\n") == es.gate_lm_eval_docs
+    # a gate that scores as many documents as the sweep's offset or more: the sweep refuses
+    monkeypatch.setenv("MEND_EVALS_GATE_LM_EVAL_DOCS", str(plan.offset + 1))
+    with pytest.raises(SettingsError, match="sweep_prose_offset"):
+        sweep.prose_plan(load("curate"))
+
+
+def test_a_sweep_refuses_the_gates_prose_before_training(exported, monkeypatch):
+    monkeypatch.setenv("MEND_CURATE_SWEEP_PROSE_OFFSET", "39")  # the gate scores 0-39
+    train = FakeTrain()
+    with pytest.raises(SettingsError, match="gate_lm_eval_docs 40"):
+        run(train)
+    assert train.calls == []
+
+
+def test_scoring_measures_prose_perplexity_past_the_gates_documents(exported, ppl):
+    out = run()
+    # the base once, then each config that trained; always the sweep's documents, never the gate's (offset 0)
+    assert ppl.calls == [{"adapter": a, "n_docs": 40, "offset": 100}
+                         for a in (None, "adapter-0.1", "adapter-0.2", "adapter-0.3", "adapter-0.5")]
+    assert all(r["metrics"]["base_prose_ppl"] == 100.0 for r in out["rows"])
+    for r in out["rows"]:
+        if r["status"] == "complete":
+            assert (r["metrics"]["prose_docs"], r["metrics"]["prose_offset"]) == (40, 100)
+    ppl.calls.clear()
+    run(FakeTrain())  # a rerun: the base and the scored configs keep their figures; only the failed one runs
+    assert ppl.calls == [{"adapter": "adapter-0.4", "n_docs": 40, "offset": 100}]
+
+
+def test_a_row_without_a_prose_figure_gets_one_without_training_or_regenerating(exported, ppl, monkeypatch):
+    run()
+    with store.connect() as con:  # as written before the prose figure existed
+        m = json.loads(con.execute("SELECT metrics FROM sweeps WHERE config_idx = 2").fetchone()[0])
+        for k in ("prose_ppl", "prose_docs", "prose_offset", "prose_rise", "base_prose_ppl"):
+            m.pop(k)
+        con.execute("UPDATE sweeps SET metrics = ? WHERE config_idx = 2", [json.dumps(m)])
+        for lr in ("0.1", "0.2", "0.3", "0.4", "0.5"):
+            con.execute("""INSERT INTO train_runs (run_id, adapter_path, base_model, base_fingerprint, training_set,
+                           status, started_at) VALUES (?, ?, 'm', 'f', 't', 'complete', now())""",
+                        [f"run-{lr}", f"adapter-{lr}"])
+    scored, train = [], FakeTrain()
+    ppl.calls.clear()
+    ppl.table["adapter-0.3"] = 130.0
+    out = sweep.run_sweep(grid=GRID, train_fn=train, score_fn=lambda *a: scored.append(a) or fake_score(*a))
+    assert [c[c.index("--lr") + 1] for c in train.calls] == ["0.4"]  # only the failed config trains
+    assert [a[1] for a in scored] == [Path("adapter-0.4")]  # (a), (b) kept for config 2: not generated again
+    assert [c["adapter"] for c in ppl.calls] == [None, "adapter-0.3", "adapter-0.4"]  # the base once, then 2
+    m = out["rows"][2]["metrics"]
+    assert m["prose_ppl"] == 130.0 and m["prose_rise"] == pytest.approx(0.3) and m["anchor_nll"] == 1.02
+    assert m["counts"] and m["last_step"] == 3 and out["chosen"] == 1  # 2 is now over the prose tolerance
+    # other documents (another offset): every scored config's prose figure is taken again, the base's too
+    ppl.calls.clear()
+    monkeypatch.setenv("MEND_CURATE_SWEEP_PROSE_OFFSET", "150")
+    sweep.run_sweep(grid=GRID, train_fn=train, score_fn=lambda *a: scored.append(a) or fake_score(*a))
+    assert sorted((c["adapter"] or "") for c in ppl.calls) == \
+        ["", "adapter-0.1", "adapter-0.2", "adapter-0.3", "adapter-0.4", "adapter-0.5"]
+    assert {c["offset"] for c in ppl.calls} == {150}
 
 
 def test_grid_config_errors_name_the_key():
@@ -229,13 +370,16 @@ class FixedAnswerer:
 
 
 def test_a_real_sweep_on_the_tiny_model(tiny_student, tmp_path, monkeypatch):
-    """train.lora.run in-process with the grid's flags, the adapter scored with real generation and NLL."""
+    """train.lora.run in-process with the grid's flags, the adapter scored with real generation and NLL, and prose
+    perplexity through lm-eval on the sweep's own documents."""
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))  # lm-eval's documents are written under data/ there
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     world(10, 2)
     for key, value in {"CURATE_TRAIN_OUT": tmp_path / "train" / "train.jsonl", "CURATE_SWEEP_DIR": tmp_path / "sw",
                        "CURATE_SWEEP_VAL_FRACTION": 0.5, "CURATE_SWEEP_VAL_MAX": 3, "CURATE_SWEEP_ANCHORS": 2,
                        "TRAIN_ADAPTERS_DIR": tmp_path / "adapters", "TRAIN_MAX_STEPS": 1, "TRAIN_BATCH_SIZE_TRAIN": 2,
                        "TRAIN_VAL_FRACTION": 0, "TRAIN_MAX_LENGTH": 64,
-                       "TRAIN_GRADIENT_CHECKPOINTING": "false"}.items():
+                       "TRAIN_GRADIENT_CHECKPOINTING": "false", "CURATE_SWEEP_PROSE_DOCS": 4}.items():
         monkeypatch.setenv(f"MEND_{key}", str(value))
     export.export(replay_self_share=0.0)
     out = sweep.run_sweep(grid=["lr=1e-3 lora_r=4 replay_self_share=0.5"], answerer=FixedAnswerer())
@@ -244,6 +388,10 @@ def test_a_real_sweep_on_the_tiny_model(tiny_student, tmp_path, monkeypatch):
     m = row["metrics"]
     assert m["n_val"] == out["validation"]["prompts"] > 0 and m["n_anchors"] == 2
     assert m["anchor_nll"] > 0 and m["base_anchor_nll"] > 0 and m["counts"]["self"] > 0
+    assert m["prose_ppl"] > 1 and m["base_prose_ppl"] > 1 and (m["prose_docs"], m["prose_offset"]) == (4, 100)
+    written = (tmp_path / "data" / "lm_eval" / "prose-from100.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"] for line in written] == sweep.prose_documents()[100:104]
+    assert not (tmp_path / "data" / "lm_eval" / "prose.jsonl").exists()  # the gate's file: not written
     with store.connect(read_only=True) as con:
         run = con.execute("""SELECT status, settings->>'lora_r', settings->>'lora_alpha' FROM train_runs
                              WHERE run_id = ?""", [row["run_id"]]).fetchone()
