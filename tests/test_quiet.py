@@ -112,3 +112,17 @@ def test_every_package_entry_point_calls_quiet_before_its_cli():
     for pkg in ("traces", "train", "evals", "curate"):
         text = (ROOT / pkg / "__main__.py").read_text()
         assert "quiet()" in text and text.index("quiet()") < text.index(f"from {pkg}.cli import"), pkg
+
+
+def test_tables_in_a_log_are_wider_than_80_columns(tmp_path):
+    """Off a terminal rich would fold every table to 80 columns; the CLIs ask for LOG_COLUMNS unless COLUMNS is set."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "traces", "config"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    widest = max(len(line) for line in out.splitlines())
+    assert 80 < widest <= int(quiet_mod.LOG_COLUMNS)
+    env["COLUMNS"] = "100"  # the user's own width wins
+    out = subprocess.run([sys.executable, "-m", "traces", "config"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert max(len(line) for line in out.splitlines()) == 100

@@ -15,7 +15,9 @@ Everything else is kept, above all what says a config or input is wrong.
 
 Off a terminal (cron, a pipe, a file), tqdm bars (transformers' "Loading weights" on every model load, hub
 downloads) are carriage-return noise in a log; their own switches turn them off unless the user set them.
-mend's long stages print plain progress lines there instead (traces.progress).
+mend's long stages print plain progress lines there instead (traces.progress). rich draws tables 80 columns wide
+when it cannot ask a terminal, which folds a cluster label or a gate reason over five lines of a cron log: there
+COLUMNS (which rich reads) defaults to LOG_COLUMNS.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ WARNINGS = [  # (category, message regex, module regex: where the library raises
      r"transformers\.modeling_utils"),
     (DeprecationWarning, r"`torch\.jit\.script_method` is deprecated", r"torch\.jit\._script"),
 ]
+LOG_COLUMNS = "140"
 LOG_LINES = {  # logger -> message regex (searched: lm-eval wraps its lines)
     "bitsandbytes.backends.cpu.ops": r"^Failed to load CPU gemm_4bit_forward from kernels-community",
     "lm_eval.evaluator": r"chat\s+template\s+is\s+not\s+applied",
@@ -56,6 +59,8 @@ def quiet() -> None:
             logger.addFilter(_DropLines(pattern))
     if not _terminal():
         _no_tqdm_bars()
+    if not (sys.stdout is not None and sys.stdout.isatty()):
+        os.environ.setdefault("COLUMNS", LOG_COLUMNS)
 
 
 def _terminal() -> bool:
