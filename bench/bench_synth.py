@@ -117,14 +117,14 @@ def demo_rate(n_calls: int) -> dict:
     """Kept examples per wall-minute on the demo's three clusters: default strategies + llama.cpp vs the old
     guided transformers-serve path, each on a fresh copy of the same database."""
     from bench import scratch_store
-    from curate.synth import choose_clusters
+    from curate.synth import choose_clusters, clusters
     from traces import store
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.duckdb"
         prepare(base)
         with scratch_store(base), store.connect(read_only=True) as con:
-            ids = [c["check_id"] for c in _clusters(con, choose_clusters(con, 3, "fixable"))]
+            ids = [c["check_id"] for c in clusters(con, choose_clusters(con, 3, "fixable"))]
         runs = {}
         for label, overrides in (("new", {"strategies": ("repair", "constrained", "sample"),
                                           "target_per_cluster": 16, "per_cluster": 10, "max_tokens": 128}),
@@ -133,17 +133,12 @@ def demo_rate(n_calls: int) -> dict:
                                           "max_calls_per_cluster": n_calls})):
             db = Path(tmp) / f"{label}.duckdb"
             shutil.copy(base, db)
-            name = overrides["strategies"][0] if label == "old" else "repair"
-            r = _run_default(db, ids, overrides) if label == "new" else run_strategy(db, name, 10, ids, **overrides)
+            r = _run_default(db, ids, overrides) if label == "new" \
+                else run_strategy(db, "constrained", 10, ids, **overrides)
             kept = sum(c.kept for c in r["counts"].values())
             runs[label] = {"kept": kept, "seconds": r["seconds"], "calls": r["calls"],
                            "per_minute": kept / (r["seconds"] / 60)}
     return {"ids": ids, **runs}
-
-
-def _clusters(con, ids):
-    from curate.synth import clusters
-    return clusters(con, ids)
 
 
 def _run_default(db: Path, ids: list[str], overrides: dict) -> dict:
