@@ -1,0 +1,26 @@
+"""The IFEval gain bench computes the base student's result once per key (prompts, caps, weights, versions)."""
+from bench import bench_evals
+
+
+def test_base_result_is_reused_only_for_the_same_key(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(limit, max_gen_toks, batch_size, adapter=None, save=True):
+        calls.append((limit, max_gen_toks))
+        return {"metrics": {"prompt_level_strict_acc": 0.25}, "minutes": 3.0, "parity": True}
+
+    monkeypatch.setattr(bench_evals, "IFEVAL_BASE_CACHE", tmp_path / "base.json")
+    monkeypatch.setattr(bench_evals, "run_lm_eval_ifeval", fake_run)
+    monkeypatch.setattr(bench_evals, "base_key", lambda *a: {"args": list(a), "weights": "w1"})
+
+    first = bench_evals.cached_base(120, 512, 8)
+    again = bench_evals.cached_base(120, 512, 8)
+    assert calls == [(120, 512)]
+    assert first["minutes"] == 3.0 and not first.get("cached")
+    assert again["cached"] and again["minutes"] == 0.0
+    assert again["metrics"] == first["metrics"]
+
+    bench_evals.cached_base(60, 512, 8)  # another key: computed, not read
+    monkeypatch.setattr(bench_evals, "base_key", lambda *a: {"args": list(a), "weights": "w2"})
+    bench_evals.cached_base(60, 512, 8)  # new weights: computed again
+    assert calls == [(120, 512), (60, 512), (60, 512)]
