@@ -52,3 +52,13 @@ def test_unknown_total_and_markup_in_descriptions():
     task = bar.add_task("calls \\[x]", total=None)
     bar.advance(task, 3)
     assert out.getvalue().splitlines()[-1] == "calls [x]: 3 0.0/s ETA -"  # descriptions are escaped markup
+
+
+def test_slow_steps_show_seconds_each_not_zero_per_second():
+    out = io.StringIO()
+    clock = Clock()
+    bar = PlainProgress(Console(file=out, width=200), stage="train", every_s=0.0, clock=clock)
+    task = bar.add_task("lora", total=10)
+    clock.now += 40.0  # a training step on 2 cores
+    bar.advance(task, 1)
+    assert out.getvalue().splitlines()[-1] == "train · lora: 1/10 (10%) 40 s each ETA 0:06:00"

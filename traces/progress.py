@@ -33,6 +33,11 @@ def _clock_text(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _rate_text(rate: float) -> str:
+    """2.1/s, or 41 s each when slower than one a ten seconds (a training step): "0.0/s" says nothing."""
+    return f"{1 / rate:.0f} s each" if 0 < rate < 0.1 else f"{rate:.1f}/s"
+
+
 @dataclass
 class _Task:
     description: str
@@ -94,7 +99,7 @@ class PlainProgress:
         else:
             tail = "ETA -"
         extra = _fields_text(t.fields)
-        self.console.print(f"{head}{t.description}: {count}{share} {rate:.1f}/s {tail}"
+        self.console.print(f"{head}{t.description}: {count}{share} {_rate_text(rate)} {tail}"
                            + (f" · {extra}" if extra else ""), highlight=False, soft_wrap=True)
 
 
