@@ -77,9 +77,8 @@ def _strategies(con, train_run) -> list[tuple]:
     if not train_run:
         return []
     return con.execute("""
-        WITH kept AS (SELECT item_id AS example_id FROM train_examples WHERE run_id = $run AND origin = 'example'
-                      UNION SELECT p.chosen_example_id FROM train_examples te
-                      JOIN preference_pairs p ON p.pair_id = te.item_id WHERE te.run_id = $run AND te.origin = 'pair')
+        WITH kept AS (SELECT DISTINCT example_id FROM trained_examples
+                      WHERE run_id = $run AND origin IN ('example', 'pair'))
         SELECT coalesce(any_value(c.label), e.cluster_id, '?') AS label,
                coalesce(e.strategy, if(e.edited_from IS NULL, 'unknown', 'edited')) AS kind, count(*)
         FROM kept JOIN examples e USING (example_id) LEFT JOIN clusters c ON c.cluster_id = e.cluster_id
@@ -157,7 +156,7 @@ def _cost(con, train_run) -> dict:
         SELECT coalesce(sum(c.cost_usd), 0), count(*), coalesce(sum(c.prompt_tokens + c.completion_tokens), 0)
         FROM llm_calls c WHERE c.request_hash IN (
             SELECT request_hash FROM examples WHERE cluster_id IN (
-                SELECT e.cluster_id FROM train_examples te JOIN examples e ON e.example_id = te.item_id
+                SELECT e.cluster_id FROM trained_examples te JOIN examples e USING (example_id)
                 WHERE te.run_id = ?))""", [train_run]).fetchone()
     return {"usd": float(usd), "calls": int(calls), "tokens": int(tokens)}
 

@@ -340,7 +340,8 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
 
 
 def target_clusters(con, adapter: str | None, train_run: str | None) -> tuple[list[str], str | None]:
-    """The clusters the candidate's training examples targeted (via train_examples -> examples)."""
+    """The clusters the candidate's training examples targeted (trained_examples: SFT rows and the chosen
+    example of each DPO pair -> examples)."""
     if train_run is None and adapter:
         row = con.execute("""SELECT run_id FROM train_runs WHERE adapter_path = ? OR adapter_path = ?
                              ORDER BY started_at DESC LIMIT 1""",
@@ -348,8 +349,8 @@ def target_clusters(con, adapter: str | None, train_run: str | None) -> tuple[li
         train_run = row[0] if row else None
     if train_run is None:
         return [], None
-    rows = con.execute("""SELECT DISTINCT e.cluster_id FROM train_examples te JOIN examples e
-                          ON e.example_id = te.item_id WHERE te.run_id = ? AND e.cluster_id IS NOT NULL
+    rows = con.execute("""SELECT DISTINCT e.cluster_id FROM trained_examples te JOIN examples e
+                          ON e.example_id = te.example_id WHERE te.run_id = ? AND e.cluster_id IS NOT NULL
                           ORDER BY 1""", [train_run]).fetchall()
     return [r[0] for r in rows], train_run
 

@@ -74,3 +74,21 @@ def test_report_writes_markdown_and_plots(tmp_path, monkeypatch):
     # every candidate of the trained cluster was paid for (3 calls at $0.01, the duplicate too); 4 fixed
     assert "Teacher: 3 calls" in text and "cost per fixed failure: $0.0075" in text
     assert "| duplicate | near_duplicate | 1 |" in text
+
+
+def test_a_dpo_run_is_traced_through_its_pairs_to_their_chosen_examples(tmp_path):
+    """A DPO run records pairs, not examples, in train_examples: the gate's target clusters and the lineage view
+    must still reach the cluster through each pair's chosen example (before m012 they found nothing)."""
+    from evals.gate import target_clusters
+    build(tmp_path)
+    with store.connect() as con:
+        # e0 answers the failing seed trace's own prompt, so production's answer is its rejected side
+        con.execute("""UPDATE examples SET messages = (SELECT messages FROM traces WHERE trace_id = 's000')
+                       WHERE example_id = 'e0'""")
+        pair = con.execute("SELECT pair_id FROM preference_pairs WHERE chosen_example_id = 'e0'").fetchone()[0]
+        con.execute("DELETE FROM train_examples WHERE run_id = 'tr1'")
+        con.execute("INSERT INTO train_examples VALUES ('tr1', ?, 'pair', 'h')", [pair])
+    with store.connect(read_only=True) as con:
+        assert target_clusters(con, None, "tr1") == (["c1"], "tr1")
+        examples = con.execute("""SELECT DISTINCT example_id FROM lineage WHERE train_run_id = 'tr1'""").fetchall()
+    assert examples == [("e0",)]
