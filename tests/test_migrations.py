@@ -32,6 +32,28 @@ def test_upgrade_from_a_database_with_only_m001(tmp_path):
     assert con.execute("SELECT trace_id FROM traces").fetchall() == [("t1",)]  # data kept
 
 
+def test_a_reader_of_an_older_store_migrates_it_first(tmp_path):
+    """`make gate` on a store the previous release wrote: a read-only command must see the new views too."""
+    from traces import store
+    path = tmp_path / "older.duckdb"
+    con = duckdb.connect(str(path))
+    migrate(con, upto=MIGRATIONS[-2][0])
+    con.close()
+    with store.connect(path, read_only=True) as con:
+        names = [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+        assert names[-1] == latest()
+        assert con.execute(f"SELECT count(*) FROM {_newest_relation()}").fetchone() == (0,)
+
+
+def _newest_relation() -> str:
+    """A table or view the last migration creates (the test above reads it)."""
+    before = duckdb.connect(":memory:")
+    migrate(before, upto=MIGRATIONS[-2][0])
+    after = duckdb.connect(":memory:")
+    migrate(after)
+    return sorted(tables(after) - tables(before))[0]
+
+
 def test_traces_split_is_constrained(tmp_path):
     import pytest
     con = duckdb.connect(str(tmp_path / "c.duckdb"))
