@@ -170,7 +170,8 @@ def test_dpo_resumes_from_its_checkpoint_after_a_kill(tmp_path, tiny_model_dir):
     assert m["evals"] and m["final_eval_loss"] is not None  # DPO eval loss on the validation pairs
     assert db_rows("SELECT status FROM train_runs") == [("complete",)]
     # the settings are part of the run's identity: the same set under --method sft is another run
-    s_sft, _ = settings(tmp_path, tiny_model_dir, tmp_path / "train.jsonl", max_steps=4, val_fraction=0.25)
+    s_sft, _ = settings(tmp_path, tiny_model_dir, tmp_path / "train.jsonl", method="sft", max_steps=4,
+                        val_fraction=0.25)
     assert make_plan(s_sft, sources).checkpoint is None
 
 
@@ -221,3 +222,26 @@ def test_method_and_pairs_errors_are_one_line(tmp_path, tiny_model_dir, capsys):
         tmp_path, 2)), "method": "sft+dpo", "val_fraction": 0.5, "seed": seed})
     with pytest.raises(TrainingSetError, match="fell into the validation split"):
         make_plan(s, sources)
+
+
+def test_auto_method_is_dpo_when_most_examples_have_a_pair_else_sft(tmp_path, tiny_model_dir, capsys):
+    from builders.lora import write_set
+
+    from train.lora import make_plan
+    (tmp_path / "paired").mkdir()
+    plan = plan_for(tmp_path / "paired", tiny_model_dir, n=8)
+    assert plan.settings.method == "dpo" and {x.origin for x in plan.examples} == {"pair"}
+    assert "method auto -> dpo: 6 of 6 exported examples have a preference pair" in capsys.readouterr().err
+
+    (tmp_path / "none").mkdir()  # no pairs.jsonl beside the set
+    s, sources = settings(tmp_path / "none", tiny_model_dir, write_set(tmp_path / "none", 8, manifest=False))
+    plan = make_plan(s, sources)
+    assert plan.settings.method == "sft" and "pair" not in {x.origin for x in plan.examples}
+
+    (tmp_path / "few").mkdir()  # 2 of 6 examples paired: DPO would drop the other 4, so SFT
+    training_set = write_pairs(tmp_path / "few", 8)
+    pairs = (tmp_path / "few" / "pairs.jsonl").read_text().splitlines()
+    (tmp_path / "few" / "pairs.jsonl").write_text("\n".join(pairs[:2]) + "\n")
+    s, sources = settings(tmp_path / "few", tiny_model_dir, training_set)
+    assert make_plan(s, sources).settings.method == "sft"
+    assert "method auto -> sft: 2 of 6" in capsys.readouterr().err

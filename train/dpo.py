@@ -85,6 +85,13 @@ def read_pairs(path: str | Path, manifest: Path | None = None) -> list[Pair]:
     return _apply_manifest(pairs, manifest, path)
 
 
+def paired_examples(path: Path) -> set[str]:
+    """The example ids (lineage field `example_id`) that have at least one pair in pairs.jsonl."""
+    with path.open(encoding="utf-8") as f:
+        rows = [json_object(line, f"{path}:{i}") for i, line in enumerate(f, 1) if line.strip()]
+    return {str(r["example_id"]) for r in rows if r.get("example_id")}
+
+
 def _parse_pair(line: str, where: str) -> Pair:
     row = json_object(line, where)
     pid = row.get("id")
