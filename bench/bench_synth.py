@@ -12,6 +12,8 @@ of that database (no strategy sees another's rows or cached teacher calls):
   prompt (no teacher call); those prompts are the seed split's, with 1-3 instructions each.
 - constrained, sample: n single-instruction prompts (a seed request + the id's instruction alone), one sample each.
 - revise: the same n failing production responses, rewritten by the teacher with the checks' reasons.
+- sample+repair: what synthesis does with a sample that fails: the same n single-instruction prompts, one sample
+  each, and each failing sample repaired (kept/attempted counts a prompt once, however it was kept).
 
 The share reported is kept / attempted: verified by every instruction of the prompt and passing the quality
 filter. The second row compares the default synthesis (strategies in order, llama.cpp teacher) with the path the
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STRATEGY_NAMES = ("repair", "constrained", "sample", "revise")
+STRATEGY_NAMES = ("repair", "constrained", "sample", "sample+repair", "revise")
 # revise runs on these only (a third of the ids, different kinds), to keep the bench near 20 minutes on 2 cores
 REVISE_IDS = ["punctuation:no_comma", "change_case:english_capital", "detectable_format:title",
               "startend:end_checker", "detectable_format:number_bullet_lists", "keywords:forbidden_words",
@@ -70,8 +72,10 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
     from curate.synth import _from_trace, failing_seed_traces
     from traces import settings as settings_mod
     from traces import store
+    parts = tuple(name.split("+"))  # "sample+repair": samples, each failing one then repaired (as synthesis does)
+    on_production = parts[0] in ("repair", "revise")
     with scratch_store(db):
-        s = settings_mod.load("curate", {"strategies": (name,), "target_per_cluster": 0, "k": 1, "guidance_k": 1,
+        s = settings_mod.load("curate", {"strategies": parts, "target_per_cluster": 0, "k": 1, "guidance_k": 1,
                                          "max_examples_per_cluster": 10_000, "max_calls_per_cluster": 10_000,
                                          "max_calls_total": 100_000, "guidance": "always", **overrides})
         with store.connect() as con:
@@ -79,8 +83,8 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
             chosen = {i: c for i, c in chosen.items() if ids is None or i in ids}
             jobs = []
             for check, c in chosen.items():
-                failing = failing_seed_traces(con, c["cluster_id"])[:n]
-                prompts = [_from_trace(t, check) for t in failing] if name in ("repair", "revise") \
+                failing = failing_seed_traces(con, c["cluster_id"])[:n] if on_production else []
+                prompts = [_from_trace(t, check) for t in failing] if on_production \
                     else single_instruction_prompts(con, c, n)
                 jobs.append(strategies.Job(c, prompts, failing, strategies.Tally(c["label"], check)))
         budget = Budget(s.max_calls_total, s.max_cost_usd)
@@ -88,9 +92,17 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
         with progress_bars(Console(stderr=True)) as progress:
             strategies.run(jobs, s, budget, progress)
         seconds = time.perf_counter() - start
-    counts = {j.cluster["check_id"]: j.tally.counts(name) for j in jobs}
+    counts = {j.cluster["check_id"]: combined(j.tally, parts) for j in jobs}
     attempted = {j.cluster["check_id"]: len(j.prompts) for j in jobs}
     return {"counts": counts, "attempted": attempted, "seconds": seconds, "calls": budget.spent_calls}
+
+
+def combined(tally, parts: tuple):
+    """Kept over every part; attempts are the first part's candidates (a repair of a failed sample is no attempt)."""
+    from curate.strategies import Counts
+    first = tally.counts(parts[0])
+    return Counts(candidates=first.candidates, verified=sum(tally.counts(p).verified for p in parts),
+                  kept=sum(tally.counts(p).kept for p in parts))
 
 
 def yield_table(n: int, ids: list[str] | None = None, names=STRATEGY_NAMES, only: dict | None = None,

@@ -102,16 +102,20 @@ def _ifeval(nightly_id: str) -> dict | None:
             "contaminated": r.get("contaminated_training_prompts"), "parity": r.get("parity")}
 
 
+def _num(x, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "?"
+
+
 def _metrics(con, train_run) -> dict:
     if not train_run:
         return {}
-    row = con.execute("SELECT adapter_path, metrics FROM train_runs WHERE run_id = ?", [train_run]).fetchone()
+    row = con.execute("""SELECT adapter_path, metrics, json_extract_string(settings, '$.method')
+                         FROM train_runs WHERE run_id = ?""", [train_run]).fetchone()
     if row is None:
         return {}
     path = resolve_path(row[0]) / "metrics.json" if row[0] else None
-    if path and path.is_file():
-        return json.loads(path.read_text())
-    return json_value(row[1], {})
+    metrics = json.loads(path.read_text()) if path and path.is_file() else json_value(row[1], {})
+    return {**metrics, "method": row[2] or "sft"} if metrics else {}
 
 
 def _lineage(con, train_run) -> dict:
@@ -295,9 +299,10 @@ def markdown(data: dict, plots: dict) -> str:
     m = data["metrics"]
     out += ["## Training", ""]
     if m:
-        out += [f"Train run `{data['train_run']}`: {m.get('n_examples', '?')} examples, steps "
-                f"{m.get('last_step', '?')}, final loss {m.get('final_loss')}, best eval loss "
-                f"{m.get('best_eval_loss')}, {m.get('tokens_per_s', '?')} tokens/s.", ""]
+        items = "preference pairs" if m.get("method") == "dpo" else "examples"
+        out += [f"Train run `{data['train_run']}` ({m.get('method', 'sft')}): {m.get('n_examples', '?')} {items}, "
+                f"steps {m.get('last_step', '?')}, final loss {_num(m.get('final_loss'))}, best eval loss "
+                f"{_num(m.get('best_eval_loss'))}, {_num(m.get('tokens_per_s'), 1)} tokens/s.", ""]
     if plots.get("loss"):
         out += ["![loss](loss.png)", ""]
     out += _sweep_md(data.get("sweep"))

@@ -74,6 +74,7 @@ def test_report_writes_markdown_and_plots(tmp_path, monkeypatch):
     # every candidate of the trained cluster was paid for (3 calls at $0.01, the duplicate too); 4 fixed
     assert "Teacher: 3 calls" in text and "cost per fixed failure: $0.0075" in text
     assert "| duplicate | near_duplicate | 1 |" in text
+    assert "Train run `tr1` (sft): 2 examples, steps 2, final loss 1.5000, best eval loss ?" in text
 
 
 def test_a_dpo_run_is_traced_through_its_pairs_to_their_chosen_examples(tmp_path):
