@@ -36,7 +36,8 @@ Repaired (lm-eval instruction id -> what is done):
   boundary placed before a sentence of the response that already starts with the word (none: no repair).
 - combination:two_responses: a response that already holds two answers of comparable length (split by a
   line of asterisks such as "***", or headed "Response 2"/"Option 2"...) gets lm-eval's "******" divider.
-  Two separate samples can be joined with `join_responses`.
+  Two separate samples of the same prompt are joined with `join_responses` (curate.strategies.joined_samples,
+  when synthesis has two failing samples of a two-responses prompt: k >= 2).
 - combination:repeat_prompt: the kwargs' prompt_to_repeat, then the response.
 - detectable_format:json_format: {"answer": text} (a JSON string literal when quotation is also asked).
 - detectable_format:constrained_response: a response opening with "Yes,"/"No."/"Maybe!" gets

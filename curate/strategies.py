@@ -96,6 +96,7 @@ class Source:
     source_id: str  # trace id (production) or example id (teacher sample)
     request_hash: str | None  # the teacher call that wrote it; None for production
     reason: str  # the failed checks' own reasons
+    joined_with: str = ""  # a two-responses answer joined from two samples: the other sample's id
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Job:
     calls: int = 0  # teacher requests made for it (cached ones too: a re-run stops at the same place)
     written: int = 0
     failed_samples: list = field(default_factory=list)  # Sources: teacher candidates that failed a check
+    joined: set = field(default_factory=set)  # ids of failed samples already joined into a two-responses answer
 
     def done(self, s) -> bool:
         return (s.target_per_cluster > 0 and self.tally.kept >= s.target_per_cluster) \
@@ -183,10 +185,11 @@ def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
             continue
         fixed = compose([i for i, _ in specs], [k for _, k in specs], src.text, src.prompt.prompt,
                         min_overlap=env.s.repair_min_overlap)
-        if fixed is None or fixed == src.text:
+        if fixed is None or (fixed == src.text and not src.joined_with):  # a joined answer may need nothing more
             continue
         call = SimpleNamespace(text=fixed, request_hash=src.request_hash, response=None)
-        items.append((src.prompt, call, "repair", src.source_id, f"repair:{src.source_id}", None))
+        extra = f"repair:{src.source_id}" + (f"+{src.joined_with}" if src.joined_with else "")
+        items.append((src.prompt, call, "repair", src.source_id, extra, None))
         if len(items) >= CHUNK:
             emit(job, env, items)
             items = []
@@ -294,8 +297,35 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
         before = len(job.failed_samples)
         written += emit(job, env, items)
         if "repair" in env.strategies:
-            repair_sources(job, env, job.failed_samples[before:])
+            new = job.failed_samples[before:]
+            repair_sources(job, env, new + joined_samples(job, new))
     return written
+
+
+TWO_RESPONSES = "combination:two_responses"
+
+
+def joined_samples(job: Job, new: list[Source]) -> list[Source]:
+    """Two failing samples of the same two-responses prompt as one answer with lm-eval's divider
+    (repair.join_responses), to be repaired and verified like any source: two separate answers are what the
+    instruction asks for, while one answer cut in half is not (the repair of a single answer refuses that)."""
+    from curate.repair import join_responses
+    from evals.ifeval import instruction_specs
+    out = []
+    for src in new:
+        try:
+            if TWO_RESPONSES not in [i for i, _ in instruction_specs(src.prompt.metadata)]:
+                continue
+        except ValueError:
+            continue
+        partner = next((o for o in job.failed_samples if o.source_id != src.source_id
+                        and o.source_id not in job.joined and src.source_id not in job.joined
+                        and o.prompt.messages == src.prompt.messages and o.text.strip() != src.text.strip()), None)
+        text = join_responses(partner.text, src.text) if partner else None
+        if text:
+            job.joined.update((partner.source_id, src.source_id))
+            out.append(Source(src.prompt, text, src.source_id, src.request_hash, src.reason, partner.source_id))
+    return out
 
 
 def _error(job: Job, env: Env, message: str) -> None:

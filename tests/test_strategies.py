@@ -260,3 +260,26 @@ def test_repair_of_a_cut_production_answer_keeps_whole_sentences_only(monkeypatc
     assert fixed["t1"] == "Sure I will ask the landlord today."
     assert synth.logged_finish('{"completion_tokens": 5}', '{"max_tokens": 12}') == "stop"
     assert synth.logged_finish(None, '{"max_tokens": 12}') is None
+
+
+def test_two_failing_samples_of_a_two_responses_prompt_are_joined_into_one_answer(monkeypatch):
+    """One answer is not two responses (its own repair refuses to halve it); two separate samples of the same prompt
+    are, once joined with lm-eval's divider, and then verified like any repair."""
+    import itertools
+    two = ("Give two different responses. Responses and only responses should be separated by 6 asterisk symbols: "
+           "******.")
+    seed_store(check_id="combination:two_responses", desc=two)
+    answers = itertools.cycle(["Dear landlord, when will the dishwasher be repaired? Thank you.",
+                               "Hello, could you let me know when someone can fix the dishwasher? Best wishes."])
+    with OpenAIStub() as stub:
+        stub.responder = lambda body: next(answers)
+        use_stub(monkeypatch, stub, per_cluster=1, k=2, strategies='["sample", "repair"]')
+        synth.synthesize()
+        assert stub.count == 2
+    samples = [r for r in rows() if r["strategy"] == "sample"]
+    assert [r["status"] for r in samples] == ["failed_verification"] * 2
+    [joined] = [r for r in rows() if r["strategy"] == "repair"]
+    assert joined["status"] == "verified", joined["reason"]
+    first, second = joined["response"].split("\n******\n")
+    assert {first, second} == {r["response"] for r in samples}
+    assert joined["source_id"] in {r["example_id"] for r in samples}
