@@ -55,7 +55,7 @@ def check_database() -> Check:
     if not path.exists():
         return Check("database", WARN, f"{path} does not exist yet", "make ingest (or any stage) creates it")
     try:
-        with store.connect(read_only=True, timeout_s=2.0) as con:
+        with store.connect(read_only=True, timeout_s=2.0, migrate=False) as con:  # report, never change
             tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
             done = set() if "_migrations" not in tables else {
                 r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}

@@ -48,26 +48,27 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
 
 @contextlib.contextmanager
 def connect(path: str | Path | None = None, read_only: bool = False,
-            timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store (migrating it to the latest schema when writable), yield, close."""
+            timeout_s: float | None = None, migrate: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store (migrating it to the latest schema first; `migrate=False`: as it is, for `doctor`), yield,
+    close."""
     path = Path(path) if path else settings_mod.db_path()
     if timeout_s is None:
         timeout_s = settings_mod.load("traces").busy_timeout_s
     if read_only and not path.exists():
         read_only = False  # a fresh store must be created (and migrated) first
     path.parent.mkdir(parents=True, exist_ok=True)
-    from traces.migrations import migrate
-    if read_only and _pending(path, timeout_s):
+    from traces.migrations import migrate as apply_migrations
+    if read_only and migrate and _pending(path, timeout_s):
         # a store written by an older mend: a reader would miss the new tables and views, so migrate it first
         con = _open(path, False, timeout_s)
         try:
-            migrate(con)
+            apply_migrations(con)
         finally:
             con.close()
     con = _open(path, read_only, timeout_s)
     try:
-        if not read_only:
-            migrate(con)
+        if not read_only and migrate:
+            apply_migrations(con)
         yield con
     finally:
         con.close()
