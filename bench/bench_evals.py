@@ -379,7 +379,8 @@ def parity(samples: list[dict], metrics: dict) -> bool:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python bench/bench_evals.py")
-    p.add_argument("what", choices=["ifeval", "ifeval-gain", "scoring"])
+    p.add_argument("what", choices=["ifeval", "ifeval-gain", "record-gain", "scoring"],
+                   help="record-gain: write the row of the saved ifeval-gain result into docs/benchmarks.md")
     p.add_argument("--limit", type=int, default=64, help="first N of the 541 IFEval prompts")
     p.add_argument("--max-gen-toks", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
@@ -388,6 +389,13 @@ def main(argv=None) -> int:
     if a.what == "scoring":
         print(bench_scoring(a.n))
         print(bench_scoring(a.n, langdetect=False))
+        return 0
+    if a.what == "record-gain":
+        from bench.__main__ import record_rows
+        row = ifeval_gain_row()
+        if row is None:
+            raise SystemExit(f"{IFEVAL_GAIN} does not exist: run ifeval-gain first")
+        record_rows("evals", [row])
         return 0
     if a.what == "ifeval-gain":
         print(json.dumps(ifeval_gain(a.limit, a.max_gen_toks, a.batch_size), indent=1))

@@ -257,23 +257,18 @@ def record(paths: list[str]) -> None:
     """Write the rows of saved results (yield or rate JSON files) into docs/benchmarks.md."""
     import datetime as dt
 
-    from bench.__main__ import COLUMNS, fmt, machine, read_existing, write
-    out = ROOT / "docs" / "benchmarks.md"
+    from bench.__main__ import machine, record_rows
     rows = []
     for p in paths:
         r = json.loads(Path(p).read_text())
-        row = yield_row(r) if "strategies" in r else rate_row(r)
+        rows.append(yield_row(r) if "strategies" in r else rate_row(r))
         if "strategies" in r:
             (ROOT / "docs" / "synth-yield.md").write_text(
                 f"# Synthesis yield per IFEval instruction id\n\nWritten by `python bench/bench_synth.py record` "
                 f"({dt.date.today().isoformat()}, {machine()}); kept/attempted per strategy, each strategy alone "
                 f"on a fresh copy of the demo's clustered database (bench/bench_synth.py says how). `-`: the "
                 f"strategy has nothing to try for that id (no constraint, or not run).\n\n{table_markdown(r)}\n")
-        rows.append({**{k: fmt(row[k]) for k in COLUMNS[:7]}, "date": dt.date.today().isoformat(),
-                     "machine": machine(), "_module": "synth"})
-    names = {r["metric"] for r in rows}
-    kept = [r for r in read_existing(out) if not (r["_module"] == "synth" and r["metric"] in names)]
-    write(out, sorted(kept + rows, key=lambda r: r["_module"]))
+    record_rows("synth", rows)
 
 
 def main(argv=None) -> int:

@@ -24,3 +24,15 @@ def test_base_result_is_reused_only_for_the_same_key(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_evals, "base_key", lambda *a: {"args": list(a), "weights": "w2"})
     bench_evals.cached_base(60, 512, 8)  # new weights: computed again
     assert calls == [(120, 512), (60, 512), (60, 512)]
+
+
+def test_record_rows_replaces_only_the_rows_with_the_same_module_and_metric(tmp_path):
+    from bench.__main__ import read_existing, record_rows
+    out = tmp_path / "benchmarks.md"
+    row = {"benchmark": "b", "baseline": "", "ratio": "", "target": "", "notes": "n"}
+    record_rows("evals", [{**row, "metric": "traces/s", "mend": 510}], out)
+    record_rows("synth", [{**row, "metric": "avg %", "mend": 1}], out)
+    record_rows("evals", [{**row, "metric": "avg %", "mend": 20.4}], out)
+    record_rows("evals", [{**row, "metric": "avg %", "mend": 25.0}], out)
+    got = sorted((r["_module"], r["metric"], r["mend"]) for r in read_existing(out))
+    assert got == [("evals", "avg %", "25.0"), ("evals", "traces/s", "510"), ("synth", "avg %", "1")]
