@@ -35,4 +35,4 @@ def test_record_rows_replaces_only_the_rows_with_the_same_module_and_metric(tmp_
     record_rows("evals", [{**row, "metric": "avg %", "mend": 20.4}], out)
     record_rows("evals", [{**row, "metric": "avg %", "mend": 25.0}], out)
     got = sorted((r["_module"], r["metric"], r["mend"]) for r in read_existing(out))
-    assert got == [("evals", "avg %", "25.0"), ("evals", "traces/s", "510"), ("synth", "avg %", "1")]
+    assert got == [("evals", "avg %", "25"), ("evals", "traces/s", "510"), ("synth", "avg %", "1")]
