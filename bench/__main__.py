@@ -90,12 +90,12 @@ def write(path: Path, rows: list[dict]) -> None:
 
 def record_rows(module: str, rows: list[dict], out: Path | None = None) -> None:
     """Write rows measured outside `python -m bench` (a long job run on its own) into docs/benchmarks.md, replacing
-    only the module's rows with the same metric: its other rows stay."""
+    only the module's rows with the same benchmark and metric: its other rows stay."""
     out = out or Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     stamp = {"date": dt.date.today().isoformat(), "machine": machine(), "_module": module}
     new = [{**{k: fmt(r[k]) for k in COLUMNS[:7]}, **stamp} for r in rows]
-    metrics = {r["metric"] for r in new}
-    kept = [r for r in read_existing(out) if not (r["_module"] == module and r["metric"] in metrics)]
+    names = {(r["benchmark"], r["metric"]) for r in new}
+    kept = [r for r in read_existing(out) if not (r["_module"] == module and (r["benchmark"], r["metric"]) in names)]
     write(out, sorted(kept + new, key=lambda r: r["_module"]))
 
 

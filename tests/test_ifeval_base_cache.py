@@ -26,7 +26,7 @@ def test_base_result_is_reused_only_for_the_same_key(tmp_path, monkeypatch):
     assert calls == [(120, 512), (60, 512), (60, 512)]
 
 
-def test_record_rows_replaces_only_the_rows_with_the_same_module_and_metric(tmp_path):
+def test_record_rows_replaces_only_the_rows_with_the_same_module_benchmark_and_metric(tmp_path):
     from bench.__main__ import read_existing, record_rows
     out = tmp_path / "benchmarks.md"
     row = {"benchmark": "b", "baseline": "", "ratio": "", "target": "", "notes": "n"}
@@ -34,5 +34,7 @@ def test_record_rows_replaces_only_the_rows_with_the_same_module_and_metric(tmp_
     record_rows("synth", [{**row, "metric": "avg %", "mend": 1}], out)
     record_rows("evals", [{**row, "metric": "avg %", "mend": 20.4}], out)
     record_rows("evals", [{**row, "metric": "avg %", "mend": 25.0}], out)
-    got = sorted((r["_module"], r["metric"], r["mend"]) for r in read_existing(out))
-    assert got == [("evals", "avg %", "25"), ("evals", "traces/s", "510"), ("synth", "avg %", "1")]
+    record_rows("evals", [{**row, "benchmark": "other", "metric": "avg %", "mend": 7}], out)  # same metric, kept
+    got = sorted((r["_module"], r["benchmark"], r["metric"], r["mend"]) for r in read_existing(out))
+    assert got == [("evals", "b", "avg %", "25"), ("evals", "b", "traces/s", "510"), ("evals", "other", "avg %", "7"),
+                   ("synth", "b", "avg %", "1")]
