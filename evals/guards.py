@@ -34,20 +34,39 @@ def word_perplexity(model_ref: str, adapter: str | None, n_docs: int = 40, batch
     import lm_eval
     from lm_eval.tasks import TaskManager
     from train.models import resolve
-    args = {"pretrained": str(resolve(model_ref)), "dtype": "float32"}
+    args = {"pretrained": str(resolve(model_ref)), "dtype": "float32", "batch_size": batch_size, "device": _device()}
     if adapter:
         args["peft"] = str(resolve_path(adapter))
     try:
-        out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=["mend_prose"], batch_size=batch_size,
+        out = lm_eval.simple_evaluate(model=_quiet_hflm()(**args), tasks=["mend_prose"],
                                       task_manager=TaskManager(include_path=str(TASKS_DIR),
                                                                include_defaults=False,  # skip indexing ~10k YAMLs
                                                                metadata={"n_docs": n_docs, "offset": offset}),
-                                      log_samples=False, bootstrap_iters=0,
-                                      device=_device())
+                                      log_samples=False, bootstrap_iters=0)
     except Exception as e:  # lm-eval raises many types; the gate reports any of them as "could not run"
         raise GuardError(f"lm-eval perplexity on {model_ref} + {adapter or 'no adapter'}: "
                          f"{type(e).__name__}: {e}") from e
     return float(out["results"]["mend_prose"]["word_perplexity,none"])
+
+
+def _quiet_hflm():
+    """lm-eval's HF model whose request bars follow TQDM_DISABLE (set by traces.quiet off a terminal): HFLM passes
+    `disable=False` to tqdm itself, which the variable cannot override, so a cron log got two bars per guard run."""
+    import os
+
+    from lm_eval.models.huggingface import HFLM
+
+    def off(flag: bool) -> bool:
+        return flag or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+
+    class QuietHFLM(HFLM):
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=off(disable_tqdm))
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=off(disable_tqdm), **kwargs)
+
+    return QuietHFLM
 
 
 def _device() -> str:

@@ -15,6 +15,8 @@ Everything else is kept, above all what says a config or input is wrong.
 
 Off a terminal (cron, a pipe, a file), tqdm bars (transformers' "Loading weights" on every model load, hub
 downloads) are carriage-return noise in a log; their own switches turn them off unless the user set them.
+lm-eval's HF model passes `disable=False` to its request bars itself, so the perplexity guard's model reads
+TQDM_DISABLE explicitly (evals.guards._quiet_hflm).
 mend's long stages print plain progress lines there instead (traces.progress). rich draws tables 80 columns wide
 when it cannot ask a terminal, which folds a cluster label or a gate reason over five lines of a cron log: there
 COLUMNS (which rich reads) defaults to LOG_COLUMNS.
