@@ -168,7 +168,8 @@ def test_qlora_needs_cuda_unless_fallback_is_allowed(tmp_path, tiny_model_dir, m
     s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", quantization="nf4")
     with pytest.raises(QLoRAUnavailable, match="QLoRA needs a CUDA GPU"):
         device_plan(s)
-    s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", quantization="nf4", allow_cpu_fallback=True)
+    s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", quantization="nf4", allow_cpu_fallback=True,
+                    precision="fp32")  # "auto" is bf16 on a CPU with avx512_bf16 (tests/test_precision.py)
     assert device_plan(s) == {"cuda": False, "quantize": False, "bf16": False}
 
 
