@@ -103,7 +103,11 @@ COLS = ["example_id", "cluster_id", "seed_trace_id", "mode", "messages", "prompt
 
 
 def write_rows(rows: list[dict], checks: list[tuple]) -> int:
-    """Insert new candidates (a re-run answered from the cache writes nothing twice)."""
+    """Insert new candidates (a re-run answered from the cache writes nothing twice). The same id twice in one
+    batch is the same request answered twice (a small cluster repeats a prompt), so it is written once: the first
+    default nightly failed its synth stage on a duplicate key here."""
+    seen: set = set()
+    rows = [r for r in rows if not (r["example_id"] in seen or seen.add(r["example_id"]))]
     if not rows:
         return 0
     import pyarrow as pa

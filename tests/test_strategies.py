@@ -283,3 +283,18 @@ def test_two_failing_samples_of_a_two_responses_prompt_are_joined_into_one_answe
     first, second = joined["response"].split("\n******\n")
     assert {first, second} == {r["response"] for r in samples}
     assert joined["source_id"] in {r["example_id"] for r in samples}
+
+
+def test_the_same_request_twice_in_one_batch_is_written_once(monkeypatch):
+    """A small cluster repeats a prompt, so one chunk can hold the same request (same seed) twice: both answers get
+    the same example id, and the insert used to fail the whole synth stage on the duplicate key."""
+    seed_store()
+    with OpenAIStub() as stub:
+        stub.responder = lambda body: "Dear landlord could you tell me when the dishwasher will be fixed? Thanks."
+        use_stub(monkeypatch, stub, k=1, strategies='["sample"]')
+        with store.connect(read_only=True) as con:
+            [cluster] = synth.clusters(con, ["c1"])
+            [prompt] = synth.compose_prompts(con, cluster, 1, failing_share=1.0)
+        monkeypatch.setattr(synth, "compose_prompts", lambda *a, **k: [prompt, prompt])
+        synth.synthesize(cluster_id="c1")
+    assert [r["strategy"] for r in rows("c1")] == ["sample"]
