@@ -18,7 +18,7 @@ from rich.table import Table
 
 from evals import nltk_offline
 from traces import settings, store
-from traces.migrations import MIGRATIONS, latest
+from traces.migrations import latest, pending
 from train import embed, models
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -56,16 +56,13 @@ def check_database() -> Check:
         return Check("database", WARN, f"{path} does not exist yet", "make ingest (or any stage) creates it")
     try:
         with store.connect(read_only=True, timeout_s=2.0, migrate=False) as con:  # report, never change
-            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-            done = set() if "_migrations" not in tables else {
-                r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
+            missing = pending(con)
     except store.StoreBusy as e:
         return Check("database", WARN, str(e), "wait for the running mend command")
     except Exception as e:  # a corrupt or foreign file: say what it is
         return Check("database", FAIL, f"{path}: {e}", "move the file away; `make ingest` recreates it")
-    pending = [name for name, _ in MIGRATIONS if name not in done]
-    if pending:
-        return Check("database", WARN, f"{path}: {len(pending)} migration(s) pending ({', '.join(pending)})",
+    if missing:
+        return Check("database", WARN, f"{path}: {len(missing)} migration(s) pending ({', '.join(missing)})",
                      "any writing command applies them (e.g. make ingest)")
     return Check("database", OK, f"{path} at {latest()}")
 

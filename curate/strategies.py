@@ -305,21 +305,24 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
 TWO_RESPONSES = "combination:two_responses"
 
 
+def _asks_two_responses(prompt) -> bool:
+    from evals.ifeval import instruction_specs
+    try:
+        return TWO_RESPONSES in [i for i, _ in instruction_specs(prompt.metadata)]
+    except ValueError:
+        return False
+
+
 def joined_samples(job: Job, new: list[Source]) -> list[Source]:
     """Two failing samples of the same two-responses prompt as one answer with lm-eval's divider
     (repair.join_responses), to be repaired and verified like any source: two separate answers are what the
     instruction asks for, while one answer cut in half is not (the repair of a single answer refuses that)."""
     from curate.repair import join_responses
-    from evals.ifeval import instruction_specs
     out = []
     for src in new:
-        try:
-            if TWO_RESPONSES not in [i for i, _ in instruction_specs(src.prompt.metadata)]:
-                continue
-        except ValueError:
+        if src.source_id in job.joined or not _asks_two_responses(src.prompt):
             continue
-        partner = next((o for o in job.failed_samples if o.source_id != src.source_id
-                        and o.source_id not in job.joined and src.source_id not in job.joined
+        partner = next((o for o in job.failed_samples if o.source_id != src.source_id and o.source_id not in job.joined
                         and o.prompt.messages == src.prompt.messages and o.text.strip() != src.text.strip()), None)
         text = join_responses(partner.text, src.text) if partner else None
         if text:

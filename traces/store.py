@@ -58,33 +58,23 @@ def connect(path: str | Path | None = None, read_only: bool = False,
         read_only = False  # a fresh store must be created (and migrated) first
     path.parent.mkdir(parents=True, exist_ok=True)
     from traces.migrations import migrate as apply_migrations
-    if read_only and migrate and _pending(path, timeout_s):
+    from traces.migrations import pending
+    con = _open(path, read_only, timeout_s)
+    if read_only and migrate and pending(con):
         # a store written by an older mend: a reader would miss the new tables and views, so migrate it first
+        con.close()
         con = _open(path, False, timeout_s)
         try:
             apply_migrations(con)
         finally:
             con.close()
-    con = _open(path, read_only, timeout_s)
+        con = _open(path, True, timeout_s)
     try:
         if not read_only and migrate:
             apply_migrations(con)
         yield con
     finally:
         con.close()
-
-
-def _pending(path: Path, timeout_s: float) -> bool:
-    """Whether the store lacks a migration this code knows (checked on a read-only connection)."""
-    from traces.migrations import MIGRATIONS
-    con = _open(path, True, timeout_s)
-    try:
-        has = con.execute("""SELECT count(*) FROM information_schema.tables
-                             WHERE table_name = '_migrations'""").fetchone()[0]
-        done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()} if has else set()
-    finally:
-        con.close()
-    return any(name not in done for name, _ in MIGRATIONS)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,13 @@ def applied(con) -> list[str]:
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
 
 
+def pending(con) -> list[str]:
+    """The migrations this store lacks, in order; reads only (a read-only connection will do)."""
+    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'").fetchone()[0]
+    done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()} if has else set()
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def migrate(con, upto: str | None = None) -> list[str]:
     """Apply the pending migrations (up to and including `upto`); returns their names."""
     done = set(applied(con))
