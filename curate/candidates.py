@@ -7,13 +7,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 
 from traces import progress as progress_mod
 from traces import settings as settings_mod
 from traces import store
 
-CHUNK = 16  # requests per client batch: budgets (calls, cost) are checked between batches
+now = time.monotonic  # the budget's clock (a test moves it)
+CHUNK = 16  # requests per client batch: budgets (calls, cost, minutes) are checked between batches
 
 
 @dataclass
@@ -33,6 +35,25 @@ class Budget:
     cost_left: float
     spent_calls: int = 0
     spent_cost: float = 0.0
+    minutes: float = 0.0  # teacher wall-clock budget of the run, counted from the Budget's creation (0: none)
+    started: float = field(default_factory=lambda: now())
+    skipped: dict = field(default_factory=dict)  # strategy -> clusters it never reached because a budget was spent
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.minutes > 0 and now() - self.started >= self.minutes * 60
+
+    @property
+    def spent(self) -> bool:
+        """Calls, cost or minutes used up: no further teacher request is sent (repairs, free, go on)."""
+        return self.calls_left <= 0 or self.cost_left <= 0 or self.out_of_time
+
+    def why(self) -> str:
+        """Which budget is spent, named by its setting."""
+        if self.out_of_time:
+            return f"synth_minutes ({self.minutes:g} min of teacher time)"
+        return f"max_calls_total ({self.spent_calls} calls)" if self.calls_left <= 0 else \
+            f"max_cost_usd (${self.spent_cost:.2f})"
 
     def take(self, calls: list) -> None:
         self.spent_calls += sum(1 for c in calls if not c.cached)
@@ -155,7 +176,7 @@ def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> l
     """Send requests in chunks, stopping between chunks when a budget is spent; returns the calls made."""
     calls = []
     for i in range(0, len(requests), CHUNK):
-        if budget.calls_left <= 0 or budget.cost_left <= 0:
+        if budget.spent:
             break
         chunk = requests[i:i + min(CHUNK, budget.calls_left)]
         got = client.complete_many(chunk, progress=lambda n: progress.advance(task, n))

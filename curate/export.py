@@ -37,11 +37,33 @@ from traces import store
 def accepted(con) -> list[dict]:
     """`group` is the split key of the seed trace the example was made from (its own id when none): what a
     validation split (curate/sweep.py) keeps on one side."""
-    rows = con.execute("""SELECT e.example_id, e.messages, e.response, coalesce(t.group_key, e.example_id)
+    rows = con.execute("""SELECT e.example_id, e.messages, e.response, coalesce(t.group_key, e.example_id),
+                                 e.cluster_id
                           FROM examples e LEFT JOIN traces t ON t.trace_id = e.seed_trace_id
                           WHERE e.status = 'accepted' ORDER BY e.cluster_id, e.example_id""").fetchall()
-    return [{"id": r[0], "origin": "example", "group": r[3],
+    return [{"id": r[0], "origin": "example", "group": r[3], "cluster": r[4],
              "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
+
+
+def capped(examples: list[dict], prefs: list[dict], cap: int) -> tuple[list[dict], list[dict]]:
+    """At most `cap` examples, taken from every cluster in turn (so no cluster is left out), each cluster's own
+    order being: examples with a preference pair first (the DPO method trains on pairs only), then a hash of the
+    id (stable, unbiased). A capped set keeps one pair per example (production's failing answer first), so DPO
+    trains on at most `cap` pairs too. cap <= 0 or enough room: everything, unchanged."""
+    if cap <= 0 or len(examples) <= cap:
+        return examples, prefs
+    paired = {p["example_id"] for p in prefs}
+    by_cluster: dict = {}
+    for x in sorted(examples, key=lambda x: (x["id"] not in paired, hashlib.sha256(x["id"].encode()).hexdigest())):
+        by_cluster.setdefault(x["cluster"], []).append(x)
+    queues, chosen = [by_cluster[c] for c in sorted(by_cluster)], []
+    while len(chosen) < cap:
+        chosen += [q.pop(0) for q in queues if q][:cap - len(chosen)]
+    ids, first = {x["id"] for x in chosen}, {}
+    for p in prefs:  # prefs are ordered production before teacher for each example
+        if p["example_id"] in ids:
+            first.setdefault(p["example_id"], p)
+    return [x for x in examples if x["id"] in ids], [p for p in prefs if first.get(p["example_id"]) is p]
 
 
 def replay_pool(con) -> list[dict]:
@@ -100,9 +122,10 @@ def content_hash(messages: list) -> str:
 
 
 def build(replay_fraction: float, self_share: float = 0.0, exclude_groups=frozenset(),
-          answerer=None) -> tuple[list[dict], dict, list[dict]]:
-    """Accepted examples + replay (passing traffic and self-distilled answers, `self_share` of the replay rows),
-    leaving out every item whose group is in `exclude_groups` (a sweep's validation part)."""
+          answerer=None, max_examples: int = 0) -> tuple[list[dict], dict, list[dict]]:
+    """Accepted examples (at most `max_examples`, see capped) + replay (passing traffic and self-distilled answers,
+    `self_share` of the replay rows), leaving out every item whose group is in `exclude_groups` (a sweep's
+    validation part)."""
     from curate import replay as self_replay
     with store.connect(read_only=True) as con:
         examples, pool, prefs = accepted(con), replay_pool(con), pairs(con)
@@ -111,6 +134,8 @@ def build(replay_fraction: float, self_share: float = 0.0, exclude_groups=frozen
     pool = [x for x in pool if x["group"] not in exclude_groups]
     kept = {x["id"] for x in examples}
     prefs = [p for p in prefs if p["example_id"] in kept]
+    accepted_n = len(examples)
+    examples, prefs = capped(examples, prefs, max_examples)
     total = replay_count(len(examples), replay_fraction, len(pool) + len(requests))
     # too little passing traffic: self-distilled rows fill the share (requests is empty when self_share is 0)
     n_self = min(len(requests), max(round(total * self_share), total - len(pool)))
@@ -118,7 +143,8 @@ def build(replay_fraction: float, self_share: float = 0.0, exclude_groups=frozen
     replay = pool[:total - len(selfs)]  # and passing traffic fills in for answers cut at the token budget
     items = examples + replay + selfs
     counts = {"example": len(examples), "replay": len(replay), "self": len(selfs), "total": len(items),
-              "replay_available": len(pool), "self_available": len(requests), "pairs": len(prefs)}
+              "replay_available": len(pool), "self_available": len(requests), "pairs": len(prefs),
+              "accepted": accepted_n}
     return items, counts, prefs
 
 
@@ -176,7 +202,7 @@ def export(out: str | None = None, replay_fraction: float | None = None,
            replay_self_share: float | None = None) -> dict:
     s = settings_mod.load("curate", {"replay_fraction": replay_fraction, "replay_self_share": replay_self_share})
     path = settings_mod.resolve_path(out or s.train_out)
-    items, counts, prefs = build(s.replay_fraction, s.replay_self_share)
+    items, counts, prefs = build(s.replay_fraction, s.replay_self_share, max_examples=s.max_train_examples)
     return write(items, counts, path, s.replay_fraction, prefs, s.replay_self_share) | {"out": str(path)}
 
 
@@ -189,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     m = export(args.out, args.replay_fraction, args.replay_self_share)
     c = m["counts"]
-    Console().print(f"wrote {m['out']}: {c['example']} accepted example(s) + {c['replay']} replay "
+    of = f" (of {c['accepted']}: max_train_examples)" if c["accepted"] > c["example"] else ""
+    Console().print(f"wrote {m['out']}: {c['example']} accepted example(s){of} + {c['replay']} replay "
                     f"(of {c['replay_available']} passing seed traces) + {c['self']} self-distilled (of "
                     f"{c['self_available']} instruction-free seed requests), {c['pairs']} preference pair(s) in "
                     f"{m['pairs']['path']}; manifest beside it")

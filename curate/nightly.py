@@ -303,7 +303,8 @@ def stage_export(ctx: Context) -> dict:
     if accepted == 0:  # an honest outcome, not a crash: the report says so
         return {"accepted": 0, "why": "no accepted examples to train on (see `python -m curate status`)"}
     manifest = export()
-    return {"accepted": accepted, "training_set": manifest["out"], "replay": manifest["counts"]["replay"]}
+    return {"accepted": accepted, "exported": manifest["counts"]["example"], "training_set": manifest["out"],
+            "replay": manifest["counts"]["replay"]}
 
 
 def stage_train(ctx: Context) -> dict:

@@ -39,6 +39,10 @@ class CurateSettings:
     max_calls_per_cluster: int = 256  # teacher calls per cluster (budget)
     max_calls_total: int = 2000  # teacher calls per synth run (budget)
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
+    synth_minutes: float = 20.0  # teacher wall-clock minutes per synth run (budget, checked between batches of 16
+    # requests; repairs need no teacher and go on; 0: no limit). What keeps the default nightly within an hour on 2
+    # cores: its first run (every cluster, no limit) was still in the constrained round after 37 min. A re-run
+    # continues where this one stopped (calls made are cached)
     guidance: str = "auto"  # auto (guide clusters whose unguided yield < guidance_threshold) | never | always
     guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
     guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
@@ -63,6 +67,9 @@ class CurateSettings:
     # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic. 0: what
     # `curate sweep` chose on the demo data (docs/benchmarks.md): 0.5 fixed 2 of 25 targeted validation checks vs 3
     # of 25 with passing traffic only, and anchored the same (base-answer perplexity -16.0% vs -15.9%)
+    max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all).
+    # What keeps training within the default nightly's hour on 2 cores: DPO took ~30 s per step of 8 pairs here
+    # (demo, bf16 autocast), so 128 pairs x 2 epochs is ~15 min; the first default nightly had ~1,200 to train on
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size

@@ -281,7 +281,7 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
     if task is None:
         task = env.progress.add_task(safe(f"{strategy} {job.cluster['label'][:40]}"), total=len(reqs))
     for i in range(0, len(reqs), CHUNK):
-        if job.done(s) or budget.calls_left <= 0 or budget.cost_left <= 0:
+        if job.done(s) or budget.spent:
             break
         chunk = reqs[i:i + min(CHUNK, budget.calls_left)]
         calls = client.complete_many([r for _, r in chunk], progress=lambda n: env.progress.advance(task, n))
@@ -409,6 +409,9 @@ def run(jobs: list[Job], s, budget, progress) -> None:
             teachers.get()  # a remote endpoint is checked before any work (a local server starts when first needed)
         for name in names:
             for job in jobs:
-                if job.done(s) or (name not in TEACHER_FREE and (budget.calls_left <= 0 or budget.cost_left <= 0)):
+                if job.done(s):
+                    continue
+                if name not in TEACHER_FREE and budget.spent:
+                    budget.skipped[name] = budget.skipped.get(name, 0) + 1
                     continue
                 STRATEGIES[name](job, env)

@@ -262,7 +262,7 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")
         return {}
-    budget = Budget(s.max_calls_total, s.max_cost_usd)
+    budget = Budget(s.max_calls_total, s.max_cost_usd, minutes=s.synth_minutes)
     tallies = {c["cluster_id"]: Tally(c["label"], c["check_id"]) for c in todo}
     if s.mode == "full":
         full_mode(todo, prompts, s, budget, tallies, console)
@@ -305,6 +305,10 @@ def show_yield(tallies: dict, budget: Budget, console: Console, target: int = 0)
         for note in t.notes:
             console.print(f"{escape(cid)}: {safe(note)}")
     console.print(f"teacher calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
+    if budget.skipped:
+        short = ", ".join(f"{name} for {n} cluster(s)" for name, n in budget.skipped.items())
+        console.print(f"[yellow]budget spent:[/] {budget.why()}; not run: {short}. A re-run continues "
+                      "(calls made are cached); raise the budget to reach them in one run")
 
 
 def _share(n: int, total: int) -> str:

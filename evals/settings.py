@@ -19,8 +19,11 @@ class EvalsSettings:
     client_max_retries: int = 3  # the openai client's own retries (honours Retry-After on 429/5xx)
     client_timeout_s: float = 120.0  # per-request timeout (seconds)
     prices: dict = field(default_factory=dict)  # model -> [USD per 1M input tokens, USD per 1M output tokens]
-    cluster_split_above: int = 12  # failure groups (one check) larger than this are split by embeddings
-    cluster_target_size: int = 8  # wanted members per embedding sub-cluster (k = ceil(n / this))
+    cluster_split_above: int = 120  # failure groups (one check) larger than this are split by embeddings
+    cluster_target_size: int = 60  # wanted members per embedding sub-cluster (k = ceil(n / this))
+    # One cluster per failing check unless it is large: on the committed traffic the earlier 12 / 8 made 123
+    # clusters of ~8 seed failures, i.e. 1-2 holdout failures each, too few for the gate's per-cluster test and
+    # 123 synthesis turns (hours on 2 cores); 120 / 60 makes 25, the demo's clusters
     cluster_max_k: int = 8  # at most this many sub-clusters per failing check
     cluster_terms: int = 3  # distinctive terms in a cluster's label
     cluster_representatives: int = 3  # traces shown and stored per cluster

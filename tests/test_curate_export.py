@@ -91,3 +91,19 @@ def test_self_rows_fill_in_when_passing_traffic_runs_short(tmp_path, counting):
     assert (c["replay"], c["self"]) == (1, 0) and counting.calls == 0  # share 0: the model is never asked
     c = export.export(str(tmp_path / "t.jsonl"), replay_fraction=0.3, replay_self_share=0.34)["counts"]
     assert (c["replay"], c["self"]) == (1, 2)
+
+
+def test_capped_takes_every_cluster_in_turn_paired_examples_first():
+    def ex(i, cluster):
+        return {"id": f"e{i}", "cluster": cluster}
+    examples = [ex(i, "a") for i in range(6)] + [ex(i, "b") for i in range(6, 8)] + [ex(8, "c")]
+    prefs = [{"id": "p1", "example_id": "e1", "rejected_source": "production"},
+             {"id": "p2", "example_id": "e1", "rejected_source": "teacher"},
+             {"id": "p3", "example_id": "e7", "rejected_source": "teacher"}]
+    got, kept_prefs = export.capped(examples, prefs, 4)
+    ids = {x["id"] for x in got}
+    assert len(got) == 4 and {"e1", "e7", "e8"} <= ids  # every cluster, and the paired ones of a and b
+    assert [p["id"] for p in kept_prefs] == ["p1", "p3"]  # one pair per example, production's first
+    assert export.capped(examples, prefs, 0) == (examples, prefs)
+    assert export.capped(examples, prefs, 9) == (examples, prefs)
+    assert export.capped(examples, prefs, 4) == (got, kept_prefs)  # stable

@@ -298,3 +298,38 @@ def test_the_same_request_twice_in_one_batch_is_written_once(monkeypatch):
         monkeypatch.setattr(synth, "compose_prompts", lambda *a, **k: [prompt, prompt])
         synth.synthesize(cluster_id="c1")
     assert [r["strategy"] for r in rows("c1")] == ["sample"]
+
+
+def test_spent_teacher_minutes_stop_teacher_strategies_but_not_repair(monkeypatch):
+    import io
+    import itertools
+
+    from rich.console import Console
+
+    from curate import candidates
+    seed_store()  # t1 and t2: two honest no-comma repairs, then the teacher would be asked for the rest
+    clock = itertools.count(0, 60)  # every look at the clock is a minute later
+    monkeypatch.setattr(candidates, "now", lambda: next(clock))
+    out = io.StringIO()
+    with OpenAIStub() as stub:
+        use_stub(monkeypatch, stub, per_cluster=4, k=2, target_per_cluster=8, synth_minutes=0.5)
+        tallies = synth.synthesize(console=Console(file=out, width=200))
+        assert stub.count == 0
+    assert tallies["c1"].counts("repair").kept == 2
+    text = out.getvalue()
+    assert "budget spent: synth_minutes (0.5 min of teacher time); not run: constrained for 1 cluster(s), sample " \
+           "for 1 cluster(s)" in text
+
+
+def test_synth_minutes_zero_means_no_time_limit(monkeypatch):
+    import itertools
+
+    from curate import candidates
+    seed_store()
+    clock = itertools.count(0, 3600)
+    monkeypatch.setattr(candidates, "now", lambda: next(clock))
+    with OpenAIStub() as stub:
+        stub.responder = lambda body: "A calm answer without any commas at all."
+        use_stub(monkeypatch, stub, per_cluster=2, k=1, strategies='["sample"]', synth_minutes=0)
+        synth.synthesize()
+        assert stub.count == 2
