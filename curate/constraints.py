@@ -207,7 +207,14 @@ class _Plan:
 # instructions whose checks only look at content a free-text grammar leaves free (or that a grammar here
 # enforces): they compose with any grammar below
 FREE = {"keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
-        "language:response_language", "detectable_content:number_placeholders"}
+        "language:response_language", "detectable_content:number_placeholders",
+        "detectable_format:number_highlighted_sections"}
+# marks inside free text: (open, close) and the count's kwarg. They shape the body only when no other instruction
+# does (then they stay FREE: left to the sample): a grammar for "N bullets, each somewhere holding a mark" is not
+# worth its size. lm-eval counts "*x*" (and "**x**") highlights and "[x]" placeholders anywhere in the answer
+MARKS = {"detectable_format:number_highlighted_sections": ("*", "*", "num_highlights"),
+         "detectable_content:number_placeholders": ("[", "]", "num_placeholders")}
+MARK_CHARS = 40  # one highlighted phrase or placeholder name
 
 
 def _args(iid: str, kwargs: dict | None):
@@ -225,6 +232,13 @@ def _add(plan: _Plan, iid: str, kwargs: dict | None) -> bool:
                 raise _Conflict("all lowercase and all capitals")
             plan.case = CASE_OF[iid]
         plan.ban = plan.ban + BANS[iid]
+        return True
+    if iid in MARKS:
+        if plan.body is not None or plan.json:
+            return False
+        args, _ = _args(iid, kwargs)
+        open_, close, key = MARKS[iid]
+        plan.body = ("marks", open_, close, int(args[key]))
         return True
     if iid not in SHAPES:
         return False
@@ -285,7 +299,8 @@ def constraint_for(instruction_ids: list[str], kwargs_list: list[dict], *, max_c
         return None
     plan, enforced = _Plan(), []
     try:
-        for iid, kw in zip(ids, kwargs_list):
+        # marks last: they take the body only when no other instruction shapes it
+        for iid, kw in sorted(zip(ids, kwargs_list), key=lambda pair: pair[0] in MARKS):
             if _add(plan, iid, kw):
                 enforced.append(iid)
             elif iid not in FREE:
@@ -352,6 +367,16 @@ def _body(plan: _Plan, n_max: int | None, limit: int):
         per = max(40, limit // max(n, 1))
         para = seq(plan.text(" ", "\n", "\t", "*"), Rep(plan.text("*"), 0, per))
         return seq(para, *(seq(Lit("\n\n***\n\n"), para) for _ in range(n - 1)))
+    if kind == "marks":
+        _, open_, close, n = plan.body
+        if n < 1:
+            return Rep(plan.text(), 1, n_max)
+        per = max(40, limit // (n + 1))
+        mark = seq(plan.lit(open_, False), plan.text(open_, close, "\n", " "),
+                   Rep(plan.text(open_, close, "\n"), 0, MARK_CHARS - 1), plan.lit(close, False))
+        return seq(Rep(plan.text(open_, close), 0, per),
+                   *(seq(mark, Rep(plan.text(open_, close), 1 if i < n - 1 else 0, per if i < n - 1 else n_max))
+                     for i in range(n)))
     if kind == "choice":
         options = [plan.lit(o, False) for o in plan.body[1]]
         if not options:

@@ -94,6 +94,10 @@ CASES = [
      [{}, {"section_spliter": "SECTION", "num_sections": 2}],
      f"SECTION 1\n{TEXT.upper()}\n\nSECTION 2\n{TEXT.upper()}", f"SECTION 1\n{TEXT}\n\nSECTION 2\n{TEXT}"),
     (["keywords:existence", "punctuation:no_comma"], [{"keywords": ["river"]}, {}], TEXT, "Bread, cheese."),
+    (["detectable_format:number_highlighted_sections"], [{"num_highlights": 2}],
+     "See *the Louvre* first, then walk along *the Seine* at dusk.", "See *the Louvre* first, then * *."),
+    (["detectable_content:number_placeholders", "punctuation:no_comma"], [{"num_placeholders": 2}, {}],
+     "Dear [name] we meet at [address] on Monday.", "Dear [name] we meet on Monday."),
 ]
 
 
@@ -117,7 +121,8 @@ def test_the_required_checks_all_have_a_grammar():
                 "startend:quotation", "startend:end_checker", "detectable_format:json_format",
                 "detectable_format:number_bullet_lists", "detectable_content:postscript", "detectable_format:title",
                 "detectable_format:constrained_response", "combination:repeat_prompt",
-                "detectable_format:multiple_sections", "length_constraints:number_paragraphs"]
+                "detectable_format:multiple_sections", "length_constraints:number_paragraphs",
+                "detectable_format:number_highlighted_sections"]
     covered = {i for ids, *_ in CASES if len(ids) == 1 for i in ids}
     assert set(required) <= covered
 
@@ -232,6 +237,16 @@ CASE_PART = {"change_case:english_lowercase": str.islower, "change_case:english_
 ])
 def test_refuses_what_one_grammar_cannot_honestly_express(ids, kwargs, why):
     assert constraint_for(ids, kwargs) is None, why
+
+
+def test_marks_shape_the_body_only_when_nothing_else_does():
+    for ids in (["detectable_format:number_bullet_lists", "detectable_content:number_placeholders"],
+                ["detectable_content:number_placeholders", "detectable_format:number_bullet_lists"]):
+        kwargs = [{"num_bullets": 2} if "bullet" in i else {"num_placeholders": 1} for i in ids]
+        assert constraint_for(ids, kwargs).name == "detectable_format:number_bullet_lists"  # placeholders: free
+    both = constraint_for(["detectable_format:number_highlighted_sections", "detectable_content:number_placeholders"],
+                          [{"num_highlights": 1}, {"num_placeholders": 1}])
+    assert both.name.count("+") == 0  # the first mark shapes the body, the other is left to the sample
 
 
 def test_case_insensitive_literals_follow_the_case_ban():
