@@ -1,6 +1,6 @@
 """Synthesis yield: what each candidate strategy makes, per IFEval instruction id, and what it costs.
 
-    python bench/bench_synth.py yield --n 4        # the per-id table (prints it; --json FILE keeps it)
+    python bench/bench_synth.py yield --n 5        # the per-id table (prints it; --json FILE keeps it)
     python -m bench --only synth                   # both rows below into docs/benchmarks.md
 
 Data: the committed sample traffic taken through the demo's ingest, eval and clusters stages into a scratch
@@ -12,10 +12,11 @@ of that database (no strategy sees another's rows or cached teacher calls):
   prompt (no teacher call); those prompts are the seed split's, with 1-3 instructions each.
 - constrained, sample: n single-instruction prompts (a seed request + the id's instruction alone), one sample each.
 - revise: the same n failing production responses, rewritten by the teacher with the checks' reasons.
-- sample+repair: what synthesis does with a sample that fails: the same n single-instruction prompts, one sample
-  each, and each failing sample repaired (kept/attempted counts a prompt once, however it was kept).
+- sample+repair: what synthesis does with a prompt: the same n single-instruction prompts, k samples each (the
+  product's default k, 4), each failing sample repaired and two failing samples of a two-responses prompt joined.
+  A prompt counts as kept once, however many of its samples (or repairs) were kept.
 
-The share reported is kept / attempted: verified by every instruction of the prompt and passing the quality
+The share reported is prompts kept / prompts attempted: verified by every instruction of the prompt and passing the quality
 filter. The second row compares the default synthesis (strategies in order, llama.cpp teacher) with the path the
 demo used before strategies (guided samples from `transformers serve` without continuous batching, logit_bias
 bans) on the demo's three clusters: kept examples per wall-minute of synthesis, same run.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGY_NAMES = ("repair", "constrained", "sample", "sample+repair", "revise")
+PRODUCT_K = 4  # samples per prompt synthesis takes by default (CurateSettings.k): the sample+repair column's k
 # revise runs on these only (a third of the ids, different kinds), to keep the bench near 20 minutes on 2 cores
 REVISE_IDS = ["punctuation:no_comma", "change_case:english_capital", "detectable_format:title",
               "startend:end_checker", "detectable_format:number_bullet_lists", "keywords:forbidden_words",
@@ -75,9 +77,11 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
     parts = tuple(name.split("+"))  # "sample+repair": samples, each failing one then repaired (as synthesis does)
     on_production = parts[0] in ("repair", "revise")
     with scratch_store(db):
-        s = settings_mod.load("curate", {"strategies": parts, "target_per_cluster": 0, "k": 1, "guidance_k": 1,
+        k = overrides.pop("k", 1)
+        s = settings_mod.load("curate", {"strategies": parts, "target_per_cluster": 0, "k": k, "guidance_k": k,
                                          "max_examples_per_cluster": 10_000, "max_calls_per_cluster": 10_000,
-                                         "max_calls_total": 100_000, "guidance": "always", **overrides})
+                                         "max_calls_total": 100_000, "synth_minutes": 0, "guidance": "always",
+                                         **overrides})
         with store.connect() as con:
             chosen = cluster_per_id(con)
             chosen = {i: c for i, c in chosen.items() if ids is None or i in ids}
@@ -92,9 +96,23 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
         with progress_bars(Console(stderr=True)) as progress:
             strategies.run(jobs, s, budget, progress)
         seconds = time.perf_counter() - start
+        with store.connect(read_only=True) as con:
+            per_prompt = {j.cluster["check_id"]: prompts_kept(con, j.cluster["cluster_id"], parts) for j in jobs}
     counts = {j.cluster["check_id"]: combined(j.tally, parts) for j in jobs}
     attempted = {j.cluster["check_id"]: len(j.prompts) for j in jobs}
-    return {"counts": counts, "attempted": attempted, "seconds": seconds, "calls": budget.spent_calls}
+    return {"counts": counts, "attempted": attempted, "per_prompt": per_prompt, "seconds": seconds,
+            "calls": budget.spent_calls}
+
+
+def prompts_kept(con, cluster_id: str, parts: tuple) -> tuple[int, int]:
+    """(prompts with a kept example, prompts the first part wrote a candidate for): a prompt counts once however
+    many of its k samples (or their repairs) were kept, as synthesis keeps what it needs per prompt."""
+    first, kept = con.execute("""
+        SELECT count(DISTINCT prompt) FILTER (WHERE strategy = ?),
+               count(DISTINCT prompt) FILTER (WHERE status = 'verified')
+        FROM examples WHERE cluster_id = ? AND list_contains(?, strategy)""",
+                              [parts[0], cluster_id, list(parts)]).fetchone()
+    return kept, first
 
 
 def combined(tally, parts: tuple):
@@ -106,9 +124,10 @@ def combined(tally, parts: tuple):
 
 
 def yield_table(n: int, ids: list[str] | None = None, names=STRATEGY_NAMES, only: dict | None = None,
-                **overrides) -> dict:
-    """{strategy: {check_id: (kept, attempted)}, ...} plus seconds and calls per strategy; `only` limits a
-    strategy to some ids (revise costs the most teacher time and the 135M teacher rarely follows it)."""
+                ks: dict | None = None, **overrides) -> dict:
+    """{strategy: {check_id: [prompts kept, prompts attempted, candidates]}, ...} plus seconds and calls per
+    strategy; `only` limits a strategy to some ids (revise costs the most teacher time and the 135M teacher rarely
+    follows it); `ks` gives a strategy k samples per prompt (default 1)."""
     from evals.ifeval import registry
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,10 +137,12 @@ def yield_table(n: int, ids: list[str] | None = None, names=STRATEGY_NAMES, only
         for name in names:
             db = Path(tmp) / f"{name}.duckdb"
             shutil.copy(base, db)
-            r = run_strategy(db, name, n, (only or {}).get(name, ids), **overrides)
+            k = (ks or {}).get(name, 1)
+            r = run_strategy(db, name, n, (only or {}).get(name, ids), **overrides, k=k)
             out["strategies"][name] = {
-                "seconds": round(r["seconds"], 1), "calls": r["calls"],
-                "per_id": {i: [c.kept, r["attempted"][i], c.candidates] for i, c in r["counts"].items()}}
+                "seconds": round(r["seconds"], 1), "calls": r["calls"], "k": k,
+                "per_id": {i: [r["per_prompt"][i][0], r["attempted"][i] if name == "repair" else r["per_prompt"][i][1],
+                               c.candidates] for i, c in r["counts"].items()}}
     return out
 
 
@@ -184,17 +205,16 @@ def _run_default(db: Path, ids: list[str], overrides: dict) -> dict:
 # ------------------------------------------------------------------ rows and printing
 
 def tried(name: str, got: list | None) -> int:
-    """What a strategy attempted for an id: repair, the sources it tried; a teacher strategy, the candidates it
-    wrote (constrained skips a prompt without a constraint: that is not an attempt)."""
-    if not got:
-        return 0
-    return got[1] if name == "repair" else got[2]
+    """What a strategy attempted for an id: repair, the sources it tried; a teacher strategy, the prompts it
+    wrote a candidate for (constrained skips a prompt without a constraint: that is not an attempt)."""
+    return got[1] if got else 0
 
 
 def table_markdown(y: dict) -> str:
     """The per-id table: kept/attempted per strategy, then the best share."""
     names = list(y["strategies"])
-    lines = ["| instruction id | " + " | ".join(names) + " | best |", "|---" * (len(names) + 2) + "|"]
+    heads = [f"{n} (k={y['strategies'][n].get('k', 1)})" if y["strategies"][n].get("k", 1) > 1 else n for n in names]
+    lines = ["| instruction id | " + " | ".join(heads) + " | best |", "|---" * (len(names) + 2) + "|"]
     for i in y["ids"]:
         cells, best = [], 0.0
         for name in names:
@@ -223,13 +243,15 @@ def ids_at(y: dict, share: float = 0.8) -> list[str]:
 
 def yield_row(y: dict) -> dict:
     good = ids_at(y)
+    ks = ", ".join(f"{k}: {v.get('k', 1)} sample(s) per prompt" for k, v in y["strategies"].items() if k != "repair")
     per = "; ".join(f"{k}: {sum(v[0] for v in s['per_id'].values())}/"
                     f"{sum(tried(k, v) for v in s['per_id'].values())} "
                     f"kept in {s['seconds'] / 60:.1f} min, {s['calls']} teacher calls"
                     for k, s in y["strategies"].items())
     return {"benchmark": "synth yield per IFEval id (135M teacher, llama.cpp)",
             "metric": "ids with >= 80% kept by some strategy", "mend": len(good), "baseline": "", "ratio": "",
-            "target": ">= 18 of 25", "notes": f"{y['n']} attempts per id and strategy, {len(y['ids'])} ids; {per}; "
+            "target": ">= 18 of 25", "notes": f"{y['n']} prompts per id and strategy ({ks}), {len(y['ids'])} ids, "
+                                             f"a prompt counted once however it was kept; {per}; "
                                              f"ids >= 80%: {', '.join(good)}; per-id table: docs/synth-yield.md"}
 
 
@@ -245,9 +267,9 @@ def rate_row(d: dict) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    n = 1 if quick else 3
+    n = 1 if quick else 5
     y = yield_table(n, ids=["punctuation:no_comma", "change_case:english_lowercase"] if quick else None,
-                    only={"revise": REVISE_IDS}, max_tokens=128)
+                    only={"revise": REVISE_IDS}, ks={"sample+repair": PRODUCT_K}, max_tokens=128)
     (ROOT / "data" / "bench").mkdir(parents=True, exist_ok=True)
     (ROOT / "data" / "bench" / "synth_yield.json").write_text(json.dumps(y, indent=1))
     return [yield_row(y)] if quick else [yield_row(y), rate_row(demo_rate(n_calls=4))]
@@ -275,7 +297,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python bench/bench_synth.py")
     p.add_argument("what", choices=["yield", "rate", "record"])
     p.add_argument("files", nargs="*", help="record: saved --json results to write into docs/benchmarks.md")
-    p.add_argument("--n", type=int, default=4, help="attempts per id and strategy")
+    p.add_argument("--n", type=int, default=5, help="prompts per id and strategy")
+    p.add_argument("--k", type=int, default=PRODUCT_K, help="samples per prompt of sample+repair (others: 1)")
     p.add_argument("--ids", default="", help="comma-separated instruction ids (default: all 25)")
     p.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
     p.add_argument("--json", help="also write the result here")
@@ -287,7 +310,8 @@ def main(argv=None) -> int:
         result = demo_rate(n_calls=a.n)
         print(json.dumps(result, indent=1))
     else:
-        result = yield_table(a.n, [i for i in a.ids.split(",") if i] or None, a.strategies.split(","))
+        result = yield_table(a.n, [i for i in a.ids.split(",") if i] or None, a.strategies.split(","),
+                             only={"revise": REVISE_IDS}, ks={"sample+repair": a.k}, max_tokens=128)
         print(table_markdown(result))
         print("ids >= 80%:", len(ids_at(result)), ids_at(result))
     if a.json:

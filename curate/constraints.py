@@ -215,6 +215,18 @@ FREE = {"keywords:existence", "keywords:frequency", "keywords:forbidden_words", 
 MARKS = {"detectable_format:number_highlighted_sections": ("*", "*", "num_highlights"),
          "detectable_content:number_placeholders": ("[", "]", "num_placeholders")}
 MARK_CHARS = 40  # one highlighted phrase or placeholder name
+# "include the keywords a, b" / "the word w at least N times": the words as literals between stretches of free
+# text, which the model may end early to write the word where it fits (lm-eval searches them case-insensitively)
+KEYWORDS = {"keywords:existence", "keywords:frequency"}
+SOFT = set(MARKS) | KEYWORDS  # these shape the body only when nothing else does
+
+
+def _keywords(iid: str, args: dict) -> tuple | None:
+    if iid == "keywords:existence":
+        return tuple(str(k) for k in args.get("keywords") or ()) or None
+    if args.get("relation") != "at least":
+        return None  # "less than N" is left to the sample
+    return (str(args["keyword"]),) * int(args["frequency"])
 
 
 def _args(iid: str, kwargs: dict | None):
@@ -233,12 +245,23 @@ def _add(plan: _Plan, iid: str, kwargs: dict | None) -> bool:
             plan.case = CASE_OF[iid]
         plan.ban = plan.ban + BANS[iid]
         return True
-    if iid in MARKS:
+    if iid in SOFT:
         if plan.body is not None or plan.json:
             return False
         args, _ = _args(iid, kwargs)
-        open_, close, key = MARKS[iid]
-        plan.body = ("marks", open_, close, int(args[key]))
+        if iid in MARKS:
+            open_, close, key = MARKS[iid]
+            plan.body = ("marks", open_, close, int(args[key]))
+            return True
+        words = _keywords(iid, args)
+        if words:
+            plan.body = ("keywords", words)
+        return words is not None
+    if iid == "length_constraints:nth_paragraph_first_word":
+        args, _ = _args(iid, kwargs)
+        if plan.postscript or (plan.repeat and int(args["nth_paragraph"]) == 1):
+            raise _Conflict("a postscript is a paragraph of its own; a repeated request starts the first")
+        plan.set_body(("first_word", int(args["num_paragraphs"]), int(args["nth_paragraph"]), args["first_word"]))
         return True
     if iid not in SHAPES:
         return False
@@ -299,8 +322,8 @@ def constraint_for(instruction_ids: list[str], kwargs_list: list[dict], *, max_c
         return None
     plan, enforced = _Plan(), []
     try:
-        # marks last: they take the body only when no other instruction shapes it
-        for iid, kw in sorted(zip(ids, kwargs_list), key=lambda pair: pair[0] in MARKS):
+        # marks and keywords last: they take the body only when no other instruction shapes it
+        for iid, kw in sorted(zip(ids, kwargs_list), key=lambda pair: pair[0] in SOFT):
             if _add(plan, iid, kw):
                 enforced.append(iid)
             elif iid not in FREE:
@@ -377,6 +400,19 @@ def _body(plan: _Plan, n_max: int | None, limit: int):
         return seq(Rep(plan.text(open_, close), 0, per),
                    *(seq(mark, Rep(plan.text(open_, close), 1 if i < n - 1 else 0, per if i < n - 1 else n_max))
                      for i in range(n)))
+    if kind == "keywords":
+        words = [plan.lit(w, True) for w in plan.body[1]]
+        per = max(40, limit // (len(words) + 1))
+        return seq(*(seq(Rep(plan.text(), 0, per), w) for w in words), Rep(plan.text(), 0, n_max))
+    if kind == "first_word":
+        _, n, nth, word = plan.body
+        if not 1 <= nth <= n:
+            raise _Conflict("no such paragraph")
+        per = max(40, limit // n)
+        start = plan.text(" ", "\n", "\t", "\r", "'", '"')
+        paras = [seq(plan.lit(word.capitalize(), True), Lit(" "), Rep(plan.text("\n"), 1, per)) if i + 1 == nth
+                 else seq(start, Rep(plan.text("\n"), 0, per)) for i in range(n)]
+        return seq(paras[0], *(seq(Lit("\n\n"), p) for p in paras[1:]))
     if kind == "choice":
         options = [plan.lit(o, False) for o in plan.body[1]]
         if not options:

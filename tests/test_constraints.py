@@ -98,6 +98,13 @@ CASES = [
      "See *the Louvre* first, then walk along *the Seine* at dusk.", "See *the Louvre* first, then * *."),
     (["detectable_content:number_placeholders", "punctuation:no_comma"], [{"num_placeholders": 2}, {}],
      "Dear [name] we meet at [address] on Monday.", "Dear [name] we meet on Monday."),
+    (["keywords:existence"], [{"keywords": ["river", "bread"]}], "We buy bread by the river.",
+     "We buy bread by the lake."),
+    (["keywords:frequency", "change_case:english_lowercase"],
+     [{"keyword": "Tea", "frequency": 2, "relation": "at least"}, {}], "tea first and then more tea.", "tea first."),
+    (["length_constraints:nth_paragraph_first_word"],
+     [{"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "summer"}],
+     "We walked.\n\nSummer came early.\n\nThe end.", "We walked.\n\nWinter came early.\n\nThe end."),
 ]
 
 
@@ -122,7 +129,8 @@ def test_the_required_checks_all_have_a_grammar():
                 "detectable_format:number_bullet_lists", "detectable_content:postscript", "detectable_format:title",
                 "detectable_format:constrained_response", "combination:repeat_prompt",
                 "detectable_format:multiple_sections", "length_constraints:number_paragraphs",
-                "detectable_format:number_highlighted_sections"]
+                "detectable_format:number_highlighted_sections", "keywords:existence",
+                "length_constraints:nth_paragraph_first_word"]
     covered = {i for ids, *_ in CASES if len(ids) == 1 for i in ids}
     assert set(required) <= covered
 
@@ -231,7 +239,12 @@ CASE_PART = {"change_case:english_lowercase": str.islower, "change_case:english_
     (["detectable_format:json_format", "change_case:english_lowercase"], [{}, {}], "JSON with a ban"),
     (["length_constraints:number_words", "punctuation:no_comma"],
      [{"relation": "at least", "num_words": 300}, {}], "a length a bound could break"),
-    (["keywords:existence"], [{"keywords": ["river"]}], "nothing to constrain"),
+    (["keywords:letter_frequency"], [{"letter": "a", "let_frequency": 3, "let_relation": "at least"}],
+     "nothing to constrain"),
+    (["keywords:frequency"], [{"keyword": "tea", "frequency": 2, "relation": "less than"}], "a ban, not a shape"),
+    (["detectable_content:postscript", "length_constraints:nth_paragraph_first_word"],
+     [{"postscript_marker": "P.S."}, {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "summer"}],
+     "a postscript is another paragraph"),
     (["not:an_instruction"], [{}], "unknown"),
     ([], [], "empty"),
 ])
