@@ -38,6 +38,18 @@ class Budget:
     minutes: float = 0.0  # teacher wall-clock budget of the run, counted from the Budget's creation (0: none)
     started: float = field(default_factory=lambda: now())
     skipped: dict = field(default_factory=dict)  # strategy -> clusters it never reached because a budget was spent
+    turn_end: float | None = None  # when the current (strategy, cluster) turn's share of the minutes runs out
+
+    def share(self, turns_left: int) -> None:
+        """Give the next turn an equal share of the minutes left (what a quick turn leaves goes to later ones),
+        so that a time budget reaches every cluster instead of running out on the first few."""
+        if self.minutes > 0 and turns_left > 0:
+            left = self.minutes * 60 - (now() - self.started)
+            self.turn_end = now() + max(0.0, left) / turns_left
+
+    @property
+    def turn_over(self) -> bool:
+        return self.turn_end is not None and now() >= self.turn_end
 
     @property
     def out_of_time(self) -> bool:

@@ -281,7 +281,7 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
     if task is None:
         task = env.progress.add_task(safe(f"{strategy} {job.cluster['label'][:40]}"), total=len(reqs))
     for i in range(0, len(reqs), CHUNK):
-        if job.done(s) or budget.spent:
+        if job.done(s) or budget.spent or (i > 0 and budget.turn_over):  # a turn sends at least one batch
             break
         chunk = reqs[i:i + min(CHUNK, budget.calls_left)]
         calls = client.complete_many([r for _, r in chunk], progress=lambda n: env.progress.advance(task, n))
@@ -407,11 +407,14 @@ def run(jobs: list[Job], s, budget, progress) -> None:
         env = Env(s, budget, progress, teachers, dialect(s), names)
         if s.teacher_url != "local" and any(n not in TEACHER_FREE for n in names):
             teachers.get()  # a remote endpoint is checked before any work (a local server starts when first needed)
-        for name in names:
-            for job in jobs:
-                if job.done(s):
-                    continue
-                if name not in TEACHER_FREE and budget.spent:
+        turns = [(name, job) for name in names for job in jobs]
+        for i, (name, job) in enumerate(turns):
+            if job.done(s):
+                continue
+            if name not in TEACHER_FREE:
+                if budget.spent:
                     budget.skipped[name] = budget.skipped.get(name, 0) + 1
                     continue
-                STRATEGIES[name](job, env)
+                budget.share(sum(1 for n, j in turns[i:] if n not in TEACHER_FREE and not j.done(s)))
+            STRATEGIES[name](job, env)
+            budget.turn_end = None

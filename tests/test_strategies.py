@@ -333,3 +333,27 @@ def test_synth_minutes_zero_means_no_time_limit(monkeypatch):
         use_stub(monkeypatch, stub, per_cluster=2, k=1, strategies='["sample"]', synth_minutes=0)
         synth.synthesize()
         assert stub.count == 2
+
+
+def test_teacher_minutes_are_shared_by_the_turns_left(monkeypatch):
+    """Each (strategy, cluster) turn gets an equal share of the minutes left, so a time budget reaches every
+    cluster; a quick turn leaves its time to the later ones."""
+    from curate import candidates, strategies
+    from curate.candidates import Budget
+    from traces import settings as settings_mod
+    t = [0.0]
+    monkeypatch.setattr(candidates, "now", lambda: t[0])
+    spend = {"c0": 10, "c1": 300, "c2": 300}  # seconds each cluster's sample turn takes; c0's is quick
+    shares = []
+
+    def fake_sample(job, env):
+        shares.append((job.cluster["cluster_id"], round(env.budget.turn_end - t[0])))
+        t[0] += spend[job.cluster["cluster_id"]]
+
+    monkeypatch.setitem(strategies.STRATEGIES, "sample", fake_sample)
+    s = settings_mod.load("curate", {"strategies": ("sample",), "synth_minutes": 10.0})
+    jobs = [strategies.Job({"cluster_id": c, "label": c}, [], [], strategies.Tally(c, "x")) for c in spend]
+    budget = Budget(100, 1.0, minutes=s.synth_minutes)
+    strategies.run(jobs, s, budget, progress=None)
+    assert shares == [("c0", 200), ("c1", 295), ("c2", 290)]  # 600/3; then (600-10)/2; then what is left
+    assert budget.turn_end is None and budget.skipped == {}
