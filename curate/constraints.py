@@ -257,6 +257,13 @@ def _add(plan: _Plan, iid: str, kwargs: dict | None) -> bool:
         if words:
             plan.body = ("keywords", words)
         return words is not None
+    if iid == "keywords:letter_frequency":  # "less than N of a letter": never write it (a lipogram); "at least" is free
+        args, _ = _args(iid, kwargs)
+        if args.get("let_relation") != "less than":
+            return False
+        letter = str(args["letter"]).lower()
+        plan.ban = plan.ban + tuple(dict.fromkeys((letter, letter.upper())))
+        return True
     if iid == "length_constraints:nth_paragraph_first_word":
         args, _ = _args(iid, kwargs)
         if plan.postscript or (plan.repeat and int(args["nth_paragraph"]) == 1):

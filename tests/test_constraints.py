@@ -98,6 +98,8 @@ CASES = [
      "See *the Louvre* first, then walk along *the Seine* at dusk.", "See *the Louvre* first, then * *."),
     (["detectable_content:number_placeholders", "punctuation:no_comma"], [{"num_placeholders": 2}, {}],
      "Dear [name] we meet at [address] on Monday.", "Dear [name] we meet on Monday."),
+    (["keywords:letter_frequency"], [{"letter": "q", "let_frequency": 2, "let_relation": "less than"}],
+     "We buy bread by the river.", "Quite quiet."),
     (["keywords:existence"], [{"keywords": ["river", "bread"]}], "We buy bread by the river.",
      "We buy bread by the lake."),
     (["keywords:frequency", "change_case:english_lowercase"],
