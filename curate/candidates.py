@@ -94,10 +94,10 @@ def example_id(cluster_id: str, request_hash: str, extra: str = "") -> str:
 def candidate_row(cluster: dict, p: Prompt, call, mode: str, teacher_model: str, guide: dict | None,
                   extra: str = "", *, strategy: str = "sample", source_id: str | None = None,
                   guide_record: dict | None = None, min_alpha: float | None = None) -> tuple[dict, list]:
-    """One candidate, verified: every check its prompt names, then the quality filter (curate.quality) for every
+    """One candidate, verified: every check its prompt names, then the quality filter (evals.quality) for every
     strategy. A sample the token budget cut (finish_reason "length") is first trimmed back to its last whole
     sentence (the full text stays in llm_calls). `call` needs .text and .request_hash (None: no teacher call)."""
-    from curate import quality
+    from evals import quality
     response = quality.trim_truncated(call.text or "", finish_reason(call))
     ok, reason, results = verify(p.prompt, response, p.metadata, p.request)
     if ok:

@@ -5,7 +5,7 @@ all-lowercase, all-capitals or quotation-wrapped answer. A check can be guided w
 API offers: `logit_bias` banning the tokens the check forbids (transformers serve maps it to
 `sequence_bias`, vLLM and OpenAI accept it), a system message restating the constraint and few-shot
 demonstrations from already-verified examples. Guided candidates are verified like any other and must
-also pass the quality filter (curate/quality.py, run on every candidate): banning tokens can push a small
+also pass the quality filter (evals/quality.py, run on every candidate): banning tokens can push a small
 model into emoji runs and letter soup.
 """
 from __future__ import annotations

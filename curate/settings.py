@@ -47,7 +47,7 @@ class CurateSettings:
     guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
     guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
-    fluency_min_alpha: float = 0.6  # share of word-like tokens (curate/quality.py) below which text is not_fluent
+    fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
     strategies: tuple = ("repair", "constrained", "sample")  # how candidates are made, tried in this order (cheapest
     # first) per cluster until target_per_cluster (curate/strategies.py): repair | constrained | sample | revise
     # (a rewrite of each failing response: for strong teachers, the 135M one cannot follow it)

@@ -158,7 +158,7 @@ def emit(job: Job, env: Env, items: list[tuple]) -> list[dict]:
 def repair(job: Job, env: Env) -> None:
     """(a) the cluster's failing production responses, repaired for every instruction of their own prompt."""
     from curate.synth import _from_trace
-    from curate.quality import trim_truncated
+    from evals.quality import trim_truncated
     sources = []
     for t in job.failing:
         p = _from_trace(t, job.cluster["check_id"])
@@ -170,7 +170,7 @@ def repair(job: Job, env: Env) -> None:
 
 
 def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
-    from curate.quality import fluency
+    from evals.quality import fluency
     from curate.repair import compose
     from evals.ifeval import instruction_specs
     items = []

@@ -12,7 +12,7 @@ Targeted synthesis per failure cluster, from the seed split only (holdout traces
 - full (strong teacher): the teacher writes new requests and ideal responses as JSON.
 Every candidate is verified by the checks its own metadata names (evals.checks.verify_instructions): its IFEval
 instructions, and the cluster's own check as the cluster's eval run scored its failing trace (cluster_checks: a
-suite's YAML `checks:`, put into the prompt's metadata `checks`), then by the quality filter (curate/quality.py);
+suite's YAML `checks:`, put into the prompt's metadata `checks`), then by the quality filter (evals/quality.py);
 a check that cannot run here (judge without an endpoint) fails it with a reason that says so. Failures stay in
 `examples` with their reason, and every row records its strategy and source. Then the new candidates go through
 `curate filter` (dedup, decontamination) unless --no-filter. The yield table shows candidates, verified and kept

@@ -455,6 +455,9 @@ def run_guards(base: Side, cand: Side, s) -> dict:
                                                                 s.gate_lm_eval_docs, s.gate_ppl_tolerance)
         if s.gate_drift_samples > 0:
             out["drift"] = guards.drift_guard(base, cand, s.gate_drift_samples, s.gate_drift_tolerance)
+        if s.gate_degeneration:
+            out["degeneration"] = guards.degeneration_guard(list(base.runs.values()), list(cand.runs.values()),
+                                                            s.gate_degeneration_tolerance)
     except guards.GuardError as e:
         raise GateError(f"guard could not run: {e}") from e
     return out

@@ -11,10 +11,16 @@
     seed traces (a fixed sample of `gate_drift_samples`). The candidate may exceed the baseline's by at most
     `gate_drift_tolerance` nats/token: a large rise means the adapter moved the model away from answers that
     were already right.
+(c) degeneration: the share of holdout answers the quality filter (evals.quality.fluency: repeated lines, letter
+    soup, runs of one character, no words...) calls degenerate, each side's own answers to the same holdout traces
+    (the gate's runs, so nothing is generated twice). The candidate's share may exceed the baseline's by at most
+    `gate_degeneration_tolerance` points. Perplexity and drift score given text and cannot see a model that
+    generates "***" forty times (the first default nightly's adapter did, on paragraph prompts).
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from traces import store
@@ -135,6 +141,32 @@ def drift_guard(base, cand, n: int, tolerance: float) -> dict:
     return {"ok": ok, "baseline": round(b, 4), "candidate": round(c, 4), "n": len(sample),
             "summary": f"NLL of {len(sample)} passing baseline responses {b:.3f} -> {c:.3f} nats/token "
                        f"({c - b:+.3f}, tolerance +{tolerance})"}
+
+
+def degenerate_answers(con, run_ids: list[str]) -> dict[str, bool]:
+    """trace_id -> whether the run's answer to that holdout trace is degenerate (one verdict per trace)."""
+    from evals.quality import fluency
+    rows = con.execute("""SELECT r.trace_id, any_value(r.output), any_value(t.prompt), any_value(t.metadata)
+                          FROM results r JOIN traces t USING (trace_id)
+                          WHERE list_contains(?, r.run_id) AND t.split = 'holdout' GROUP BY r.trace_id""",
+                       [run_ids]).fetchall()
+    return {tid: not fluency(out or "", prompt or "", json.loads(md) if md else {})[0] for tid, out, prompt, md in rows}
+
+
+def degeneration_guard(base_runs: list[str], cand_runs: list[str], tolerance: float) -> dict:
+    """Degenerate shares of both sides' answers to the holdout traces both answered."""
+    with store.connect(read_only=True) as con:
+        b, c = degenerate_answers(con, base_runs), degenerate_answers(con, cand_runs)
+    common = sorted(b.keys() & c.keys())
+    if not common:
+        raise GuardError("no holdout trace answered by both sides")
+    nb, nc = sum(b[t] for t in common), sum(c[t] for t in common)
+    worse, better = sum(c[t] and not b[t] for t in common), sum(b[t] and not c[t] for t in common)
+    pb, pc = 100 * nb / len(common), 100 * nc / len(common)
+    return {"ok": pc - pb <= tolerance, "baseline": round(pb, 1), "candidate": round(pc, 1), "n": len(common),
+            "newly_degenerate": worse, "no_longer": better,
+            "summary": f"degenerate holdout answers {pb:.1f}% -> {pc:.1f}% of {len(common)} ({pc - pb:+.1f} pts, "
+                       f"{worse} newly degenerate, {better} no longer; tolerance +{tolerance:g})"}
 
 
 def main(argv=None) -> int:

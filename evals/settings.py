@@ -39,3 +39,5 @@ class EvalsSettings:
     gate_ppl_tolerance: float = 0.10  # candidate word perplexity may exceed the baseline's by at most 10%
     gate_drift_samples: int = 32  # passing seed traces whose baseline responses the drift guard scores
     gate_drift_tolerance: float = 0.25  # max increase of mean per-token NLL (nats) on those responses
+    gate_degeneration: bool = True  # guard: share of holdout answers the quality filter calls degenerate
+    gate_degeneration_tolerance: float = 5.0  # the candidate's share may exceed the baseline's by this many points

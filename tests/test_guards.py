@@ -54,3 +54,36 @@ def test_drift_guard_needs_baseline_responses(tiny_model_dir):
     side = Side(str(tiny_model_dir), None, None)
     with pytest.raises(guards.GuardError, match="no passing seed traces"):
         guards.drift_guard(side, side, 5, 0.25)
+
+
+FLUENT = "The library opens at nine on weekdays, and the reading room stays quiet until the afternoon classes end."
+LOOP = "***\n\n" * 30  # what the first default nightly's adapter wrote to paragraph prompts
+
+
+def _answers(con, run_id, texts):
+    for t, text in texts.items():
+        con.execute("UPDATE results SET output = ? WHERE run_id = ? AND trace_id = ?", [text, run_id, t])
+
+
+def test_degeneration_guard_compares_both_sides_answers_to_the_same_holdout_traces():
+    with store.connect() as con:
+        holdout = add_traces(con, 10)
+        seeds = add_traces(con, 2, split="seed", prefix="s")
+        add_run(con, "base", {t: [("A", True)] for t in holdout + seeds}, split="all", mode="logged")
+        add_run(con, "cand", {t: [("A", True)] for t in holdout[:8]}, adapter_hash="abc")
+        _answers(con, "base", {t: FLUENT for t in holdout[1:]} | {holdout[0]: LOOP} | {s: LOOP for s in seeds})
+        _answers(con, "cand", {t: LOOP if i in (1, 2, 3) else FLUENT for i, t in enumerate(holdout[:8])})
+    result = guards.degeneration_guard(["base"], ["cand"], 5.0)
+    # the 8 traces both answered (seed traces and unanswered ones left out): 1 -> 3 degenerate
+    assert (result["n"], result["baseline"], result["candidate"]) == (8, 12.5, 37.5)
+    assert (result["newly_degenerate"], result["no_longer"]) == (3, 1)
+    assert not result["ok"] and "12.5% -> 37.5% of 8" in result["summary"]
+    assert guards.degeneration_guard(["base"], ["cand"], 25.0)["ok"]
+    assert guards.degeneration_guard(["base"], ["base"], 0.0)["ok"]
+
+
+def test_degeneration_guard_needs_common_traces():
+    with store.connect() as con:
+        add_run(con, "base", {t: [("A", True)] for t in add_traces(con, 2)})
+    with pytest.raises(guards.GuardError, match="no holdout trace"):
+        guards.degeneration_guard(["base"], ["nothing"], 5.0)

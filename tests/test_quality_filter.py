@@ -1,4 +1,4 @@
-"""The quality filter (curate.quality) on real candidates of the 135M teacher, labelled by reading them
+"""The quality filter (evals.quality) on real candidates of the 135M teacher, labelled by reading them
 (tests/fixtures/candidates_labelled.jsonl; tests/fixtures/README.md says how they were made), and on one small case
 per rule.
 
@@ -9,14 +9,14 @@ chosen while looking at this fixture, so these are not held-out figures; on the 
 examples/traffic (the same model, greedy) the filter flags 247, read through by kind: mostly repetition loops.
 What it misses is fluent-looking: a placeholder dump, word salad of real words, pseudo-Latin, numbers in a
 list, hyphenated letter soup, a made-up JSON config cut mid-structure; capitalised soup where the prompt asked for
-capitals is caught only when it invents enough words outside the vocabulary (curate.quality.vocabulary).
+capitals is caught only when it invents enough words outside the vocabulary (evals.quality.vocabulary).
 """
 import json
 from pathlib import Path
 
 import pytest
 
-from curate.quality import fluency, trim_truncated
+from evals.quality import fluency, trim_truncated
 
 FIXTURE = Path(__file__).parent / "fixtures" / "candidates_labelled.jsonl"
 PRECISION, RECALL = 0.95, 0.75  # asserted floors (measured: 1.00 and 0.78, see the docstring)

@@ -127,7 +127,7 @@ def test_sampled_degenerate_text_is_dropped_as_not_fluent_too(monkeypatch):
 
 
 def test_fluency_filter():
-    from curate.quality import fluency
+    from evals.quality import fluency
     assert fluency("this is a plain and readable sentence about foxes.")[0]
     assert not fluency("aaaaaaaaaaaa bbbbbbbbbb")[0]
     assert not fluency("x1 ## 12 :: 44 ++ ok")[0]

@@ -1,6 +1,6 @@
 """The quality filter every candidate passes after its checks (`not_fluent: <why>`), whatever strategy made it.
 
-    from curate.quality import fluency, trim_truncated
+    from evals.quality import fluency, trim_truncated
     text = trim_truncated(call_text, finish_reason)            # a sample cut by the token budget -> whole sentences
     keep, why = fluency(text, prompt, metadata, finish_reason)  # (True, None) or (False, "a run of '!'")
 
