@@ -50,9 +50,10 @@ from traces import store
 from traces.settings import SettingsError, load, resolve_path
 from traces.terminal import safe
 
-RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%} and prose word "
-        "perplexity rise <= {ptol:.0%} ({prose}); ties: smaller max(anchor rise, prose rise), then grid order; none "
-        "within both: the smallest max(anchor rise, prose rise)")
+RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%}, prose word "
+        "perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation answers rise <= {dtol:g} points "
+        "(the gate's degeneration tolerance); ties: smaller max(anchor rise, prose rise), then grid order; none "
+        "within all three: the smallest max(anchor rise, prose rise)")
 CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
 
 
@@ -159,7 +160,8 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     """(a) on the validation prompts, greedy: `target_pass` = share of their targeted checks (a trained cluster's
     check) that pass, `checks_pass` = share of all their checks, `prompt_pass` = share of prompts passing every check
     (the demo's prompts carry 1-3 instructions: the base passed none of 24 whole); (b) `anchor_nll` = mean per-token
-    NLL of the base's own answers to the anchor requests."""
+    NLL of the base's own answers to the anchor requests; `degenerate` = share of (a)'s answers the quality filter
+    (evals.quality) calls degenerate, as the gate's degeneration guard counts them on the holdout."""
     from evals.checks import verify_instructions
     from train import generate as tg
     from train.models import load as load_model
@@ -173,9 +175,12 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
     nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
                           [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
+    from evals.quality import fluency
+    degenerate = [not fluency(g.text, p["prompt"], p["metadata"])[0] for p, g in zip(val.prompts, gens)]
     return {"target_pass": _share(aimed), "n_targets": len(aimed), "checks_pass": _share(every),
             "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
-            "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll)}
+            "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
+            "degenerate": _share(degenerate)}
 
 
 def _share(flags: list) -> float | None:
@@ -248,16 +253,25 @@ def prose_rise(metrics: dict) -> float:
     return metrics["prose_ppl"] / metrics["base_prose_ppl"] - 1
 
 
+def degenerate_rise(metrics: dict) -> float:
+    """Rise of the share of degenerate validation answers, in points (0 when not measured)."""
+    if metrics.get("degenerate") is None or metrics.get("base_degenerate") is None:
+        return 0.0
+    return 100 * (metrics["degenerate"] - metrics["base_degenerate"])
+
+
 def worst_rise(metrics: dict) -> float:
     return max(rise(metrics), prose_rise(metrics))
 
 
-def choose(rows: list[dict], tolerance: float, prose_tolerance: float) -> int | None:
+def choose(rows: list[dict], tolerance: float, prose_tolerance: float, degenerate_tolerance: float = 100.0
+           ) -> int | None:
     """config_idx the rule picks among complete rows ({"config_idx", "status", "metrics"}); None if none finished."""
     done = [r for r in rows if r["status"] == "complete"]
     if not done:
         return None
-    within = [r for r in done if rise(r["metrics"]) <= tolerance and prose_rise(r["metrics"]) <= prose_tolerance]
+    within = [r for r in done if rise(r["metrics"]) <= tolerance and prose_rise(r["metrics"]) <= prose_tolerance
+              and degenerate_rise(r["metrics"]) <= degenerate_tolerance]
     if within:
         best = max(within, key=lambda r: (r["metrics"]["target_pass"] or 0.0, -worst_rise(r["metrics"]),
                                           -r["config_idx"]))
@@ -312,7 +326,8 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
     sid = sweep_id(source_hash, cs, ts.model)
     plan = prose_plan(cs)  # before anything is trained: refuses documents the gate scores
-    rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan))
+    rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan),
+                       dtol=load("evals").gate_degeneration_tolerance)
     score_fn = score_fn or score
     prose_fn = prose_fn or (lambda ref, adapter: prose_score(ref, adapter, plan))
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
@@ -346,14 +361,14 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
         _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, prose_fn,
                     answerer, export)
     found = rows(sid)
-    chosen = choose(found, cs.sweep_anchor_tolerance, plan.tolerance)
+    chosen = choose(found, cs.sweep_anchor_tolerance, plan.tolerance, load("evals").gate_degeneration_tolerance)
     mark_chosen(sid, chosen, rule)
     return {"sweep_id": sid, "rows": rows(sid), "chosen": chosen, "base": base, "rule": rule,
             "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors),
                            "prose_docs": plan.docs, "prose_offset": plan.offset}}
 
 
-VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll")  # (a), (b)
+VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate")  # (a), (b)
 PROSE_KEYS = ("prose_ppl",)  # (c)
 
 
@@ -374,6 +389,7 @@ def _prose_scored(metrics: dict, plan: ProsePlan) -> bool:
 def _finish(metrics: dict, base: dict) -> dict:
     metrics["rise"] = rise(metrics)
     metrics["prose_rise"] = prose_rise(metrics)
+    metrics["degenerate_rise"] = degenerate_rise(metrics)
     metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
     return metrics
 
@@ -430,9 +446,10 @@ def table(sid: str, found: list[dict]) -> Table:
     base = next((r["metrics"] for r in found if r["metrics"]), {})
     t = Table(title=f"sweep {sid} — base: targeted checks {_pct(base.get('base_target_pass'))}%, all checks "
                     f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}, prose "
-                    f"word perplexity {_f(base.get('base_prose_ppl'), 2)}")
+                    f"word perplexity {_f(base.get('base_prose_ppl'), 2)}, degenerate answers "
+                    f"{_pct(base.get('base_degenerate'))}%")
     cols = ["#", "config", "run", "target %", "checks %", "anchor NLL", "anchor rise %", "prose ppl", "prose rise %",
-            "steps", "status", "chosen"]
+            "degenerate %", "steps", "status", "chosen"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("config", "run", "status", "chosen") else "right",
                      overflow="fold" if col in ("config", "run") else "ellipsis")
@@ -442,7 +459,7 @@ def table(sid: str, found: list[dict]) -> Table:
                   _pct(m.get("target_pass")), _pct(m.get("checks_pass")),
                   _f(m.get("anchor_nll")), _pct(m.get("rise")) if complete else "-",
                   _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-",
-                  str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
+                  _pct(m.get("degenerate")), str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t
 

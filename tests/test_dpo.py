@@ -247,3 +247,13 @@ def test_auto_method_is_dpo_when_most_examples_have_a_pair_else_sft(tmp_path, ti
     s, sources = settings(tmp_path / "few", tiny_model_dir, training_set)
     assert make_plan(s, sources).settings.method == "sft"
     assert "method auto -> sft: 2 of 6" in capsys.readouterr().err
+
+
+def test_dpo_sft_weight_adds_the_chosen_answers_nll_to_the_loss(tmp_path):
+    from train.dpo import dpo_config
+    from train.settings import TrainSettings
+    dev = {"device": "cpu", "bf16": False, "cuda": False}
+    plain = dpo_config(TrainSettings(), tmp_path, dev, False)
+    rpo = dpo_config(TrainSettings(dpo_sft_weight=0.5), tmp_path, dev, False)
+    assert list(plain.loss_type) == ["sigmoid"]
+    assert list(rpo.loss_type) == ["sigmoid", "sft"] and list(rpo.loss_weights) == [1.0, 0.5]

@@ -396,3 +396,14 @@ def test_a_real_sweep_on_the_tiny_model(tiny_student, tmp_path, monkeypatch):
         run = con.execute("""SELECT status, settings->>'lora_r', settings->>'lora_alpha' FROM train_runs
                              WHERE run_id = ?""", [row["run_id"]]).fetchone()
     assert run == ("complete", "4", "8")
+
+
+def test_the_rule_needs_the_degenerate_share_within_the_gates_tolerance():
+    # config 0: the best target, anchored, but 4 more of 24 validation answers degenerate (+16.7 points)
+    rows = prose_rows((0.9, 1.0, 100.0), (0.5, 1.0, 100.0))
+    rows[0]["metrics"] |= {"degenerate": 8 / 24, "base_degenerate": 4 / 24}
+    rows[1]["metrics"] |= {"degenerate": 5 / 24, "base_degenerate": 4 / 24}
+    assert sweep.degenerate_rise(rows[0]["metrics"]) == pytest.approx(100 * 4 / 24)
+    assert sweep.choose(rows, 0.1, 0.1, 5.0) == 1
+    assert sweep.choose(rows, 0.1, 0.1, 20.0) == 0
+    assert sweep.degenerate_rise({"target_pass": 0.5}) == 0.0  # scored before the figure existed

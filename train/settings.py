@@ -31,6 +31,9 @@ class TrainSettings:
     max_steps: int = -1  # stop after this many optimizer steps (-1 = run all epochs)
     seed: int = 0
     method: str = "auto"  # "auto" (dpo when at least half of the exported examples have a preference pair, else sft: train.lora.resolve_method says why) | "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
+    dpo_sft_weight: float = 0.0  # > 0: add TRL's "sft" loss (NLL of the chosen answer) to the DPO loss with this
+    # weight (RPO, Pang et al. 2024): DPO alone lowers the chosen answers' likelihood too, and the demo's DPO adapter
+    # generated loops ("***" forty times) that the gate's degeneration guard now rejects
     dpo_beta: float = 0.1  # DPO beta: how strongly the policy is held to the reference (the base, adapter disabled); TRL's default
     quantization: str = "none"  # "none" | "nf4" (QLoRA: 4-bit NF4 base through bitsandbytes, bf16 compute; needs CUDA)
     allow_cpu_fallback: bool = False  # with quantization="nf4" and no CUDA: train plain LoRA with a warning instead of failing
