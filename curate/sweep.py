@@ -377,7 +377,8 @@ def _base_of(metrics: dict, prefix: str, keys: tuple) -> dict:
 
 
 def _scored(metrics: dict) -> bool:
-    return "n_targets" in metrics
+    """(a) and (b) taken, with every figure of today's score (a row from before `degenerate` is scored again)."""
+    return "n_targets" in metrics and "degenerate" in metrics
 
 
 def _prose_scored(metrics: dict, plan: ProsePlan) -> bool:

@@ -122,6 +122,7 @@ GRID = ["lr=0.1 replay_self_share=0", "lr=0.2 replay_self_share=0", "lr=0.3 lora
 def fake_score(ref, adapter, val):
     target, nll = SCORES[None if adapter is None else Path(adapter).name]
     return {"target_pass": target, "n_targets": 10, "checks_pass": target / 2, "prompt_pass": 0.0, "anchor_nll": nll,
+            "degenerate": 0.0,
             "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
 
 
