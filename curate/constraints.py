@@ -218,6 +218,8 @@ MARK_CHARS = 40  # one highlighted phrase or placeholder name
 # "include the keywords a, b" / "the word w at least N times": the words as literals between stretches of free
 # text, which the model may end early to write the word where it fits (lm-eval searches them case-insensitively)
 KEYWORDS = {"keywords:existence", "keywords:frequency"}
+SPACE = Alt((Lit(" "), Lit("\n")))
+WORD_CHARS = LOWER + UPPER + (("0", "9"),)  # what may not follow a keyword or a mark
 SOFT = set(MARKS) | KEYWORDS  # these shape the body only when nothing else does
 
 
@@ -402,15 +404,19 @@ def _body(plan: _Plan, n_max: int | None, limit: int):
         if n < 1:
             return Rep(plan.text(), 1, n_max)
         per = max(40, limit // (n + 1))
+        free, after = plan.text(open_, close), plan.text(open_, close, *WORD_CHARS)
         mark = seq(plan.lit(open_, False), plan.text(open_, close, "\n", " "),
                    Rep(plan.text(open_, close, "\n"), 0, MARK_CHARS - 1), plan.lit(close, False))
-        return seq(Rep(plan.text(open_, close), 0, per),
-                   *(seq(mark, Rep(plan.text(open_, close), 1 if i < n - 1 else 0, per if i < n - 1 else n_max))
-                     for i in range(n)))
+        between = seq(after, Rep(free, 0, per), SPACE)  # a mark is never glued to a word: "On[side]relating"
+        return seq(opt(seq(Rep(free, 0, per), SPACE)), mark, *(seq(between, mark) for _ in range(n - 1)),
+                   opt(seq(after, Rep(free, 0, n_max))))
     if kind == "keywords":
         words = [plan.lit(w, True) for w in plan.body[1]]
         per = max(40, limit // (len(words) + 1))
-        return seq(*(seq(Rep(plan.text(), 0, per), w) for w in words), Rep(plan.text(), 0, n_max))
+        # each a word of its own, after a space and before a non-letter: without that the 135M teacher, forced at
+        # the bound, glued them into words ("andegreele", "there'pins")
+        return seq(*(seq(Rep(plan.text(), 1, per), SPACE, w, plan.text(*WORD_CHARS)) for w in words),
+                   Rep(plan.text(), 0, n_max))
     if kind == "first_word":
         _, n, nth, word = plan.body
         if not 1 <= nth <= n:

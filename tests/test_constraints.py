@@ -103,7 +103,8 @@ CASES = [
     (["keywords:existence"], [{"keywords": ["river", "bread"]}], "We buy bread by the river.",
      "We buy bread by the lake."),
     (["keywords:frequency", "change_case:english_lowercase"],
-     [{"keyword": "Tea", "frequency": 2, "relation": "at least"}, {}], "tea first and then more tea.", "tea first."),
+     [{"keyword": "Tea", "frequency": 2, "relation": "at least"}, {}], "i drink tea first and then more tea.",
+     "i drink tea first."),
     (["length_constraints:nth_paragraph_first_word"],
      [{"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "summer"}],
      "We walked.\n\nSummer came early.\n\nThe end.", "We walked.\n\nWinter came early.\n\nThe end."),
@@ -371,3 +372,14 @@ def test_cache_keys_on_the_constraint():
     url = "http://127.0.0.1:1/v1"
     assert request_hash(url, "m", a) != request_hash(url, "m", b) != request_hash(url, "m", base)
     assert request_hash(url, "m", a) == request_hash(url, "m", {**base, "extra_body": {"grammar": NO_COMMA.gbnf}})
+
+
+def test_keywords_and_marks_are_never_glued_to_a_word():
+    """What the 135M teacher wrote when the grammar let a keyword or a mark start anywhere ("andegreele",
+    "On[side]relating"): each must stand as a word of its own."""
+    kw = constraint_for(["keywords:existence"], [{"keywords": ["degree"]}])
+    assert not accepts(kw, "A personal andegreele of freedom.")["regex"]
+    assert accepts(kw, "A personal degree of freedom.")["regex"]
+    ph = constraint_for(["detectable_content:number_placeholders"], [{"num_placeholders": 2}])
+    assert not accepts(ph, "On[side]relating to [it].")["regex"] and not accepts(ph, "do [it]n in a [room].")["regex"]
+    assert all(accepts(ph, "Dear [name], we meet at [address].").values())
