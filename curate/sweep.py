@@ -22,9 +22,11 @@ validation split, never on the gate's holdout.
    that, so it never tunes on the gate's prose (the default offset, 100, is well past the gate's 40).
    prose_rise = ppl_adapter / ppl_base - 1. The anchor NLL alone missed what the gate rejects: on the demo, sft
    lr 1e-3 3 epochs r 16 lowered it 16% while the gate's word perplexity rose 20% (117.4 -> 141.2).
-4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance` and whose prose_rise
-   <= `sweep_prose_tolerance` (negative: the gate's `gate_ppl_tolerance`); ties: the smaller max(rise, prose_rise),
-   then grid order; when none is within both, the smallest max(rise, prose_rise). Exactly one row is `chosen`.
+4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance`, whose prose_rise
+   <= `sweep_prose_tolerance` (negative: the gate's `gate_ppl_tolerance`) and whose share of degenerate validation
+   answers rose by at most the gate's `gate_degeneration_tolerance` points; ties: the smaller max(rise, prose_rise),
+   then grid order; when none is within all three, the smallest worst rise, each as a multiple of its tolerance.
+   Exactly one row is `chosen`.
 
 One `sweeps` row per config (docs/schema.md), with the train run it made. A sweep's id hashes the source training
 set, the validation settings and the base: running it again, with the same grid or another one, reuses every config
@@ -53,7 +55,7 @@ from traces.terminal import safe
 RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%}, prose word "
         "perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation answers rise <= {dtol:g} points "
         "(the gate's degeneration tolerance); ties: smaller max(anchor rise, prose rise), then grid order; none "
-        "within all three: the smallest max(anchor rise, prose rise)")
+        "within all three: the smallest worst rise, each taken as a multiple of its own tolerance")
 CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
 
 
@@ -275,8 +277,11 @@ def choose(rows: list[dict], tolerance: float, prose_tolerance: float, degenerat
     if within:
         best = max(within, key=lambda r: (r["metrics"]["target_pass"] or 0.0, -worst_rise(r["metrics"]),
                                           -r["config_idx"]))
-    else:
-        best = min(done, key=lambda r: (worst_rise(r["metrics"]), r["config_idx"]))
+    else:  # the least harm: each rise measured against its own tolerance, the worst of the three the smallest
+        def overshoot(m: dict) -> float:
+            return max(rise(m) / max(tolerance, 1e-9), prose_rise(m) / max(prose_tolerance, 1e-9),
+                       degenerate_rise(m) / max(degenerate_tolerance, 1e-9))
+        best = min(done, key=lambda r: (overshoot(r["metrics"]), r["config_idx"]))
     return best["config_idx"]
 
 

@@ -408,3 +408,9 @@ def test_the_rule_needs_the_degenerate_share_within_the_gates_tolerance():
     assert sweep.choose(rows, 0.1, 0.1, 5.0) == 1
     assert sweep.choose(rows, 0.1, 0.1, 20.0) == 0
     assert sweep.degenerate_rise({"target_pass": 0.5}) == 0.0  # scored before the figure existed
+    # none within all three (the demo's sweep of DPO with and without an SFT term): the smallest overshoot, each rise
+    # over its tolerance: config 1 is anchored best but its degenerate share rose 25 points (5x the tolerance)
+    rows = prose_rows((0.44, 1.094, 97.0), (0.48, 1.017, 98.0), (0.52, 1.075, 97.3))
+    for r, (d, b) in zip(rows, [(4 / 24, 2 / 24), (8 / 24, 2 / 24), (6 / 24, 2 / 24)]):
+        r["metrics"] |= {"degenerate": d, "base_degenerate": b}
+    assert sweep.choose(rows, 0.1, 0.1, 5.0) == 0
