@@ -146,7 +146,7 @@ def _examples(con, cid, verified, failed):
 
 def test_synth_chooses_fixable_clusters_first_then_by_size(home):
     with store.connect() as con:
-        _cluster(con, "big", "keywords:existence", 50)          # largest, never verified before
+        _cluster(con, "big", "language:response_language", 50)  # largest, never verified, nothing forces it
         _cluster(con, "comma", "punctuation:no_comma", 40)      # a token ban can force it
         _cluster(con, "ends", "startend:end_checker", 30)       # past candidates verified 3 of 10
         _cluster(con, "small", "change_case:english_lowercase", 5)
