@@ -65,7 +65,8 @@ def single_instruction_prompts(con, cluster: dict, n: int) -> list:
 
 
 def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **overrides) -> dict:
-    """One strategy alone over every id's cluster, on `db`; {check_id: Counts}, seconds, teacher calls."""
+    """One strategy alone over every id's cluster, on `db`: per id [prompts kept, attempted, candidates], seconds,
+    teacher calls."""
     from rich.console import Console
 
     from bench import scratch_store
@@ -96,12 +97,13 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
         with progress_bars(Console(stderr=True)) as progress:
             strategies.run(jobs, s, budget, progress)
         seconds = time.perf_counter() - start
+        per_id = {}
         with store.connect(read_only=True) as con:
-            per_prompt = {j.cluster["check_id"]: prompts_kept(con, j.cluster["cluster_id"], parts) for j in jobs}
-    counts = {j.cluster["check_id"]: combined(j.tally, parts) for j in jobs}
-    attempted = {j.cluster["check_id"]: len(j.prompts) for j in jobs}
-    return {"counts": counts, "attempted": attempted, "per_prompt": per_prompt, "seconds": seconds,
-            "calls": budget.spent_calls}
+            for j in jobs:  # [prompts kept, attempted (repair: the sources it tried), candidates]
+                kept, wrote = prompts_kept(con, j.cluster["cluster_id"], parts)
+                per_id[j.cluster["check_id"]] = [kept, len(j.prompts) if parts == ("repair",) else wrote,
+                                                 j.tally.counts(parts[0]).candidates]
+    return {"per_id": per_id, "seconds": seconds, "calls": budget.spent_calls}
 
 
 def prompts_kept(con, cluster_id: str, parts: tuple) -> tuple[int, int]:
@@ -113,14 +115,6 @@ def prompts_kept(con, cluster_id: str, parts: tuple) -> tuple[int, int]:
         FROM examples WHERE cluster_id = ? AND list_contains(?, strategy)""",
                               [parts[0], cluster_id, list(parts)]).fetchone()
     return kept, first
-
-
-def combined(tally, parts: tuple):
-    """Kept over every part; attempts are the first part's candidates (a repair of a failed sample is no attempt)."""
-    from curate.strategies import Counts
-    first = tally.counts(parts[0])
-    return Counts(candidates=first.candidates, verified=sum(tally.counts(p).verified for p in parts),
-                  kept=sum(tally.counts(p).kept for p in parts))
 
 
 def yield_table(n: int, ids: list[str] | None = None, names=STRATEGY_NAMES, only: dict | None = None,
@@ -139,10 +133,8 @@ def yield_table(n: int, ids: list[str] | None = None, names=STRATEGY_NAMES, only
             shutil.copy(base, db)
             k = (ks or {}).get(name, 1)
             r = run_strategy(db, name, n, (only or {}).get(name, ids), **overrides, k=k)
-            out["strategies"][name] = {
-                "seconds": round(r["seconds"], 1), "calls": r["calls"], "k": k,
-                "per_id": {i: [r["per_prompt"][i][0], r["attempted"][i] if name == "repair" else r["per_prompt"][i][1],
-                               c.candidates] for i, c in r["counts"].items()}}
+            out["strategies"][name] = {"seconds": round(r["seconds"], 1), "calls": r["calls"], "k": k,
+                                       "per_id": r["per_id"]}
     return out
 
 

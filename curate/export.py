@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -56,10 +57,8 @@ def capped(examples: list[dict], prefs: list[dict], cap: int) -> tuple[list[dict
     by_cluster: dict = {}
     for x in sorted(examples, key=lambda x: (x["id"] not in paired, hashlib.sha256(x["id"].encode()).hexdigest())):
         by_cluster.setdefault(x["cluster"], []).append(x)
-    queues, chosen = [by_cluster[c] for c in sorted(by_cluster)], []
-    while len(chosen) < cap:
-        chosen += [q.pop(0) for q in queues if q][:cap - len(chosen)]
-    ids, first = {x["id"] for x in chosen}, {}
+    turns = itertools.zip_longest(*(by_cluster[c] for c in sorted(by_cluster)))  # one of each cluster per turn
+    ids, first = {x["id"] for x in itertools.islice((x for turn in turns for x in turn if x), cap)}, {}
     for p in prefs:  # prefs are ordered production before teacher for each example
         if p["example_id"] in ids:
             first.setdefault(p["example_id"], p)

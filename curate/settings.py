@@ -40,9 +40,9 @@ class CurateSettings:
     max_calls_total: int = 2000  # teacher calls per synth run (budget)
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
     synth_minutes: float = 20.0  # teacher wall-clock minutes per synth run (budget, checked between batches of 16
-    # requests, shared equally by the (strategy, cluster) turns left; repairs need no teacher and go on; 0: no limit). What keeps the default nightly within an hour on 2
-    # cores: its first run (every cluster, no limit) was still in the constrained round after 37 min. A re-run
-    # continues where this one stopped (calls made are cached)
+    # requests, shared equally by the (strategy, cluster) turns left; repairs need no teacher and go on; 0: no
+    # limit). What keeps the default nightly within an hour on 2 cores: its first run (every cluster, no limit) was
+    # still in the constrained round after 37 min. A re-run continues where this one stopped (calls are cached)
     guidance: str = "auto"  # auto (guide clusters whose unguided yield < guidance_threshold) | never | always
     guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
     guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent

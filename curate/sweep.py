@@ -165,6 +165,7 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     NLL of the base's own answers to the anchor requests; `degenerate` = share of (a)'s answers the quality filter
     (evals.quality) calls degenerate, as the gate's degeneration guard counts them on the holdout."""
     from evals.checks import verify_instructions
+    from evals.quality import degenerate
     from train import generate as tg
     from train.models import load as load_model
     s = load("train")
@@ -177,12 +178,10 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
     nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
                           [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
-    from evals.quality import fluency
-    degenerate = [not fluency(g.text, p["prompt"], p["metadata"])[0] for p, g in zip(val.prompts, gens)]
     return {"target_pass": _share(aimed), "n_targets": len(aimed), "checks_pass": _share(every),
             "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
             "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
-            "degenerate": _share(degenerate)}
+            "degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(val.prompts, gens)])}
 
 
 def _share(flags: list) -> float | None:
@@ -331,8 +330,8 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
     sid = sweep_id(source_hash, cs, ts.model)
     plan = prose_plan(cs)  # before anything is trained: refuses documents the gate scores
-    rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan),
-                       dtol=load("evals").gate_degeneration_tolerance)
+    dtol = load("evals").gate_degeneration_tolerance  # the gate's: the sweep keeps what the gate would not refuse
+    rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan), dtol=dtol)
     score_fn = score_fn or score
     prose_fn = prose_fn or (lambda ref, adapter: prose_score(ref, adapter, plan))
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
@@ -366,7 +365,7 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
         _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_fn, score_fn, prose_fn,
                     answerer, export)
     found = rows(sid)
-    chosen = choose(found, cs.sweep_anchor_tolerance, plan.tolerance, load("evals").gate_degeneration_tolerance)
+    chosen = choose(found, cs.sweep_anchor_tolerance, plan.tolerance, dtol)
     mark_chosen(sid, chosen, rule)
     return {"sweep_id": sid, "rows": rows(sid), "chosen": chosen, "base": base, "rule": rule,
             "validation": {"groups": len(val.groups), "prompts": len(val.prompts), "anchors": len(val.anchors),
@@ -465,7 +464,8 @@ def table(sid: str, found: list[dict]) -> Table:
                   _pct(m.get("target_pass")), _pct(m.get("checks_pass")),
                   _f(m.get("anchor_nll")), _pct(m.get("rise")) if complete else "-",
                   _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-",
-                  _pct(m.get("degenerate")), str(m.get("last_step") or "-"), r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
+                  _pct(m.get("degenerate")), str(m.get("last_step") or "-"),
+                  r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t
 

@@ -145,12 +145,12 @@ def drift_guard(base, cand, n: int, tolerance: float) -> dict:
 
 def degenerate_answers(con, run_ids: list[str]) -> dict[str, bool]:
     """trace_id -> whether the run's answer to that holdout trace is degenerate (one verdict per trace)."""
-    from evals.quality import fluency
+    from evals.quality import degenerate
     rows = con.execute("""SELECT r.trace_id, any_value(r.output), any_value(t.prompt), any_value(t.metadata)
                           FROM results r JOIN traces t USING (trace_id)
                           WHERE list_contains(?, r.run_id) AND t.split = 'holdout' GROUP BY r.trace_id""",
                        [run_ids]).fetchall()
-    return {tid: not fluency(out or "", prompt or "", json.loads(md) if md else {})[0] for tid, out, prompt, md in rows}
+    return {tid: degenerate(out, prompt, json.loads(md) if md else {}) for tid, out, prompt, md in rows}
 
 
 def degeneration_guard(base_runs: list[str], cand_runs: list[str], tolerance: float) -> dict:

@@ -66,6 +66,11 @@ def fluency(text: str, prompt: str = "", metadata: dict | None = None, finish_re
     return True, None
 
 
+def degenerate(text: str, prompt: str = "", metadata: dict | None = None) -> bool:
+    """What the gate's degeneration guard and the sweep count: an answer the filter would not keep."""
+    return not fluency(text or "", prompt or "", metadata)[0]
+
+
 _NUMBER = re.compile(r"^[$€£]?[\d.,:/\-%]*\d[\d.,:/\-%]*(?:st|nd|rd|th|am|pm|s)?$", re.I)  # 9:30, 2023-01-01, 4th
 _MARKUP = re.compile(r"^(?:[*\-+#>|=~_{}\[\](),`]+(?:json)?|\d+[.)]?)$")  # bullets, rules, headings, JSON braces, fences
 
