@@ -51,7 +51,7 @@ def prepare(db: Path) -> None:
 
 def cluster_per_id(con) -> dict[str, dict]:
     """The largest cluster of each failing check (the demo profile makes one per check)."""
-    from curate.synth import clusters
+    from curate.synth.driver import clusters
     out: dict[str, dict] = {}
     for c in sorted(clusters(con), key=lambda c: -c["size"]):
         out.setdefault(c["check_id"], c)
@@ -59,7 +59,7 @@ def cluster_per_id(con) -> dict[str, dict]:
 
 
 def single_instruction_prompts(con, cluster: dict, n: int) -> list:
-    from curate.synth import compose_prompts
+    from curate.synth.driver import compose_prompts
     prompts = compose_prompts(con, cluster, 4 * n, failing_share=0.0)
     return [p for p in prompts if p.metadata.get("composed_from")][:n]
 
@@ -70,9 +70,10 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
     from rich.console import Console
 
     from bench import scratch_store
-    from curate import strategies
-    from curate.candidates import Budget, progress_bars
-    from curate.synth import _from_trace, failing_seed_traces
+    from curate.synth import strategies
+    from curate.synth.candidates import Budget, progress_bars
+    from curate.synth.candidates import from_trace
+    from curate.synth.driver import failing_seed_traces
     from traces import settings as settings_mod
     from traces import store
     parts = tuple(name.split("+"))  # "sample+repair": samples, each failing one then repaired (as synthesis does)
@@ -89,7 +90,7 @@ def run_strategy(db: Path, name: str, n: int, ids: list[str] | None = None, **ov
             jobs = []
             for check, c in chosen.items():
                 failing = failing_seed_traces(con, c["cluster_id"])[:n] if on_production else []
-                prompts = [_from_trace(t, check) for t in failing] if on_production \
+                prompts = [from_trace(t, check) for t in failing] if on_production \
                     else single_instruction_prompts(con, c, n)
                 jobs.append(strategies.Job(c, prompts, failing, strategies.Tally(c["label"], check)))
         budget = Budget(s.max_calls_total, s.max_cost_usd)
@@ -142,7 +143,7 @@ def demo_rate(n_calls: int) -> dict:
     """Kept examples per wall-minute on the demo's three clusters: default strategies + llama.cpp vs the old
     guided transformers-serve path, each on a fresh copy of the same database."""
     from bench import scratch_store
-    from curate.synth import choose_clusters, clusters
+    from curate.synth.driver import choose_clusters, clusters
     from traces import store
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +172,7 @@ def _run_default(db: Path, ids: list[str], overrides: dict) -> dict:
     from rich.console import Console
 
     from bench import scratch_store
-    from curate.synth import synthesize
+    from curate.synth.driver import synthesize
     from traces import store
     env = {f"MEND_CURATE_{k.upper()}": json.dumps(list(v)) if isinstance(v, tuple) else str(v)
            for k, v in overrides.items()}

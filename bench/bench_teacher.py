@@ -3,14 +3,14 @@
 16 sample-traffic prompts x 128 new tokens (4 x 16 with --quick), temperature 0.9, sent through evals.client with
 8 requests in flight (a fresh scratch store: nothing is answered from the cache), on the embedded SmolLM2-135M:
 - mend's llama.cpp teacher (xllamacpp, the Q4_1 GGUF served directly, 8 slots): unguided, then constrained by a
-  GBNF grammar per request (curate.constraints: no comma; no uppercase letter);
+  GBNF grammar per request (curate.synth.constraints: no comma; no uppercase letter);
 - baseline, same run: `transformers serve` (the folder converted from the same GGUF, fp32): unguided with
   continuous batching; constrained without it (continuous batching keeps the first request's logit_bias for all),
   with today's logit_bias token bans (the transformers dialect). Without continuous batching that server decodes
   one request at a time, so its aggregate tok/s is its single-stream tok/s: the constrained baseline sends the
   first 4 requests only (16 took ~4 min each under load 5).
 tok/s = completion tokens the server reports / wall seconds from the first request to the last answer; each
-server gets one short warm-up request first. Both servers run with OMP_WAIT_POLICY=PASSIVE (curate.teacher sets it
+server gets one short warm-up request first. Both servers run with OMP_WAIT_POLICY=PASSIVE (curate.synth.teacher sets it
 for llama.cpp): with spinning OpenMP threads, 2 cores shared with other jobs made both crawl. Notes carry how many
 answers obey the constraint, the start-up time of each server and the 1-minute load average (2 shared cores).
 """
@@ -50,8 +50,8 @@ def _warm(info) -> None:
 
 def _serve(backend: str, s, convs, tokens: int, runs: list, continuous_batching: bool = True) -> dict:
     """{run name: (tok/s, obeyed/n)}, plus the start-up seconds, for one server."""
-    from curate.constraints import constraint_for, request_extras
-    from curate.teacher import local_teacher
+    from curate.synth.constraints import constraint_for, request_extras
+    from curate.synth.teacher import local_teacher
     t0 = time.perf_counter()
     with local_teacher(backend=backend, settings=s, continuous_batching=continuous_batching) as info:
         out = {"startup_s": time.perf_counter() - t0}

@@ -37,7 +37,7 @@ from traces import store
 
 def accepted(con) -> list[dict]:
     """`group` is the split key of the seed trace the example was made from (its own id when none): what a
-    validation split (curate/sweep.py) keeps on one side."""
+    validation split (curate/loop/sweep.py) keeps on one side."""
     rows = con.execute("""SELECT e.example_id, e.messages, e.response, coalesce(t.group_key, e.example_id),
                                  e.cluster_id
                           FROM examples e LEFT JOIN traces t ON t.trace_id = e.seed_trace_id

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CurateSettings:
-    # --- teacher, synthesis, filters, export (owned by curate/teacher.py, synth.py, filters.py, export.py) ---
+    # --- teacher, synthesis, filters, export (owned by curate/synth/teacher.py, synth.py, filters.py, export.py) ---
     mode: str = "compose"  # compose (offline default, weak teacher) | full (strong teacher writes prompts too)
     teacher_url: str = "local"  # "local": start the teacher_backend server on loopback; else an OpenAI-compatible base URL
     teacher_backend: str = "llama.cpp"  # local server: llama.cpp (xllamacpp, serves the GGUF) | transformers
@@ -16,7 +16,7 @@ class CurateSettings:
     teacher_slots: int = 8  # llama.cpp parallel slots (requests decoded together); 8 keeps 2 cores busy
     teacher_ctx_per_slot: int = 2048  # llama.cpp context tokens per slot (prompt + few-shot demos + completion)
     teacher_threads: int = 0  # llama.cpp CPU threads (0: every core this process may use)
-    teacher_dialect: str = "auto"  # how constraints travel (curate/constraints.py): auto (local: the backend's own;
+    teacher_dialect: str = "auto"  # how constraints travel (curate/synth/constraints.py): auto (local: the backend's own;
     # remote: none) | llama.cpp | vllm | vllm-legacy | openai | transformers | none
     teacher_model: str = "smollm2-135m-instruct"  # local: model ref served (train.models.resolve); remote: model name
     teacher_api_key_env: str = ""  # env var holding the remote teacher's key (never the key itself)
@@ -49,7 +49,7 @@ class CurateSettings:
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
     strategies: tuple = ("repair", "constrained", "sample")  # how candidates are made, tried in this order (cheapest
-    # first) per cluster until target_per_cluster (curate/strategies.py): repair | constrained | sample | revise
+    # first) per cluster until target_per_cluster (curate/synth/strategies.py): repair | constrained | sample | revise
     # (a rewrite of each failing response: for strong teachers, the 135M one cannot follow it)
     target_per_cluster: int = 16  # kept (verified, fluent) candidates per cluster after which later strategies are
     # skipped (0: every strategy runs in full)
@@ -73,7 +73,7 @@ class CurateSettings:
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size
-    # --- hyperparameter sweep (owned by curate/sweep.py) ---
+    # --- hyperparameter sweep (owned by curate/loop/sweep.py) ---
     sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;
         # lora_alpha follows lora_r (2 r) unless given
         "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",  # the demo profile before the sweep
@@ -95,11 +95,11 @@ class CurateSettings:
     sweep_prose_tolerance: float = -1.0  # largest allowed rise of that word perplexity (ppl_adapter / ppl_base - 1);
     # negative: the gate's own `gate_ppl_tolerance` (10%)
     sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl
-    # --- the nightly (owned by curate/nightly.py) ---
+    # --- the nightly (owned by curate/loop/nightly.py) ---
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
     nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
     nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
-    # --- review (owned by curate/review.py) ---
+    # --- review (owned by curate/review/screen.py) ---
     reviewer: str = ""  # name stored with each decision; empty -> `git config user.name`, else $USER
     sample_accept_threshold: float = 0.8  # --sample K: reviewed acceptance rate a cluster needs for the rest to pass
     max_lines: int = 24  # lines of one prompt/response shown before folding ("… (K more lines)")

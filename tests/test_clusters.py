@@ -140,7 +140,7 @@ def test_request_text_drops_the_instruction_sentences():
 def test_base_request_is_stored_once_and_synthesis_reuses_it():
     """Clustering stores each member trace's base request (seed and holdout), once per trace; synthesis reads the
     stored value and computes it only where none is stored (here: a seed trace that failed nothing)."""
-    from curate import synth
+    from curate.synth import driver as synth
     desc = "In your entire response, refrain from the use of any commas."
     insert_traces([
         trace_row(0, f"Write a story about a detective. {desc}", "well, no", ifeval_meta(NO_COMMA)),

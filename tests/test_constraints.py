@@ -1,4 +1,4 @@
-"""curate.constraints: every grammar accepts a text that passes its lm-eval check and rejects one that fails it
+"""curate.synth.constraints: every grammar accepts a text that passes its lm-eval check and rejects one that fails it
 (as GBNF, read by a small GBNF reader below, and as the regex form, with python `re`); texts drawn at random from
 each grammar pass every check it claims (the grammar is honest); composition and its refusals; the dialects as
 each server expects them, sent through evals.client to the stub server, and cached on."""
@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from openai_stub import OpenAIStub
 
-from curate.constraints import MAX_CHARS, Constraint, constraint_for, dialect, request_extras
-from curate.repair import passes
+from curate.synth.constraints import MAX_CHARS, Constraint, constraint_for, dialect, request_extras
+from curate.synth.repair import passes
 from evals.client import Client, request_hash
 
 # ------------------------------------------------------------------ a small GBNF reader (single-rule grammars)

@@ -5,7 +5,8 @@ import json
 import pytest
 from builders.examples import add, bag_embed, state
 
-from curate import dedup, filters
+from curate import dedup
+from curate import filters
 from traces import store
 
 HOLDOUT = ("Write a detailed letter to the city council explaining why the old library on Main Street should be "

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from builders.examples import STORY, add, bag_embed, state
 
-from curate import dedup, filters
+from curate import dedup
+from curate import filters
 
 
 @pytest.fixture(autouse=True)

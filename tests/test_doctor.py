@@ -1,7 +1,7 @@
 """curate doctor: OK/WARN/FAIL per check, what to fix, exit 1 on FAIL."""
 import importlib.util
 
-from curate import doctor
+from curate.loop import doctor
 from traces import store
 
 

@@ -113,7 +113,7 @@ def test_curate_status_escapes_labels_and_reasons(colour_terminal, capsys):
 def test_synth_progress_bar_escapes_the_label():
     from rich.progress import Progress, TextColumn
 
-    from curate import synth
+    from curate.synth import driver as synth
     from curate.settings import CurateSettings
     out = terminal()
     with Progress(TextColumn("{task.description}"), console=out) as progress:  # synth's column: markup on
@@ -162,7 +162,7 @@ def test_evals_gate_escapes_labels_in_its_error_message(colour_terminal, no_assi
 
 
 def test_review_screen_text_goes_through_the_same_function():
-    from curate.review_text import clean, fold
+    from curate.review.text import clean, fold
     assert clean(EVIL) == safe(EVIL, newlines=True, markup=False)
     out = terminal()
     out.print(Text(fold(EVIL + "\nsecond line", 5, 500)))  # the review screen renders Text, never markup

@@ -3,7 +3,7 @@ import json
 
 from builders.gate import add_cluster, add_run, add_traces
 
-from curate import nightly_report as report
+from curate.loop import report
 from traces import store
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from curate import nightly
-from curate.synth import choose_clusters
+from curate.loop import nightly
+from curate.synth.driver import choose_clusters
 from traces import store
 
 STUBS = Path(__file__).parent / "builders" / "nightly_stubs.py"

@@ -1,4 +1,4 @@
-"""The nightly report (curate/nightly_report.py): wall time per stage, Wilson intervals before/after, the strategies
+"""The nightly report (curate/loop/report.py): wall time per stage, Wilson intervals before/after, the strategies
 of the examples the adapter trained on, the IFEval gain of this nightly, the sweep's choice, the cost per fix."""
 import io
 
@@ -6,7 +6,7 @@ import pytest
 from builders.nightly_report import ifeval_gain, nightly
 from rich.console import Console
 
-from curate import nightly_report as report
+from curate.loop import report
 from evals.stats import wilson
 
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 from builders.synth import seed_store
 
-from curate import export, synth
+from curate import export
+from curate.synth import driver as synth
 from traces import store
 
 CLUSTER = {"cluster_id": "c1", "check_id": "punctuation:no_comma", "label": "no commas"}
@@ -28,7 +29,7 @@ def prompts():
     too, but its logged response answers t2's own prompt, not this one)."""
     with store.connect(read_only=True) as con:
         t1 = next(t for t in synth.failing_seed_traces(con, "c1") if t["trace_id"] == "t1")
-    own = synth._from_trace(t1, "punctuation:no_comma")
+    own = synth.from_trace(t1, "punctuation:no_comma")
     text = "Tell a bedtime story about a small fox. In your entire response, refrain from the use of any commas."
     composed = synth.Prompt([{"role": "user", "content": text}], text,
                             {"base_id": "b002", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],

@@ -1,11 +1,11 @@
-"""curate.repair: each repair passes lm-eval's checker on IFEval-style kwargs and keeps the source's content;
+"""curate.synth.repair: each repair passes lm-eval's checker on IFEval-style kwargs and keeps the source's content;
 repairs compose on multi-instruction prompts; what cannot compose comes back as None, never as a failing text."""
 import json
 
 import pytest
 
-from curate import repair as rp
-from curate.repair import compose, content_overlap, join_responses, repair
+from curate.synth import repair as rp
+from curate.synth.repair import compose, content_overlap, join_responses, repair
 from evals.checks import ifeval_check, verify_instructions
 
 SOURCE = """Regular exercise has many benefits for the body and the mind. It strengthens the heart, improves sleep, \

@@ -16,9 +16,10 @@ from builders.review import (
     status_of,
 )
 
-from curate import review, review_edit
-from curate import review_store as store
-from curate.review_text import clean, describe_check, fold
+from curate.review import screen as review
+from curate.review import edit as review_edit
+from curate.review import store
+from curate.review.text import clean, describe_check, fold
 from traces.store import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def test_edit_file_round_trip_and_errors():
 
 
 def test_review_path_does_not_import_torch():
-    code = ("import sys, curate.review, curate.review_edit, curate.review_store; "
+    code = ("import sys, curate.review.screen, curate.review.edit, curate.review.store; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 

@@ -1,4 +1,4 @@
-"""The candidate strategies of curate synth (curate/strategies.py), each alone and together, through the OpenAI stub:
+"""The candidate strategies of curate synth (curate/synth/strategies.py), each alone and together, through the OpenAI stub:
 repair (production's failing answer, failing teacher samples), constrained (the request carries the constraint in
 the server's dialect), sample, revise (the teacher sees the failing answer and the check's reason); composition on
 a multi-instruction prompt; strategy and provenance on every example; the target stops later strategies."""
@@ -7,9 +7,9 @@ import json
 from openai_stub import OpenAIStub
 from builders.synth import BASES, seed_store, use_stub
 
-from curate import synth
-from curate.candidates import verify
-from curate.repair import content_overlap
+from curate.synth import driver as synth
+from curate.synth.candidates import verify
+from curate.synth.repair import content_overlap
 from traces import store
 
 END = "Is there anything else I can help with?"
@@ -306,7 +306,7 @@ def test_spent_teacher_minutes_stop_teacher_strategies_but_not_repair(monkeypatc
 
     from rich.console import Console
 
-    from curate import candidates
+    from curate.synth import candidates
     seed_store()  # t1 and t2: two honest no-comma repairs, then the teacher would be asked for the rest
     clock = itertools.count(0, 60)  # every look at the clock is a minute later
     monkeypatch.setattr(candidates, "now", lambda: next(clock))
@@ -324,7 +324,7 @@ def test_spent_teacher_minutes_stop_teacher_strategies_but_not_repair(monkeypatc
 def test_synth_minutes_zero_means_no_time_limit(monkeypatch):
     import itertools
 
-    from curate import candidates
+    from curate.synth import candidates
     seed_store()
     clock = itertools.count(0, 3600)
     monkeypatch.setattr(candidates, "now", lambda: next(clock))
@@ -338,8 +338,9 @@ def test_synth_minutes_zero_means_no_time_limit(monkeypatch):
 def test_teacher_minutes_are_shared_by_the_turns_left(monkeypatch):
     """Each (strategy, cluster) turn gets an equal share of the minutes left, so a time budget reaches every
     cluster; a quick turn leaves its time to the later ones."""
-    from curate import candidates, strategies
-    from curate.candidates import Budget
+    from curate.synth import candidates
+    from curate.synth import strategies
+    from curate.synth.candidates import Budget
     from traces import settings as settings_mod
     t = [0.0]
     monkeypatch.setattr(candidates, "now", lambda: t[0])

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 from builders.replay import add_trace, counting, tiny_student, traffic  # noqa: F401 (fixtures)
 
-from curate import export, sweep
+from curate import export
+from curate.loop import sweep
 from evals import guards
 from traces import store
 from traces.settings import SettingsError, load
@@ -345,7 +346,7 @@ def test_grid_config_errors_name_the_key():
 
 
 def test_nightly_report_shows_the_sweep_of_the_training_set(exported):
-    from curate import nightly_report
+    from curate.loop import report as nightly_report
     from train.lora_data import read_training_set
     out = run()
     items = read_training_set(os.environ["MEND_CURATE_TRAIN_OUT"])

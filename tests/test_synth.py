@@ -4,7 +4,7 @@ import json
 from openai_stub import OpenAIStub, Reply
 from builders.synth import examples, seed_store, use_stub
 
-from curate import synth
+from curate.synth import driver as synth
 from traces import store
 
 

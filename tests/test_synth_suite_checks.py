@@ -11,7 +11,7 @@ from builders.synth import examples, use_stub
 from builders.trace_rows import insert_traces, trace_row
 from openai_stub import OpenAIStub
 
-from curate import synth
+from curate.synth import driver as synth
 from evals import checks_judge
 from evals.clusters import build_clusters, hashed_embed
 from evals.runner import run_suite
@@ -131,7 +131,7 @@ def test_a_judge_check_without_a_judge_endpoint_says_it_could_not_verify(project
         monkeypatch.setenv("MEND_EVALS_JUDGE_BASE_URL", stub.base_url)
         checks_judge._CLIENTS.clear()
         stub.responder = lambda body: '{"score": 9, "reason": "says where to click"}'
-        from curate.candidates import verify
+        from curate.synth.candidates import verify
         ok, _, results = verify(rows[0]["prompt"], rows[0]["response"], json.loads(rows[0]["metadata"]))
         assert ok and results[0][1].score == 0.9
         assert "The answer addresses the user's request directly" in stub.requests[-1]["messages"][1]["content"]

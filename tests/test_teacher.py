@@ -12,7 +12,8 @@ import pytest
 from openai_stub import OpenAIStub, Reply
 from builders.synth import examples, seed_store, use_stub
 
-from curate import synth, synth_full
+from curate.synth import driver as synth
+from curate.synth import full as synth_full
 from traces import store
 
 NO_COMMA_OK = "Here is a calm answer without any commas"
@@ -99,7 +100,7 @@ def test_parse_examples_is_robust():
 CHILD = """
 import sys
 sys.path.insert(0, {root!r})
-from curate import synth
+from curate.synth import driver as synth
 synth.synthesize()
 """
 
@@ -137,7 +138,7 @@ def test_kill_and_resume_repeats_no_completed_call(monkeypatch, tmp_path):
 
 
 def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkeypatch):
-    from curate import teacher
+    from curate.synth import teacher
     monkeypatch.setenv("MEND_HOME", str(tmp_path))
     folder = teacher.teacher_folder(str(tiny_model_dir), temperature=0.7, top_p=0.9)
     gen = json.loads((folder / "generation_config.json").read_text())
@@ -150,8 +151,8 @@ def test_teacher_folder_samples_and_serve_modes(tiny_model_dir, tmp_path, monkey
 
 
 def test_guided_messages_put_constraint_and_demos_first():
-    from curate.guidance import guided_messages
-    from curate.candidates import Prompt
+    from curate.synth.guidance import guided_messages
+    from curate.synth.candidates import Prompt
     p = Prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}], "Q?", {}, None)
     msgs = guided_messages(p, {"system": "No commas.", "few_shot": [["q1", "a1"]]})
     assert msgs == [{"role": "system", "content": "Be brief. No commas."}, {"role": "user", "content": "q1"},

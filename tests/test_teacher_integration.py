@@ -7,7 +7,7 @@ import json
 import pytest
 from builders.synth import LOWER, examples, seed_store
 
-from curate import synth
+from curate.synth import driver as synth
 from traces import store
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The llama.cpp local teacher (xllamacpp): the embedded GGUF located without importing its package, the child
 command, clear errors; and (integration) the real server on 127.0.0.1 answering constrained requests, parsing
-every grammar curate.constraints writes, resumable through the cache, and leaving no process behind, not even
+every grammar curate.synth.constraints writes, resumable through the cache, and leaving no process behind, not even
 when the process that started it is killed."""
 import importlib.util
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_constraints import CASES
 
-from curate import teacher
-from curate.constraints import constraint_for, request_extras
+from curate.synth import teacher
+from curate.synth.constraints import constraint_for, request_extras
 from evals.client import Client
 from traces import settings as settings_mod
 
@@ -132,7 +132,7 @@ def test_real_llamacpp_teacher_decodes_under_grammars_and_stops(tmp_path):
 CHILD = """
 import sys, time
 from traces import settings as settings_mod
-from curate.teacher import local_teacher
+from curate.synth.teacher import local_teacher
 with local_teacher(backend="llama.cpp", settings=settings_mod.load("curate", {"teacher_slots": 1})) as info:
     print(info["pid"], flush=True)
     time.sleep(600)

@@ -70,7 +70,7 @@ def test_the_commands_run_here_are_the_readmes():
 
 def test_the_workaround_the_readme_gives_is_verified_by_synthesis():
     """Step 5: a check named in the trace's metadata is verified too, besides the suite's own."""
-    from curate.candidates import verify
+    from curate.synth.candidates import verify
     from evals.suites import parse
     spec = {"checks": [{"check": "regex", "args": {"pattern": "https?://", "negate": True}}]}
     assert verify("How do I reset my password?", "Open Settings, then Security.", spec)[0]

@@ -32,5 +32,5 @@ STAGES = [(n, make(n)) for n in ["ingest", "eval", "train", "gate", "report"]]
 if __name__ == "__main__":
     import sys
 
-    from curate import nightly
+    from curate.loop import nightly
     sys.exit(nightly.run(stages=STAGES))

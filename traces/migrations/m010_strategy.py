@@ -1,4 +1,4 @@
-"""How each example was made: `examples.strategy` and `examples.source_id` (curate/strategies.py).
+"""How each example was made: `examples.strategy` and `examples.source_id` (curate/synth/strategies.py).
 
 `strategy`: repair | constrained | sample | revise (compose mode), full (full mode); NULL for a reviewer's edit
 (its `edited_from` names the original, whose strategy it keeps). `source_id`: the row whose response the candidate

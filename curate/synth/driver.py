@@ -5,7 +5,7 @@ Targeted synthesis per failure cluster, from the seed split only (holdout traces
 - compose (default, works with a weak teacher): mend builds the prompts itself — the cluster's failing
   seed prompts, then other seed base requests recombined with the cluster's failing instruction (fresh
   arguments from the instruction's own lm-eval builder, stored in the example's metadata) — and makes
-  candidates with the strategies of curate/strategies.py, cheapest first, until the cluster has
+  candidates with the strategies of curate/synth/strategies.py, cheapest first, until the cluster has
   `target_per_cluster` kept candidates: repair (no teacher call: production's failing answer and failing
   teacher samples, fixed deterministically), constrained (the teacher decodes under the check's grammar),
   sample (best-of-k; k requests with distinct seeds: servers may ignore `n`), revise (strong teachers).
@@ -27,10 +27,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curate import strategies
-from curate.candidates import Budget, Prompt, candidate_row, progress_bars, teacher, write_rows  # noqa: F401
-from curate.strategies import Tally
-from curate.synth_full import full_mode
+from curate.synth import strategies
+from curate.synth.candidates import (Budget, Prompt, candidate_row, from_trace, progress_bars,  # noqa: F401
+                                     sample_requests, teacher, with_checks, write_rows)
+from curate.synth.strategies import Tally
+from curate.synth.full import full_mode
 from evals import ifeval
 from evals.ifeval import fresh_instruction
 from traces import settings as settings_mod
@@ -71,10 +72,10 @@ def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
 
 def fixable(check_id: str, names) -> bool:
     """Whether a strategy among `names` can force this check whatever the teacher writes: a deterministic repair
-    (curate.repair.FIXES) or a grammar (curate.constraints) or token ban (curate.guidance.steerable)."""
-    from curate.constraints import constraint_for
-    from curate.guidance import steerable
-    from curate.repair import FIXES
+    (curate.repair.FIXES) or a grammar (curate.synth.constraints) or token ban (curate.guidance.steerable)."""
+    from curate.synth.constraints import constraint_for
+    from curate.synth.guidance import steerable
+    from curate.synth.repair import FIXES
     if "repair" in names and check_id in FIXES:
         return True
     if "constrained" in names:
@@ -113,17 +114,6 @@ def cluster_checks(con, cluster_id: str) -> dict[str, list[dict]]:
         if spec not in out.setdefault(trace_id, []):
             out[trace_id].append(spec)
     return out
-
-
-def with_checks(metadata: dict, specs: list[dict]) -> dict:
-    """The metadata plus, under "checks", each spec it does not name yet: the example then carries what verifies
-    it (verify_instructions, a reviewer's edit). A check the metadata already names (an IFEval instruction, or a
-    `from_metadata: checks` entry) is not added twice, so IFEval prompts are unchanged."""
-    named = set(metadata.get("instruction_id_list") or [])
-    have = [{"check": c.get("check"), "args": c.get("args") or {}} for c in metadata.get("checks") or []
-            if isinstance(c, dict)]
-    new = [s for s in specs if s["check"] not in named and s not in have]
-    return {**metadata, "checks": [*(metadata.get("checks") or []), *new]} if new else metadata
 
 
 def logged_finish(usage, params) -> str | None:
@@ -176,7 +166,7 @@ def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float =
     recombinations teach the cluster's check itself, which is what the gate measures on the holdout."""
     failing = failing_seed_traces(con, cluster["cluster_id"])
     n_failing = per_cluster if failing_share >= 1 else max(1, round(per_cluster * failing_share))
-    prompts = [_from_trace(t, cluster["check_id"]) for t in failing[:n_failing]]
+    prompts = [from_trace(t, cluster["check_id"]) for t in failing[:n_failing]]
     used_bases = {(t["metadata"] or {}).get("base_id") for t in failing}
     for t in seed_traces_with_instructions(con):
         if len(prompts) >= per_cluster:
@@ -195,32 +185,8 @@ def compose_prompts(con, cluster: dict, per_cluster: int, failing_share: float =
               "base_request": base, "composed_from": t["trace_id"]}
         prompts.append(Prompt([{"role": "user", "content": text}], text, md, t["trace_id"], desc))
     more = per_cluster - len(prompts)  # too few other bases (or no IFEval builder): more failing prompts
-    prompts += [_from_trace(t, cluster["check_id"]) for t in failing[n_failing:n_failing + max(more, 0)]]
+    prompts += [from_trace(t, cluster["check_id"]) for t in failing[n_failing:n_failing + max(more, 0)]]
     return prompts
-
-
-def _from_trace(t: dict, check_id: str) -> Prompt:
-    md = with_checks({k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}, t.get("checks") or [])
-    desc = ""
-    with contextlib.suppress(Exception):
-        for iid, kw in ifeval.instruction_specs(md):
-            if iid == check_id:
-                desc = ifeval.build_instruction(iid, kw, t["prompt"])[1]
-    return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc, t.get("request") or {})
-
-
-# ------------------------------------------------------------------ requests, verification, storage
-
-def sample_requests(p: Prompt, s, k: int, guide: dict | None = None) -> list[dict]:
-    """k requests for one prompt, one per seed (the seed is part of the cache key: k distinct calls)."""
-    messages = p.messages
-    if guide:
-        from curate.guidance import guided_messages
-        messages = guided_messages(p, guide)
-    base = {"messages": messages, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
-    if guide and guide.get("logit_bias"):
-        base["logit_bias"] = guide["logit_bias"]
-    return [{**base, "seed": j} for j in range(k)]
 
 
 # ------------------------------------------------------------------ compose mode
@@ -327,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", help="comma-separated, in order (settings strategies), e.g. repair,sample")
     p.add_argument("--no-filter", action="store_true", help="skip dedup/decontamination (`curate filter`) afterwards")
     args = p.parse_args(argv)
-    from curate.teacher import TeacherError
+    from curate.synth.teacher import TeacherError
     from evals.client import EndpointError, RemoteNotAllowed
     from traces.settings import SettingsError
     try:

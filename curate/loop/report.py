@@ -129,7 +129,7 @@ def _lineage(con, train_run) -> dict:
 
 
 def _sweep(con, train_run) -> dict | None:
-    """The latest sweep (curate/sweep.py) carved from the training set this run trained on: matched by the set hash
+    """The latest sweep (curate/loop/sweep.py) carved from the training set this run trained on: matched by the set hash
     of the run's SFT items (train_examples without DPO pairs), which is the exported set's hash."""
     from types import SimpleNamespace
 

@@ -35,9 +35,9 @@ from rich.table import Table
 from curate.accept import accept_verified
 from curate.export import export
 from curate.filters import run_filters
-from curate.nightly_report import write_report
-from curate.review import main as review_main
-from curate.synth import synthesize
+from curate.loop.report import write_report
+from curate.review.screen import main as review_main
+from curate.synth.driver import synthesize
 from evals import registry
 from evals.clusters import build_clusters, print_clusters
 from evals.gate import GateError, print_result, run_gate

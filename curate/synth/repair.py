@@ -1,6 +1,6 @@
 """Repair: deterministic, content-preserving fixes that make a response follow its IFEval instructions.
 
-    from curate.repair import repair, compose, content_overlap
+    from curate.synth.repair import repair, compose, content_overlap
     repair("punctuation:no_comma", {}, response, prompt)            # -> str | None
     compose(instruction_ids, kwargs_list, response, prompt)          # -> str | None
 

@@ -1,7 +1,7 @@
 """What every synthesis mode shares: the prompt and budget records, the teacher (local server or endpoint),
 sending calls within budget, verifying a candidate by its prompt's checks (the instructions its metadata names and
 the cluster's own check), and writing candidate rows.
-compose (curate/synth.py) and full (curate/synth_full.py) both build on it."""
+compose (curate/synth/driver.py) and full (curate/synth/full.py) both build on it."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from evals import ifeval
 from traces import progress as progress_mod
 from traces import settings as settings_mod
 from traces import store
@@ -127,7 +128,7 @@ def finish_reason(call) -> str | None:
 
 def _guide_record(guide: dict) -> dict:
     """What the example records about how it was produced (the bias table only by size)."""
-    from curate.guidance import record
+    from curate.synth.guidance import record
     return record(guide)
 
 
@@ -174,7 +175,7 @@ def teacher(s, continuous_batching: bool = True):
     """Yields a Client: the local server (started and stopped here) or the configured endpoint,
     checked before any work is queued."""
     if s.teacher_url == "local":
-        from curate.teacher import local_teacher
+        from curate.synth.teacher import local_teacher
         with local_teacher(s.teacher_model, continuous_batching=continuous_batching, settings=s) as info:
             # its /v1/models answers 500 offline: /health (waited on) is the check here
             yield make_client(s, info["base_url"], info["model"]), info["folder"]
@@ -202,3 +203,40 @@ def progress_bars(console):
     """rich bars on a terminal; plain progress lines (stage, done/total, rate, ETA) in a log (traces.progress)."""
     with progress_mod.progress(console, stage="synth") as progress:
         yield progress
+
+
+# ------------------------------------------------------------------ prompts from traces, requests
+
+def with_checks(metadata: dict, specs: list[dict]) -> dict:
+    """The metadata plus, under "checks", each spec it does not name yet: the example then carries what verifies
+    it (verify_instructions, a reviewer's edit). A check the metadata already names (an IFEval instruction, or a
+    `from_metadata: checks` entry) is not added twice, so IFEval prompts are unchanged."""
+    named = set(metadata.get("instruction_id_list") or [])
+    have = [{"check": c.get("check"), "args": c.get("args") or {}} for c in metadata.get("checks") or []
+            if isinstance(c, dict)]
+    new = [s for s in specs if s["check"] not in named and s not in have]
+    return {**metadata, "checks": [*(metadata.get("checks") or []), *new]} if new else metadata
+
+
+def from_trace(t: dict, check_id: str) -> Prompt:
+    """A failing trace as a prompt: its messages and metadata (plus the checks that verify it), and the
+    description of the cluster's instruction when IFEval can build it."""
+    md = with_checks({k: v for k, v in (t["metadata"] or {}).items() if k != "generation"}, t.get("checks") or [])
+    desc = ""
+    with contextlib.suppress(Exception):
+        for iid, kw in ifeval.instruction_specs(md):
+            if iid == check_id:
+                desc = ifeval.build_instruction(iid, kw, t["prompt"])[1]
+    return Prompt(t["messages"], t["prompt"], md, t["trace_id"], desc, t.get("request") or {})
+
+
+def sample_requests(p: Prompt, s, k: int, guide: dict | None = None) -> list[dict]:
+    """k requests for one prompt, one per seed (the seed is part of the cache key: k distinct calls)."""
+    messages = p.messages
+    if guide:
+        from curate.synth.guidance import guided_messages
+        messages = guided_messages(p, guide)
+    base = {"messages": messages, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+    if guide and guide.get("logit_bias"):
+        base["logit_bias"] = guide["logit_bias"]
+    return [{**base, "seed": j} for j in range(k)]

@@ -1,6 +1,6 @@
 """Constraints a check implies, as grammars a teacher server can decode under (the `constrained` strategy).
 
-    from curate.constraints import constraint_for, request_extras, dialect
+    from curate.synth.constraints import constraint_for, request_extras, dialect
     c = constraint_for(["punctuation:no_comma"], [{}])      # Constraint(name=..., gbnf=..., regex=...)
     body = {"messages": [...], **request_extras(c, dialect(settings))}
 
@@ -29,7 +29,7 @@ marker, the repeated request) is case-converted to fit a case ban; other literal
 - "vllm": {"structured_outputs": {"regex"|"json"|"grammar": ...}} (vLLM >= 0.12, where the old
   guided_* fields were removed); "vllm-legacy": {"guided_regex"|"guided_json"|"guided_grammar": ...};
 - "openai": {"response_format": {"type": "json_schema", ...}} for JSON schema constraints, else {};
-- "transformers": the `logit_bias` token bans of curate.guidance for the checks it can ban (no_comma,
+- "transformers": the `logit_bias` token bans of curate.synth.guidance for the checks it can ban (no_comma,
   lowercase, capitals), else {} (`transformers serve` has no grammar support);
 - "none": {}.
 """
@@ -465,7 +465,7 @@ def request_extras(constraint: Constraint | None, dialect: str, tokenizer_folder
         return {"response_format": {"type": "json_schema",
                                     "json_schema": {"name": name, "schema": constraint.json_schema, "strict": False}}}
     if dialect == "transformers":
-        from curate.guidance import logit_bias
+        from curate.synth.guidance import logit_bias
         bias = logit_bias(constraint.name.split("+"), tokenizer_folder)
         return {"logit_bias": bias} if bias else {}
     raise ValueError(f"unknown constraint dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")

@@ -32,9 +32,10 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from curate import review_edit, review_store as store
-from curate.review_store import apply_sample_policy  # noqa: F401  (the nightly's entry point)
-from curate.review_text import clean, describe_check, fold
+from curate.review import edit as review_edit
+from curate.review import store
+from curate.review.store import apply_sample_policy  # noqa: F401  (the nightly's entry point)
+from curate.review.text import clean, describe_check, fold
 
 NO_TTY = "no terminal: use --sample K with a reviewer, or `curate accept --verified`"
 KEYS = [("a", "accept"), ("r", "reject"), ("e", "edit"), ("s", "skip"), ("u", "undo"),

@@ -53,7 +53,7 @@ def banned_token_ids(tokenizer_folder: str, check_id: str) -> tuple[int, ...]:
 
 
 def logit_bias(check_ids, tokenizer_folder=None) -> dict:
-    """{token id: BAN} for every token a steerable check among check_ids forbids (curate.constraints' transformers
+    """{token id: BAN} for every token a steerable check among check_ids forbids (curate.synth.constraints' transformers
     dialect); tokenizer_folder None: the configured teacher's (default_tokenizer_folder). {} when none applies."""
     steer = [c for c in check_ids if steerable(c)]
     folder = (tokenizer_folder or default_tokenizer_folder()) if steer else None
@@ -71,7 +71,7 @@ def default_tokenizer_folder() -> Path | None:
         return Path(s.teacher_tokenizer)
     if s.teacher_url != "local" or s.teacher_model.endswith(".gguf"):
         return None
-    from curate.teacher import model_folder
+    from curate.synth.teacher import model_folder
     return model_folder(s.teacher_model)
 
 

@@ -1,0 +1,1 @@
+"""The loop: nightly, its report, the sweep and doctor; the one place that imports every floor."""

@@ -1,0 +1,1 @@
+"""The terminal review: the screen, its store, edits and text."""

@@ -1,0 +1,1 @@
+"""Synthesis: candidates per failure cluster (driver and CLI, strategies, the teacher)."""
