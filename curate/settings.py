@@ -30,8 +30,11 @@ class CurateSettings:
     teacher_start_timeout_s: float = 240.0  # waiting for the local server's /health
     temperature: float = 0.9  # sampling temperature of the k samples (rejection sampling)
     top_p: float = 0.95
-    max_tokens: int = 192  # completion budget per sample
-    k: int = 4  # samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)
+    max_tokens: int = 0  # completion tokens per sample (0: the student's own [tool.mend.train] max_new_tokens, the
+    # gate's budget too: a longer target teaches answers the gate cuts mid-sentence)
+    k: int = 4  # teacher samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)
+    self_k: int = 8  # the self strategy: the student's own samples per prompt at most (curate/synth/student.py)
+    self_per_prompt: int = 2  # ... stopping for a prompt once this many of its samples are kept
     per_cluster: int = 16  # prompts composed per cluster (failing seed prompts first, then recombinations)
     failing_share: float = 0.5  # share of per_cluster taken from failing seed prompts; the rest pair other seed
     # requests with the cluster's instruction alone (1.0: failing prompts only, while there are enough)
@@ -48,9 +51,9 @@ class CurateSettings:
     guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
-    strategies: tuple = ("repair", "constrained", "sample")  # how candidates are made, tried in this order (cheapest
-    # first) per cluster until target_per_cluster (curate/synth/strategies.py): repair | constrained | sample | revise
-    # (a rewrite of each failing response: for strong teachers, the 135M one cannot follow it)
+    strategies: tuple = ("repair", "self", "constrained", "sample")  # how candidates are made, tried in this order
+    # per cluster until target_per_cluster (curate/synth/strategies.py): repair | self (the student's own samples:
+    # on-policy) | constrained | sample | revise (a rewrite of each failing response: for strong teachers)
     target_per_cluster: int = 16  # kept (verified, fluent) candidates per cluster after which later strategies are
     # skipped (0: every strategy runs in full)
     repair_min_overlap: float = 0.5  # share of the source's content words a repair must keep (repair.content_overlap)

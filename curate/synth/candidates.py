@@ -236,7 +236,14 @@ def sample_requests(p: Prompt, s, k: int, guide: dict | None = None) -> list[dic
     if guide:
         from curate.synth.guidance import guided_messages
         messages = guided_messages(p, guide)
-    base = {"messages": messages, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+    base = {"messages": messages, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": token_budget(s)}
     if guide and guide.get("logit_bias"):
         base["logit_bias"] = guide["logit_bias"]
     return [{**base, "seed": j} for j in range(k)]
+
+
+def token_budget(s) -> int:
+    """Completion tokens per sample: `max_tokens`, or (0, the default) the student's own budget
+    `[tool.mend.train] max_new_tokens`, which the gate generates with too. One budget for teacher, student and gate:
+    a target longer than the student may write is one it learns to cut mid-sentence."""
+    return s.max_tokens or settings_mod.load("train").max_new_tokens

@@ -20,6 +20,9 @@ the text; none for a repair of production's own answer).
   constraint, or a dialect that carries none (a remote OpenAI endpoint without JSON), is skipped. On the
   transformers dialect the constraint is today's logit_bias token ban (needs a server without continuous
   batching: a second server start) |
+| self | 0 (the student samples in-process) | best-of-self_k samples from the student itself (on-policy,
+  curate.synth.student) at its own token budget, until self_per_prompt of a prompt's samples are kept; failing
+  samples are repaired like teacher samples |
 | sample | 1 per sample | best-of-k unguided sampling |
 | revise | 1 per failing response | the teacher gets the request, a failing response (production's, or a teacher
   sample's) and the checks' own reasons, and rewrites it (strong teachers; off by default) |
@@ -33,10 +36,11 @@ from typing import Callable
 
 from rich.markup import escape
 
-from curate.synth.candidates import CHUNK, Prompt, candidate_row, from_trace, sample_requests, teacher, verify, write_rows
+from curate.synth.candidates import (CHUNK, Prompt, candidate_row, from_trace, sample_requests, teacher, token_budget,
+                                     verify, write_rows)
 from traces.terminal import safe
 
-NAMES = ("repair", "constrained", "sample", "revise")
+NAMES = ("repair", "self", "constrained", "sample", "revise")
 TEACHER_FREE = ("repair",)
 
 REVISE_SYSTEM = ("You revise answers so that they follow every instruction of the request. Keep the content and the "
@@ -110,6 +114,7 @@ class Job:
     written: int = 0
     failed_samples: list = field(default_factory=list)  # Sources: teacher candidates that failed a check
     joined: set = field(default_factory=set)  # ids of failed samples already joined into a two-responses answer
+    kept_by_prompt: dict = field(default_factory=dict)  # prompt key -> kept candidates (the self strategy's cap)
 
     def done(self, s) -> bool:
         return (s.target_per_cluster > 0 and self.tally.kept >= s.target_per_cluster) \
@@ -125,17 +130,19 @@ class Env:
     teachers: "Teachers"
     dialect: str = "none"
     strategies: tuple = ()
+    student: object = None  # curate.synth.student.StudentClient, made on first use by the self strategy
 
 
 # ------------------------------------------------------------------ writing candidates
 
-def emit(job: Job, env: Env, items: list[tuple]) -> list[dict]:
+def emit(job: Job, env: Env, items: list[tuple], model: str | None = None) -> list[dict]:
     """Verify, write and count candidates. items: (prompt, call, strategy, source_id, id_extra, guide_record),
-    call with .text, .request_hash and optionally .response (finish_reason)."""
+    call with .text, .request_hash and optionally .response (finish_reason). model: who wrote the text (default:
+    the teacher)."""
     rows, checks = [], []
     room = max(0, env.s.max_examples_per_cluster - job.written)
     for p, call, strategy, source_id, extra, record in items[:room]:
-        row, ch = candidate_row(job.cluster, p, call, "compose", env.teachers.model, None, extra,
+        row, ch = candidate_row(job.cluster, p, call, "compose", model or env.teachers.model, None, extra,
                                 strategy=strategy, source_id=source_id, guide_record=record,
                                 min_alpha=env.s.fluency_min_alpha)
         rows.append(row)
@@ -144,6 +151,8 @@ def emit(job: Job, env: Env, items: list[tuple]) -> list[dict]:
         c.candidates += 1
         c.verified += row["status"] == "verified" or (row["reason"] or "").startswith("not_fluent")
         c.kept += row["status"] == "verified"
+        if row["status"] == "verified":
+            job.kept_by_prompt[prompt_key(p)] = job.kept_by_prompt.get(prompt_key(p), 0) + 1
         if row["status"] == "failed_verification" and not (row["reason"] or "").startswith("not_fluent") \
                 and strategy != "repair":
             job.failed_samples.append(Source(p, row["response"], row["example_id"], call.request_hash,
@@ -203,6 +212,27 @@ def sample(job: Job, env: Env, task=None) -> list[dict]:
     return ask(job, env, "sample", _seed_major(reqs), lambda p, r: ("", None), task=task)
 
 
+def own(job: Job, env: Env) -> None:
+    """The `self` strategy: the student's own samples, one seed round at a time over the prompts that still have
+    fewer than self_per_prompt kept candidates (a prompt the student already answers well does not crowd out the
+    others, and no sample is drawn that could not be used)."""
+    from curate.synth.student import StudentClient
+    s = env.s
+    if env.student is None:
+        env.student = StudentClient("production")
+    for seed in range(s.self_k):
+        open_prompts = [p for p in job.prompts if job.kept_by_prompt.get(prompt_key(p), 0) < s.self_per_prompt]
+        if not open_prompts or job.done(s) or env.budget.spent or (seed > 0 and env.budget.turn_over):
+            return
+        reqs = [(p, {**sample_requests(p, s, 1)[0], "seed": seed}) for p in open_prompts]
+        ask(job, env, "self", reqs, lambda p, r: ("", None), client=env.student)
+
+
+def prompt_key(p: Prompt) -> str:
+    import json
+    return json.dumps(p.messages, sort_keys=True)
+
+
 def constrained(job: Job, env: Env) -> None:
     """k samples of every prompt that has an honest constraint, decoding under it (the server's dialect), with the
     check's system message and verified demonstrations (curate.synth.guidance)."""
@@ -226,7 +256,7 @@ def constrained(job: Job, env: Env) -> None:
                   "logit_bias_tokens": len(extras.get("logit_bias") or {}), "system": guide["system"] or None,
                   "few_shot": len(guide["few_shot"])}
         base = {"messages": guided_messages(p, guide), "temperature": s.temperature, "top_p": s.top_p,
-                "max_tokens": s.max_tokens, **extras}
+                "max_tokens": token_budget(s), **extras}
         for j in range(s.guidance_k or s.k):
             r = {**base, "seed": j}
             records[id(r)] = record
@@ -249,7 +279,7 @@ def revise_request(src: Source, s) -> dict:
     user = (f"REQUEST:\n{src.prompt.prompt}\n\nANSWER:\n{src.text}\n\nThe answer fails these checks:\n{src.reason}\n\n"
             "Rewrite the answer so that it passes every check and still answers the request.")
     return {"messages": [{"role": "system", "content": REVISE_SYSTEM}, {"role": "user", "content": user}],
-            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": 0}
+            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": token_budget(s), "seed": 0}
 
 
 def _production_sources(job: Job) -> list[Source]:
@@ -266,16 +296,18 @@ def _production_sources(job: Job) -> list[Source]:
 
 
 def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Callable,
-        source_of: Callable | None = None, task=None) -> list[dict]:
+        source_of: Callable | None = None, task=None, client=None) -> list[dict]:
     """Send (prompt, request) pairs in chunks until the job is done or a budget is spent; verify and write each
-    answer; then repair the failing ones (when repair is among the strategies). Returns the rows written."""
+    answer; then repair the failing ones (when repair is among the strategies). Returns the rows written.
+    client: who answers (default: the teacher; the self strategy passes the student)."""
     s, budget = env.s, env.budget
     cap = max(0, s.max_calls_per_cluster - job.calls)
     reqs = reqs[:cap]
     written: list[dict] = []
     if not reqs or job.done(s):
         return written
-    client, _ = env.teachers.get(continuous_batching=not (strategy == "constrained" and env.dialect == "transformers"))
+    if client is None:
+        client, _ = env.teachers.get(continuous_batching=not (strategy == "constrained" and env.dialect == "transformers"))
     if task is None:
         task = env.progress.add_task(safe(f"{strategy} {job.cluster['label'][:40]}"), total=len(reqs))
     for i in range(0, len(reqs), CHUNK):
@@ -293,7 +325,7 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
             extra, record = id_and_record(p, r)
             items.append((p, call, strategy, source_of(r) if source_of else None, extra, record))
         before = len(job.failed_samples)
-        written += emit(job, env, items)
+        written += emit(job, env, items, model=getattr(client, "model", None))
         if "repair" in env.strategies:
             new = job.failed_samples[before:]
             repair_sources(job, env, new + joined_samples(job, new))
@@ -341,7 +373,7 @@ def _seed_major(pairs: list[tuple]) -> list[tuple]:
     return sorted(pairs, key=lambda pr: pr[1].get("seed", 0))  # stable: prompt order kept within a seed
 
 
-STRATEGIES: dict[str, Callable[[Job, Env], None]] = {"repair": repair, "constrained": constrained,
+STRATEGIES: dict[str, Callable[[Job, Env], None]] = {"repair": repair, "self": own, "constrained": constrained,
                                                     "sample": sample, "revise": revise}
 
 
@@ -403,7 +435,7 @@ def run(jobs: list[Job], s, budget, progress) -> None:
     names = active(s)
     with Teachers(s) as teachers:
         env = Env(s, budget, progress, teachers, dialect(s), names)
-        if s.teacher_url != "local" and any(n not in TEACHER_FREE for n in names):
+        if s.teacher_url != "local" and any(n not in (*TEACHER_FREE, "self") for n in names):
             teachers.get()  # a remote endpoint is checked before any work (a local server starts when first needed)
         turns = [(name, job) for name in names for job in jobs]
         for i, (name, job) in enumerate(turns):

@@ -37,6 +37,9 @@ def seed_store(check_id="punctuation:no_comma", desc=NO_COMMA, holdout_in_cluste
 
 
 def use_stub(monkeypatch, stub, **extra):
+    """The teacher is the stub. The student's own samples (the self strategy) are left out unless a test names
+    them: they would load a real model (tests/test_student.py covers them on the tiny one)."""
+    extra.setdefault("strategies", '["repair", "constrained", "sample"]')
     monkeypatch.setenv("MEND_CURATE_TEACHER_URL", stub.base_url)
     monkeypatch.setenv("MEND_CURATE_TEACHER_MODEL", "stub-model")
     monkeypatch.setenv("MEND_EVALS_CLIENT_MAX_RETRIES", "2")

@@ -1,0 +1,106 @@
+"""The student as its own source of candidates (the `self` strategy): on-policy samples.
+
+    client = StudentClient("production")          # the model the gate compares against, with its adapter
+    calls = client.complete_many([{"messages": [...], "temperature": 0.9, "top_p": 0.95, "max_tokens": 128,
+                                   "seed": 0}])
+
+It answers the same request dicts as the teacher's `evals.client.Client` and returns the same `Call`s, so the
+strategies' machinery (chunks, budgets, verification, repair of failing samples) serves both. Samples are
+generated in-process with `train.generate` (batched HF sampling: ~90 tok/s on 2 cores, faster than the local
+server's ~17) and cached in `llm_calls` (purpose "student", endpoint `student://<model>@<adapter hash>`), so a
+killed run repeats none.
+
+Why on-policy: text the student itself samples is already likely under it, so fine-tuning on its verified and
+fluent samples (rejection-sampling fine-tuning, STaR) moves the model little per fixed failure; off-policy targets
+(a teacher's text, minimal edits) pushed the 135M student into loops (docs/architecture.md, "Recipes").
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from evals.client import Call, request_hash
+
+
+class StudentClient:
+    purpose = "student"
+
+    def __init__(self, ref: str = "production", db: str | None = None):
+        from evals.registry import resolve_ref
+        from traces.hashing import adapter_hash
+        self.model_ref, self.adapter = resolve_ref(ref)
+        tag = adapter_hash(self.adapter) if self.adapter else "base"
+        self.model = f"{self.model_ref}@{tag}"  # what examples record as their `teacher_model`
+        self.base_url = f"student://{self.model}"
+        self.db = db
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            from train.models import load
+            self._loaded = load(self.model_ref, adapter=self.adapter)
+        return self._loaded
+
+    def complete_many(self, requests: list[dict], progress=None) -> list[Call]:
+        hashes = [request_hash(self.base_url, self.model, r) for r in requests]
+        calls = self._cached(hashes)
+        todo = [i for i, h in enumerate(hashes) if h not in calls]
+        new = self._generate([requests[i] for i in todo], [hashes[i] for i in todo], progress)
+        self._store(new, [requests[i] for i in todo])
+        calls.update((c.request_hash, c) for c in new)
+        if progress and len(requests) > len(todo):
+            progress(len(requests) - len(todo))
+        return [calls[h] for h in hashes]
+
+    def _generate(self, requests: list[dict], hashes: list[str], progress) -> list[Call]:
+        """One `generate` per group of requests that share seed and sampling settings (a batch shares them)."""
+        from train.generate import generate
+        from traces.settings import load
+        groups: dict = {}
+        for i, r in enumerate(requests):
+            key = (r.get("seed", 0), r.get("temperature", 1.0), r.get("top_p", 1.0), r.get("max_tokens"))
+            groups.setdefault(key, []).append(i)
+        out: list[Call | None] = [None] * len(requests)
+        model, tok = self._load() if requests else (None, None)
+        budget = load("train").max_new_tokens
+        for (seed, temperature, top_p, max_tokens), idx in groups.items():
+            start = time.perf_counter()
+            gens = generate(model, tok, [requests[i]["messages"] for i in idx], max_new_tokens=max_tokens or budget,
+                            temperature=temperature, top_p=top_p, seed=seed, progress=False)
+            latency = (time.perf_counter() - start) / max(1, len(idx))
+            for i, g in zip(idx, gens):
+                response = {"choices": [{"message": {"role": "assistant", "content": g.text},
+                                         "finish_reason": g.finish_reason}],
+                            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens}}
+                out[i] = Call(hashes[i], g.text, response, g.prompt_tokens, g.completion_tokens, latency, 0.0)
+            if progress:
+                progress(len(idx))
+        return out
+
+    def _cached(self, hashes: list[str]) -> dict:
+        from traces import store
+        if not hashes:
+            return {}
+        with store.connect(self.db) as con:
+            rows = con.execute("SELECT request_hash, response, prompt_tokens, completion_tokens, latency_s FROM "
+                               "llm_calls WHERE request_hash IN (SELECT unnest(?::VARCHAR[])) AND response IS NOT "
+                               "NULL", [hashes]).fetchall()
+        out = {}
+        for h, response, pt, ct, latency in rows:
+            response = json.loads(response)
+            out[h] = Call(h, response["choices"][0]["message"]["content"], response, pt, ct, latency, 0.0,
+                          cached=True)
+        return out
+
+    def _store(self, calls: list[Call], requests: list[dict]) -> None:
+        """All of a batch's calls in one transaction: one connection per batch, not per call."""
+        from traces import store
+        if not calls:
+            return
+        rows = [[c.request_hash, self.base_url, self.model, self.purpose, json.dumps(r, default=str),
+                 json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, 0.0]
+                for c, r in zip(calls, requests)]
+        with store.connect(self.db) as con, store.transaction(con):
+            con.executemany("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, "
+                            "response, prompt_tokens, completion_tokens, latency_s, cost_usd) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
