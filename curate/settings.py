@@ -78,14 +78,15 @@ class CurateSettings:
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size
     # --- hyperparameter sweep (owned by curate/loop/sweep.py) ---
     sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;
-        # lora_alpha follows lora_r (2 r) unless given
-        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0",  # the demo profile before the sweep
-        "method=sft lr=1e-3 epochs=3 lora_r=16 replay_self_share=0.5",
-        "method=sft lr=5e-4 epochs=3 lora_r=8 replay_self_share=0.5",
-        "method=sft+dpo lr=5e-4 epochs=2 lora_r=16 replay_self_share=0.5",
+        # lora_alpha follows lora_r (2 r) unless given. In the order docs/architecture.md ("Recipes") tried them:
+        "method=sft lr=3e-4 epochs=2 lora_r=16",  # rejection-sampling fine-tuning on verified (on-policy) samples
+        "method=sft lr=1e-4 epochs=2 lora_r=16",  # the same, gentler
+        "method=dpo lr=5e-5 epochs=1 lora_r=16 dpo_beta=0.5 dpo_loss=apo_zero",  # a gentle preference step
+        "method=sft+dpo lr=5e-5 epochs=1 lora_r=16 dpo_beta=0.5",  # SFT, then a short DPO on the same adapter
     )
     sweep_val_fraction: float = 0.25  # share of seed groups (split key) carved out for validation
-    sweep_val_max: int = 24  # validation prompts generated per candidate (the first by a hash of the id)
+    sweep_val_max: int = 96  # validation prompts generated per candidate (the first by a hash of the id; filled with
+    # single-instruction prompts from validation requests when there are fewer): 24 could not rank configs
     sweep_anchors: int = 12  # instruction-free validation requests whose base answers measure anchoring
     sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
     # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
@@ -95,8 +96,10 @@ class CurateSettings:
     sweep_prose_offset: int = 100  # the first of them: past every document the gate scores (its first
     # `gate_lm_eval_docs`, 40 by default), so the sweep never tunes on the gate's prose; a sweep refuses an offset
     # below gate_lm_eval_docs
-    sweep_prose_tolerance: float = -1.0  # largest allowed rise of that word perplexity (ppl_adapter / ppl_base - 1);
-    # negative: the gate's own `gate_ppl_tolerance` (10%)
+    sweep_prose_tolerance: float = 0.05  # largest allowed rise of that word perplexity (ppl_adapter / ppl_base - 1):
+    # half the gate's 10%, so a config chosen here has room left on the holdout (negative: the gate's own)
+    sweep_degenerate_tolerance: float = 2.0  # points the share of degenerate validation answers may rise (negative:
+    # the gate's gate_degeneration_tolerance, 5): stricter than the gate for the same reason
     sweep_dir: str = "data/sweeps"  # each candidate's training set: <sweep_dir>/<sweep_id>/c<k>/train.jsonl
     # --- the nightly (owned by curate/loop/nightly.py) ---
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)

@@ -123,7 +123,7 @@ GRID = ["lr=0.1 replay_self_share=0", "lr=0.2 replay_self_share=0", "lr=0.3 lora
 def fake_score(ref, adapter, val):
     target, nll = SCORES[None if adapter is None else Path(adapter).name]
     return {"target_pass": target, "n_targets": 10, "checks_pass": target / 2, "prompt_pass": 0.0, "anchor_nll": nll,
-            "degenerate": 0.0,
+            "degenerate": 0.0, "outcomes": [i < 10 * target for i in range(10)],
             "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
 
 
@@ -159,6 +159,7 @@ def exported(tmp_path, monkeypatch, ppl):
     monkeypatch.setenv("MEND_CURATE_TRAIN_OUT", str(tmp_path / "train" / "train.jsonl"))
     monkeypatch.setenv("MEND_CURATE_SWEEP_DIR", str(tmp_path / "sweeps"))
     monkeypatch.setenv("MEND_CURATE_SWEEP_ANCHORS", "0")  # no anchors: nothing generated
+    monkeypatch.setenv("MEND_CURATE_SWEEP_PROSE_TOLERANCE", "-1")  # the gate's 10%: FakePerplexity's figures
     export.export(replay_self_share=0.0)
 
 
@@ -267,7 +268,8 @@ def test_the_sweeps_prose_documents_are_none_of_the_gates(tmp_path, monkeypatch)
     sys.path.insert(0, str(guards.TASKS_DIR))
     import prose  # the lm-eval task's data module, as lm-eval loads it
     es, plan = load("evals"), sweep.prose_plan(load("curate"))
-    assert plan.offset >= es.gate_lm_eval_docs and plan.docs == 40 and plan.tolerance == es.gate_ppl_tolerance
+    # the sweep's prose tolerance is half the gate's: a config chosen here keeps room on the holdout
+    assert plan.offset >= es.gate_lm_eval_docs and plan.docs == 40 and plan.tolerance == es.gate_ppl_tolerance / 2
     gate = prose.load(n_docs=es.gate_lm_eval_docs)["test"]["text"]  # as evals.guards.word_perplexity asks
     mine = prose.load(n_docs=plan.docs, offset=plan.offset)["test"]["text"]
     assert len(gate) == es.gate_lm_eval_docs and len(mine) == plan.docs
@@ -415,3 +417,32 @@ def test_the_rule_needs_the_degenerate_share_within_the_gates_tolerance():
     for r, (d, b) in zip(rows, [(4 / 24, 2 / 24), (8 / 24, 2 / 24), (6 / 24, 2 / 24)]):
         r["metrics"] |= {"degenerate": d, "base_degenerate": b}
     assert sweep.choose(rows, 0.1, 0.1, 5.0) == 0
+
+
+def test_too_few_target_prompts_are_filled_with_single_instruction_prompts_of_validation_requests():
+    from curate.loop.validation import single_instruction_prompts
+    world()
+    checks = ["change_case:english_lowercase", "punctuation:no_comma"]
+    with store.connect(read_only=True) as con:
+        groups = sweep.validation_groups(con, 0.5)
+        seen = {json.dumps(p["messages"], sort_keys=True) for p in sweep.target_prompts(con, groups, 0)}
+        filled = single_instruction_prompts(con, groups, checks, 20, set(seen))
+        again = single_instruction_prompts(con, groups, checks, 20, set(seen))
+    assert filled == again and 0 < len(filled) <= 20  # deterministic, bounded by what is needed
+    assert {p["metadata"]["base_id"] for p in filled} <= groups  # validation requests only, never the holdout's
+    assert all(p["targets"] == p["metadata"]["instruction_id_list"] and len(p["targets"]) == 1 for p in filled)
+    assert {p["targets"][0] for p in filled} == set(checks)  # every trained check, round robin
+    assert len({p["prompt"] for p in filled}) == len(filled)
+    assert not {json.dumps(p["messages"], sort_keys=True) for p in filled} & seen
+    assert all(p["prompt"].endswith("letters. No capital letters are allowed.") or "commas" in p["prompt"]
+               for p in filled)
+
+
+def test_a_config_is_compared_with_the_base_prompt_by_prompt():
+    from curate.loop.validation import paired
+    base = [False, False, True, True, None, False]
+    cand = [True, True, True, False, True, False]
+    got = paired(cand, base)
+    assert (got["fixed"], got["broken"], got["n_paired"]) == (2, 1, 5)
+    assert got["p"] == pytest.approx(1.0)  # 2 vs 1 discordant: no evidence either way
+    assert paired([True] * 12, [False] * 12)["p"] < 0.001

@@ -34,7 +34,11 @@ class TrainSettings:
     dpo_sft_weight: float = 0.0  # > 0: add TRL's "sft" loss (NLL of the chosen answer) to the DPO loss with this
     # weight (RPO, Pang et al. 2024): DPO alone lowers the chosen answers' likelihood too, and the demo's DPO adapter
     # generated loops ("***" forty times) that the gate's degeneration guard now rejects
-    dpo_beta: float = 0.1  # DPO beta: how strongly the policy is held to the reference (the base, adapter disabled); TRL's default
+    dpo_beta: float = 0.5  # DPO beta: how strongly the policy is held to the reference (the base, adapter disabled).
+    # 0.5 as SmolLM2-135M-Instruct's own DPO (HF alignment-handbook recipes/smollm2); TRL's default 0.1 let the demo's
+    # adapters reach a log-ratio margin of 11-15 nats (final loss 0.20-0.28) and loop
+    dpo_loss: str = "sigmoid"  # TRL's DPOConfig loss_type: sigmoid (DPO) | apo_zero (raises the chosen answers'
+    # likelihood, lowers the rejected ones': no displacement of the chosen) | ipo | ... (see TRL's DPOConfig)
     quantization: str = "none"  # "none" | "nf4" (QLoRA: 4-bit NF4 base through bitsandbytes, bf16 compute; needs CUDA)
     allow_cpu_fallback: bool = False  # with quantization="nf4" and no CUDA: train plain LoRA with a warning instead of failing
     precision: str = "auto"  # "auto" (bf16 on a CUDA GPU that supports it, bf16 autocast on a CPU with amx_bf16/avx512_bf16, else fp32: train/precision.py) | "bf16" | "fp32"

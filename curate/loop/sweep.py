@@ -48,14 +48,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from curate.loop.validation import (ProsePlan, Validation, _prose_words, carve, in_validation,  # noqa: F401
+                                    paired, prose_documents, prose_plan, prose_score, score, target_prompts,
+                                    validation_groups)
 from traces import store
 from traces.settings import SettingsError, load, resolve_path
 from traces.terminal import safe
 
-RULE = ("highest validation target pass rate among configs whose anchor perplexity rise <= {tol:.0%}, prose word "
-        "perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation answers rise <= {dtol:g} points "
-        "(the gate's degeneration tolerance); ties: smaller max(anchor rise, prose rise), then grid order; none "
-        "within all three: the smallest worst rise, each taken as a multiple of its own tolerance")
+RULE = ("highest validation target pass rate (the largest gain over the base) among configs whose anchor perplexity "
+        "rise <= {tol:.0%}, prose word perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation "
+        "answers rise <= {dtol:g} points; ties: smaller max(anchor rise, prose rise), then grid order; none within "
+        "all three: the smallest worst rise, each taken as a multiple of its own tolerance")
 CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
 
 
@@ -94,148 +97,6 @@ def train_flags(config: dict, training_set: Path) -> list[str]:
 
 def describe(config: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in config.items() if k != "lora_alpha")
-
-
-# ---------------------------------------------------------------- validation split
-
-def in_validation(group: str, fraction: float) -> bool:
-    h = hashlib.sha256(f"mend-sweep-val:{group}".encode()).hexdigest()
-    return int(h[:8], 16) / 2 ** 32 < fraction
-
-
-@dataclass
-class Validation:
-    groups: frozenset
-    prompts: list  # [{"id", "messages", "prompt", "metadata"}]: (a) target prompts
-    anchors: list  # [{"id", "messages": request + the base's answer}]: (b)
-
-
-def validation_groups(con, fraction: float) -> frozenset:
-    """Seed groups in validation; a group with any holdout trace is never one (it would be if the split settings
-    changed between ingests)."""
-    rows = con.execute("""SELECT DISTINCT group_key FROM traces WHERE split = 'seed' AND group_key IS NOT NULL
-                          AND group_key NOT IN (SELECT group_key FROM traces WHERE split = 'holdout'
-                                                AND group_key IS NOT NULL)""").fetchall()
-    return frozenset(g for (g,) in rows if in_validation(g, fraction))
-
-
-def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
-    """Accepted examples of validation groups + failing seed traces of those groups in the examples' clusters.
-    `targets`: the prompt's checks that are a trained cluster's check (what the adapter was taught to fix)."""
-    trained = {c for (c,) in con.execute("""SELECT DISTINCT c.check_id FROM clusters c JOIN examples e
-                                            USING (cluster_id) WHERE e.status = 'accepted'""").fetchall()}
-    rows = con.execute("""
-        SELECT e.example_id, e.messages, e.prompt, e.metadata, t.group_key
-        FROM examples e JOIN traces t ON t.trace_id = e.seed_trace_id AND t.split = 'seed'
-        WHERE e.status = 'accepted'
-        UNION ALL
-        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.group_key
-        FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
-        WHERE m.split = 'seed' AND t.split = 'seed'
-          AND m.cluster_id IN (SELECT cluster_id FROM examples WHERE status = 'accepted')""").fetchall()
-    seen, out = set(), []
-    for pid, messages, prompt, md, group in sorted(rows, key=lambda r: hashlib.sha256(r[0].encode()).hexdigest()):
-        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in json.loads(messages)
-                if m.get("role") in ("system", "user", "assistant")]
-        key = json.dumps(msgs, sort_keys=True)
-        if group in groups and key not in seen and msgs and msgs[-1]["role"] == "user":
-            seen.add(key)
-            meta = json.loads(md) if md else {}
-            targets = [c for c in (meta.get("instruction_id_list") or []) if c in trained]
-            out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": meta, "targets": targets})
-    return out[:limit]
-
-
-def carve(fraction: float, val_max: int, n_anchors: int, answerer=None) -> Validation:
-    from curate import replay
-    with store.connect(read_only=True) as con:
-        groups = validation_groups(con, fraction)
-        prompts = target_prompts(con, groups, val_max)
-        requests = [r for r in replay.base_requests(con) if r["group"] in groups]
-    anchors = replay.self_items(requests, n_anchors, answerer)  # connection closed: this may generate
-    return Validation(groups, prompts, anchors)
-
-
-# ---------------------------------------------------------------- scoring
-
-def score(model_ref: str, adapter, val: Validation) -> dict:
-    """(a) on the validation prompts, greedy: `target_pass` = share of their targeted checks (a trained cluster's
-    check) that pass, `checks_pass` = share of all their checks, `prompt_pass` = share of prompts passing every check
-    (the demo's prompts carry 1-3 instructions: the base passed none of 24 whole); (b) `anchor_nll` = mean per-token
-    NLL of the base's own answers to the anchor requests; `degenerate` = share of (a)'s answers the quality filter
-    (evals.quality) calls degenerate, as the gate's degeneration guard counts them on the holdout."""
-    from evals.checks import verify_instructions
-    from evals.quality import degenerate
-    from train import generate as tg
-    from train.models import load as load_model
-    s = load("train")
-    model, tok = load_model(model_ref, adapter=adapter)
-    gens = tg.generate(model, tok, [p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
-                       temperature=0.0, batch_size=s.batch_size, progress=True) if val.prompts else []
-    results = [verify_instructions(p["prompt"], g.text, p["metadata"]) for p, g in zip(val.prompts, gens)]
-    every = [r.passed for checks in results for _, r in checks]
-    aimed = [r.passed for p, checks in zip(val.prompts, results) for cid, r in checks if cid in p.get("targets", ())]
-    whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
-    nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
-                          [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
-    return {"target_pass": _share(aimed), "n_targets": len(aimed), "checks_pass": _share(every),
-            "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
-            "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
-            "degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(val.prompts, gens)])}
-
-
-def _share(flags: list) -> float | None:
-    return sum(flags) / len(flags) if flags else None
-
-
-@dataclass(frozen=True)
-class ProsePlan:
-    offset: int  # the first document scored
-    docs: int  # documents scored (0: prose perplexity not measured)
-    tolerance: float  # largest allowed prose_rise
-    gate_docs: int  # the gate's documents: 0 .. gate_docs - 1
-
-
-def prose_documents() -> list[str]:
-    """The local prose task's documents, in order (the gate scores the first gate_lm_eval_docs)."""
-    from evals.lm_eval_tasks import prose
-    return prose.paragraphs()
-
-
-def prose_plan(cs, es=None) -> ProsePlan:
-    """Which prose documents the sweep scores; never one of the gate's (SettingsError if the settings would)."""
-    es = es or load("evals")
-    tolerance = cs.sweep_prose_tolerance if cs.sweep_prose_tolerance >= 0 else es.gate_ppl_tolerance
-    if cs.sweep_prose_docs <= 0:
-        return ProsePlan(cs.sweep_prose_offset, 0, tolerance, es.gate_lm_eval_docs)
-    if cs.sweep_prose_offset < es.gate_lm_eval_docs:
-        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset} < gate_lm_eval_docs {es.gate_lm_eval_docs}: "
-                            f"the sweep would score prose documents the gate's perplexity guard scores; set "
-                            f"[tool.mend.curate] sweep_prose_offset to at least {es.gate_lm_eval_docs}")
-    left = len(prose_documents()) - cs.sweep_prose_offset
-    if left <= 0:
-        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset}: the local prose has only "
-                            f"{cs.sweep_prose_offset + left} documents (evals/lm_eval_tasks/prose.py); lower it "
-                            f"(not below gate_lm_eval_docs {es.gate_lm_eval_docs}) or set sweep_prose_docs = 0")
-    return ProsePlan(cs.sweep_prose_offset, min(cs.sweep_prose_docs, left), tolerance, es.gate_lm_eval_docs)
-
-
-def prose_score(model_ref: str, adapter, plan: ProsePlan) -> dict:
-    """(c) `prose_ppl`: lm-eval word perplexity of (model, adapter) on prose documents plan.offset ..
-    plan.offset + plan.docs - 1 (evals.guards.word_perplexity, the gate's guard on documents it never scores)."""
-    out = {"prose_ppl": None, "prose_docs": plan.docs, "prose_offset": plan.offset}
-    if plan.docs:
-        from evals import guards
-        out["prose_ppl"] = guards.word_perplexity(model_ref, None if adapter is None else str(adapter), plan.docs,
-                                                  offset=plan.offset)
-    return out
-
-
-def _prose_words(plan: ProsePlan) -> str:
-    if not plan.docs:
-        return "not measured: sweep_prose_docs = 0"
-    return (f"lm-eval, local prose documents {plan.offset}-{plan.offset + plan.docs - 1}; the gate's are "
-            f"0-{plan.gate_docs - 1}")
 
 
 # ---------------------------------------------------------------- the rule
@@ -330,7 +191,7 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     configs = [parse_config(c) for c in (grid or cs.sweep_grid)]
     sid = sweep_id(source_hash, cs, ts.model)
     plan = prose_plan(cs)  # before anything is trained: refuses documents the gate scores
-    dtol = load("evals").gate_degeneration_tolerance  # the gate's: the sweep keeps what the gate would not refuse
+    dtol = degenerate_tolerance(cs)
     rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan), dtol=dtol)
     score_fn = score_fn or score
     prose_fn = prose_fn or (lambda ref, adapter: prose_score(ref, adapter, plan))
@@ -372,7 +233,16 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
                            "prose_docs": plan.docs, "prose_offset": plan.offset}}
 
 
-VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate")  # (a), (b)
+VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate", "outcomes")  # (a), (b)
+TRL_KEYS = ("rewards/chosen", "rewards/margins", "logps/chosen")  # DPO's own figures: a falling logps/chosen is
+# likelihood displacement (the chosen answers made less likely too)
+
+
+def degenerate_tolerance(cs) -> float:
+    """Points the share of degenerate validation answers may rise: sweep_degenerate_tolerance, or (negative) the
+    gate's gate_degeneration_tolerance."""
+    return cs.sweep_degenerate_tolerance if cs.sweep_degenerate_tolerance >= 0 else \
+        load("evals").gate_degeneration_tolerance
 PROSE_KEYS = ("prose_ppl",)  # (c)
 
 
@@ -382,7 +252,7 @@ def _base_of(metrics: dict, prefix: str, keys: tuple) -> dict:
 
 def _scored(metrics: dict) -> bool:
     """(a) and (b) taken, with every figure of today's score (a row from before `degenerate` is scored again)."""
-    return "n_targets" in metrics and "degenerate" in metrics
+    return "n_targets" in metrics and "degenerate" in metrics and "outcomes" in metrics
 
 
 def _prose_scored(metrics: dict, plan: ProsePlan) -> bool:
@@ -396,6 +266,8 @@ def _finish(metrics: dict, base: dict) -> dict:
     metrics["prose_rise"] = prose_rise(metrics)
     metrics["degenerate_rise"] = degenerate_rise(metrics)
     metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
+    metrics["gain"] = (metrics["target_pass"] or 0.0) - (base["base_target_pass"] or 0.0)
+    metrics.update(paired(metrics.get("outcomes"), base.get("base_outcomes")))
     return metrics
 
 
@@ -405,7 +277,7 @@ def _rescore(sid: str, row: dict, val: Validation, base: dict, score_fn, prose_f
         (adapter,) = con.execute("SELECT adapter_path FROM train_runs WHERE run_id = ?", [row["run_id"]]).fetchone()
     model_ref, adapter = load("train").model, resolve_path(adapter)
     if full:
-        kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step")}
+        kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step", *TRL_KEYS)}
         metrics = {**score_fn(model_ref, adapter, val), **kept}
     else:
         metrics = dict(row["metrics"])
@@ -433,7 +305,7 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
         model_ref = load("train").model
         metrics = {**score_fn(model_ref, result.adapter_dir, val), **prose_fn(model_ref, result.adapter_dir), **base,
                    "counts": counts, "final_loss": result.metrics.get("final_loss"),
-                   "last_step": result.metrics.get("last_step")}
+                   "last_step": result.metrics.get("last_step"), **{k: result.metrics.get(k) for k in TRL_KEYS}}
     except Exception as e:  # one config failing (e.g. DPO without pairs) does not end the sweep
         _insert(sid, idx, config, run_id, "failed", {**base}, source_hash, path, rule, f"{type(e).__name__}: {e}")
         Console(stderr=True).print(f"[red]config {idx} failed:[/] {safe(f'{type(e).__name__}: {e}')}")
@@ -453,18 +325,18 @@ def table(sid: str, found: list[dict]) -> Table:
                     f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}, prose "
                     f"word perplexity {_f(base.get('base_prose_ppl'), 2)}, degenerate answers "
                     f"{_pct(base.get('base_degenerate'))}%")
-    cols = ["#", "config", "run", "target %", "checks %", "anchor NLL", "anchor rise %", "prose ppl", "prose rise %",
-            "degenerate %", "steps", "status", "chosen"]
+    cols = ["#", "config", "run", "target %", "fixed/broken", "p", "checks %", "anchor rise %", "prose ppl", "prose rise %",
+            "degenerate %", "margin", "logp chosen", "steps", "status", "chosen"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("config", "run", "status", "chosen") else "right",
                      overflow="fold" if col in ("config", "run") else "ellipsis")
     for r in found:
         m, complete = r["metrics"], r["status"] == "complete"
         t.add_row(str(r["config_idx"]), safe(describe(r["config"])), safe(r["run_id"] or "-"),
-                  _pct(m.get("target_pass")), _pct(m.get("checks_pass")),
-                  _f(m.get("anchor_nll")), _pct(m.get("rise")) if complete else "-",
-                  _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-",
-                  _pct(m.get("degenerate")), str(m.get("last_step") or "-"),
+                  _pct(m.get("target_pass")), f"{m.get('fixed', '-')}/{m.get('broken', '-')}", _f(m.get("p"), 3),
+                  _pct(m.get("checks_pass")), _pct(m.get("rise")) if complete else "-",
+                  _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-", _pct(m.get("degenerate")),
+                  _f(m.get("rewards/margins"), 2), _f(m.get("logps/chosen"), 1), str(m.get("last_step") or "-"),
                   r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t

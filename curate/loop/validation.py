@@ -1,0 +1,206 @@
+"""The sweep's yardstick (curate/loop/sweep.py): the validation split carved from the training data, and how a
+config is scored on it. Never the gate's holdout: only seed groups are eligible.
+
+- Target prompts: accepted examples of validation groups, then the failing seed traces of those groups in the
+  trained clusters, then (when that is fewer than `sweep_val_max`) single-instruction prompts: a validation group's
+  instruction-free request with one trained check's instruction, drawn by evals.ifeval (round robin over the
+  checks). 24 prompts could not rank configs: 4/24 vs 8/24 degenerate answers is Fisher p = 0.32.
+- Each prompt's outcome is kept (`outcomes`: passed every targeted check), so a config is compared with the base
+  prompt by prompt (fixed, broken, exact McNemar p), as the gate compares on the holdout.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from traces import store
+from traces.settings import SettingsError, load
+
+
+def in_validation(group: str, fraction: float) -> bool:
+    h = hashlib.sha256(f"mend-sweep-val:{group}".encode()).hexdigest()
+    return int(h[:8], 16) / 2 ** 32 < fraction
+
+
+@dataclass
+class Validation:
+    groups: frozenset
+    prompts: list  # [{"id", "messages", "prompt", "metadata"}]: (a) target prompts
+    anchors: list  # [{"id", "messages": request + the base's answer}]: (b)
+
+
+def validation_groups(con, fraction: float) -> frozenset:
+    """Seed groups in validation; a group with any holdout trace is never one (it would be if the split settings
+    changed between ingests)."""
+    rows = con.execute("""SELECT DISTINCT group_key FROM traces WHERE split = 'seed' AND group_key IS NOT NULL
+                          AND group_key NOT IN (SELECT group_key FROM traces WHERE split = 'holdout'
+                                                AND group_key IS NOT NULL)""").fetchall()
+    return frozenset(g for (g,) in rows if in_validation(g, fraction))
+
+
+def trained_checks(con) -> list[str]:
+    """The checks of the clusters accepted examples came from (what an adapter is taught to fix), sorted."""
+    return sorted(c for (c,) in con.execute("""SELECT DISTINCT c.check_id FROM clusters c JOIN examples e
+                                               USING (cluster_id) WHERE e.status = 'accepted'""").fetchall())
+
+
+def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
+    """Accepted examples of validation groups + failing seed traces of those groups in the examples' clusters,
+    then single-instruction prompts up to `limit`. `targets`: the prompt's checks that are a trained cluster's check
+    (what the adapter was taught to fix)."""
+    trained = set(trained_checks(con))
+    rows = con.execute("""
+        SELECT e.example_id, e.messages, e.prompt, e.metadata, t.group_key
+        FROM examples e JOIN traces t ON t.trace_id = e.seed_trace_id AND t.split = 'seed'
+        WHERE e.status = 'accepted'
+        UNION ALL
+        SELECT DISTINCT t.trace_id, t.messages, t.prompt, t.metadata, t.group_key
+        FROM cluster_members m JOIN traces t ON t.trace_id = m.trace_id
+        WHERE m.split = 'seed' AND t.split = 'seed'
+          AND m.cluster_id IN (SELECT cluster_id FROM examples WHERE status = 'accepted')""").fetchall()
+    seen, out = set(), []
+    for pid, messages, prompt, md, group in sorted(rows, key=lambda r: hashlib.sha256(r[0].encode()).hexdigest()):
+        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in json.loads(messages)
+                if m.get("role") in ("system", "user", "assistant")]
+        key = json.dumps(msgs, sort_keys=True)
+        if group in groups and key not in seen and msgs and msgs[-1]["role"] == "user":
+            seen.add(key)
+            meta = json.loads(md) if md else {}
+            targets = [c for c in (meta.get("instruction_id_list") or []) if c in trained]
+            out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": meta, "targets": targets})
+    if len(out) < limit:
+        out += single_instruction_prompts(con, groups, sorted(trained), limit - len(out), seen)
+    return out[:limit]
+
+
+def single_instruction_prompts(con, groups: frozenset, checks: list[str], need: int, seen: set) -> list[dict]:
+    """Validation groups' instruction-free requests, each given one trained check's instruction: every request
+    once (checks rotating) before any request twice. Checks that are not IFEval instructions give none."""
+    from curate import replay
+    from evals import ifeval
+    requests = [r for r in replay.base_requests(con) if r["group"] in groups]
+    out = []
+    for turn in range(len(checks)):
+        for i, r in enumerate(requests):
+            if len(out) >= need:
+                return out
+            check, base = checks[(i + turn) % len(checks)], r["messages"][0]["content"]
+            drawn = ifeval.fresh_instruction(check, base, f"mend-sweep-val:{r['trace_id']}:{check}")
+            if drawn is None:
+                continue
+            text = f"{base} {drawn[0]}"
+            msgs = [{"role": "user", "content": text}]
+            if json.dumps(msgs, sort_keys=True) in seen:
+                continue
+            seen.add(json.dumps(msgs, sort_keys=True))
+            meta = {"base_id": r["group"], "instruction_id_list": [check], "kwargs": [drawn[1]], "base_request": base}
+            out.append({"id": f"val-{r['trace_id']}-{check}", "messages": msgs, "prompt": text, "metadata": meta,
+                        "targets": [check]})
+    return out
+
+
+def carve(fraction: float, val_max: int, n_anchors: int, answerer=None) -> Validation:
+    from curate import replay
+    with store.connect(read_only=True) as con:
+        groups = validation_groups(con, fraction)
+        prompts = target_prompts(con, groups, val_max)
+        requests = [r for r in replay.base_requests(con) if r["group"] in groups]
+    anchors = replay.self_items(requests, n_anchors, answerer)  # connection closed: this may generate
+    return Validation(groups, prompts, anchors)
+
+
+# ---------------------------------------------------------------- scoring
+
+def score(model_ref: str, adapter, val: Validation) -> dict:
+    """(a) on the validation prompts, greedy: `target_pass` = share of their targeted checks (a trained cluster's
+    check) that pass, `checks_pass` = share of all their checks, `prompt_pass` = share of prompts passing every check
+    (the demo's prompts carry 1-3 instructions: the base passed none of 24 whole); (b) `anchor_nll` = mean per-token
+    NLL of the base's own answers to the anchor requests; `degenerate` = share of (a)'s answers the quality filter
+    (evals.quality) calls degenerate, as the gate's degeneration guard counts them on the holdout."""
+    from evals.checks import verify_instructions
+    from evals.quality import degenerate
+    from train import generate as tg
+    from train.models import load as load_model
+    s = load("train")
+    model, tok = load_model(model_ref, adapter=adapter)
+    gens = tg.generate(model, tok, [p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
+                       temperature=0.0, batch_size=s.batch_size, progress=True) if val.prompts else []
+    results = [verify_instructions(p["prompt"], g.text, p["metadata"]) for p, g in zip(val.prompts, gens)]
+    every = [r.passed for checks in results for _, r in checks]
+    aimed = [r.passed for p, checks in zip(val.prompts, results) for cid, r in checks if cid in p.get("targets", ())]
+    whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
+    nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
+                          [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
+    outcomes = [all(r.passed for cid, r in checks if cid in p.get("targets", ())) if p.get("targets") else None
+                for p, checks in zip(val.prompts, results)]
+    return {"target_pass": _share(aimed), "n_targets": len(aimed), "checks_pass": _share(every),
+            "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
+            "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
+            "degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(val.prompts, gens)]),
+            "outcomes": outcomes}
+
+
+def paired(outcomes: list, base_outcomes: list) -> dict:
+    """A config against the base, prompt by prompt (each prompt's targeted checks): fixed, broken, exact McNemar p."""
+    from evals.stats import mcnemar_exact
+    both = [(b, c) for b, c in zip(base_outcomes or [], outcomes or []) if b is not None and c is not None]
+    fixed = sum(1 for b, c in both if c and not b)
+    broken = sum(1 for b, c in both if b and not c)
+    return {"fixed": fixed, "broken": broken, "p": mcnemar_exact(fixed, broken), "n_paired": len(both)}
+
+
+def _share(flags: list) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+@dataclass(frozen=True)
+class ProsePlan:
+    offset: int  # the first document scored
+    docs: int  # documents scored (0: prose perplexity not measured)
+    tolerance: float  # largest allowed prose_rise
+    gate_docs: int  # the gate's documents: 0 .. gate_docs - 1
+
+
+def prose_documents() -> list[str]:
+    """The local prose task's documents, in order (the gate scores the first gate_lm_eval_docs)."""
+    from evals.lm_eval_tasks import prose
+    return prose.paragraphs()
+
+
+def prose_plan(cs, es=None) -> ProsePlan:
+    """Which prose documents the sweep scores; never one of the gate's (SettingsError if the settings would)."""
+    es = es or load("evals")
+    tolerance = cs.sweep_prose_tolerance if cs.sweep_prose_tolerance >= 0 else es.gate_ppl_tolerance
+    if cs.sweep_prose_docs <= 0:
+        return ProsePlan(cs.sweep_prose_offset, 0, tolerance, es.gate_lm_eval_docs)
+    if cs.sweep_prose_offset < es.gate_lm_eval_docs:
+        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset} < gate_lm_eval_docs {es.gate_lm_eval_docs}: "
+                            f"the sweep would score prose documents the gate's perplexity guard scores; set "
+                            f"[tool.mend.curate] sweep_prose_offset to at least {es.gate_lm_eval_docs}")
+    left = len(prose_documents()) - cs.sweep_prose_offset
+    if left <= 0:
+        raise SettingsError(f"sweep_prose_offset {cs.sweep_prose_offset}: the local prose has only "
+                            f"{cs.sweep_prose_offset + left} documents (evals/lm_eval_tasks/prose.py); lower it "
+                            f"(not below gate_lm_eval_docs {es.gate_lm_eval_docs}) or set sweep_prose_docs = 0")
+    return ProsePlan(cs.sweep_prose_offset, min(cs.sweep_prose_docs, left), tolerance, es.gate_lm_eval_docs)
+
+
+def prose_score(model_ref: str, adapter, plan: ProsePlan) -> dict:
+    """(c) `prose_ppl`: lm-eval word perplexity of (model, adapter) on prose documents plan.offset ..
+    plan.offset + plan.docs - 1 (evals.guards.word_perplexity, the gate's guard on documents it never scores)."""
+    out = {"prose_ppl": None, "prose_docs": plan.docs, "prose_offset": plan.offset}
+    if plan.docs:
+        from evals import guards
+        out["prose_ppl"] = guards.word_perplexity(model_ref, None if adapter is None else str(adapter), plan.docs,
+                                                  offset=plan.offset)
+    return out
+
+
+def _prose_words(plan: ProsePlan) -> str:
+    if not plan.docs:
+        return "not measured: sweep_prose_docs = 0"
+    return (f"lm-eval, local prose documents {plan.offset}-{plan.offset + plan.docs - 1}; the gate's are "
+            f"0-{plan.gate_docs - 1}")
+
+
