@@ -219,8 +219,9 @@ def write_task(folder: Path, max_gen_toks: int) -> Path:
 
 
 def lm_eval_folder(folder: Path) -> Path:
-    """The model folder with its generation_config's max_new_tokens (256) removed: transformers lets it beat the
-    max_length lm-eval passes, so lm-eval's max_gen_toks would be ignored. Weights are symlinked, not copied."""
+    """The model folder with any max_new_tokens of its generation_config removed (folders converted before mend
+    stopped writing one carry 256): transformers lets it beat the max_length lm-eval passes, so lm-eval's
+    max_gen_toks would be ignored. Weights are symlinked, not copied."""
     target = ROOT / "data" / "bench" / "smollm2-ifeval"
     target.mkdir(parents=True, exist_ok=True)
     for p in folder.iterdir():

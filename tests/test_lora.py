@@ -163,7 +163,7 @@ def test_nan_loss_stops_the_run_and_publishes_nothing(tmp_path, tiny_model_dir):
 def test_qlora_needs_cuda_unless_fallback_is_allowed(tmp_path, tiny_model_dir, monkeypatch):
     import torch
 
-    from train.lora import QLoRAUnavailable, device_plan
+    from train.trainer import QLoRAUnavailable, device_plan
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", quantization="nf4")
     with pytest.raises(QLoRAUnavailable, match="QLoRA needs a CUDA GPU"):

@@ -39,7 +39,7 @@ def test_flags_are_read_from_cpuinfo(tmp_path, cpu):
     ("amx_bf16", "auto", True), ("avx512_bf16", "auto", True), ("avx2", "auto", False),
     ("amx_bf16", "fp32", False), ("avx2", "bf16", True)])
 def test_auto_picks_bf16_only_where_the_cpu_has_it(tmp_path, tiny_model_dir, cpu, kind, setting, bf16):
-    from train.lora import device_plan
+    from train.trainer import device_plan
     from train.precision import choose
     cpu(kind)
     s, _ = settings(tmp_path, tiny_model_dir, tmp_path / "x.jsonl", precision=setting)

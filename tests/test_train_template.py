@@ -2,7 +2,7 @@
 {% generation %} markers cover each assistant reply with its closing <|im_end|> (and nothing else)."""
 import pytest
 
-from train.lora import TEMPLATE
+from train.trainer import TEMPLATE
 
 CONVERSATIONS = {
     "multi_turn_default_system": [

@@ -26,11 +26,11 @@ class Generation:
     finish_reason: str  # "stop" (end-of-turn token) or "length" (hit max_new_tokens)
 
 
-def gen_settings(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
+def gen_settings(*, max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0, n: int = 1,
                  seed: int = 0, banned_token_ids=None) -> dict:
     """The settings that change generated text; stored with eval runs so the gate only compares like with like."""
     greedy = temperature == 0
-    out = {"decoding": "greedy" if greedy else "sample", "max_new_tokens": int(max_new_tokens),
+    out = {"decoding": "greedy" if greedy else "sample", "max_new_tokens": token_budget(max_new_tokens),
            "chat_template": "model", "stop": "eos"}
     if not greedy:  # seed, temperature and top_p do not change greedy output
         out.update(temperature=float(temperature), top_p=float(top_p), n=int(n), seed=int(seed))
@@ -42,8 +42,15 @@ def gen_settings(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: 
 def greedy_settings() -> dict:
     """The one definition of greedy evaluation settings (runner, gate, guards): the student's token budget,
     `[tool.mend.train] max_new_tokens`, the budget the logged traffic was generated with, so a gate can reuse it."""
+    return gen_settings(temperature=0.0)
+
+
+def token_budget(max_new_tokens: int | None = None) -> int:
+    """The caller's budget, else the one setting of it, `[tool.mend.train] max_new_tokens`."""
+    if max_new_tokens is not None:
+        return int(max_new_tokens)
     from traces.settings import load
-    return gen_settings(max_new_tokens=load("train").max_new_tokens, temperature=0.0)
+    return load("train").max_new_tokens
 
 
 def render_prompts(tokenizer, conversations: Sequence[list[dict]]) -> list[list[int]]:
@@ -54,10 +61,11 @@ def render_prompts(tokenizer, conversations: Sequence[list[dict]]) -> list[list[
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def generate(model, tokenizer, conversations, *, max_new_tokens: int = 256, temperature: float = 0.0,
+def generate(model, tokenizer, conversations, *, max_new_tokens: int | None = None, temperature: float = 0.0,
              top_p: float = 1.0, n: int = 1, seed: int = 0, batch_size: int = 16, progress=True,
              banned_token_ids=None) -> list[Generation]:
-    """n generations per conversation, prompt-major: [c0 s0, c0 s1, ..., c1 s0, ...]."""
+    """n generations per conversation, prompt-major: [c0 s0, c0 s1, ..., c1 s0, ...]; max_new_tokens defaults to
+    the setting (token_budget)."""
     import torch
     if temperature == 0 and n > 1:
         raise ValueError("greedy decoding (temperature=0) gives n identical samples; set temperature > 0")
@@ -65,7 +73,7 @@ def generate(model, tokenizer, conversations, *, max_new_tokens: int = 256, temp
     # rows = (prompt index, sample index); sorted longest first so each batch holds similar lengths
     rows = sorted(((i, s) for i in range(len(prompts)) for s in range(n)), key=lambda r: (-len(prompts[r[0]]), r))
     out: dict[tuple[int, int], Generation] = {}
-    config = _generation_config(model, tokenizer, max_new_tokens, temperature, top_p)
+    config = _generation_config(model, tokenizer, token_budget(max_new_tokens), temperature, top_p)
     processors = _mask_processor(model, banned_token_ids)
     with _progress_bar(progress, len(rows)) as advance, torch.inference_mode():
         for b, start in enumerate(range(0, len(rows), batch_size)):

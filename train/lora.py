@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -23,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from traces.settings import SettingsError, as_dict, load_with_sources, resolve_path
+from train import dpo, lora_data, lora_runs
+from train.trainer import build, device_plan, finish_metrics, trainer_args
 
-TEMPLATE = Path(__file__).parent / "templates" / "smollm2_train.jinja"
-
-
-class QLoRAUnavailable(SettingsError):
-    pass
+# the one place that dispatches on the method: train/dpo.py knows DPO only and never imports this module
+METHODS = {"sft": ("sft",), "dpo": ("dpo",), "sft+dpo": ("sft", "dpo")}
+SFT_DONE = "sft-adapter"  # in the run folder: the finished SFT phase of sft+dpo (adapter + its metrics)
+DPO_DIR = "dpo"  # in the run folder: the DPO phase's checkpoints in sft+dpo
 
 
 class TrainingFailed(RuntimeError):
@@ -107,11 +109,10 @@ def run(argv: list[str]) -> RunResult:
 # ---------- plan ----------
 
 def make_plan(settings, sources=None, out=None, resume="auto", run_id=None) -> Plan:
-    from train import lora_data, lora_runs
     check_settings(settings)
     path = resolve_path(settings.training_set)
     settings = resolve_method(settings, path)
-    examples = lora_data.read_training_set(path) if settings.method == "sft" else _dpo().read_items(settings, path)
+    examples = read_items(settings, path)
     set_hash, s_hash = lora_data.set_hash(examples), lora_runs.settings_hash(settings)
     final = resolve_path(out) if out else None
     if final and final.exists():  # refuse before training, not after
@@ -135,10 +136,9 @@ def resolve_method(s, training_set: Path):
     guard (docs/benchmarks.md). DPO trains on the pairs only, so a set with few pairs trains with SFT."""
     if s.method != "auto":
         return s
-    from train import lora_data
-    pairs = _dpo().pairs_path(training_set)
+    pairs = dpo.pairs_path(training_set)
     examples = {x.id for x in lora_data.read_training_set(training_set) if x.origin == "example"}
-    paired = (_dpo().paired_examples(pairs) & examples) if pairs.is_file() else set()
+    paired = (dpo.paired_examples(pairs) & examples) if pairs.is_file() else set()
     method = "dpo" if examples and len(paired) >= len(examples) / 2 else "sft"
     if is_main_process():
         from rich.console import Console
@@ -153,30 +153,38 @@ def check_settings(s) -> None:
     if s.precision not in ("auto", "bf16", "fp32"):
         raise SettingsError(f"precision={s.precision!r}: expected 'auto', 'bf16' or 'fp32'")
     if s.method != "auto":  # resolved by resolve_method once the training set is known
-        _dpo().check_method(s.method)
+        check_method(s.method)
     if not 0 <= s.val_fraction < 1 or not 0 <= s.warmup_ratio < 1:
         raise SettingsError("val_fraction and warmup_ratio must be in [0, 1)")
     if s.lora_r < 1 or s.batch_size_train < 1 or s.grad_accum < 1 or s.max_length < 16 or s.save_steps < 1:
         raise SettingsError("lora_r, batch_size_train, grad_accum, save_steps must be >= 1 and max_length >= 16")
 
 
-def device_plan(s) -> dict:
-    """cuda / quantize / bf16 for this machine; QLoRA without CUDA is an error unless allow_cpu_fallback."""
-    import torch
-    cuda = torch.cuda.is_available()
-    quantize = s.quantization == "nf4"
-    if quantize and not cuda:
-        if not s.allow_cpu_fallback:
-            raise QLoRAUnavailable("QLoRA needs a CUDA GPU: quantization='nf4' loads the base in 4-bit through "
-                                   "bitsandbytes, and no CUDA device is visible. Use quantization='none', or set "
-                                   "allow_cpu_fallback=true (--allow-cpu-fallback) to train plain LoRA instead.")
-        from rich.console import Console
-        Console(stderr=True).print("[yellow]warning:[/] QLoRA needs a CUDA GPU; none is visible, so this run "
-                                   "trains plain LoRA on the full-precision base (allow_cpu_fallback=true)")
-        quantize = False
-    from train.precision import choose
-    bf16 = choose(s.precision, cuda)[0]  # CPU: bf16 autocast only with amx_bf16 / avx512_bf16
-    return {"cuda": cuda, "quantize": quantize, "bf16": bf16}
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise SettingsError(f"method={method!r}: expected one of {', '.join(repr(m) for m in METHODS)}")
+
+
+def read_items(s, training_set: Path) -> list:
+    """What a run trains on: the SFT examples (sft phase), then the pairs (dpo phase), as one list whose
+    split is the one publish() records."""
+    phases = METHODS[s.method]
+    items = lora_data.read_training_set(training_set) if "sft" in phases else []
+    if "dpo" in phases:
+        items += dpo.read_pairs(dpo.pairs_path(training_set), lora_data.manifest_path(training_set))
+        train_items, _ = _sets(items, s, "pair")
+        if not train_items:
+            raise lora_data.TrainingSetError(
+                f"{dpo.pairs_path(training_set)}: every pair fell into the validation split "
+                f"(val_fraction={s.val_fraction}): export more pairs or lower val_fraction")
+    return items
+
+
+def _sets(items: list, s, origin: str) -> tuple[list, list]:
+    """(train, validation) items of one kind, from the split of the whole list (train.lora_data.split)."""
+    train_items, val = lora_data.split(items, s.val_fraction, s.seed)
+    pick = (lambda x: x.origin == "pair") if origin == "pair" else (lambda x: x.origin != "pair")
+    return [x for x in train_items if pick(x)], [x for x in val if pick(x)]
 
 
 # ---------- scale-out (multi-GPU; not exercised on the CPU machines this was written on) ----------
@@ -213,7 +221,6 @@ def relaunch(s, argv: list[str], plan: Plan) -> int:
 
 def train(plan: Plan, callbacks=(), progress: bool = True, keep_trainer: bool = False) -> RunResult:
     """Train, then publish the adapter or record the failure. DB connections are opened only around the run."""
-    from train import lora_runs
     from train.models import fingerprint, resolve
     s, main_rank = plan.settings, is_main_process()
     tmp = lora_runs.tmp_dir(plan.adapters_dir, plan.run_id)
@@ -223,11 +230,7 @@ def train(plan: Plan, callbacks=(), progress: bool = True, keep_trainer: bool = 
         lora_runs.start_tmp(tmp, plan.run_id, plan.set_hash, plan.settings_hash)
         lora_runs.db_start(plan.run_id, s.model, fp, plan.training_set, plan.set_hash, as_dict(s), plan.examples)
     try:
-        if s.method == "sft":
-            trainer, guard, recorder = build_trainer(plan, base_folder, tmp, callbacks, progress)
-            trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
-        else:  # dpo, sft+dpo: train/dpo.py runs the phases
-            trainer, guard, recorder = _dpo().fit(plan, base_folder, tmp, callbacks, progress)
+        trainer, guard, recorder = fit(plan, base_folder, tmp, callbacks, progress)
         if guard.failure:
             raise TrainingFailed(guard.failure)
         metrics = finish_metrics(trainer, recorder, plan)
@@ -246,7 +249,6 @@ def train(plan: Plan, callbacks=(), progress: bool = True, keep_trainer: bool = 
 
 
 def _failed(plan: Plan, tmp: Path, error: str, metrics: dict, discard: bool) -> RunResult:
-    from train import lora_runs
     if is_main_process():
         if discard:  # its checkpoints lead to the same NaN: nothing there is worth resuming
             shutil.rmtree(tmp, ignore_errors=True)
@@ -254,118 +256,79 @@ def _failed(plan: Plan, tmp: Path, error: str, metrics: dict, discard: bool) -> 
     return RunResult(plan.run_id, "failed", None, metrics, error)
 
 
-def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progress=True, sets=None):
-    import datasets
-    from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
-    from train import lora_callbacks, lora_data
+def fit(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progress: bool = True):
+    """Run the plan's phases; returns the last phase's (trainer, NaN guard, recorder) for train() to publish."""
     s = plan.settings
-    if s.cpu_threads > 0:
-        import torch
-        torch.set_num_threads(s.cpu_threads)
-    datasets.disable_progress_bars()  # a handful of map() calls; the rich bar is the one progress display
-    dev = device_plan(s)
-    model = load_base(base_folder, s, dev)
-    tokenizer = training_tokenizer(base_folder)
-    # sets: (train, validation) chosen by the caller (sft+dpo's SFT phase); else the split publish() records
-    train_set, val_set = sets if sets is not None else lora_data.split(plan.examples, s.val_fraction, s.seed)
-    guard, recorder = lora_callbacks.NonFiniteGuard(), lora_callbacks.MetricsRecorder()
-    cbs = [guard, recorder, *callbacks]
-    if progress:
-        cbs.append(lora_callbacks.RichProgress(recorder))
-    if val_set and s.patience > 0:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=s.patience))
-    trainer = SFTTrainer(model=model, args=sft_config(s, tmp, dev, bool(val_set)), processing_class=tokenizer,
-                         train_dataset=_dataset(train_set), eval_dataset=_dataset(val_set) if val_set else None,
-                         peft_config=lora_config(s), callbacks=cbs)
-    for cb in (PrinterCallback, ProgressCallback):  # our rich bar replaces them
-        trainer.remove_callback(cb)
+    if s.method == "sft+dpo":
+        return _sft_then_dpo(plan, base_folder, tmp, callbacks, progress)
+    if s.method == "sft":
+        trainer, guard, recorder = build_trainer(plan, base_folder, tmp, callbacks, progress)
+    else:
+        pairs = _sets(plan.examples, s, "pair")
+        trainer, guard, recorder = dpo.build_trainer(plan, base_folder, tmp, pairs, callbacks, progress)
+    trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
     return trainer, guard, recorder
+
+
+def _sft_then_dpo(plan: Plan, base_folder: Path, tmp: Path, callbacks, progress):
+    done = tmp / SFT_DONE
+    if not (done / "adapter_model.safetensors").is_file():
+        sft = _sets(plan.examples, plan.settings, "sft")
+        trainer, guard, recorder = build_trainer(plan, base_folder, tmp, callbacks, progress, sets=sft)
+        trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
+        if guard.failure:
+            return trainer, guard, recorder
+        _save_phase(trainer, finish_metrics(trainer, recorder, plan) | {"n_examples": len(sft[0] + sft[1])}, done)
+        del trainer
+    else:  # this session starts in the DPO phase: say so in metrics' resumed_from
+        plan.checkpoint = lora_runs.last_checkpoint(tmp / DPO_DIR) or done
+    sft_metrics = json.loads((done / "phase_metrics.json").read_text())
+    ckpt = lora_runs.last_checkpoint(tmp / DPO_DIR)
+    pairs = _sets(plan.examples, plan.settings, "pair")
+    trainer, guard, recorder = dpo.build_trainer(plan, base_folder, tmp / DPO_DIR, pairs, callbacks, progress,
+                                                 init_adapter=done)
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    return trainer, guard, PhasedRecorder(sft_metrics, recorder)
+
+
+def _save_phase(trainer, metrics: dict, folder: Path) -> None:
+    """The finished SFT adapter and its metrics, renamed into place in one step (a kill leaves none or all)."""
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    trainer.model.save_pretrained(str(part))
+    (part / "phase_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    part.rename(folder)
+
+
+class PhasedRecorder:
+    """sft+dpo metrics: the DPO recorder's figures at the top (what finish_metrics reads: `evals`, `summary()`),
+    each step and eval tagged with its phase, and each phase's headline figures under `phases`."""
+
+    def __init__(self, sft_metrics: dict, dpo_recorder):
+        self.sft, self.dpo = sft_metrics, dpo_recorder
+        self.evals = dpo_recorder.evals  # finish_metrics compares these with the DPO trainer's step
+
+    def summary(self) -> dict:
+        dpo_m = self.dpo.summary()
+        tag = lambda rows, phase: [r | {"phase": phase} for r in rows]  # noqa: E731
+        headline = lambda m: {k: v for k, v in m.items() if k not in ("steps", "evals")}  # noqa: E731
+        return dpo_m | {"steps": tag(self.sft.get("steps", []), "sft") + tag(dpo_m["steps"], "dpo"),
+                        "evals": tag(self.sft.get("evals", []), "sft") + tag(dpo_m["evals"], "dpo"),
+                        "phases": {"sft": headline(self.sft), "dpo": headline(dpo_m)}}
+
+
+def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progress=True, sets=None):
+    """SFTTrainer on the base + a fresh LoRA adapter. `sets`: (train, validation) chosen by the caller (sft+dpo's
+    SFT phase); else the split publish() records."""
+    from trl import SFTTrainer
+    s = plan.settings
+    sets = sets if sets is not None else lora_data.split(plan.examples, s.val_fraction, s.seed)
+    return build(SFTTrainer, sft_config, s, base_folder, tmp, sets, _dataset, callbacks, progress)
 
 
 def _dataset(examples):
     from datasets import Dataset
     return Dataset.from_list([{"messages": ex.messages} for ex in examples])
-
-
-def load_base(folder: Path, s, dev: dict):
-    """fp32 on CPU; bf16 on a GPU; 4-bit NF4 with bf16 compute for QLoRA."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    if dev["quantize"]:
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=torch.bfloat16,
-                                                     device_map={"": int(os.environ.get("LOCAL_RANK", 0))})
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing)
-    dtype = torch.bfloat16 if dev["bf16"] and dev["cuda"] else torch.float32
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-
-
-def training_tokenizer(folder: Path):
-    """The base tokenizer with a chat template whose {% generation %} markers cover each reply and its <|im_end|>."""
-    from transformers import AutoTokenizer
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-    tok = AutoTokenizer.from_pretrained(folder)
-    tok.padding_side = "right"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if has_generation_markers(tok.chat_template or ""):
-        return tok
-    ours = TEMPLATE.read_text()
-    if _renders_same(tok, ours):
-        tok.chat_template = ours
-        return tok
-    try:  # another base model: TRL ships marked templates for the common families
-        patched = get_training_chat_template(tok)
-    except Exception as e:
-        raise SettingsError(f"the chat template of {folder} has no {{% generation %}} markers and no training "
-                            f"template is known for it ({e}); add one next to {TEMPLATE}") from None
-    if patched:
-        tok.chat_template = patched
-    return tok
-
-
-def _renders_same(tok, template: str) -> bool:
-    probe = [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-              {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
-             [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
-              {"role": "assistant", "content": "b"}]]
-    try:
-        return all(tok.apply_chat_template(c, tokenize=False) ==
-                   tok.apply_chat_template(c, tokenize=False, chat_template=template) for c in probe)
-    except Exception:
-        return False
-
-
-def lora_config(s):
-    from peft import LoraConfig
-    targets = s.target_modules if s.target_modules == "all-linear" else \
-        [m.strip() for m in s.target_modules.split(",") if m.strip()]
-    return LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
-
-
-def trainer_args(s, out_dir: Path, dev: dict, has_val: bool) -> dict:
-    """The TrainingArguments SFT and DPO share: device, batching, schedule, logging, checkpoints, evaluation."""
-    return dict(
-        output_dir=str(out_dir), seed=s.seed, data_seed=s.seed, report_to="none", disable_tqdm=True,
-        log_level="warning", use_cpu=not dev["cuda"], bf16=dev["bf16"], fp16=False,
-        per_device_train_batch_size=s.batch_size_train, per_device_eval_batch_size=s.batch_size_train,
-        gradient_accumulation_steps=s.grad_accum, activation_checkpointing=s.gradient_checkpointing,
-        learning_rate=s.lr, lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
-        num_train_epochs=s.epochs, max_steps=s.max_steps,
-        # every step is logged so the NaN guard sees each loss (and must see it unfiltered)
-        logging_steps=1, logging_nan_inf_filter=False, include_num_input_tokens_seen="non_padding",
-        save_strategy="steps", save_steps=s.save_steps, save_total_limit=2,
-        eval_strategy="steps" if has_val else "no", eval_steps=s.save_steps if has_val else None,
-        load_best_model_at_end=has_val, metric_for_best_model="eval_loss" if has_val else None,
-        greater_is_better=False if has_val else None,
-        ddp_find_unused_parameters=False, dataloader_num_workers=0,
-    )
 
 
 def sft_config(s, tmp: Path, dev: dict, has_val: bool):
@@ -380,25 +343,7 @@ def sft_config(s, tmp: Path, dev: dict, has_val: bool):
 
 # ---------- outputs ----------
 
-def finish_metrics(trainer, recorder, plan: Plan) -> dict:
-    metrics = recorder.summary()
-    if trainer.eval_dataset is not None and not any(e["step"] == trainer.state.global_step for e in recorder.evals):
-        final = trainer.evaluate()  # the (best, when load_best_model_at_end) adapter on the validation split
-        metrics["final_eval_loss"] = final.get("eval_loss")
-    elif recorder.evals:
-        metrics["final_eval_loss"] = recorder.evals[-1]["eval_loss"]
-    metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name \
-        if trainer.state.best_model_checkpoint else None
-    metrics["stopped_early"] = trainer.state.global_step < trainer.state.max_steps
-    metrics["resumed_from"] = plan.checkpoint.name if plan.checkpoint else None
-    metrics["n_examples"] = len(plan.examples)
-    metrics["precision"] = "bf16" if trainer.args.bf16 else "fp32"  # what precision="auto" chose on this machine
-    return metrics
-
-
 def publish(plan: Plan, trainer, tmp: Path, base_folder: Path, metrics: dict) -> None:
-    import json
-    from train import lora_data, lora_runs
     from traces.hashing import adapter_hash
     from train.models import write_adapter_manifest
     out = tmp / "publish"
@@ -438,11 +383,6 @@ def show(result: RunResult) -> None:
     if result.error:
         from rich.markup import escape
         Console(stderr=True).print(f"[red]error:[/] {escape(result.error)}", highlight=False)
-
-
-def _dpo():
-    from train import dpo  # light at import; torch/TRL load inside its functions
-    return dpo
 
 
 def _f(x) -> str:

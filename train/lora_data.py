@@ -27,10 +27,19 @@ class Example:
     content_hash: str
 
 
+def canonical(messages: list) -> list:
+    """Role + content of each message: what a hash covers and what the trainer sees (extra keys dropped)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def digest(value) -> str:
+    """sha256 of canonical JSON (sorted keys), the form of every content hash in a training set's manifest."""
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
 def content_hash(messages: list) -> str:
     """sha256 of the conversation as canonical JSON (role + content only, so key order and extras don't matter)."""
-    canon = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return hashlib.sha256(json.dumps(canon, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+    return digest(canonical(messages))
 
 
 def manifest_path(path: Path) -> Path:
@@ -42,19 +51,25 @@ def read_training_set(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training set {path} does not exist (write it with `make export`)")
-    examples, seen = [], set()
+    examples = read_lines(path, _parse_line)
+    if not examples:
+        raise TrainingSetError(f"{path}: the training set is empty")
+    return _apply_manifest(examples, manifest_path(path))
+
+
+def read_lines(path: Path, parse) -> list:
+    """Each non-blank line of a JSONL file through `parse(line, "file:line")`; ids must be unique in the file."""
+    items, seen = [], set()
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            ex = _parse_line(line, f"{path}:{lineno}")
-            if ex.id in seen:
-                raise TrainingSetError(f"{path}:{lineno}: field 'id': duplicate id {ex.id!r}")
-            seen.add(ex.id)
-            examples.append(ex)
-    if not examples:
-        raise TrainingSetError(f"{path}: the training set is empty")
-    return _apply_manifest(examples, manifest_path(path))
+            item = parse(line, f"{path}:{lineno}")
+            if item.id in seen:
+                raise TrainingSetError(f"{path}:{lineno}: field 'id': duplicate id {item.id!r}")
+            seen.add(item.id)
+            items.append(item)
+    return items
 
 
 def json_object(line: str, where: str) -> dict:
@@ -70,28 +85,35 @@ def json_object(line: str, where: str) -> dict:
 
 def _parse_line(line: str, where: str) -> Example:
     row = json_object(line, where)
-    messages = row.get("messages")
-    _check_messages(messages, where)
-    ex_id = row.get("id")
-    if not isinstance(ex_id, (str, int)) or ex_id == "":
-        raise TrainingSetError(f"{where}: field 'id': missing or not a string")
+    msgs = messages(row, "messages", where)
+    if not any(m["role"] == "assistant" for m in msgs):
+        raise TrainingSetError(f"{where}: field 'messages': no assistant turn to learn from")
+    ex_id = item_id(row, where)
     origin = row.get("origin", "example")
     if origin not in ORIGINS:
         raise TrainingSetError(f"{where}: field 'origin': {origin!r} is not one of {sorted(ORIGINS)}")
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return Example(str(ex_id), origin, msgs, content_hash(msgs))
+    return Example(ex_id, origin, msgs, content_hash(msgs))
 
 
-def _check_messages(messages, where: str) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise TrainingSetError(f"{where}: field 'messages': missing or not a non-empty list")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise TrainingSetError(f"{where}: field 'messages[{i}].role': expected one of {sorted(ROLES)}")
+def item_id(row: dict, where: str) -> str:
+    """The row's `id` (a training example's or a preference pair's) as a string."""
+    value = row.get("id")
+    if not isinstance(value, (str, int)) or value == "":
+        raise TrainingSetError(f"{where}: field 'id': missing or not a string")
+    return str(value)
+
+
+def messages(row: dict, key: str, where: str, roles: set = ROLES) -> list:
+    """row[key] checked as a non-empty list of chat messages with these roles, in canonical form."""
+    msgs = row.get(key)
+    if not isinstance(msgs, list) or not msgs:
+        raise TrainingSetError(f"{where}: field '{key}': missing or not a non-empty list of messages")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in roles:
+            raise TrainingSetError(f"{where}: field '{key}[{i}].role': expected one of {sorted(roles)}")
         if not isinstance(m.get("content"), str):
-            raise TrainingSetError(f"{where}: field 'messages[{i}].content': expected a string")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise TrainingSetError(f"{where}: field 'messages': no assistant turn to learn from")
+            raise TrainingSetError(f"{where}: field '{key}[{i}].content': expected a string")
+    return canonical(msgs)
 
 
 def _apply_manifest(examples: list[Example], path: Path) -> list[Example]:

@@ -30,9 +30,9 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADAPTER_MANIFEST = "mend_adapter.json"
 # config keys that change when a folder is re-saved, not when the weights change
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "use_cache"}
-# SmolLM2's own generation defaults: <|im_start|>=1, <|im_end|>=2 (end of turn, also the pad token)
-GENERATION_CONFIG = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "do_sample": False,
-                     "max_new_tokens": 256}
+# SmolLM2's own generation defaults: <|im_start|>=1, <|im_end|>=2 (end of turn, also the pad token). No token budget:
+# mend passes its one budget, the setting `[tool.mend.train] max_new_tokens`, with every generate call
+GENERATION_CONFIG = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "do_sample": False}
 
 
 class ModelError(RuntimeError):
