@@ -6,7 +6,7 @@ COMMANDS = {
     "clusters": ("evals.clusters:main", "group seed failures into labelled clusters; assign holdout failures"),
     "report": ("evals.reports:main", "pass rates per suite and check with Wilson 95% intervals"),
     "compare": ("evals.reports:compare_main", "paired deltas and McNemar p-values between two runs"),
-    "gate": ("evals.gate:main", "PROMOTE or REJECT a candidate against a baseline on the holdout split"),
+    "gate": ("evals.gate_cli:main", "PROMOTE or REJECT a candidate against a baseline on the holdout split"),
     "registry": ("evals.registry:main", "promote | rollback | list the production model"),
     "sample-traffic": ("evals.traffic:main", "write an OpenAI chat log of the student answering N prompts"),
     "setup-nltk": ("evals.nltk_offline:main", "build the offline NLTK sentence tokenizer data (run by make setup)"),

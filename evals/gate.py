@@ -1,15 +1,14 @@
-"""python -m evals gate --candidate REF [--adapter PATH] --baseline production [--suite NAME ...] [--json] [--report FILE]
+"""The gate: compare a candidate with a baseline on the holdout split, apply the policy, store the decision.
 
-PROMOTE or REJECT a candidate against a baseline on the holdout split. Exit 0 = PROMOTE, 1 = REJECT,
-2 = the gate could not decide (incomplete runs, suite version mismatch, a holdout too small for the test
-to ever reach alpha, a guard that failed to run, or any crash). `--json` / `--report FILE` give the decision
-as a JSON object for CI (see CONTRACT below, also printed by `--help`).
+`run_gate` is the Python entry point (the nightly calls it); the command line and its exit codes are
+evals.gate_cli, the JSON report CI reads is evals.gate_report, the statistics are evals.stats and finding an
+eval run to reuse is evals.runs.
 
 Both models are evaluated greedily on the holdout traces with every configured suite. A complete eval run
 with the same (model, adapter hash, suite version, split, generation settings) is reused; the rest is run.
 The logged responses of the traffic count as the base model's run when the baseline is the base model
 without an adapter and every holdout trace's `metadata.generation` says it was produced greedily by that
-model (see `_logged_matches`); otherwise the baseline is regenerated.
+model (see `evals.runs._logged_matches`); otherwise the baseline is regenerated.
 
 Statistics, per suite (trace-level: a trace passes when all its checks pass) and per target cluster (the
 cluster's check on the holdout traces assigned to it): pass-rate delta in points, the exact two-sided
@@ -20,60 +19,24 @@ the lm-eval perplexity guard and the drift guard stay within tolerance.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import math
-import os
-import sys
-import traceback
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from evals.clusters import assign_holdout
 from evals.runner import SuiteSkipped, run_suite
-from evals.stats import mcnemar_exact, wilson  # noqa: F401  (wilson: used by tests and the report)
+from evals.runs import find_run, holdout_results, holdout_selection
+from evals.stats import compare, min_discordant
 from traces import store
 from traces.hashing import adapter_hash
 from traces.settings import as_dict, load, resolve_path
-from traces.terminal import safe
 from train.generate import greedy_settings
 
 
 class GateError(RuntimeError):
     """The gate cannot decide; exit code 2."""
-
-
-# ---------------------------------------------------------------- statistics
-def min_discordant(alpha: float) -> int:
-    """Smallest n with 2 * 0.5**n < alpha: fewer paired items can never be significant."""
-    return math.floor(math.log2(2 / alpha)) + 1
-
-
-def paired_bootstrap(base: np.ndarray, cand: np.ndarray, iters: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the pass-rate delta in points, resampling paired items."""
-    from evals.stats import paired_bootstrap as bootstrap
-    _, lo, hi = bootstrap(base, cand, n_boot=iters, seed=seed)
-    return 100 * lo, 100 * hi
-
-
-def compare(base: np.ndarray, cand: np.ndarray, iters: int = 2000) -> dict:
-    """Paired comparison of two boolean vectors over the same items."""
-    base, cand = np.asarray(base, bool), np.asarray(cand, bool)
-    n = len(base)
-    fixes, breaks = int((~base & cand).sum()), int((base & ~cand).sum())
-    b_rate = 100 * base.mean() if n else 0.0
-    c_rate = 100 * cand.mean() if n else 0.0
-    lo, hi = paired_bootstrap(base, cand, iters)
-    return {"n": n, "base_pass": int(base.sum()), "cand_pass": int(cand.sum()),
-            "base_rate": round(float(b_rate), 2), "cand_rate": round(float(c_rate), 2),
-            "delta": round(float(c_rate - b_rate), 2), "fixes": fixes, "breaks": breaks,
-            "p": mcnemar_exact(fixes, breaks), "ci": [round(lo, 2), round(hi, 2)]}
 
 
 # ---------------------------------------------------------------- eval runs
@@ -87,86 +50,11 @@ def suite_version(suite: str) -> str:
         raise GateError(str(e)) from None
 
 
-def _same_gen(stored, wanted: dict, exact: bool = True) -> bool:
-    """exact: the stored settings are the wanted ones; else every wanted key is present with the same value
-    (a trace's metadata.generation may carry more, e.g. the model or a seed)."""
-    stored = json.loads(stored) if isinstance(stored, str) else (stored or {})
-    if exact:
-        return stored == wanted
-    return all(k in stored and stored[k] == v for k, v in wanted.items())
-
-
-def find_run(con, suite: str, version: str, model_ref: str, a_hash: str | None, gen: dict,
-             base_ref: str, wanted: list[str] | None = None) -> tuple[str | None, str | None]:
-    """(complete run id, None) to reuse, or (None, why-not) — why-not names an incomplete run if one exists.
-    With `wanted` trace ids, a run is reused only if it scored all of them."""
-    rows = con.execute("""SELECT run_id, status, gen_settings FROM eval_runs
-                          WHERE suite = ? AND suite_version = ? AND mode = 'generate' AND model_ref = ?
-                            AND adapter_hash IS NOT DISTINCT FROM ? AND split IN ('holdout', 'all')
-                          ORDER BY started_at DESC""", [suite, version, model_ref, a_hash]).fetchall()
-    for run_id, status, gs in rows:
-        if status == "complete" and _same_gen(gs, gen) and _covers(con, run_id, wanted):
-            return run_id, None
-    if a_hash is None and model_ref == base_ref:
-        run_id = _logged_run(con, suite, version, model_ref, gen)
-        if run_id and _covers(con, run_id, wanted):
-            return run_id, None
-    stale = [r[0] for r in rows if r[1] != "complete"]
-    return None, (f"incomplete run {stale[0]}" if stale else "no run yet")
-
-
-def _covers(con, run_id: str, wanted: list[str] | None) -> bool:
-    if not wanted:
-        return True
-    n = con.execute("""SELECT count(DISTINCT trace_id) FROM results WHERE run_id = ?
-                       AND list_contains(?, trace_id)""", [run_id, wanted]).fetchone()[0]
-    return n == len(set(wanted))
-
-
-def holdout_selection(suite: str, clusters: list[str], limit: int) -> list[str] | None:
-    """At most `limit` holdout trace ids of the suite: members of the target clusters first (so the target
-    test keeps its power), then a fixed pseudo-random order (hash of the trace id). None = all of them."""
-    if limit <= 0:
-        return None
-    from evals.suites import load as load_suite, selection_sql
-    sql, params = selection_sql(load_suite(suite), "holdout")
-    with store.connect(read_only=True) as con:
-        rows = con.execute(f"""SELECT s.trace_id FROM ({sql}) s ORDER BY
-                                 s.trace_id IN (SELECT trace_id FROM cluster_members
-                                                WHERE list_contains(?, cluster_id)) DESC,
-                                 hash(s.trace_id) LIMIT {int(limit)}""", [*params, clusters]).fetchall()
-    return [r[0] for r in rows]
-
-
-def _logged_run(con, suite: str, version: str, model_ref: str, gen: dict) -> str | None:
-    for (run_id,) in con.execute("""SELECT run_id FROM eval_runs WHERE suite = ? AND suite_version = ?
-                                    AND mode = 'logged' AND status = 'complete' AND split IN ('holdout', 'all')
-                                    ORDER BY started_at DESC""", [suite, version]).fetchall():
-        if _logged_matches(con, run_id, model_ref, gen):
-            return run_id
-    return None
-
-
-def _logged_matches(con, run_id: str, model_ref: str, gen: dict) -> bool:
-    """Logged responses stand for the base model only if every scored holdout trace says (metadata.generation)
-    it was generated by that model with the same greedy settings; `model` may also be the trace's model field."""
-    rows = con.execute("""SELECT DISTINCT t.trace_id, t.model, json_extract(t.metadata, '$.generation')
-                          FROM results r JOIN traces t USING (trace_id)
-                          WHERE r.run_id = ? AND t.split = 'holdout'""", [run_id]).fetchall()
-    if not rows:
-        return False
-    for _, model, g in rows:
-        g = json.loads(g) if isinstance(g, str) else (g or {})
-        if not g or (g.get("model") or model) != model_ref:
-            return False
-        if not _same_gen(g, gen, exact=False):
-            return False
-    return True
-
-
-def run_missing(suite: str, model_ref: str, adapter: str | None, trace_ids: list[str] | None = None) -> str:
-    """Evaluate (model, adapter) greedily on the suite's holdout traces (or these of them) with the runner."""
-    return run_suite(suite, "holdout", model=model_ref, adapter=adapter, trace_ids=trace_ids)
+def run_missing(suite: str, side: Side, trace_ids: list[str] | None = None) -> str:
+    """Evaluate (model, adapter) greedily on the suite's holdout traces (or these of them) with the runner.
+    The side's adapter hash is passed down: the weights are hashed once per gate run, not once per suite."""
+    return run_suite(suite, "holdout", model=side.ref, adapter=side.adapter, trace_ids=trace_ids,
+                     a_hash=side.adapter_hash)
 
 
 def check_run(con, run_id: str) -> tuple[str, str]:
@@ -177,14 +65,6 @@ def check_run(con, run_id: str) -> tuple[str, str]:
         raise GateError(f"eval run {run_id} is {row[0]}, not complete: resume it with `python -m evals run` "
                         "or let the gate run it")
     return row
-
-
-def holdout_results(con, run_id: str) -> dict[tuple[str, int], tuple[str, bool]]:
-    """(trace_id, check_idx) -> (check_id, passed), holdout traces only (a logged run may cover 'all')."""
-    rows = con.execute("""SELECT r.trace_id, r.check_idx, r.check_id, r.passed FROM results r
-                          JOIN traces t USING (trace_id) WHERE r.run_id = ? AND t.split = 'holdout'""",
-                       [run_id]).fetchall()
-    return {(t, i): (c, bool(p)) for t, i, c, p in rows}
 
 
 # ---------------------------------------------------------------- comparison
@@ -332,7 +212,7 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
                 raise GateError(f"no complete holdout run of suite {suite} for {side.ref} "
                                 f"+ {side.adapter or 'no adapter'} ({why}); run without --no-run")
             try:
-                run_id = run_missing(suite, side.ref, side.adapter, subset)
+                run_id = run_missing(suite, side, subset)
             except SuiteSkipped as e:  # this suite cannot run here (e.g. the judge without an endpoint)
                 side.skipped[suite] = str(e)
                 continue
@@ -461,221 +341,3 @@ def run_guards(base: Side, cand: Side, s) -> dict:
     except guards.GuardError as e:
         raise GateError(f"guard could not run: {e}") from e
     return out
-
-
-# ---------------------------------------------------------------- terminal
-
-def print_result(result: dict, console: Console) -> None:
-    """Table, verdict and reasons. Labels come from trace text and refs from users: every one goes through
-    `safe` (a `[link=…]` label must not become a live hyperlink, an ESC must not clear the screen)."""
-    comp: Comparison = result["comparison"]
-    cand, base = result["candidate"], result["baseline"]
-    table = Table(title=safe(f"gate: {cand.ref} + {cand.adapter or 'no adapter'} vs "
-                             f"{base.ref} + {base.adapter or 'no adapter'} (holdout)"))
-    for col in ["scope", "n", "before %", "after %", "delta pts", "95% CI", "fixed/broken", "McNemar p"]:
-        table.add_column(col, justify="left" if col == "scope" else "right")
-    rows = [(f"suite {k}", v) for k, v in comp.suites.items()]
-    rows += [(f"cluster {v['label']}", v) for v in comp.clusters.values()]
-    rows += [("pooled targets", comp.target)] if comp.target else []
-    for name, g in rows:
-        table.add_row(safe(name), str(g["n"]), f"{g['base_rate']:.1f}", f"{g['cand_rate']:.1f}",
-                      f"{g['delta']:+.1f}", f"[{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]", f"{g['fixes']}/{g['breaks']}",
-                      f"{g['p']:.3g}")
-    console.print(table)
-    colour = "green" if result["verdict"] == "PROMOTE" else "red"
-    console.print(f"[bold {colour}]{result['verdict']}[/]  (decision {safe(result['decision_id'])})")
-    for r in result["reasons"]:
-        console.print(f"  {'[green]' if r.startswith('ok') else '[red]'}{safe(r)}[/]")
-
-
-# ---------------------------------------------------------------- the CI contract: exit code and JSON report
-
-EXIT_CODES = {"PROMOTE": 0, "REJECT": 1, "ERROR": 2}
-REPORT_VERSION = 1  # bump when a key of the JSON report changes meaning or disappears
-
-CONTRACT = """exit codes (the deployment contract):
-  0  PROMOTE: deploy the candidate
-  1  REJECT: the gate decided against the candidate
-  2  no decision: a refusal (incomplete runs, suite version mismatch, holdout too small, a guard that could
-     not run, bad arguments) or any crash; the message is on stderr. Never 1, so a crash is never read as a
-     REJECT. Ctrl-C exits 130, like every mend command.
-
---json prints one JSON object to stdout (the table and progress go to stderr); --report FILE writes the
-same object to FILE (removed first, written atomically). Keys: report_version, verdict (PROMOTE | REJECT |
-ERROR), exit_code (what this process exits with: act on it), decision_id (the gate_decisions row; null if
-the gate stopped before storing one), reasons (one line per rule, "ok: ..." or "FAIL: ..."), error (null,
-or why there is no decision), candidate / baseline ({ref, adapter, adapter_hash, eval_runs: {suite: run
-id}, skipped_suites}), train_run, suites ({suite: figures}), clusters ({cluster id: figures + label,
-check_id}), target (pooled target figures), guards ({name: {ok, summary, ...}}). Figures: n, base_pass,
-cand_pass, base_rate, cand_rate (%), delta (points), ci ([lo, hi] points, paired bootstrap 95%), fixes,
-breaks, p (exact McNemar); suites add unpaired.
-
-Through make: `make gate` writes this report to data/gate-report.json and the gate's own exit code to
-data/gate-exit-code (make itself turns every failing recipe into 2)."""
-
-
-def result_report(result: dict) -> dict:
-    """The JSON report of a decided gate (PROMOTE or REJECT)."""
-    comp: Comparison = result["comparison"]
-    return _report(result["verdict"], result["decision_id"], result["reasons"],
-                   candidate=_side_report(result["candidate"]), baseline=_side_report(result["baseline"]),
-                   train_run=result["train_run"], suites=comp.suites, clusters=comp.clusters, target=comp.target,
-                   guards=comp.guards)
-
-
-def error_report(error: BaseException, decision_id: str | None = None) -> dict:
-    """The JSON report when the gate could not decide: a refusal (GateError) or a crash."""
-    why = _error_text(error)
-    return _report("ERROR", getattr(error, "decision_id", None) or decision_id, [why], error=why)
-
-
-def _report(verdict: str, decision_id: str | None, reasons: list[str], **parts) -> dict:
-    out = {"report_version": REPORT_VERSION, "verdict": verdict, "exit_code": EXIT_CODES[verdict],
-           "decision_id": decision_id, "reasons": list(reasons), "error": None, "candidate": None,
-           "baseline": None, "train_run": None, "suites": {}, "clusters": {}, "target": None, "guards": {}}
-    out.update(parts)
-    return _plain(out)
-
-
-def _side_report(side: Side) -> dict:
-    return {"ref": side.ref, "adapter": side.adapter, "adapter_hash": side.adapter_hash,
-            "eval_runs": dict(side.runs), "skipped_suites": dict(side.skipped)}
-
-
-def _plain(x):
-    """JSON-safe values: numpy scalars as Python numbers, NaN/inf as null (strict JSON has neither)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x if x is None or isinstance(x, (str, int, float, bool)) else str(x)
-
-
-def _error_text(e: BaseException) -> str:
-    if isinstance(e, GateError):
-        return str(e)
-    frames = traceback.extract_tb(e.__traceback__)
-    where = f" (at {'/'.join(Path(frames[-1].filename).parts[-2:])}:{frames[-1].lineno})" if frames else ""
-    return f"the gate crashed before deciding: {type(e).__name__}: {e}{where}"
-
-
-def write_report(text: str, path: str) -> None:
-    """Write atomically: a CI job reading FILE never sees half a report."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr(enabled: bool):
-    """With --json, stdout carries the JSON object alone: whatever else the gate prints (the runner's
-    progress, library messages, even at the file-descriptor level) goes to stderr meanwhile."""
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m evals gate", description=__doc__.splitlines()[0],
-                                 epilog=CONTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidate", help="model ref (embedded name, folder, hub id or 'production'); default: the "
-                                        "student with the newest trained adapter")
-    ap.add_argument("--adapter", help="candidate LoRA adapter folder")
-    ap.add_argument("--baseline", default="production", help="baseline model ref (default: production)")
-    ap.add_argument("--baseline-adapter", help="baseline adapter folder (when the baseline is not 'production')")
-    ap.add_argument("--suite", action="append", help="suite to use (repeatable; default: every configured suite)")
-    ap.add_argument("--cluster", action="append", help="target cluster id (default: those the adapter trained on)")
-    ap.add_argument("--train-run", help="train run whose examples define the target clusters")
-    ap.add_argument("--baseline-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
-    ap.add_argument("--candidate-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
-    ap.add_argument("--no-run", action="store_true", help="never generate: refuse when a run is missing")
-    ap.add_argument("--no-guards", action="store_true", help="skip the lm-eval and drift guards")
-    for key in ["alpha", "min_improvement", "max_regression"]:
-        ap.add_argument(f"--{key.replace('_', '-')}", type=float, dest=f"gate_{key}")
-    ap.add_argument("--target-policy", dest="gate_target_policy", choices=["pooled", "all", "any"])
-    ap.add_argument("--json", action="store_true",
-                    help="print the decision as one JSON object on stdout (everything else goes to stderr)")
-    ap.add_argument("--report", metavar="FILE", help="also write that JSON object to FILE")
-    return ap.parse_args(argv)
-
-
-def _given(pairs: list[str]) -> dict:
-    out = {}
-    for p in pairs:
-        suite, _, run = p.partition("=")
-        if not run:
-            raise GateError(f"expected SUITE=RUN, got {p!r}")
-        out[suite] = run
-    return out
-
-
-def newest_candidate() -> tuple[str, str]:
-    """(base model, adapter) of the newest complete train run: what `make gate` compares by default."""
-    with store.connect(read_only=True) as con:
-        row = con.execute("""SELECT base_model, adapter_path FROM train_runs WHERE status = 'complete'
-                             AND adapter_path IS NOT NULL ORDER BY coalesce(finished_at, started_at) DESC
-                             LIMIT 1""").fetchone()
-    if row is None:
-        raise GateError("no --candidate given and no trained adapter yet (run `make train`)")
-    return load("train").model, row[1]
-
-
-def gate_from_args(args) -> dict:
-    flags = {k: v for k, v in vars(args).items() if k.startswith("gate_")}
-    if args.candidate is None:
-        args.candidate, args.adapter = newest_candidate()
-    given = {"baseline": _given(args.baseline_run), "candidate": _given(args.candidate_run)}
-    return run_gate(args.candidate, args.adapter, args.baseline, args.baseline_adapter, args.suite, args.cluster,
-                    args.train_run, not args.no_run, not args.no_guards, given, flags)
-
-
-def main(argv=None) -> int:
-    """Exit 0 PROMOTE, 1 REJECT, 2 no decision (a refusal or any crash: never REJECT's 1); see CONTRACT."""
-    args = parse_args(argv)
-    if args.report:
-        with contextlib.suppress(OSError):  # if it cannot go, writing the new one fails too: exit 2 then
-            Path(args.report).unlink(missing_ok=True)  # a stale report must never stand for this run
-    decision_id = None
-    with stdout_to_stderr(args.json):
-        try:
-            result = gate_from_args(args)
-            decision_id = result["decision_id"]
-            print_result(result, Console())
-            payload = result_report(result)
-        except Exception as e:  # a refusal (GateError) or a crash: no decision, exit 2
-            payload = error_report(e, decision_id)
-            Console(stderr=True, soft_wrap=True).print(
-                f"[red]gate error[/] (exit 2, no decision): {safe(payload['error'], newlines=True)}", highlight=False)
-    return emit(payload, args)
-
-
-def emit(payload: dict, args) -> int:
-    """--report FILE and --json; the exit code. A report that cannot be written is exit 2 (CI would read none)."""
-    if args.report:
-        try:
-            write_report(json.dumps(payload, indent=2, allow_nan=False) + "\n", args.report)
-        except (OSError, ValueError) as e:
-            payload = {**payload, "exit_code": 2, "error": f"could not write the report {args.report}: {e}"}
-            Console(stderr=True, soft_wrap=True).print(
-                f"[red]gate error[/] (exit 2): {safe(payload['error'])} (the verdict was {payload['verdict']})",
-                highlight=False)
-    if args.json:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        sys.stdout.flush()
-    return payload["exit_code"]

@@ -10,7 +10,7 @@ output scored). A run killed before it finishes stays `running` with a dead pid 
 `incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
 results and the `complete` status are written in one transaction.
 
-Python API (gate, nightly): run_suite(...) -> run_id, find_complete_run(...).
+Python API (gate, nightly): run_suite(...) -> run_id; evals.runs.find_run finds a complete run to reuse.
 """
 from __future__ import annotations
 
@@ -59,34 +59,13 @@ def new_run_id() -> str:
     return f"run-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _canonical(d) -> str:
-    return json.dumps(d or {}, sort_keys=True)
-
-
-def find_complete_run(suite: str, version: str, model_ref: str | None, adapter_hash: str | None, split: str,
-                      gen_settings: dict | None) -> str | None:
-    """The newest complete run with exactly these parameters (to reuse instead of re-running), or None."""
-    with store.connect() as con:
-        refresh_stale(con)
-        rows = con.execute("""SELECT run_id, gen_settings FROM eval_runs WHERE status = 'complete' AND suite = ?
-                              AND suite_version = ? AND model_ref IS NOT DISTINCT FROM ?
-                              AND adapter_hash IS NOT DISTINCT FROM ? AND split = ?
-                              ORDER BY finished_at DESC""", [suite, str(version), model_ref, adapter_hash,
-                                                             split]).fetchall()
-    want = _canonical(gen_settings)
-    for run_id, gs in rows:
-        if _canonical(store.json_value(gs)) == want:
-            return run_id
-    return None
-
-
-# ------------------------------------------------------------------ model refs
-
 # ------------------------------------------------------------------ the run
 
 def run_suite(suite, split: str | None = None, model: str | None = None, adapter: str | None = None,
-              limit: int | None = None, trace_ids=None, *, settings=None, progress: bool = True) -> str:
-    """Run one suite (name, path or Suite) and return its run_id. Raises SuiteSkipped when it cannot run."""
+              limit: int | None = None, trace_ids=None, *, settings=None, progress: bool = True,
+              a_hash: str | None = None) -> str:
+    """Run one suite (name, path or Suite) and return its run_id. Raises SuiteSkipped when it cannot run.
+    a_hash: the adapter's hash when the caller has it (the gate hashes each adapter once per decision)."""
     s = settings or settings_mod.load("evals")
     checks.load_check_modules(s.check_modules)
     suite = suite if isinstance(suite, suites.Suite) else suites.load(suite)
@@ -97,10 +76,11 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
     model_ref, adapter = resolve_ref(model, adapter) if model else (None, None)
     if adapter and not model_ref:
         raise ValueError("--adapter needs --model (the base model the adapter was trained on)")
+    a_hash = a_hash or adapter_hash(adapter)  # hashed here once: the run row and the generation cache use it
     traces = _select(suite, split, trace_ids, limit)
-    run_id = _start(suite, split, model_ref, adapter, len(traces), s)
+    run_id = _start(suite, split, model_ref, adapter, a_hash, len(traces), s)
     try:
-        outputs = _regenerate(traces, model_ref, adapter, s, progress) if model_ref else None
+        outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
         workers = 1 if model_ref else score_workers(s, len(traces))  # no fork after torch has run
         frame = score(suite, traces, outputs, progress=progress, workers=workers)
         _finish(run_id, frame)
@@ -129,7 +109,7 @@ def _select(suite, split, trace_ids, limit) -> list[dict]:
         return con.sql(sql, params=params).to_arrow_table().to_pylist()
 
 
-def _start(suite, split, model_ref, adapter, n, s) -> str:
+def _start(suite, split, model_ref, adapter, a_hash, n, s) -> str:
     run_id = new_run_id()
     gen = greedy_settings() if model_ref else None
     with store.connect() as con:
@@ -138,7 +118,7 @@ def _start(suite, split, model_ref, adapter, n, s) -> str:
                        adapter_hash, split, gen_settings, settings, status, n_traces, started_at, pid)
                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, now(), ?)""",
                     [run_id, suite.name, suite.version, "generate" if model_ref else "logged", model_ref,
-                     adapter, adapter_hash(adapter), split, json.dumps(gen) if gen else None,
+                     adapter, a_hash, split, json.dumps(gen) if gen else None,
                      json.dumps({**settings_mod.as_dict(s), "suite_sha256": suite.sha256}, default=str), n,
                      os.getpid()])
     return run_id
@@ -155,10 +135,10 @@ def conversation(trace: dict) -> list[dict]:
     return out or [{"role": "user", "content": trace.get("prompt") or ""}]
 
 
-def generation_cache(model_ref: str, adapter: str | None, s) -> Path:
-    """JSONL of finished generations for (model, adapter weights, generation settings): a killed --model run
-    started again regenerates only what is missing (greedy, so a cached answer is the answer)."""
-    key = json.dumps([model_ref, adapter_hash(adapter), greedy_settings()], sort_keys=True)
+def generation_cache(model_ref: str, a_hash: str | None) -> Path:
+    """JSONL of finished generations for (model, adapter weights by their hash, generation settings): a killed
+    --model run started again regenerates only what is missing (greedy, so a cached answer is the answer)."""
+    key = json.dumps([model_ref, a_hash, greedy_settings()], sort_keys=True)
     # next to the store (data/cache/evals by default), so a test's or a user's own MEND_DB keeps its own cache
     return db_path().parent / "cache" / "evals" / f"gen-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
@@ -179,11 +159,11 @@ def _read_cache(path: Path) -> dict[str, str]:
     return done
 
 
-def _regenerate(traces, model_ref, adapter, s, progress) -> list[str]:
+def _regenerate(traces, model_ref, adapter, a_hash, s, progress) -> list[str]:
     """Greedy responses for every trace, in chunks appended to the generation cache as they finish."""
     convs = [conversation(t) for t in traces]
     keys = [_conversation_key(c) for c in convs]
-    path = generation_cache(model_ref, adapter, s)
+    path = generation_cache(model_ref, a_hash)
     done = _read_cache(path)
     todo = list(dict.fromkeys(k for k in keys if k not in done))  # unique, in order
     if todo:

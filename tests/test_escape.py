@@ -125,7 +125,7 @@ def test_synth_progress_bar_escapes_the_label():
 
 
 def _gate_cli(*extra):
-    from evals import gate
+    from evals import gate_cli
     runs = scenario(candidate_fixes=15)
     with store.connect() as con:
         _evil_cluster(con)
@@ -133,7 +133,7 @@ def _gate_cli(*extra):
             "--no-run", "--cluster", "cA", "--target-policy", "all"]
     for side in ("baseline", "candidate"):
         args += [f"--{side}-run", f"instruction_following={runs[side]['instruction_following']}"]
-    return gate.main(args + list(extra))
+    return gate_cli.main(args + list(extra))
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from builders.gate import GEN, add_run, add_traces, scenario
 
-from evals import gate
+from evals import gate, gate_cli, runs, stats
+from evals.stats import compare
 from traces import store
 
 
@@ -19,42 +20,42 @@ def no_assignment(monkeypatch):
 # ---------------------------------------------------------------- statistics
 
 def test_mcnemar_exact_matches_hand_computed_binomial_tails():
-    assert gate.mcnemar_exact(0, 0) == 1.0
-    assert gate.mcnemar_exact(3, 0) == pytest.approx(0.25)              # 2 * 1/8
-    assert gate.mcnemar_exact(5, 1) == pytest.approx(14 / 64)           # 2 * (1 + 6) / 64
-    assert gate.mcnemar_exact(2, 10) == pytest.approx(2 * 79 / 4096)    # 2 * (1 + 12 + 66) / 4096
-    assert gate.mcnemar_exact(4, 4) == 1.0                              # capped at 1
-    assert gate.mcnemar_exact(6, 0) == pytest.approx(0.03125)
+    assert stats.mcnemar_exact(0, 0) == 1.0
+    assert stats.mcnemar_exact(3, 0) == pytest.approx(0.25)              # 2 * 1/8
+    assert stats.mcnemar_exact(5, 1) == pytest.approx(14 / 64)           # 2 * (1 + 6) / 64
+    assert stats.mcnemar_exact(2, 10) == pytest.approx(2 * 79 / 4096)    # 2 * (1 + 12 + 66) / 4096
+    assert stats.mcnemar_exact(4, 4) == 1.0                              # capped at 1
+    assert stats.mcnemar_exact(6, 0) == pytest.approx(0.03125)
 
 
 def test_min_discordant_pairs_is_the_first_n_below_alpha():
-    assert gate.min_discordant(0.05) == 6      # 2*0.5^5 = 0.0625 >= 0.05; 2*0.5^6 = 0.031 < 0.05
-    assert gate.min_discordant(0.01) == 8      # 2*0.5^7 = 0.0156; 2*0.5^8 = 0.0078
-    assert gate.min_discordant(0.0625) == 6    # strictly below alpha
+    assert stats.min_discordant(0.05) == 6      # 2*0.5^5 = 0.0625 >= 0.05; 2*0.5^6 = 0.031 < 0.05
+    assert stats.min_discordant(0.01) == 8      # 2*0.5^7 = 0.0156; 2*0.5^8 = 0.0078
+    assert stats.min_discordant(0.0625) == 6    # strictly below alpha
     for alpha in [0.1, 0.05, 0.01, 0.001]:
-        n = gate.min_discordant(alpha)
+        n = stats.min_discordant(alpha)
         assert 2 * 0.5 ** n < alpha <= 2 * 0.5 ** (n - 1)
 
 
 def test_wilson_interval_hand_computed():
-    lo, hi = gate.wilson(8, 10)
+    lo, hi = stats.wilson(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
-    assert gate.wilson(0, 0) == (0.0, 1.0)
-    lo, hi = gate.wilson(0, 20)
+    assert stats.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = stats.wilson(0, 20)
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-3)
 
 
 def test_paired_bootstrap_interval_contains_the_delta_and_is_deterministic():
     base = np.array([0] * 10 + [1] * 10, bool)
     cand = np.array([1] * 6 + [0] * 4 + [1] * 10, bool)
-    lo, hi = gate.paired_bootstrap(base, cand, 2000)
+    lo, hi = (100 * x for x in stats.paired_bootstrap(base, cand, 2000)[1:])   # in points, as the gate shows it
     assert lo < 30 < hi and lo > 0        # 6 fixes of 20 items = +30 points, none broken
-    assert (lo, hi) == gate.paired_bootstrap(base, cand, 2000)
-    assert gate.paired_bootstrap(base, base) == (0.0, 0.0)
+    assert (lo, hi) == tuple(100 * x for x in stats.paired_bootstrap(base, cand, 2000)[1:])
+    assert stats.paired_bootstrap(base, base)[1:] == (0.0, 0.0)
 
 
 def test_compare_counts_fixes_and_breaks():
-    stats = gate.compare([0, 0, 1, 1, 0], [1, 0, 1, 0, 1])
+    stats = compare([0, 0, 1, 1, 0], [1, 0, 1, 0, 1])
     assert (stats["fixes"], stats["breaks"], stats["n"]) == (2, 1, 5)
     assert stats["delta"] == pytest.approx(20.0)
     assert stats["p"] == pytest.approx(1.0)
@@ -145,7 +146,7 @@ def _cli(runs, *extra):
             "--no-run", "--cluster", "cA"]
     for side in ("baseline", "candidate"):
         args += [f"--{side}-run", f"instruction_following={runs[side]['instruction_following']}"]
-    return gate.main(args + list(extra))
+    return gate_cli.main(args + list(extra))
 
 
 def test_exit_codes_promote_reject():
@@ -173,16 +174,16 @@ def test_refuses_underpowered_holdout_and_says_how_many_pairs(capsys):
 
 
 def test_default_candidate_needs_a_trained_adapter(capsys):
-    assert gate.main(["--no-guards"]) == 2
+    assert gate_cli.main(["--no-guards"]) == 2
     assert "no trained adapter yet" in capsys.readouterr().err
 
 
 def test_refuses_missing_run_without_running(monkeypatch, capsys):
     monkeypatch.setattr(gate, "suite_version", lambda s: "1")
     scenario()
-    code = gate.main(["--candidate", "smollm2-135m-instruct", "--adapter", "nowhere", "--no-guards", "--no-run"])
+    code = gate_cli.main(["--candidate", "smollm2-135m-instruct", "--adapter", "nowhere", "--no-guards", "--no-run"])
     assert code == 2 and "adapter not found: nowhere" in capsys.readouterr().err
-    code = gate.main(["--candidate", "other-model", "--no-guards", "--no-run"])
+    code = gate_cli.main(["--candidate", "other-model", "--no-guards", "--no-run"])
     assert code == 2 and "no complete holdout run" in capsys.readouterr().err
 
 
@@ -212,23 +213,23 @@ def test_logged_run_counts_as_base_model_only_with_matching_generation(monkeypat
     with store.connect() as con:
         ids = add_traces(con, 4)
         add_run(con, "logged", {t: [("A", False)] for t in ids}, model_ref=None, split="all", mode="logged")
-        found = gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
+        found = runs.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
                               "smollm2-135m-instruct")
         assert found[0] is None                     # traces carry no metadata.generation yet
         con.execute("UPDATE traces SET metadata = ?",
                     [json.dumps({"generation": {"model": "smollm2-135m-instruct", **gen}})])
-        assert gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
+        assert runs.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
                              "smollm2-135m-instruct")[0] == "logged"
-        assert gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", "abc", gen,
+        assert runs.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", "abc", gen,
                              "smollm2-135m-instruct")[0] is None      # an adapter is not the base model
         con.execute("UPDATE traces SET metadata = ?",
                     [json.dumps({"generation": {"model": "smollm2-135m-instruct", **gen, "decoding": "sample"}})])
-        assert gate.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
+        assert runs.find_run(con, "instruction_following", "1", "smollm2-135m-instruct", None, gen,
                              "smollm2-135m-instruct")[0] is None      # sampled, not greedy
 
 
 def test_min_discordant_formula_agrees_with_the_test():
     for alpha in [0.05, 0.01]:
-        n = gate.min_discordant(alpha)
-        assert gate.mcnemar_exact(n, 0) < alpha <= gate.mcnemar_exact(n - 1, 0)
-        assert math.isclose(gate.mcnemar_exact(n, 0), 2 * 0.5 ** n)
+        n = stats.min_discordant(alpha)
+        assert stats.mcnemar_exact(n, 0) < alpha <= stats.mcnemar_exact(n - 1, 0)
+        assert math.isclose(stats.mcnemar_exact(n, 0), 2 * 0.5 ** n)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from builders.gate import scenario
 
-from evals import gate
+from evals import gate, gate_cli, gate_report
 from traces import store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def stored(decision_id: str) -> tuple:
 
 
 def test_json_on_stdout_has_verdict_reasons_figures_and_the_decision_id(capsys):
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json")) == 0
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json")) == 0
     out, err = capsys.readouterr()
     report = json.loads(out)  # stdout is the JSON object alone
     assert report["verdict"] == "PROMOTE" and report["exit_code"] == 0 and report["error"] is None
@@ -54,7 +54,7 @@ def test_json_on_stdout_has_verdict_reasons_figures_and_the_decision_id(capsys):
 
 
 def test_reject_exits_1_and_says_why(capsys):
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json", "--min-improvement", "90")) == 1
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json", "--min-improvement", "90")) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "REJECT" and report["exit_code"] == 1
     assert any(r.startswith("FAIL: pooled") and "need >= +90.0 pts" in r for r in report["reasons"])
@@ -62,21 +62,21 @@ def test_reject_exits_1_and_says_why(capsys):
 
 def test_report_file_holds_the_same_object_as_stdout(tmp_path, capsys):
     path = tmp_path / "ci" / "gate.json"
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json", "--report", str(path))) == 0
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json", "--report", str(path))) == 0
     assert json.loads(path.read_text()) == json.loads(capsys.readouterr().out)
     assert [p.name for p in path.parent.iterdir()] == ["gate.json"]  # no temporary file left behind
 
 
 def test_report_without_json_keeps_the_table_on_stdout(tmp_path, capsys):
     path = tmp_path / "gate.json"
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--report", str(path))) == 0
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--report", str(path))) == 0
     assert "McNemar" in capsys.readouterr().out
     assert json.loads(path.read_text())["verdict"] == "PROMOTE"
 
 
 def test_a_refusal_is_exit_2_with_the_stored_error_decision(tmp_path, capsys):
     path = tmp_path / "gate.json"
-    assert gate.main(gate_args(scenario(target_status="incomplete"), "--json", "--report", str(path))) == 2
+    assert gate_cli.main(gate_args(scenario(target_status="incomplete"), "--json", "--report", str(path))) == 2
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert report["verdict"] == "ERROR" and report["exit_code"] == 2 and "incomplete" in report["error"]
@@ -91,7 +91,7 @@ def test_a_crash_is_exit_2_not_reject_with_a_clear_message(tmp_path, monkeypatch
     monkeypatch.setattr(gate, "build_comparison", crash)
     path = tmp_path / "gate.json"
     path.write_text(json.dumps({"verdict": "PROMOTE", "exit_code": 0}))  # a stale report of an earlier run
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json", "--report", str(path))) == 2
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json", "--report", str(path))) == 2
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     assert "crashed" in err and "RuntimeError: disk on fire" in err
@@ -104,32 +104,32 @@ def test_a_crash_is_exit_2_not_reject_with_a_clear_message(tmp_path, monkeypatch
 def test_an_interrupted_gate_leaves_no_stale_report(tmp_path, monkeypatch):
     def interrupt(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(gate, "gate_from_args", interrupt)
+    monkeypatch.setattr(gate_cli, "gate_from_args", interrupt)
     path = tmp_path / "gate.json"
     path.write_text(json.dumps({"verdict": "PROMOTE", "exit_code": 0}))  # from an earlier run
     with pytest.raises(KeyboardInterrupt):  # the dispatcher turns it into 130
-        gate.main(gate_args(scenario(), "--report", str(path)))
+        gate_cli.main(gate_args(scenario(), "--report", str(path)))
     assert not path.exists()
 
 
 def test_a_crash_after_the_decision_still_exits_2_and_names_the_decision(monkeypatch, capsys):
     def crash(result, console):
         raise UnicodeEncodeError("ascii", "é", 0, 1, "terminal cannot print it")
-    monkeypatch.setattr(gate, "print_result", crash)
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json")) == 2
+    monkeypatch.setattr(gate_cli, "print_result", crash)
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json")) == 2
     report = json.loads(capsys.readouterr().out)
     assert report["verdict"] == "ERROR" and stored(report["decision_id"])[0] == "PROMOTE"
 
 
 def test_stdout_carries_only_json_even_when_something_prints(monkeypatch, capfd):
-    real = gate.run_gate
+    real = gate_cli.run_gate
 
     def noisy(*a, **k):
         print("a library talking on stdout")
         os.write(1, b"a C extension talking on fd 1\n")
         return real(*a, **k)
-    monkeypatch.setattr(gate, "run_gate", noisy)
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--json")) == 0
+    monkeypatch.setattr(gate_cli, "run_gate", noisy)
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--json")) == 0
     out, err = capfd.readouterr()
     assert json.loads(out)["verdict"] == "PROMOTE"
     assert "a library talking" in err and "a C extension talking" in err
@@ -138,20 +138,20 @@ def test_stdout_carries_only_json_even_when_something_prints(monkeypatch, capfd)
 def test_unwritable_report_is_exit_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert gate.main(gate_args(scenario(candidate_fixes=15), "--report", str(blocker / "gate.json"))) == 2
+    assert gate_cli.main(gate_args(scenario(candidate_fixes=15), "--report", str(blocker / "gate.json"))) == 2
     err = capsys.readouterr().err
     assert "could not write the report" in err and "PROMOTE" in err
 
 
 def test_report_values_are_strict_json():
     import numpy as np
-    plain = gate._plain({"p": float("nan"), "n": np.int64(3), "r": np.float32(0.5), "ci": (np.inf, 1.0)})
+    plain = gate_report._plain({"p": float("nan"), "n": np.int64(3), "r": np.float32(0.5), "ci": (np.inf, 1.0)})
     assert json.dumps(plain, allow_nan=False) == '{"p": null, "n": 3, "r": 0.5, "ci": [null, 1.0]}'
 
 
 def test_help_documents_exit_codes_and_json(capsys):
     with pytest.raises(SystemExit) as e:
-        gate.main(["--help"])
+        gate_cli.main(["--help"])
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for needle in ("0 PROMOTE", "1 REJECT", "2 no decision", "any crash", "--json", "--report FILE", "decision_id",

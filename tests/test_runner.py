@@ -15,7 +15,11 @@ from builders.trace_rows import (
 )
 
 from evals import runner, suites
+from evals.runs import find_run, refresh_stale
+from traces import store
 from train.generate import greedy_settings
+
+BASE = "base-model"  # the base model the logged responses say they came from (metadata.generation)
 
 
 @pytest.fixture
@@ -52,11 +56,26 @@ def test_split_limit_and_trace_ids(traffic):
     assert fetch("SELECT DISTINCT trace_id FROM results WHERE run_id = ?", [run_id]) == [("t0001",)]
 
 
-def test_find_complete_run(traffic):
-    run_id = runner.run_suite("instruction_following", "seed", progress=False)
-    assert runner.find_complete_run("instruction_following", "1", None, None, "seed", None) == run_id
-    assert runner.find_complete_run("instruction_following", "2", None, None, "seed", None) is None
-    assert runner.find_complete_run("instruction_following", "1", None, None, "holdout", None) is None
+def logged_by_base_model():
+    """The holdout trace says the base model wrote it greedily: its logged run then stands for that model."""
+    meta = {**ifeval_meta(LOWER, NO_COMMA), "generation": {"model": BASE, **greedy_settings()}}
+    with store.connect() as con:
+        con.execute("UPDATE traces SET metadata = ? WHERE split = 'holdout'", [json.dumps(meta)])
+
+
+def reusable(version: str, model_ref: str = BASE) -> str | None:
+    """The run the gate would reuse for this key (evals.runs.find_run), or None."""
+    with store.connect() as con:
+        return find_run(con, "instruction_following", version, model_ref, None, greedy_settings(), BASE)[0]
+
+
+def test_find_run(traffic):
+    logged_by_base_model()
+    runner.run_suite("instruction_following", "seed", progress=False)
+    assert reusable("1") is None                      # a seed run never stands for the holdout
+    run_id = runner.run_suite("instruction_following", "all", progress=False)
+    assert reusable("1") == run_id
+    assert reusable("2") is None
 
 
 def test_killed_run_is_incomplete_never_complete(traffic):
@@ -71,7 +90,10 @@ def test_killed_run_is_incomplete_never_complete(traffic):
     assert fetch("SELECT status FROM eval_runs") == [("running",)]
     assert fetch("SELECT count(*) FROM results") == [(0,)]
     # readers detect the dead pid and mark the run incomplete; it is never offered for reuse
-    assert runner.find_complete_run("instruction_following", "1", None, None, "all", None) is None
+    logged_by_base_model()
+    with store.connect() as con:
+        refresh_stale(con)
+    assert reusable("1") is None
     assert fetch("SELECT status FROM eval_runs") == [("incomplete",)]
 
 
@@ -108,9 +130,7 @@ def test_generate_mode_on_tiny_model(traffic, tiny_model_dir, monkeypatch):
     outputs = fetch("SELECT DISTINCT trace_id, output FROM results WHERE run_id = ? ORDER BY trace_id", [run_id])
     assert len(outputs) == 3
     assert outputs[1][1] != "dogs, they bark"  # regenerated, not the logged response
-    gen_settings = greedy_settings()
-    assert runner.find_complete_run("instruction_following", "1", str(tiny_model_dir), None, "all",
-                                    gen_settings) == run_id
+    assert reusable("1", str(tiny_model_dir)) == run_id
 
 
 def test_cli_run_prints_report(traffic, capsys):

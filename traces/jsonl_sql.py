@@ -101,7 +101,7 @@ def checked_sql(scrub_secrets: bool) -> str:
     field's text and JSON type; everything below works on those lists, not on re-parsed JSON.
     """
     paths = _paths()
-    # Arrow strings keep their newline (traces.ingest._split); JSON ignores it, and DuckDB's trim with
+    # Arrow strings keep their newline (traces.readers._split); JSON ignores it, and DuckDB's trim with
     # a character set is ~30x slower than the JSON parse, so it is only stripped from quarantined lines
     raw = scrub.secrets_sql(DECODED_RAW) if scrub_secrets else "raw"
     plist = "[" + ", ".join("'" + p + "'" for p in paths) + "]"

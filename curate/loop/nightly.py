@@ -40,7 +40,8 @@ from curate.review.screen import main as review_main
 from curate.synth.driver import synthesize
 from evals import registry
 from evals.clusters import build_clusters, print_clusters
-from evals.gate import GateError, print_result, run_gate
+from evals.gate import GateError, run_gate
+from evals.gate_report import print_result
 from evals.runner import SuiteSkipped, run_suite
 from traces import store
 from traces.ingest import ingest_inbox
