@@ -257,3 +257,15 @@ def test_dpo_sft_weight_adds_the_chosen_answers_nll_to_the_loss(tmp_path):
     rpo = dpo_config(TrainSettings(dpo_sft_weight=0.5), tmp_path, dev, False)
     assert list(plain.loss_type) == ["sigmoid"]
     assert list(rpo.loss_type) == ["sigmoid", "sft"] and list(rpo.loss_weights) == [1.0, 0.5]
+
+
+def test_the_dpo_loss_is_a_setting_and_its_reward_figures_are_recorded(tmp_path, tiny_model_dir):
+    from train.lora import train
+    plan = plan_for(tmp_path, tiny_model_dir, method="dpo", max_steps=3, lr=2e-2, dpo_loss="apo_zero", dpo_beta=0.5)
+    result = train(plan, progress=False, keep_trainer=True)
+    assert result.status == "complete", result.error
+    assert result.trainer.args.loss_type == ["apo_zero"] and result.trainer.args.beta == 0.5
+    m = result.metrics
+    assert all(k in step for step in m["steps"] for k in ("rewards/margins", "logps/chosen"))
+    assert m["rewards/margins"] == m["steps"][-1]["rewards/margins"] and m["logps/chosen"] < 0
+    assert m["steps"][0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at step 1

@@ -143,8 +143,9 @@ def dpo_config(s, out_dir: Path, dev: dict, has_val: bool):
     from trl import DPOConfig
     return DPOConfig(
         **shared.trainer_args(s, out_dir, dev, has_val),
-        # sigmoid DPO loss; each batch holds batch_size_train pairs (2x sequences), cut at max_length tokens
+        # the dpo_loss setting (TRL's loss_type); each batch holds batch_size_train pairs (2x sequences), cut at
+        # max_length tokens
         beta=s.dpo_beta, max_length=s.max_length, precompute_ref_log_probs=False,
-        **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, s.dpo_sft_weight]} if s.dpo_sft_weight > 0
-           else {"loss_type": ["sigmoid"]}),
+        **({"loss_type": [s.dpo_loss, "sft"], "loss_weights": [1.0, s.dpo_sft_weight]} if s.dpo_sft_weight > 0
+           else {"loss_type": [s.dpo_loss]}),
     )

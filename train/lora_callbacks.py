@@ -32,8 +32,13 @@ class NonFiniteGuard(TrainerCallback):
         return control
 
 
+PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
+# TRL's DPO figures, kept per step and last value in the summary: a margin of many nats is a push far from the
+# reference, and a falling logps/chosen is likelihood displacement (the chosen answers made less likely too)
+
+
 class MetricsRecorder(TrainerCallback):
-    """Train/eval loss per step, tokens and tokens/s; what metrics.json is built from.
+    """Train/eval loss per step, tokens and tokens/s (and DPO's reward figures); what metrics.json is built from.
 
     Tokens are the Trainer's non-padding input count (`include_num_input_tokens_seen="non_padding"`), which a
     checkpoint restores; rates cover this session only, from its first optimizer step.
@@ -60,7 +65,8 @@ class MetricsRecorder(TrainerCallback):
             rate = (tokens - self.last[1]) / max(now - self.last[0], 1e-9)
             self.last = (now, tokens)
             self.steps.append({"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
-                               "grad_norm": logs.get("grad_norm"), "tokens": tokens, "tokens_per_s": round(rate, 1)})
+                               "grad_norm": logs.get("grad_norm"), "tokens": tokens, "tokens_per_s": round(rate, 1),
+                               **{k: logs[k] for k in PREFERENCE_KEYS if k in logs}})
 
     def summary(self) -> dict:
         start = self.start or (time.perf_counter(), 0)
@@ -72,7 +78,8 @@ class MetricsRecorder(TrainerCallback):
                 "tokens_per_s": round((last[1] - start[1]) / wall, 1),
                 "first_step": self.first_step, "last_step": self.steps[-1]["step"] if self.steps else None,
                 "final_loss": self.steps[-1]["loss"] if self.steps else None,
-                "best_eval_loss": min(evals) if evals else None}
+                "best_eval_loss": min(evals) if evals else None,
+                **{k: self.steps[-1][k] for k in PREFERENCE_KEYS if self.steps and k in self.steps[-1]}}
 
 
 class RichProgress(TrainerCallback):

@@ -246,4 +246,5 @@ def token_budget(s) -> int:
     """Completion tokens per sample: `max_tokens`, or (0, the default) the student's own budget
     `[tool.mend.train] max_new_tokens`, which the gate generates with too. One budget for teacher, student and gate:
     a target longer than the student may write is one it learns to cut mid-sentence."""
-    return s.max_tokens or settings_mod.load("train").max_new_tokens
+    from train.generate import token_budget as student_budget
+    return student_budget(s.max_tokens or None)
