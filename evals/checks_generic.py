@@ -8,6 +8,8 @@ Arguments (suite YAML `args:`):
   valid_json: allow_fences (false: a ```json fenced block counts only when true)
   json_schema: schema (else the request's response_format.json_schema.schema; no schema -> not applicable)
   tool_calls: required (true: at least one call), name (the function that must be called, optional)
+  fluent: no arguments; the quality filter (evals/quality.py) keeps the answer: no loops, letter soup, runs,
+    leaked chat turns or another language than asked (what the gate's degeneration guard counts)
 """
 from __future__ import annotations
 
@@ -223,3 +225,11 @@ def tool_calls(response, args, trace):
     if problems:
         return _ok(False, f"tool_calls: {'; '.join(problems)}")
     return _ok(True, f"tool_calls: {len(calls)} valid call(s): {', '.join(map(str, names))}")
+
+
+@register("fluent")
+def fluent(response, args, trace):
+    from evals.quality import fluency
+    from traces.store import json_value
+    ok, why = fluency(response or "", trace.get("prompt") or "", json_value(trace.get("metadata")) or {})
+    return _ok(ok, "fluent: the quality filter keeps it" if ok else f"fluent: {why}")

@@ -66,6 +66,26 @@ def fluency(text: str, prompt: str = "", metadata: dict | None = None, finish_re
     return True, None
 
 
+_UNIT = re.compile(r"[^.!?\n]+[.!?…]*[\"')\]]*")  # a sentence, or what a line holds up to its end
+
+
+def cut_repetition(text: str) -> str | None:
+    """The answer up to where it starts repeating itself, in whole sentences: cut before the first sentence (3+
+    words) said before, or the second of two dividers in a row; None when nothing repeats or nothing is left.
+    Stopping is the fix for a loop: what came before the loop stays as the model wrote it."""
+    seen, last_empty = set(), False
+    for m in _UNIT.finditer(text):
+        norm = " ".join(re.findall(r"[\w']+", m.group().lower()))
+        repeated = (len(norm.split()) >= 3 and norm in seen) or (not norm and last_empty)
+        if repeated:
+            kept = re.sub(r"(?:\n\s*[*\-_=~#]+\s*)+$", "", trim_truncated(text[:m.start()].rstrip(), "length"))
+            return kept if kept.strip() and kept != text.rstrip() else None
+        if m.group().strip():
+            seen.add(norm)
+            last_empty = not norm
+    return None
+
+
 def degenerate(text: str, prompt: str = "", metadata: dict | None = None) -> bool:
     """What the gate's degeneration guard and the sweep count: an answer the filter would not keep."""
     return not fluency(text or "", prompt or "", metadata)[0]

@@ -18,6 +18,13 @@ def adapter_dir(tiny_model_dir, tmp_path):
     return tmp_path / "adapter"
 
 
+@pytest.fixture(autouse=True)
+def one_suite(monkeypatch):
+    """These tests build runs of instruction_following only: the gate compares the configured suites, and the
+    default list also has fluency (tests/test_fluency.py gates both)."""
+    monkeypatch.setenv("MEND_EVALS_SUITES", '["instruction_following"]')
+
+
 def _traffic(con, model_ref: str, gen: dict, n: int = 8):
     meta = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}], "generation": {**gen, "model": model_ref}}
     rows = [[f"t{i}", json.dumps([{"role": "user", "content": f"Describe item {i}. Do not use any commas."}]),

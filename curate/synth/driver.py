@@ -76,7 +76,7 @@ def fixable(check_id: str, names) -> bool:
     from curate.synth.constraints import constraint_for
     from curate.synth.guidance import steerable
     from curate.synth.repair import FIXES
-    if "repair" in names and check_id in FIXES:
+    if "repair" in names and (check_id in FIXES or check_id == "fluent"):  # fluent: a loop is cut where it starts
         return True
     if "constrained" in names:
         if steerable(check_id):

@@ -178,20 +178,20 @@ def repair(job: Job, env: Env) -> None:
 
 
 def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
-    from evals.quality import fluency
     from curate.synth.repair import compose
     from evals.ifeval import instruction_specs
     items = []
     for src in sources:
         if job.done(env.s):
             break
-        if not fluency(src.text, src.prompt.prompt, src.prompt.metadata)[0]:
-            continue  # repairs keep content: a degenerate source stays degenerate
+        text = fluent_text(src)
+        if text is None:
+            continue  # repairs keep content: a degenerate source that cannot be cut stays degenerate
         try:
             specs = instruction_specs(src.prompt.metadata)
         except ValueError:
             continue
-        fixed = compose([i for i, _ in specs], [k for _, k in specs], src.text, src.prompt.prompt,
+        fixed = compose([i for i, _ in specs], [k for _, k in specs], text, src.prompt.prompt,
                         min_overlap=env.s.repair_min_overlap)
         if fixed is None or (fixed == src.text and not src.joined_with):  # a joined answer may need nothing more
             continue
@@ -202,6 +202,16 @@ def repair_sources(job: Job, env: Env, sources: list[Source]) -> None:
             emit(job, env, items)
             items = []
     emit(job, env, items)
+
+
+def fluent_text(src: Source) -> str | None:
+    """The source as it is when the quality filter keeps it; a looping source cut where it starts repeating
+    (evals.quality.cut_repetition) when what is left is kept; else None."""
+    from evals.quality import cut_repetition, fluency
+    if fluency(src.text, src.prompt.prompt, src.prompt.metadata)[0]:
+        return src.text
+    cut = cut_repetition(src.text)
+    return cut if cut and fluency(cut, src.prompt.prompt, src.prompt.metadata)[0] else None
 
 
 # ------------------------------------------------------------------ teacher strategies
