@@ -85,43 +85,25 @@ def graph() -> dict[str, set[str]]:
     return out
 
 
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in edges.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
 def circles(edges: dict[str, set[str]]) -> list[set[str]]:
-    """The strongly connected components of more than one module (Tarjan, iterative)."""
-    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
-    for root in sorted(edges):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(edges[root])))]
-        index[root] = low[root] = counter[0]
-        counter[0] += 1
-        stack.append(root)
-        on.add(root)
-        while work:
-            v, it = work[-1]
-            w = next(it, None)
-            if w is not None:
-                if w not in index:
-                    index[w] = low[w] = counter[0]
-                    counter[0] += 1
-                    stack.append(w)
-                    on.add(w)
-                    work.append((w, iter(sorted(edges.get(w, ())))))
-                elif w in on:
-                    low[v] = min(low[v], index[w])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[v])
-            if low[v] == index[v]:
-                comp = set()
-                while True:
-                    w = stack.pop()
-                    on.discard(w)
-                    comp.add(w)
-                    if w == v:
-                        break
-                if len(comp) > 1:
-                    found.append(comp)
+    """The sets of modules that import one another, directly or through others (the strongly connected components
+    of more than one module); a few hundred modules, so plain reachability will do."""
+    reach = {v: reachable(edges, v) for v in edges}
+    found = []
+    for v in sorted(edges):
+        circle = {u for u in reach[v] if v in reach[u]} | {v}
+        if len(circle) > 1 and circle not in found:
+            found.append(circle)
     return found
 
 
