@@ -107,10 +107,7 @@ def run_baseline(docs: list[str]) -> float:
 
 
 def embed_rate(n: int = 256) -> tuple[float, str]:
-    try:
-        from train.embed import embed
-    except ImportError:
-        return 0.0, "train.embed unavailable"
+    from train.embed import embed  # mend's own module, always importable: no ImportError guard (tests/test_layers.py)
     texts = [f"sample prompt number {i} about rivers and gardens, answered in a short paragraph" for i in range(n)]
     embed(texts[:8])  # load the model outside the timing
     start = time.perf_counter()

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from curate.synth import repair as rp
+from curate.synth import repair_text
 from curate.synth.repair import compose, content_overlap, join_responses, repair
 from evals.checks import ifeval_check, verify_instructions
 
@@ -82,7 +83,7 @@ def test_repair_passes_the_checker_and_keeps_content(iid, kwargs, source, least)
 
 def test_every_repairable_id_has_a_case_and_every_lm_eval_id_is_accounted_for():
     assert {c[0] for c in CASES} == set(rp.FIXES)
-    rp._util()  # imports lm-eval with the offline NLTK data
+    repair_text.lm_util()  # imports lm-eval with the offline NLTK data
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
     assert set(rp.FIXES) | set(rp.NO_REPAIR) == set(INSTRUCTION_DICT)
 

@@ -1,0 +1,42 @@
+"""Size budget of the four packages: no module passes MAX_LINES, and their total stays under TOTAL_BUDGET. A module
+that grows past the limit is split by concern (as curate/synth/repair.py was: repair_text, repair_surface,
+repair_layout), not let through."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("traces", "train", "evals", "curate")
+MAX_LINES = 500
+
+# Total lines (`wc -l`) of every .py file in the four packages. Measured 15,364 on main after curate moved into
+# wings and 15,426 once repair.py and report.py were split; the budget is that + ~5% (16,200): room for the work in
+# flight, but a jump (a vendored file, a pasted copy of a module) has to come with a reason and a new budget here.
+TOTAL_BUDGET = 16_200
+
+# Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
+# fails once a listed file is back under the limit, so the list cannot go stale).
+PENDING_SPLIT = {
+    "curate/loop/sweep.py",  # 504: being changed in a parallel branch
+    "evals/gate.py",  # 681: being split in a parallel branch
+    "traces/ingest.py",  # 660: being split in a parallel branch
+}
+
+
+def line_counts() -> dict[str, int]:
+    return {str(p.relative_to(ROOT)): p.read_text().count("\n")  # what `wc -l` counts
+            for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def test_no_module_passes_the_line_limit():
+    over = {f: n for f, n in line_counts().items() if n > MAX_LINES and f not in PENDING_SPLIT}
+    assert over == {}, f"split these by concern (limit {MAX_LINES} lines)"
+
+
+def test_pending_splits_are_still_pending():
+    counts = line_counts()
+    done = sorted(f for f in PENDING_SPLIT if counts.get(f, 0) <= MAX_LINES)
+    assert done == [], "under the limit (or gone) now: remove them from PENDING_SPLIT"
+
+
+def test_total_stays_under_the_budget():
+    total = sum(line_counts().values())
+    assert total <= TOTAL_BUDGET, f"{total} lines in {', '.join(PACKAGES)} (budget {TOTAL_BUDGET})"
