@@ -15,9 +15,8 @@ OWN = set(FLOORS) | {"bench"}  # mend's own top-level packages
 # Deliberate: evals.checks imports its built-in check modules (importlib.import_module) so they register on its
 # registry, and they import evals.checks for `register`: the plugin registration, a circle by design.
 DELIBERATE_CIRCLES = [{"evals.checks", "evals.checks_generic", "evals.checks_judge"}]
-# KNOWN, to be removed: train.dpo <-> train.lora is being taken apart in a parallel branch; drop this entry when that
-# branch merges (test_allowed_circles_still_exist fails once the circle is gone, as a reminder).
-KNOWN_CIRCLES = [{"train.dpo", "train.lora"}]
+# none left (train.dpo <-> train.lora went with train/trainer.py); an entry here is a circle being taken apart
+KNOWN_CIRCLES: list = []
 
 # curate's layout as ranks: a unit (a wing folder or a flat module) imports only units of a lower rank, and itself.
 # loop > synth > {filters, export} > {dedup, review, replay, accept, status}; loop is the one unit that may import
