@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class EvalsSettings:
     # --- suites, runner, client, clusters (owned by evals/runner.py, client.py, clusters.py) ---
-    suites: tuple = ("instruction_following", "fluency")  # suites the runner, nightly and gate use (fluency: looping
-    # answers are a cluster the loop fixes, evals/suites/fluency.yaml)
+    suites: tuple = ("instruction_following",)  # suites the runner, nightly and gate use
     suites_dir: str = "evals/suites"  # a project's own suite YAML files (searched before the packaged ones)
     split: str = "all"  # traces `evals run` scores by default: seed | holdout | all
     check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks

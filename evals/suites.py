@@ -17,7 +17,8 @@ A suite file:
       - check: contains
         args: {text: "Sources:"}
     # ... or `checks: {from_metadata: instructions}`: the IFEval instruction ids + kwargs in each trace's
-    # metadata, or `{from_metadata: checks}`: metadata["checks"] = [{"check": ..., "args": {...}}].
+    # metadata, or `{from_metadata: checks}`: metadata["checks"] = [{"check": ..., "args": {...}}];
+    # `also: [{check: fluent}]` beside from_metadata adds checks every trace gets after its own.
 """
 from __future__ import annotations
 
@@ -58,13 +59,14 @@ class Suite:
 
     def checks_for(self, trace: dict) -> list[tuple[str, dict]]:
         """The (check id, args) pairs to run on this trace, in a stable order (check_idx)."""
+        fixed = [(c["check"], c.get("args") or {}) for c in self.checks]
         if self.from_metadata == "instructions":
             from evals.checks import instruction_specs
-            return instruction_specs(json_value(trace.get("metadata")))
+            return instruction_specs(json_value(trace.get("metadata"))) + fixed
         if self.from_metadata == "checks":
             specs = (json_value(trace.get("metadata")) or {}).get("checks") or []
-            return [(s["check"], s.get("args") or {}) for s in specs]
-        return [(c["check"], c.get("args") or {}) for c in self.checks]
+            return [(s["check"], s.get("args") or {}) for s in specs] + fixed
+        return fixed
 
 
 def suite_dirs() -> list[Path]:
@@ -137,9 +139,10 @@ def _checks(checks, path: str) -> tuple[tuple, str | None]:
     if isinstance(checks, dict):
         source = checks.get("from_metadata")
         source = "instructions" if source is True else source
-        if source not in ("instructions", "checks") or len(checks) != 1:
-            raise SuiteError(f"{path}: checks must be a list, or {{from_metadata: instructions | checks}}")
-        return (), source
+        if source not in ("instructions", "checks") or set(checks) - {"from_metadata", "also"}:
+            raise SuiteError(f"{path}: checks must be a list, or {{from_metadata: instructions | checks}} "
+                             "(with `also: [...]`: checks every trace gets after its own)")
+        return (_checks(checks["also"], path)[0] if checks.get("also") else ()), source
     if not isinstance(checks, list) or not checks:
         raise SuiteError(f"{path}: checks must be a non-empty list")
     out = []

@@ -12,6 +12,7 @@ from builders.trace_rows import (
 
 from evals import clusters, runner
 from traces import store
+from builders.suites import instructions_only  # noqa: F401  (autouse: the suite these counts are about)
 
 TOPICS = {"cooking": "recipe pasta garlic", "space": "rocket orbit planet", "football": "goal striker league"}
 

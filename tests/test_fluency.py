@@ -1,5 +1,5 @@
-"""Degeneration as a failure the loop fixes: the `fluent` check (evals/checks_generic.py, the quality filter), the
-packaged fluency suite in the default suites, an answer cut where it starts repeating (evals.quality.cut_repetition),
+"""Degeneration as a failure the loop fixes: the `fluent` check (evals/checks_generic.py, the quality filter), which
+the packaged instruction_following suite runs on every answer, an answer cut where it starts repeating (evals.quality.cut_repetition),
 and the repair of a looping production answer into a verified candidate."""
 import json
 
@@ -12,7 +12,6 @@ from evals import suites
 from evals.checks import run_check
 from evals.quality import cut_repetition, fluency
 from traces import store
-from traces.settings import load
 
 LOOP = ("Here is my plan for the week. I will walk every day before work.\n\nSECTION 1\nI will rest now.\n"
         "SECTION 2\nI will rest now.\nSECTION 3\nI will rest now.\nSECTION 4\nI will rest now.")
@@ -25,10 +24,13 @@ def test_the_fluent_check_is_the_quality_filter():
     assert good.passed
 
 
-def test_the_fluency_suite_is_a_default_suite_of_text_requests():
-    suite = suites.load("fluency")
-    assert "fluency" in load("evals").suites and suite.check_names() == ["fluent"]
-    assert "tools IS NULL" in suite.select["where"]
+def test_the_packaged_instruction_suite_checks_fluency_after_the_instructions():
+    suite = suites.load("instruction_following")
+    assert suite.version == "2" and suite.from_metadata == "instructions" and suite.check_names() == ["fluent"]
+    md = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    assert suite.checks_for({"metadata": json.dumps(md)}) == [("punctuation:no_comma", {}), ("fluent", {})]
+    with pytest.raises(suites.SuiteError, match="also"):
+        suites.parse("name: x\nversion: '1'\nchecks: {from_metadata: instructions, extra: 1}\n")
 
 
 @pytest.mark.parametrize("text, cut", [

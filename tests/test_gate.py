@@ -19,13 +19,6 @@ def no_assignment(monkeypatch):
 
 # ---------------------------------------------------------------- statistics
 
-@pytest.fixture(autouse=True)
-def one_suite(monkeypatch):
-    """These tests build runs of instruction_following only: the gate compares the configured suites, and the
-    default list also has fluency (tests/test_fluency.py gates both)."""
-    monkeypatch.setenv("MEND_EVALS_SUITES", '["instruction_following"]')
-
-
 def test_mcnemar_exact_matches_hand_computed_binomial_tails():
     assert stats.mcnemar_exact(0, 0) == 1.0
     assert stats.mcnemar_exact(3, 0) == pytest.approx(0.25)              # 2 * 1/8

@@ -6,6 +6,7 @@ import pytest
 
 from evals import gate
 from traces import store
+from builders.suites import instructions_only  # noqa: F401  (autouse: the suite these counts are about)
 
 
 @pytest.fixture
@@ -16,13 +17,6 @@ def adapter_dir(tiny_model_dir, tmp_path):
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
     return tmp_path / "adapter"
-
-
-@pytest.fixture(autouse=True)
-def one_suite(monkeypatch):
-    """These tests build runs of instruction_following only: the gate compares the configured suites, and the
-    default list also has fluency (tests/test_fluency.py gates both)."""
-    monkeypatch.setenv("MEND_EVALS_SUITES", '["instruction_following"]')
 
 
 def _traffic(con, model_ref: str, gen: dict, n: int = 8):

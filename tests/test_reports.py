@@ -6,6 +6,7 @@ from builders.trace_rows import LOWER, NO_COMMA, ifeval_meta, insert_traces, tra
 from evals import clusters, reports, runner
 from evals.stats import mcnemar_exact, wilson
 from traces import store
+from builders.suites import instructions_only  # noqa: F401  (autouse: the suite these counts are about)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from evals import runner, suites
 from evals.runs import find_run, refresh_stale
 from traces import store
 from train.generate import greedy_settings
+from builders.suites import instructions_only  # noqa: F401  (autouse: the suite these counts are about)
 
 BASE = "base-model"  # the base model the logged responses say they came from (metadata.generation)
 
