@@ -83,21 +83,48 @@ def replay_pool(con) -> list[dict]:
             for r in rows]
 
 
-def pairs(con) -> list[dict]:
-    """Preference pairs whose chosen response is an accepted example, in a stable order."""
+# The checks curate/synth/repair_layout.py repairs by regrouping (dividers, section headers, paragraphs, bullets):
+# export sits below synth, so it names them here (tests/test_pairs.py keeps the two lists equal). Their repair pairs
+# put the whole DPO margin on the inserted "***" and "SECTION k", and the adapters trained on them looped on exactly
+# those tokens; they stay SFT targets, never preference pairs.
+LAYOUT_CHECKS = frozenset({"length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
+                           "detectable_format:multiple_sections", "detectable_format:number_bullet_lists",
+                           "combination:two_responses"})
+
+
+def pairs(con, max_similarity: float | None = None) -> list[dict]:
+    """Preference pairs whose chosen response is an accepted example, in a stable order; without layout repairs'
+    pairs and near-identical pairs (word-sequence similarity above `pair_max_similarity`). The rejected side is
+    trimmed to whole sentences like every chosen side (production's answers were cut by their token budget)."""
+    from evals.quality import trim_truncated
+    if max_similarity is None:
+        max_similarity = settings_mod.load("curate").pair_max_similarity
     rows = con.execute("""
-        SELECT pair_id, messages, chosen, rejected, chosen_example_id, cluster_id, rejected_source,
-               coalesce(rejected_example_id, rejected_trace_id)
-        FROM preference_pairs WHERE chosen_status = 'accepted'
-        ORDER BY cluster_id, chosen_example_id, rejected_source, pair_id""").fetchall()
+        SELECT p.pair_id, p.messages, p.chosen, p.rejected, p.chosen_example_id, p.cluster_id, p.rejected_source,
+               coalesce(p.rejected_example_id, p.rejected_trace_id), c.check_id, e.strategy
+        FROM preference_pairs p JOIN clusters c USING (cluster_id) JOIN examples e ON e.example_id = p.chosen_example_id
+        WHERE p.chosen_status = 'accepted'
+        ORDER BY p.cluster_id, p.chosen_example_id, p.rejected_source, p.pair_id""").fetchall()
     out = []
-    for pid, messages, chosen, rejected, eid, cid, source, rid in rows:
+    for pid, messages, chosen, rejected, eid, cid, source, rid, check, strategy in rows:
         prompt = _with_answer(json.loads(messages), None)
-        if prompt and prompt[-1]["role"] == "user":  # a generation prompt: the pair's answers follow a user turn
-            out.append({"id": pid, "prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
-                        "rejected": [{"role": "assistant", "content": rejected}], "example_id": eid,
-                        "cluster_id": cid, "rejected_source": source, "rejected_id": rid})
+        rejected = trim_truncated(rejected, "length") if source == "production" else rejected
+        if not (prompt and prompt[-1]["role"] == "user"):
+            continue  # not a generation prompt: the pair's answers must follow a user turn
+        if (strategy == "repair" and check in LAYOUT_CHECKS) or similarity(chosen, rejected) > max_similarity:
+            continue
+        out.append({"id": pid, "prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}], "example_id": eid,
+                    "cluster_id": cid, "rejected_source": source, "rejected_id": rid})
     return out
+
+
+def similarity(a: str, b: str) -> float:
+    """Share of the two answers' words in common, in order (difflib ratio over word sequences, 0..1). In a pair
+    the shared words cancel in DPO's log-ratio, so a pair 95% alike puts the whole margin on 5% of its tokens
+    (likelihood displacement with similar pairs: Razin et al. 2024); token overlap is cheap and says exactly that."""
+    import difflib
+    return difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
 
 
 def _with_answer(messages: list, response: str | None) -> list:

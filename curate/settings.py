@@ -70,6 +70,8 @@ class CurateSettings:
     # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic. 0: what
     # `curate sweep` chose on the demo data (docs/benchmarks.md): 0.5 fixed 2 of 25 targeted validation checks vs 3
     # of 25 with passing traffic only, and anchored the same (base-answer perplexity -16.0% vs -15.9%)
+    pair_max_similarity: float = 0.9  # preference pairs whose answers share more of their words (in order) are left
+    # out: the DPO margin of a near-identical pair sits on its few edited tokens (curate/export.py, similarity)
     max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all).
     # What keeps training within the default nightly's hour on 2 cores: DPO took ~30 s per step of 8 pairs here
     # (demo, bf16 autocast), so 128 pairs x 2 epochs is ~15 min; the first default nightly had ~1,200 to train on

@@ -176,3 +176,22 @@ def test_exported_pairs_train_a_dpo_run_whose_rows_lead_back_to_examples_and_tra
     good, cgood = rows["good"]["example_id"], rows["cgood"]["example_id"]
     assert sorted(walked) == sorted([(good, "c1", "production", "t1"), (good, "c1", "teacher", None),
                                      (cgood, "c1", "teacher", None)])
+
+
+def test_near_identical_pairs_and_layout_repairs_are_left_out_of_the_exported_pairs():
+    from curate.synth.repair_layout import LAYOUTS
+    assert export.LAYOUT_CHECKS == set(LAYOUTS)  # export names them (it sits below synth): the same list
+    rows = build_store()
+    with store.connect(read_only=True) as con:
+        every = export.pairs(con, max_similarity=1.0)
+        strict = export.pairs(con, max_similarity=0.5)
+    # "Dear landlord when will the dishwasher be repaired" vs "Dear landlord, when will it be fixed?": 4 of 9+7 words
+    assert export.similarity("a b c d", "a b c d") == 1.0 and export.similarity("a b", "c d") == 0.0
+    sims = {p["id"]: export.similarity(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in every}
+    assert {p["id"] for p in strict} == {i for i, s in sims.items() if s <= 0.5} != set(sims)
+    with store.connect() as con:  # the same pairs, made by repairing a layout check: never pairs
+        con.execute("UPDATE examples SET strategy = 'repair'")
+        con.execute("UPDATE clusters SET check_id = 'detectable_format:multiple_sections'")
+    with store.connect(read_only=True) as con:
+        assert export.pairs(con, max_similarity=1.0) == []
+    assert rows
