@@ -294,7 +294,8 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
     out = resolve_path(cs.sweep_dir) / sid / f"c{idx}" / "train.jsonl"
     run_id = None
     try:
-        items, counts, prefs = export.build(fraction, share, val.groups, answerer)
+        items, counts, prefs = export.build(fraction, share, val.groups, answerer,
+                                            max_examples=cs.max_train_examples)  # what the nightly would train
         export.write(items, counts, out, fraction, prefs, share)
         if train_fn is None:
             from train.lora import run as train_fn  # imports torch: only when a sweep trains
