@@ -4,15 +4,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CurateSettings:
-    # --- teacher, synthesis, filters, export (owned by curate/synth/teacher.py, synth.py, filters.py, export.py) ---
+    # --- teacher, synthesis, filters, export (owned by curate/synth/, curate/filters.py, curate/export.py) ---
     mode: str = "compose"  # compose (offline default, weak teacher) | full (strong teacher writes prompts too)
     teacher_url: str = "local"  # "local": start the teacher_backend server on loopback; else an OpenAI-compatible base URL
     teacher_backend: str = "llama.cpp"  # local server: llama.cpp (xllamacpp, serves the GGUF) | transformers
-    # (`transformers serve`, HF folders). llama.cpp because it measured faster both ways and keeps every request's
-    # own sampling, logit_bias and grammar under continuous batching, so guided requests need no second server:
-    # bench_teacher (docs/benchmarks.md, 16 x 128 tokens, same run, load 4-6 on 2 cores): unguided 17 vs 8.7 tok/s
-    # (continuous batching), constrained no-comma 30 vs 5.4 and lowercase 29 vs 5.1 tok/s (grammar vs logit_bias
-    # one request at a time), 16/16 answers obeying; it also starts in 4 s vs 16 s
+    # (`transformers serve`, HF folders). llama.cpp because it measured faster unguided and constrained, and keeps
+    # every request's own sampling, logit_bias and grammar under continuous batching, so guided requests need no
+    # second server (docs/benchmarks.md, the "teacher" rows and "teacher under load")
     teacher_slots: int = 8  # llama.cpp parallel slots (requests decoded together); 8 keeps 2 cores busy
     teacher_ctx_per_slot: int = 2048  # llama.cpp context tokens per slot (prompt + few-shot demos + completion)
     teacher_threads: int = 0  # llama.cpp CPU threads (0: every core this process may use)
@@ -25,7 +23,7 @@ class CurateSettings:
     teacher_concurrency: int = 8  # requests in flight (continuous batching gains up to ~8 on 2 cores)
     teacher_timeout_s: float = 300.0  # per request; the 135M model on CPU needs minutes under load
     teacher_cb_num_blocks: int = 32  # KV cache blocks (256 tokens each) under continuous batching; 0: sized from
-    # free memory, which on a CPU means most of the RAM (a 135M server was OOM-killed at 13.6 GB on a 23 GB box)
+    # free memory, which on a CPU takes most of the RAM (docs/benchmarks.md, "transformers serve KV cache")
     teacher_cb_max_batch_tokens: int = 1024  # tokens per continuous-batching step (0: auto)
     teacher_start_timeout_s: float = 240.0  # waiting for the local server's /health
     temperature: float = 0.9  # sampling temperature of the k samples (rejection sampling)
@@ -39,16 +37,18 @@ class CurateSettings:
     failing_share: float = 0.5  # share of per_cluster taken from failing seed prompts; the rest pair other seed
     # requests with the cluster's instruction alone (1.0: failing prompts only, while there are enough)
     max_examples_per_cluster: int = 64  # candidates written per cluster (budget)
-    max_calls_per_cluster: int = 256  # teacher calls per cluster (budget)
-    max_calls_total: int = 2000  # teacher calls per synth run (budget)
+    max_calls_per_cluster: int = 256  # teacher (and self: student) calls per cluster (budget)
+    max_calls_total: int = 2000  # uncached teacher (and self: student) calls per synth run (budget)
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
-    synth_minutes: float = 20.0  # teacher wall-clock minutes per synth run (budget, checked between batches of 16
-    # requests, shared equally by the (strategy, cluster) turns left; repairs need no teacher and go on; 0: no
-    # limit). What keeps the default nightly within an hour on 2 cores: its first run (every cluster, no limit) was
-    # still in the constrained round after 37 min. A re-run continues where this one stopped (calls are cached)
-    guidance: str = "auto"  # auto (guide clusters whose unguided yield < guidance_threshold) | never | always
-    guidance_threshold: float = 0.1  # unguided verified yield below which a cluster is re-sampled with guidance
-    guidance_k: int = 0  # samples per prompt when guided (0: same as k); guided text needs more tries to be fluent
+    synth_minutes: float = 20.0  # wall-clock minutes per synth run for the teacher's and the student's samples (budget,
+    # checked between batches of 16 requests, shared equally by the (strategy, cluster) turns left; repairs go on;
+    # 0: no limit): what keeps the default nightly within an hour on 2 cores (docs/benchmarks.md, "default
+    # nightly's synthesis without a time budget"). A re-run continues where this one stopped (calls are cached)
+    guidance: str = "auto"  # never: drop the constrained strategy from `strategies` | auto | always: keep it (in
+    # compose mode auto and always act the same: the constrained strategy guides every prompt it has a grammar for)
+    guidance_threshold: float = 0.1  # cluster_order "fixable": a cluster whose earlier candidates (8 or more) verified
+    # at least this share counts as fixable, besides those a repair, grammar or token ban can force
+    guidance_k: int = 0  # constrained samples per prompt (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
     strategies: tuple = ("repair", "self", "constrained", "sample")  # how candidates are made, tried in this order
@@ -68,13 +68,11 @@ class CurateSettings:
     replay_fraction: float = 0.3  # share of the exported training set that is replayed passing seed traffic
     replay_self_share: float = 0.0  # share of those replay rows that are the base's own greedy answers to
     # instruction-free seed requests (curate/replay.py; generated once, cached); the rest is passing traffic. 0: what
-    # `curate sweep` chose on the demo data (docs/benchmarks.md): 0.5 fixed 2 of 25 targeted validation checks vs 3
-    # of 25 with passing traffic only, and anchored the same (base-answer perplexity -16.0% vs -15.9%)
+    # `curate sweep` chose on the demo data, 0.5 being no better (docs/benchmarks.md, "curate sweep, demo data")
     pair_max_similarity: float = 0.9  # preference pairs whose answers share more of their words (in order) are left
     # out: the DPO margin of a near-identical pair sits on its few edited tokens (curate/export.py, similarity)
-    max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all).
-    # What keeps training within the default nightly's hour on 2 cores: DPO took ~30 s per step of 8 pairs here
-    # (demo, bf16 autocast), so 128 pairs x 2 epochs is ~15 min; the first default nightly had ~1,200 to train on
+    max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all):
+    # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo")
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size

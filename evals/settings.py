@@ -21,9 +21,8 @@ class EvalsSettings:
     prices: dict = field(default_factory=dict)  # model -> [USD per 1M input tokens, USD per 1M output tokens]
     cluster_split_above: int = 120  # failure groups (one check) larger than this are split by embeddings
     cluster_target_size: int = 60  # wanted members per embedding sub-cluster (k = ceil(n / this))
-    # One cluster per failing check unless it is large: on the committed traffic the earlier 12 / 8 made 123
-    # clusters of ~8 seed failures, i.e. 1-2 holdout failures each, too few for the gate's per-cluster test and
-    # 123 synthesis turns (hours on 2 cores); 120 / 60 makes 25, the demo's clusters
+    # One cluster per failing check unless it is large: small split clusters hold too few holdout failures for the
+    # gate's per-cluster test, and each costs a synthesis turn (docs/benchmarks.md, "cluster_split_above 12 vs 120")
     cluster_max_k: int = 8  # at most this many sub-clusters per failing check
     cluster_terms: int = 3  # distinctive terms in a cluster's label
     cluster_representatives: int = 3  # traces shown and stored per cluster

@@ -33,13 +33,16 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class TracesSettings:
-    inbox: str = "data/inbox"  # folder `traces ingest` reads when given no paths
-    holdout_fraction: float = 0.2  # share of split groups kept out of synthesis, for the gate
-    group_key: str = "base_id"  # metadata field that groups prompts into one split unit; falls back to the prompt
-    scrub_secrets: bool = True  # replace API-key / bearer-token look-alikes before storage
-    redact_pii: bool = False  # also replace e-mail addresses and phone numbers
-    batch_lines: int = 200_000  # raw lines validated and inserted per transaction
-    busy_timeout_s: float = 10.0  # how long to retry a database held by another process
+    inbox: str = "data/inbox"  # folder `traces ingest` (and the nightly) reads when given no paths; beside the database
+    holdout_fraction: float = 0.2  # share of split groups kept out of synthesis, for the gate: a fifth of the sample
+    # traffic's 1,000 calls leaves the gate ~200 holdout traces (docs/results.md)
+    group_key: str = "base_id"  # metadata field that groups prompts into one split unit (so variants of one request
+    # never straddle the split); falls back to the prompt
+    scrub_secrets: bool = True  # replace API-key / bearer-token look-alikes before storage: secrets never reach the DB
+    redact_pii: bool = False  # also replace e-mail addresses and phone numbers (opt-in; `--redact-pii` for one ingest)
+    batch_lines: int = 200_000  # raw lines validated and inserted per transaction; the database is released between
+    # batches, so another command waits one batch, not one file
+    busy_timeout_s: float = 10.0  # how long to retry a database held by another process (an ingest frees it per batch)
 
 
 def project_root() -> Path:

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 class TrainSettings:
     # --- student model and generation (owned by train/models.py, train/generate.py) ---
     model: str = "smollm2-135m-instruct"  # model ref: embedded default, local HF folder, or hub id
-    max_new_tokens: int = 128  # the one token budget of greedy generation: sample traffic, eval regeneration, the gate (one budget, so the gate can reuse the logged baseline)
+    max_new_tokens: int = 128  # the one token budget: sample traffic, eval regeneration, the gate, replay, and
+    # synthesis while curate max_tokens is 0; one budget, so the gate can reuse the logged baseline
     batch_size: int = 16  # prompts per generation batch
-    gen_threads: int = 0  # torch CPU threads when the student is loaded (0 = torch's default); on a shared, oversubscribed CPU 1 thread generated 7x faster than 2
+    gen_threads: int = 0  # torch CPU threads when the student is loaded (0 = torch's default); set 1 on a shared,
+    # oversubscribed CPU, where fewer threads generate faster (docs/benchmarks.md, "student generation threads")
     # --- LoRA trainer (owned by train/lora.py) ---
     training_set: str = "data/train/train.jsonl"  # OpenAI chat JSONL exported by `curate export` (+ .manifest.json)
     adapters_dir: str = "adapters"  # adapters/<run_id>/ is published here; adapters/.tmp-<run_id>/ while training
@@ -24,7 +26,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_length: int = 512  # tokens per training sequence; longer conversations are cut at the end
     packing: bool = False  # True: TRL best-fit packing, padding-free (pays off with flash-attention on a GPU); False: length-grouped batches (best on CPU)
-    gradient_checkpointing: bool = True  # recompute activations in backward: ~30% slower, but batch 8 x 512 tokens of the 135M student took 11.5 GB without it (OOM-killed here)
+    gradient_checkpointing: bool = True  # recompute activations in backward: slower, but without it the default batch
+    # ran out of memory (docs/benchmarks.md, "activation checkpointing")
     val_fraction: float = 0.1  # share of examples held out for eval loss and early stopping (0 = none)
     patience: int = 3  # evaluations without a better eval loss before stopping early
     save_steps: int = 20  # optimizer steps between checkpoints (and evaluations); a killed run resumes from the last
@@ -32,11 +35,11 @@ class TrainSettings:
     seed: int = 0
     method: str = "auto"  # "auto" (dpo when at least half of the exported examples have a preference pair, else sft: train.lora.resolve_method says why) | "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
     dpo_sft_weight: float = 0.0  # > 0: add TRL's "sft" loss (NLL of the chosen answer) to the DPO loss with this
-    # weight (RPO, Pang et al. 2024): DPO alone lowers the chosen answers' likelihood too, and the demo's DPO adapter
-    # generated loops ("***" forty times) that the gate's degeneration guard now rejects
+    # weight (RPO, Pang et al. 2024), against DPO lowering the chosen answers' likelihood too; 0: it did not help on
+    # the demo's validation split (docs/results.md, HEAD 8c74693)
     dpo_beta: float = 0.5  # DPO beta: how strongly the policy is held to the reference (the base, adapter disabled).
     # 0.5 as SmolLM2-135M-Instruct's own DPO (HF alignment-handbook recipes/smollm2); TRL's default 0.1 let the demo's
-    # adapters reach a log-ratio margin of 11-15 nats (final loss 0.20-0.28) and loop
+    # adapters drift far from the reference and loop (docs/benchmarks.md, "DPO beta 0.1")
     dpo_loss: str = "sigmoid"  # TRL's DPOConfig loss_type: sigmoid (DPO) | apo_zero (raises the chosen answers'
     # likelihood, lowers the rejected ones': no displacement of the chosen) | ipo | ... (see TRL's DPOConfig)
     quantization: str = "none"  # "none" | "nf4" (QLoRA: 4-bit NF4 base through bitsandbytes, bf16 compute; needs CUDA)
