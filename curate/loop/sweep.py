@@ -24,8 +24,8 @@ validation split, never on the gate's holdout.
    lr 1e-3 3 epochs r 16 lowered it 16% while the gate's word perplexity rose 20% (117.4 -> 141.2).
 4. The rule (RULE): the highest target among configs whose rise <= `sweep_anchor_tolerance`, whose prose_rise
    <= `sweep_prose_tolerance` (negative: the gate's `gate_ppl_tolerance`) and whose share of degenerate validation
-   answers rose by at most the gate's `gate_degeneration_tolerance` points; ties: the smaller max(rise, prose_rise),
-   then grid order; when none is within all three, the smallest worst rise, each as a multiple of its tolerance.
+   answers rose by at most `sweep_degenerate_tolerance` points (2; the gate allows 5); ties: the smaller
+   max(rise, prose_rise), then grid order; when none is within all three, the smallest worst rise, each as a multiple of its tolerance.
    Exactly one row is `chosen`.
 
 One `sweeps` row per config (docs/schema.md), with the train run it made. A sweep's id hashes the source training

@@ -72,7 +72,8 @@ def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
 
 def fixable(check_id: str, names) -> bool:
     """Whether a strategy among `names` can force this check whatever the teacher writes: a deterministic repair
-    (curate.repair.FIXES) or a grammar (curate.synth.constraints) or token ban (curate.guidance.steerable)."""
+    (curate.synth.repair.FIXES; fluent: a loop cut where it starts), a grammar (curate.synth.constraints) or a token
+    ban (curate.synth.guidance.steerable)."""
     from curate.synth.constraints import constraint_for
     from curate.synth.guidance import steerable
     from curate.synth.repair import FIXES

@@ -6,13 +6,13 @@
 Each strategy is one function `(job, env) -> None` that writes verified-or-failed candidates for one cluster
 through `emit`; synthesis runs them strategy by strategy over every cluster still short of its target
 (`Job.done`), so a teacher server started for one strategy serves every cluster. Every candidate is verified
-by every instruction of its prompt and then passes the quality filter (curate.candidates.candidate_row), and
+by every instruction of its prompt and then passes the quality filter (curate.synth.candidates.candidate_row), and
 records `strategy`, `source_id` (the row its text came from) and `request_hash` (the teacher call that wrote
 the text; none for a repair of production's own answer).
 
 | strategy | teacher calls | where the text comes from |
 |---|---|---|
-| repair | 0 | curate.repair.compose on (a) the failing production response of each of the cluster's failing seed
+| repair | 0 | curate.synth.repair.compose on (a) the failing production response of each of the cluster's failing seed
   traces (its own prompt: every instruction must pass) and (b) every teacher candidate of this run that failed
   a check but is fluent; kept only if content_overlap >= repair_min_overlap |
 | constrained | 1 per sample (k per prompt) | the teacher decodes under the grammar curate.synth.constraints builds for all

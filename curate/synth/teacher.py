@@ -26,7 +26,7 @@ with per-request settings (checked in transformers 5.23's `transformers/cli/serv
   ignored there. Without it, every request is generated with its own config (one at a time).
   Hence synthesis serves unguided sampling (one shared config) with continuous batching (~3x the
   throughput with 8 requests in flight) and guided sampling (a logit_bias per cluster) from a server
-  started without it (curate.synth._compose_all).
+  started without it (curate.synth.strategies.Teachers).
 Measured here (135M folder, 2 CPU cores): with continuous batching, a greedy first request made four
 later `temperature=1.0` requests return the identical greedy text, and a `logit_bias` banning the
 13,942 tokens with an uppercase letter was ignored (capitals in the output); without it, the same
