@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from builders.trace_rows import insert_traces, trace_row
+from builders.suites import instructions_only  # noqa: F401  (autouse: parity is about IFEval's instructions)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "ifeval" / "input_data.jsonl"
 pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not present")
