@@ -1,6 +1,7 @@
 """The nightly report (curate/loop/report.py): wall time per stage, Wilson intervals before/after, the strategies
 of the examples the adapter trained on, the IFEval gain of this nightly, the sweep's choice, the cost per fix."""
 import io
+import json
 
 import pytest
 from builders.nightly_report import ifeval_gain, nightly
@@ -131,3 +132,16 @@ def test_a_nightly_that_trained_nothing(home):
     assert "| train | running | unfinished |" in section(md, "Stages") and "Wall time: 2.0 s in stages" in md
     assert "Examples of the 0 clusters this nightly synthesized for." in md and "| accepted |" not in md
     assert "No train run in this nightly, so no kept examples." in md and "kept examples by strategy" not in term
+
+
+def test_a_dpo_runs_reward_figures_are_in_the_training_section(home):
+    from traces import store
+    metrics = {"method": "dpo", "n_examples": 2, "last_step": 3, "final_loss": 0.61, "rewards/margins": 0.42,
+               "rewards/chosen": 0.1, "logps/chosen": -88.5}
+    with store.connect() as con:
+        con.execute("UPDATE train_runs SET metrics = ? WHERE run_id = 'tr1'", [json.dumps(metrics)])
+    training = section(write()[0], "Training")
+    assert "reward margin 0.4200" in training and "chosen answers -88.5000" in training
+    with store.connect() as con:  # an SFT run has none: no line
+        con.execute("UPDATE train_runs SET metrics = ? WHERE run_id = 'tr1'", [json.dumps({"method": "sft"})])
+    assert "reward margin" not in section(write()[0], "Training")

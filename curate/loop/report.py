@@ -230,6 +230,10 @@ def markdown(data: dict, plots: dict) -> str:
         out += [f"Train run `{data['train_run']}` ({m.get('method', 'sft')}): {m.get('n_examples', '?')} {items}, "
                 f"steps {m.get('last_step', '?')}, final loss {_num(m.get('final_loss'))}, best eval loss "
                 f"{_num(m.get('best_eval_loss'))}, {_num(m.get('tokens_per_s'), 1)} tokens/s.", ""]
+        if m.get("rewards/margins") is not None:  # DPO: how far from the reference, and is the chosen still likely
+            out += [f"Preference figures at the last step (TRL): reward margin {_num(m.get('rewards/margins'))} "
+                    f"(beta x log-ratio, nats), chosen reward {_num(m.get('rewards/chosen'))}, log-likelihood of the "
+                    f"chosen answers {_num(m.get('logps/chosen'))} (falling: likelihood displacement).", ""]
     if plots.get("loss"):
         out += ["![loss](loss.png)", ""]
     out += _sweep_md(data.get("sweep"))
