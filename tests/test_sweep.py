@@ -446,3 +446,12 @@ def test_a_config_is_compared_with_the_base_prompt_by_prompt():
     assert (got["fixed"], got["broken"], got["n_paired"]) == (2, 1, 5)
     assert got["p"] == pytest.approx(1.0)  # 2 vs 1 discordant: no evidence either way
     assert paired([True] * 12, [False] * 12)["p"] < 0.001
+
+
+def test_a_trained_answer_check_is_a_target_of_every_validation_prompt():
+    from curate.loop.validation import with_answer_checks
+    md = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    meta, targets = with_answer_checks(md, ["punctuation:no_comma"], {"punctuation:no_comma", "fluent"})
+    assert targets == ["punctuation:no_comma", "fluent"] and meta["checks"] == [{"check": "fluent", "args": {}}]
+    assert with_answer_checks(meta, ["punctuation:no_comma"], {"fluent"})[0]["checks"] == meta["checks"]  # once
+    assert with_answer_checks(md, ["punctuation:no_comma"], {"punctuation:no_comma"}) == (md, ["punctuation:no_comma"])

@@ -68,10 +68,25 @@ def target_prompts(con, groups: frozenset, limit: int) -> list[dict]:
             seen.add(key)
             meta = json.loads(md) if md else {}
             targets = [c for c in (meta.get("instruction_id_list") or []) if c in trained]
+            meta, targets = with_answer_checks(meta, targets, trained)
             out.append({"id": pid, "messages": msgs, "prompt": prompt, "metadata": meta, "targets": targets})
     if len(out) < limit:
         out += single_instruction_prompts(con, groups, sorted(trained), limit - len(out), seen)
     return out[:limit]
+
+
+ANSWER_CHECKS = ("fluent",)  # checks a suite runs on every answer, without arguments (instruction_following's)
+
+
+def with_answer_checks(meta: dict, targets: list, trained) -> tuple[dict, list]:
+    """A trained check that judges every answer (fluent) is a target of every validation prompt, verified through
+    the prompt's metadata `checks` as synthesis verifies candidates."""
+    extra = [c for c in ANSWER_CHECKS if c in trained]
+    if not extra:
+        return meta, targets
+    have = [c for c in meta.get("checks") or [] if isinstance(c, dict)]
+    new = [{"check": c, "args": {}} for c in extra if c not in {h.get("check") for h in have}]
+    return {**meta, "checks": have + new}, targets + extra
 
 
 def single_instruction_prompts(con, groups: frozenset, checks: list[str], need: int, seen: set) -> list[dict]:
@@ -95,8 +110,9 @@ def single_instruction_prompts(con, groups: frozenset, checks: list[str], need: 
                 continue
             seen.add(json.dumps(msgs, sort_keys=True))
             meta = {"base_id": r["group"], "instruction_id_list": [check], "kwargs": [drawn[1]], "base_request": base}
+            meta, targets = with_answer_checks(meta, [check], set(checks))
             out.append({"id": f"val-{r['trace_id']}-{check}", "messages": msgs, "prompt": text, "metadata": meta,
-                        "targets": [check]})
+                        "targets": targets})
     return out
 
 
