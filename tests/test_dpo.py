@@ -231,12 +231,13 @@ def test_auto_method_is_dpo_when_most_examples_have_a_pair_else_sft(tmp_path, ti
 
     from train.lora import make_plan
     (tmp_path / "paired").mkdir()
-    plan = plan_for(tmp_path / "paired", tiny_model_dir, n=8)
+    plan = plan_for(tmp_path / "paired", tiny_model_dir, n=8, method="auto")  # the default is sft since 2026-12
     assert plan.settings.method == "dpo" and {x.origin for x in plan.examples} == {"pair"}
     assert "method auto -> dpo: 6 of 6 exported examples have a preference pair" in capsys.readouterr().err
 
     (tmp_path / "none").mkdir()  # no pairs.jsonl beside the set
-    s, sources = settings(tmp_path / "none", tiny_model_dir, write_set(tmp_path / "none", 8, manifest=False))
+    s, sources = settings(tmp_path / "none", tiny_model_dir, write_set(tmp_path / "none", 8, manifest=False),
+                          method="auto")
     plan = make_plan(s, sources)
     assert plan.settings.method == "sft" and "pair" not in {x.origin for x in plan.examples}
 
@@ -244,7 +245,7 @@ def test_auto_method_is_dpo_when_most_examples_have_a_pair_else_sft(tmp_path, ti
     training_set = write_pairs(tmp_path / "few", 8)
     pairs = (tmp_path / "few" / "pairs.jsonl").read_text().splitlines()
     (tmp_path / "few" / "pairs.jsonl").write_text("\n".join(pairs[:2]) + "\n")
-    s, sources = settings(tmp_path / "few", tiny_model_dir, training_set)
+    s, sources = settings(tmp_path / "few", tiny_model_dir, training_set, method="auto")
     assert make_plan(s, sources).settings.method == "sft"
     assert "method auto -> sft: 2 of 6" in capsys.readouterr().err
 

@@ -18,7 +18,8 @@ class TrainSettings:
     lora_alpha: int = 32  # scaling = alpha / r = 2
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"  # PEFT shorthand, or a comma-separated list of module names
-    lr: float = 2e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay to 0
+    lr: float = 1e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay to 0; 1e-4: the sweep's
+    # choice for on-policy SFT (3e-4 raised prose perplexity 12.6%; docs/results.md, 2026-12-06)
     epochs: float = 2.0
     batch_size_train: int = 8  # sequences per device per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size_train * grad_accum * GPUs)
@@ -33,7 +34,7 @@ class TrainSettings:
     save_steps: int = 20  # optimizer steps between checkpoints (and evaluations); a killed run resumes from the last
     max_steps: int = -1  # stop after this many optimizer steps (-1 = run all epochs)
     seed: int = 0
-    method: str = "auto"  # "auto" (dpo when at least half of the exported examples have a preference pair, else sft: train.lora.resolve_method says why) | "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
+    method: str = "sft"  # sft: what the sweep chose on on-policy data (docs/architecture.md, "Recipes") | "auto" (dpo when at least half of the exported examples have a preference pair, else sft: train.lora.resolve_method says why) | "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
     dpo_sft_weight: float = 0.0  # > 0: add TRL's "sft" loss (NLL of the chosen answer) to the DPO loss with this
     # weight (RPO, Pang et al. 2024), against DPO lowering the chosen answers' likelihood too; 0: it did not help on
     # the demo's validation split (docs/results.md, HEAD 8c74693)
