@@ -271,7 +271,7 @@ def show_yield(tallies: dict, budget: Budget, console: Console, target: int = 0)
     for cid, t in tallies.items():
         for note in t.notes:
             console.print(f"{escape(cid)}: {safe(note)}")
-    console.print(f"teacher calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
+    console.print(f"teacher and student calls made: {budget.spent_calls} (cache hits are free), cost ${budget.spent_cost:.4f}")
     if budget.skipped:
         short = ", ".join(f"{name} for {n} cluster(s)" for name, n in budget.skipped.items())
         console.print(f"[yellow]budget spent:[/] {budget.why()}; not run: {short}. A re-run continues "
