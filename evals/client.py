@@ -168,23 +168,10 @@ class Client:
         return store.connect(self.db, read_only=read_only)
 
     def cached(self, h: str) -> Call | None:
-        # read-write like _store: DuckDB refuses a read-only and a read-write handle on one file in one process
-        with self._connect() as con:
-            rows = con.execute("SELECT response, prompt_tokens, completion_tokens, latency_s, cost_usd "
-                               "FROM llm_calls WHERE request_hash = ? AND response IS NOT NULL", [h]).fetchall()
-        row = rows[0] if rows else None
-        if row is None:
-            return None
-        response = json.loads(row[0])
-        return Call(h, _text(response), response, row[1], row[2], row[3], row[4], cached=True)
+        return cached_calls([h], self.db).get(h)
 
     def _store(self, call: Call, request: dict) -> None:
-        with self._connect() as con:
-            con.execute("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, response,"
-                        " prompt_tokens, completion_tokens, latency_s, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        [call.request_hash, self.base_url, request.get("model") or self.model, self.purpose,
-                         json.dumps(request, default=str), json.dumps(call.response), call.prompt_tokens,
-                         call.completion_tokens, call.latency_s, call.cost_usd])
+        store_calls([call], [request], self.base_url, request.get("model") or self.model, self.purpose, self.db)
 
     # ------------------------------------------------------------ calls
 
@@ -259,6 +246,39 @@ class Client:
                 task = bar.add_task(f"{self.purpose} calls", total=len(requests))
                 return asyncio.run(self.complete_all(requests, lambda n: bar.advance(task, n)))
         return asyncio.run(self.complete_all(requests, progress or None))
+
+
+# ------------------------------------------------------------ the llm_calls cache (any caller that answers requests)
+
+def cached_calls(hashes: list[str], db: str | None = None) -> dict[str, Call]:
+    """request hash -> the cached Call, for those of `hashes` in llm_calls (one short connection). Read-write like
+    store_calls: DuckDB refuses a read-only and a read-write handle on one file in one process."""
+    from traces import store
+    if not hashes:
+        return {}
+    with store.connect(db) as con:
+        rows = con.execute("SELECT request_hash, response, prompt_tokens, completion_tokens, latency_s, cost_usd "
+                           "FROM llm_calls WHERE request_hash IN (SELECT unnest(?::VARCHAR[])) "
+                           "AND response IS NOT NULL", [hashes]).fetchall()
+    out = {}
+    for h, response, pt, ct, latency, cost in rows:
+        response = json.loads(response)
+        out[h] = Call(h, _text(response), response, pt, ct, latency, cost, cached=True)
+    return out
+
+
+def store_calls(calls: list[Call], requests: list[dict], endpoint: str, model: str, purpose: str,
+                db: str | None = None) -> None:
+    """Cache completed calls (one transaction; a request already cached is left as it is)."""
+    from traces import store
+    if not calls:
+        return
+    rows = [[c.request_hash, endpoint, r.get("model") or model, purpose, json.dumps(r, default=str),
+             json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, c.cost_usd]
+            for c, r in zip(calls, requests)]
+    with store.connect(db) as con, store.transaction(con):
+        con.executemany("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, response,"
+                        " prompt_tokens, completion_tokens, latency_s, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
 
 def _text(response: dict | None) -> str | None:

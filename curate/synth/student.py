@@ -16,10 +16,9 @@ fluent samples (rejection-sampling fine-tuning, STaR) moves the model little per
 """
 from __future__ import annotations
 
-import json
 import time
 
-from evals.client import Call, request_hash
+from evals.client import Call, cached_calls, request_hash, store_calls
 
 
 class StudentClient:
@@ -43,10 +42,10 @@ class StudentClient:
 
     def complete_many(self, requests: list[dict], progress=None) -> list[Call]:
         hashes = [request_hash(self.base_url, self.model, r) for r in requests]
-        calls = self._cached(hashes)
+        calls = cached_calls(hashes, self.db)
         todo = [i for i, h in enumerate(hashes) if h not in calls]
         new = self._generate([requests[i] for i in todo], [hashes[i] for i in todo], progress)
-        self._store(new, [requests[i] for i in todo])
+        store_calls(new, [requests[i] for i in todo], self.base_url, self.model, self.purpose, self.db)
         calls.update((c.request_hash, c) for c in new)
         if progress and len(requests) > len(todo):
             progress(len(requests) - len(todo))
@@ -55,19 +54,19 @@ class StudentClient:
     def _generate(self, requests: list[dict], hashes: list[str], progress) -> list[Call]:
         """One `generate` per group of requests that share seed and sampling settings (a batch shares them)."""
         from train.generate import generate
-        from traces.settings import load
+        if not requests:
+            return []
         groups: dict = {}
         for i, r in enumerate(requests):
             key = (r.get("seed", 0), r.get("temperature", 1.0), r.get("top_p", 1.0), r.get("max_tokens"))
             groups.setdefault(key, []).append(i)
         out: list[Call | None] = [None] * len(requests)
-        model, tok = self._load() if requests else (None, None)
-        budget = load("train").max_new_tokens
+        model, tok = self._load()
         for (seed, temperature, top_p, max_tokens), idx in groups.items():
-            start = time.perf_counter()
-            gens = generate(model, tok, [requests[i]["messages"] for i in idx], max_new_tokens=max_tokens or budget,
+            start = time.perf_counter()  # None max_tokens: the student's own budget (train.generate.token_budget)
+            gens = generate(model, tok, [requests[i]["messages"] for i in idx], max_new_tokens=max_tokens,
                             temperature=temperature, top_p=top_p, seed=seed, progress=False)
-            latency = (time.perf_counter() - start) / max(1, len(idx))
+            latency = (time.perf_counter() - start) / len(idx)
             for i, g in zip(idx, gens):
                 response = {"choices": [{"message": {"role": "assistant", "content": g.text},
                                          "finish_reason": g.finish_reason}],
@@ -76,31 +75,3 @@ class StudentClient:
             if progress:
                 progress(len(idx))
         return out
-
-    def _cached(self, hashes: list[str]) -> dict:
-        from traces import store
-        if not hashes:
-            return {}
-        with store.connect(self.db) as con:
-            rows = con.execute("SELECT request_hash, response, prompt_tokens, completion_tokens, latency_s FROM "
-                               "llm_calls WHERE request_hash IN (SELECT unnest(?::VARCHAR[])) AND response IS NOT "
-                               "NULL", [hashes]).fetchall()
-        out = {}
-        for h, response, pt, ct, latency in rows:
-            response = json.loads(response)
-            out[h] = Call(h, response["choices"][0]["message"]["content"], response, pt, ct, latency, 0.0,
-                          cached=True)
-        return out
-
-    def _store(self, calls: list[Call], requests: list[dict]) -> None:
-        """All of a batch's calls in one transaction: one connection per batch, not per call."""
-        from traces import store
-        if not calls:
-            return
-        rows = [[c.request_hash, self.base_url, self.model, self.purpose, json.dumps(r, default=str),
-                 json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, 0.0]
-                for c, r in zip(calls, requests)]
-        with store.connect(self.db) as con, store.transaction(con):
-            con.executemany("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, "
-                            "response, prompt_tokens, completion_tokens, latency_s, cost_usd) "
-                            "VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
