@@ -7,6 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
+from train.lora_runs import PREFERENCE_KEYS
 from traces.progress import progress as bars
 
 
@@ -30,11 +31,6 @@ class NonFiniteGuard(TrainerCallback):
                 control.should_save = False  # never checkpoint a poisoned state: a resume would start from it
                 control.should_evaluate = False
         return control
-
-
-PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
-# TRL's DPO figures, kept per step and last value in the summary: a margin of many nats is a push far from the
-# reference, and a falling logps/chosen is likelihood displacement (the chosen answers made less likely too)
 
 
 class MetricsRecorder(TrainerCallback):

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from traces.settings import as_dict
 
+PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
+# TRL's DPO figures, kept per step and last value in the summary: a margin of many nats is a push far from the
+# reference, and a falling logps/chosen is likelihood displacement (the chosen answers made less likely too)
+
 # settings that do not change what is trained (so a resume with a different value is still the same run)
 _NOT_IDENTITY = {"max_new_tokens", "batch_size", "adapters_dir", "training_set", "num_processes", "cpu_threads"}
 

@@ -54,6 +54,7 @@ from curate.loop.validation import (ProsePlan, Validation, _prose_words, carve, 
 from traces import store
 from traces.settings import SettingsError, load, resolve_path
 from traces.terminal import safe
+from train.lora_runs import PREFERENCE_KEYS  # DPO's own figures, kept per config
 
 RULE = ("highest validation target pass rate (the largest gain over the base) among configs whose anchor perplexity "
         "rise <= {tol:.0%}, prose word perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation "
@@ -234,8 +235,6 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
 
 
 VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate", "outcomes")  # (a), (b)
-TRL_KEYS = ("rewards/chosen", "rewards/margins", "logps/chosen")  # DPO's own figures: a falling logps/chosen is
-# likelihood displacement (the chosen answers made less likely too)
 
 
 def degenerate_tolerance(cs) -> float:
@@ -277,7 +276,7 @@ def _rescore(sid: str, row: dict, val: Validation, base: dict, score_fn, prose_f
         (adapter,) = con.execute("SELECT adapter_path FROM train_runs WHERE run_id = ?", [row["run_id"]]).fetchone()
     model_ref, adapter = load("train").model, resolve_path(adapter)
     if full:
-        kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step", *TRL_KEYS)}
+        kept = {k: row["metrics"].get(k) for k in ("counts", "final_loss", "last_step", *PREFERENCE_KEYS)}
         metrics = {**score_fn(model_ref, adapter, val), **kept}
     else:
         metrics = dict(row["metrics"])
@@ -306,7 +305,8 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
         model_ref = load("train").model
         metrics = {**score_fn(model_ref, result.adapter_dir, val), **prose_fn(model_ref, result.adapter_dir), **base,
                    "counts": counts, "final_loss": result.metrics.get("final_loss"),
-                   "last_step": result.metrics.get("last_step"), **{k: result.metrics.get(k) for k in TRL_KEYS}}
+                   "last_step": result.metrics.get("last_step"),
+                   **{k: result.metrics.get(k) for k in PREFERENCE_KEYS}}
     except Exception as e:  # one config failing (e.g. DPO without pairs) does not end the sweep
         _insert(sid, idx, config, run_id, "failed", {**base}, source_hash, path, rule, f"{type(e).__name__}: {e}")
         Console(stderr=True).print(f"[red]config {idx} failed:[/] {safe(f'{type(e).__name__}: {e}')}")

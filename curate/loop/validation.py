@@ -159,10 +159,9 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
 
 def paired(outcomes: list, base_outcomes: list) -> dict:
     """A config against the base, prompt by prompt (each prompt's targeted checks): fixed, broken, exact McNemar p."""
-    from evals.stats import mcnemar_exact
+    from evals.stats import discordant, mcnemar_exact
     both = [(b, c) for b, c in zip(base_outcomes or [], outcomes or []) if b is not None and c is not None]
-    fixed = sum(1 for b, c in both if c and not b)
-    broken = sum(1 for b, c in both if b and not c)
+    fixed, broken = discordant([c for _, c in both], [b for b, _ in both]) if both else (0, 0)
     return {"fixed": fixed, "broken": broken, "p": mcnemar_exact(fixed, broken), "n_paired": len(both)}
 
 
