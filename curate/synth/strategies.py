@@ -30,6 +30,7 @@ the text; none for a repair of production's own answer).
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable
@@ -41,7 +42,8 @@ from curate.synth.candidates import (CHUNK, Prompt, candidate_row, from_trace, s
 from traces.terminal import safe
 
 NAMES = ("repair", "self", "constrained", "sample", "revise")
-TEACHER_FREE = ("repair",)
+TEACHER_FREE = ("repair",)  # spends no budget: no call at all
+NO_SERVER = ("repair", "self")  # needs no teacher endpoint (self samples the student in-process, within the budget)
 
 REVISE_SYSTEM = ("You revise answers so that they follow every instruction of the request. Keep the content and the "
                  "language; change only what the instructions require. Reply with the revised answer only.")
@@ -152,7 +154,8 @@ def emit(job: Job, env: Env, items: list[tuple], model: str | None = None) -> li
         c.verified += row["status"] == "verified" or (row["reason"] or "").startswith("not_fluent")
         c.kept += row["status"] == "verified"
         if row["status"] == "verified":
-            job.kept_by_prompt[prompt_key(p)] = job.kept_by_prompt.get(prompt_key(p), 0) + 1
+            key = prompt_key(p)
+            job.kept_by_prompt[key] = job.kept_by_prompt.get(key, 0) + 1
         if row["status"] == "failed_verification" and not (row["reason"] or "").startswith("not_fluent") \
                 and strategy != "repair":
             job.failed_samples.append(Source(p, row["response"], row["example_id"], call.request_hash,
@@ -239,7 +242,6 @@ def own(job: Job, env: Env) -> None:
 
 
 def prompt_key(p: Prompt) -> str:
-    import json
     return json.dumps(p.messages, sort_keys=True)
 
 
@@ -445,7 +447,7 @@ def run(jobs: list[Job], s, budget, progress) -> None:
     names = active(s)
     with Teachers(s) as teachers:
         env = Env(s, budget, progress, teachers, dialect(s), names)
-        if s.teacher_url != "local" and any(n not in (*TEACHER_FREE, "self") for n in names):
+        if s.teacher_url != "local" and any(n not in NO_SERVER for n in names):
             teachers.get()  # a remote endpoint is checked before any work (a local server starts when first needed)
         turns = [(name, job) for name in names for job in jobs]
         for i, (name, job) in enumerate(turns):
