@@ -326,10 +326,17 @@ def ifeval_gain(limit: int, max_gen_toks: int, batch_size: int) -> dict:
               "base": base["metrics"], "adapter_metrics": cand["metrics"],
               "minutes": base["minutes"] + cand["minutes"], "base_cached": base.get("cached", False),
               "parity": base["parity"] and cand["parity"],
+              "degenerate": {"base": degenerate_share(base["samples"]), "adapter": degenerate_share(cand["samples"])},
               "contaminated_training_prompts": overlap_13grams(Path(manifest["training_set"]), prompts)}
     IFEVAL_GAIN.parent.mkdir(parents=True, exist_ok=True)
     IFEVAL_GAIN.write_text(json.dumps(result, indent=1))
     return result
+
+
+def degenerate_share(samples: list[dict]) -> float:
+    """% of the answers the gate's degeneration guard would count (evals.quality.degenerate: loops, word salad)."""
+    from evals.quality import degenerate
+    return 100 * sum(degenerate(s["response"], s["doc"]["prompt"]) for s in samples) / max(1, len(samples))
 
 
 def _avg(m: dict) -> float:
@@ -353,8 +360,16 @@ def ifeval_gain_row() -> dict | None:
                       f"{100 * r['base']['inst_level_strict_acc']:.1f} -> "
                       f"{100 * r['adapter_metrics']['inst_level_strict_acc']:.1f}; training prompts sharing a "
                       f"13-gram with these benchmark prompts: {r['contaminated_training_prompts']}; mend's checks "
-                      f"agree with lm-eval: {r['parity']}; {r['minutes']:.0f} min"
+                      f"agree with lm-eval: {r['parity']}; {_degenerate_note(r)}{r['minutes']:.0f} min"
                       f"{' (base from cache)' if r.get('base_cached') else ''}")}
+
+
+def _degenerate_note(r: dict) -> str:
+    d = r.get("degenerate")  # results saved before the share was recorded have none
+    if not d:
+        return ""
+    verdict = "PASS" if d["adapter"] <= d["base"] else "MISS"
+    return f"degenerate answers {d['base']:.1f}% -> {d['adapter']:.1f}% (target: not above the base's, {verdict}); "
 
 
 def mend_metrics(samples: list[dict]) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 
 from evals.clusters import assign_holdout
 from evals.runner import SuiteSkipped, run_suite
-from evals.runs import find_run, holdout_results, holdout_selection
+from evals.runs import find_run, given_run_mismatch, holdout_results, holdout_selection
 from evals.stats import compare, min_discordant
 from traces import store
 from traces.hashing import adapter_hash
@@ -201,6 +201,11 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
     gen, base_ref = greedy_settings(), load("train").model
     for suite in suites:
         if given and suite in given:
+            with store.connect(read_only=True) as con:
+                why = given_run_mismatch(con, given[suite], suite, side.ref, side.adapter_hash, gen, base_ref)
+            if why:
+                raise GateError(f"eval run {given[suite]} given for suite {suite} is not a run of {side.ref} + "
+                                f"{side.adapter or 'no adapter'}: {why}")
             side.runs[suite] = given[suite]
             continue
         subset = (wanted or {}).get(suite)
@@ -289,6 +294,9 @@ def run_gate(candidate: str, adapter: str | None = None, baseline: str = "produc
     s = load("evals", flags)
     suites = list(suites or s.suites)
     base, cand = resolve_side(baseline, baseline_adapter), resolve_side(candidate, adapter)  # before any work
+    if (base.ref, base.adapter_hash) == (cand.ref, cand.adapter_hash):
+        raise GateError(f"the candidate and the baseline are the same model ({cand.ref} + "
+                        f"{cand.adapter or 'no adapter'}): there is nothing to compare")
     comp = None
     try:
         with store.connect(read_only=True) as con:

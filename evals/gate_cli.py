@@ -54,8 +54,10 @@ def parse_args(argv):
     ap.add_argument("--suite", action="append", help="suite to use (repeatable; default: every configured suite)")
     ap.add_argument("--cluster", action="append", help="target cluster id (default: those the adapter trained on)")
     ap.add_argument("--train-run", help="train run whose examples define the target clusters")
-    ap.add_argument("--baseline-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
-    ap.add_argument("--candidate-run", action="append", default=[], metavar="SUITE=RUN", help="use this eval run")
+    ap.add_argument("--baseline-run", action="append", default=[], metavar="SUITE=RUN",
+                    help="use this eval run (refused unless it is the baseline's model and adapter on the holdout)")
+    ap.add_argument("--candidate-run", action="append", default=[], metavar="SUITE=RUN",
+                    help="use this eval run (refused unless it is the candidate's model and adapter on the holdout)")
     ap.add_argument("--no-run", action="store_true", help="never generate: refuse when a run is missing")
     ap.add_argument("--no-guards", action="store_true", help="skip the lm-eval and drift guards")
     for key in ["alpha", "min_improvement", "max_regression"]:

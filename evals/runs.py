@@ -48,6 +48,31 @@ def find_run(con, suite: str, version: str, model_ref: str, a_hash: str | None, 
     return None, (f"incomplete run {stale[0]}" if stale else "no run yet")
 
 
+
+def given_run_mismatch(con, run_id: str, suite: str, model_ref: str, a_hash: str | None, gen: dict,
+                       base_ref: str) -> str | None:
+    """Why a run named by id (`evals gate --candidate-run`) is not one of (model, adapter hash) on the suite's
+    holdout with the gate's greedy settings, or None when it is. The gate must never score one model's answers
+    under another's name: a run of the baseline passed as the candidate's would promote the baseline."""
+    row = con.execute("""SELECT suite, mode, model_ref, adapter_hash, split, gen_settings FROM eval_runs
+                         WHERE run_id = ?""", [run_id]).fetchone()
+    if row is None:
+        return "it does not exist"
+    r_suite, mode, r_model, r_hash, split, gs = row
+    if r_suite != suite:
+        return f"it is a run of suite {r_suite}"
+    if split not in ("holdout", "all"):
+        return f"it scored the {split} split, not the holdout"
+    if mode == "logged":
+        if a_hash is None and model_ref == base_ref and _logged_matches(con, run_id, model_ref, gen):
+            return None
+        return "it scored logged answers, which stand only for the base model they say generated them greedily"
+    if (r_model, r_hash) != (model_ref, a_hash):
+        return f"it generated with {r_model} + adapter {r_hash or 'none'}"
+    if not _same_gen(gs, gen):
+        return "its generation settings are not the gate's greedy ones"
+    return None
+
 def _covers(con, run_id: str, wanted: list[str] | None) -> bool:
     if not wanted:
         return True

@@ -10,7 +10,7 @@ import re
 
 import pytest
 from builders.examples import add
-from builders.gate import add_run, add_traces, scenario
+from builders.gate import CANDIDATE, add_run, add_traces, scenario
 from rich.console import Console
 from rich.text import Text
 
@@ -129,7 +129,7 @@ def _gate_cli(*extra):
     runs = scenario(candidate_fixes=15)
     with store.connect() as con:
         _evil_cluster(con)
-    args = ["--candidate", "smollm2-135m-instruct", "--baseline", "smollm2-135m-instruct", "--no-guards",
+    args = ["--candidate", CANDIDATE, "--baseline", "smollm2-135m-instruct", "--no-guards",
             "--no-run", "--cluster", "cA", "--target-policy", "all"]
     for side in ("baseline", "candidate"):
         args += [f"--{side}-run", f"instruction_following={runs[side]['instruction_following']}"]

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from builders.gate import GEN, add_run, add_traces, scenario
+from builders.gate import CANDIDATE, GEN, add_run, add_traces, scenario
 
 from evals import gate, gate_cli, runs, stats
 from evals.stats import compare
@@ -64,7 +64,7 @@ def test_compare_counts_fixes_and_breaks():
 # ---------------------------------------------------------------- decisions
 
 def _gate(runs, **kw):
-    return gate.run_gate("smollm2-135m-instruct", None, "smollm2-135m-instruct", None, ["instruction_following"],
+    return gate.run_gate(CANDIDATE, None, "smollm2-135m-instruct", None, ["instruction_following"],
                          clusters=kw.pop("clusters", ["cA"]), allow_run=False, guards=False, given_runs=runs, **kw)
 
 
@@ -103,9 +103,9 @@ def test_reject_on_a_second_regressing_suite():
         holdout = [r[0] for r in con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()]
         add_run(con, "base-2", {t: [("C", True)] for t in holdout}, suite="other")
         add_run(con, "cand-2", {t: [("C", i % 4 != 0)] for i, t in enumerate(holdout)}, suite="other",
-                adapter_hash="abc")
+                model_ref=CANDIDATE)
     runs["baseline"]["other"], runs["candidate"]["other"] = "base-2", "cand-2"
-    result = gate.run_gate("smollm2-135m-instruct", None, "smollm2-135m-instruct", None,
+    result = gate.run_gate(CANDIDATE, None, "smollm2-135m-instruct", None,
                            ["instruction_following", "other"], clusters=["cA"], allow_run=False, guards=False,
                            given_runs=runs)
     assert result["verdict"] == "REJECT"
@@ -119,7 +119,7 @@ def test_failing_guard_rejects(monkeypatch):
     monkeypatch.setattr(guards, "perplexity_guard", lambda *a: {"ok": False, "summary": "ppl 10 -> 20"})
     monkeypatch.setattr(guards, "drift_guard", lambda *a: {"ok": True, "summary": "drift fine"})
     runs = scenario(candidate_fixes=15)
-    result = gate.run_gate("smollm2-135m-instruct", None, "smollm2-135m-instruct", None,
+    result = gate.run_gate(CANDIDATE, None, "smollm2-135m-instruct", None,
                            ["instruction_following"], clusters=["cA"], allow_run=False, guards=True,
                            given_runs=runs)
     assert result["verdict"] == "REJECT"
@@ -134,7 +134,7 @@ def test_targets_come_from_the_train_run_examples():
         con.execute("""INSERT INTO train_runs (run_id, adapter_path, base_model, base_fingerprint, training_set,
                        status, started_at) VALUES ('tr1', 'adapters/tr1', 'm', 'fp', 't.jsonl', 'complete', now())""")
         con.execute("INSERT INTO train_examples VALUES ('tr1', 'ex1', 'example', 'h')")
-    result = gate.run_gate("smollm2-135m-instruct", None, "smollm2-135m-instruct", None, None, clusters=None,
+    result = gate.run_gate(CANDIDATE, None, "smollm2-135m-instruct", None, None, clusters=None,
                            train_run="tr1", allow_run=False, guards=False, given_runs=runs)
     assert list(result["comparison"].clusters) == ["cA"] and result["train_run"] == "tr1"
 
@@ -142,7 +142,7 @@ def test_targets_come_from_the_train_run_examples():
 # ---------------------------------------------------------------- refusals and exit codes
 
 def _cli(runs, *extra):
-    args = ["--candidate", "smollm2-135m-instruct", "--baseline", "smollm2-135m-instruct", "--no-guards",
+    args = ["--candidate", CANDIDATE, "--baseline", "smollm2-135m-instruct", "--no-guards",
             "--no-run", "--cluster", "cA"]
     for side in ("baseline", "candidate"):
         args += [f"--{side}-run", f"instruction_following={runs[side]['instruction_following']}"]
@@ -172,6 +172,37 @@ def test_refuses_underpowered_holdout_and_says_how_many_pairs(capsys):
     err = capsys.readouterr().err
     assert "at least 6 discordant pairs" in err and "5" in err
 
+
+
+def _better_run(con, run_id: str, **kw) -> str:
+    """A run on the scenario's holdout in which every target trace passes (a PROMOTE if it were the candidate's)."""
+    ids = [r[0] for r in con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()]
+    return add_run(con, run_id, {t: [("A" if t.startswith("a") else "B", True)] for t in ids}, **kw)
+
+
+@pytest.mark.parametrize("kw, why", [
+    ({}, "generated with smollm2-135m-instruct"),                    # the baseline model's own run
+    ({"model_ref": CANDIDATE, "adapter_hash": "abc"}, "adapter abc"),  # another adapter
+    ({"model_ref": CANDIDATE, "split": "seed"}, "seed split"),
+    ({"model_ref": CANDIDATE, "suite": "other"}, "suite other"),
+    ({"model_ref": None, "split": "all", "mode": "logged"}, "logged answers"),
+])
+def test_refuses_a_given_run_that_is_not_its_sides(kw, why, capsys):
+    runs = scenario(candidate_fixes=0)
+    with store.connect() as con:
+        runs["candidate"]["instruction_following"] = _better_run(con, "wrong-run", **kw)
+    assert _cli(runs) == 2
+    err = capsys.readouterr().err
+    assert "wrong-run" in err and "is not a run of candidate-model" in err and why in err
+
+
+def test_refuses_to_compare_a_model_with_itself(capsys):
+    runs = scenario(candidate_fixes=15)
+    code = gate_cli.main(["--candidate", "smollm2-135m-instruct", "--baseline", "smollm2-135m-instruct",
+                          "--no-guards", "--no-run", "--cluster", "cA",
+                          "--baseline-run", f"instruction_following={runs['baseline']['instruction_following']}",
+                          "--candidate-run", f"instruction_following={runs['candidate']['instruction_following']}"])
+    assert code == 2 and "the same model" in capsys.readouterr().err
 
 def test_default_candidate_needs_a_trained_adapter(capsys):
     assert gate_cli.main(["--no-guards"]) == 2

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from builders.gate import scenario
+from builders.gate import CANDIDATE, scenario
 
 from evals import gate, gate_cli, gate_report
 from traces import store
@@ -23,7 +23,7 @@ def no_assignment(monkeypatch):
 
 
 def gate_args(runs: dict, *extra: str) -> list[str]:
-    args = ["--candidate", "smollm2-135m-instruct", "--baseline", "smollm2-135m-instruct", "--no-guards",
+    args = ["--candidate", CANDIDATE, "--baseline", "smollm2-135m-instruct", "--no-guards",
             "--no-run", "--cluster", "cA"]
     for side in ("baseline", "candidate"):
         args += [f"--{side}-run", f"instruction_following={runs[side]['instruction_following']}"]

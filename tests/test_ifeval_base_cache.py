@@ -38,3 +38,19 @@ def test_record_rows_replaces_only_the_rows_with_the_same_module_benchmark_and_m
     got = sorted((r["_module"], r["benchmark"], r["metric"], r["mend"]) for r in read_existing(out))
     assert got == [("evals", "b", "avg %", "25"), ("evals", "b", "traces/s", "510"), ("evals", "other", "avg %", "7"),
                    ("synth", "b", "avg %", "1")]
+
+
+def test_gain_row_states_both_degenerate_shares_and_whether_the_adapter_kept_within_the_base(tmp_path, monkeypatch):
+    looping = "I love the sea. " * 40
+    samples = lambda texts: [{"doc": {"prompt": "Write about the sea."}, "response": t} for t in texts]  # noqa: E731
+    assert bench_evals.degenerate_share(samples([looping, "The sea is wide and calm tonight."])) == 50.0
+    metrics = {"prompt_level_strict_acc": 0.2, "inst_level_strict_acc": 0.3}
+    saved = {"nightly_id": "n1", "limit": 2, "max_gen_toks": 512, "base": metrics, "adapter_metrics": metrics,
+             "minutes": 1, "parity": True, "contaminated_training_prompts": 0,
+             "degenerate": {"base": 50.0, "adapter": 0.0}}
+    monkeypatch.setattr(bench_evals, "IFEVAL_GAIN", tmp_path / "gain.json")
+    (tmp_path / "gain.json").write_text(__import__("json").dumps(saved))
+    assert "degenerate answers 50.0% -> 0.0% (target: not above the base's, PASS)" in bench_evals.ifeval_gain_row()["notes"]
+    saved["degenerate"] = {"base": 0.0, "adapter": 50.0}
+    (tmp_path / "gain.json").write_text(__import__("json").dumps(saved))
+    assert "MISS" in bench_evals.ifeval_gain_row()["notes"].split("degenerate answers")[1]

@@ -7,6 +7,10 @@ from builders.trace_rows import insert_traces, trace_row
 from traces import store
 from train.settings import TrainSettings
 
+# the scenario's candidate: another model ref, so its runs can be told from the baseline's (the gate checks that
+# a run given by id is one of its side's model)
+CANDIDATE = "candidate-model"
+
 # what the runner stores for a greedy --model run with the default settings
 GEN = {"decoding": "greedy", "max_new_tokens": TrainSettings().max_new_tokens, "chat_template": "model", "stop": "eos"}
 
@@ -53,6 +57,6 @@ def scenario(candidate_fixes: int = 15, regress_other: int = 0, n_target: int = 
         broken = set(passing_b[:regress_other])
         cand |= {t: [("B", ok and t not in broken)] for t, [(_, ok)] in ((t, base[t]) for t in tb)}
         add_run(con, "base-run", base)
-        add_run(con, "cand-run", cand, status=target_status, adapter_hash="abc", version=cand_version)
+        add_run(con, "cand-run", cand, status=target_status, model_ref=CANDIDATE, version=cand_version)
         add_cluster(con, "cA", "A", ta, "base-run")
     return {"baseline": {"instruction_following": "base-run"}, "candidate": {"instruction_following": "cand-run"}}
