@@ -195,3 +195,21 @@ def test_near_identical_pairs_and_layout_repairs_are_left_out_of_the_exported_pa
     with store.connect(read_only=True) as con:
         assert export.pairs(con, max_similarity=1.0) == []
     assert rows
+
+
+def test_layout_repairs_leave_the_sft_set_only_when_layout_targets_is_off():
+    build_store()
+    with store.connect() as con:
+        con.execute("UPDATE examples SET status = 'accepted'")
+        n = con.execute("SELECT count(*) FROM examples").fetchone()[0]
+        con.execute("UPDATE clusters SET check_id = 'detectable_format:multiple_sections'")
+        con.execute("UPDATE examples SET strategy = 'repair'")
+        con.execute("UPDATE examples SET strategy = 'self' WHERE example_id = (SELECT min(example_id) FROM examples)")
+    ids = lambda items: {x["id"] for x in items if x["origin"] == "example"}  # noqa: E731
+    every = ids(export.build(0.0)[0])
+    assert len(every) == n > 1
+    kept = ids(export.build(0.0, layout_targets=False)[0])
+    assert len(kept) == 1 and kept < every  # the student's own sample stays: only repairs that regroup leave
+    with store.connect() as con:
+        con.execute("UPDATE clusters SET check_id = 'punctuation:no_comma'")
+    assert ids(export.build(0.0, layout_targets=False)[0]) == every  # a surface repair is never dropped

@@ -11,11 +11,11 @@ validation split, never on the gate's holdout.
    groups that failed a check of a cluster the accepted examples came from (deduplicated by messages, the first
    `sweep_val_max` by a hash of the id); (b) anchors = the first `sweep_anchors` instruction-free requests of
    validation groups with the base's own greedy answer (curate/replay.py, cached).
-3. Each grid config (`sweep_grid`: TrainSettings keys plus replay_self_share / replay_fraction; lora_alpha follows
-   lora_r as 2 r unless given) gets its training set (curate/export.py build + write, under `sweep_dir`), is trained
-   in-process (train.lora.run) and scored: target = share of (a) whose greedy answer passes all its own checks
-   (evals.checks.verify_instructions); anchor NLL = mean per-token NLL of (b)'s answers (train.generate.sequence_nll),
-   against the base's. rise = exp(NLL_adapter - NLL_base) - 1.
+3. Each grid config (`sweep_grid`: TrainSettings keys plus replay_self_share / replay_fraction / layout_targets;
+   lora_alpha follows lora_r as 2 r unless given) gets its training set (curate/export.py build + write, under
+   `sweep_dir`), is trained in-process (train.lora.run) and scored: target = share of (a) whose greedy answer passes
+   all its own checks (evals.checks.verify_instructions); anchor NLL = mean per-token NLL of (b)'s answers
+   (train.generate.sequence_nll), against the base's. rise = exp(NLL_adapter - NLL_base) - 1.
    (c) prose perplexity: the gate's perplexity guard's own measure (evals.guards.word_perplexity: lm-eval word
    perplexity on the local prose of evals/lm_eval_tasks/prose.py), on `sweep_prose_docs` documents starting at
    `sweep_prose_offset`. The gate scores the first `gate_lm_eval_docs` documents; the sweep refuses an offset below
@@ -60,7 +60,7 @@ RULE = ("highest validation target pass rate (the largest gain over the base) am
         "rise <= {tol:.0%}, prose word perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation "
         "answers rise <= {dtol:g} points; ties: smaller max(anchor rise, prose rise), then grid order; none within "
         "all three: the smallest worst rise, each taken as a multiple of its own tolerance")
-CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float}
+CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float, "layout_targets": bool}
 
 
 # ---------------------------------------------------------------- grid
@@ -293,8 +293,9 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
     out = resolve_path(cs.sweep_dir) / sid / f"c{idx}" / "train.jsonl"
     run_id = None
     try:
-        items, counts, prefs = export.build(fraction, share, val.groups, answerer,
-                                            max_examples=cs.max_train_examples)  # what the nightly would train
+        items, counts, prefs = export.build(fraction, share, val.groups, answerer, max_examples=cs.max_train_examples,
+                                            layout_targets=config.get("layout_targets", cs.layout_targets))
+        # ... what the nightly would train with these settings
         export.write(items, counts, out, fraction, prefs, share)
         if train_fn is None:
             from train.lora import run as train_fn  # imports torch: only when a sweep trains
