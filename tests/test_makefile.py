@@ -43,6 +43,13 @@ def test_make_help_lists_every_target():
         assert set(targets()) <= listed
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_into_a_pipe_has_no_colour_codes():
+    out = subprocess.run(["make", "--no-print-directory", "-s", "-f", str(MAKEFILE), "help"], cwd=MAKEFILE.parent,
+                         capture_output=True, text=True, timeout=60)
+    assert "setup" in out.stdout and "\x1b" not in out.stdout
+
+
 def _make_help() -> str:
     """`make help` as a person sees it, colours stripped (--no-print-directory: under `make test` make is nested)."""
     out = subprocess.run(["make", "--no-print-directory", "-s", "-f", str(MAKEFILE), "help"], cwd=MAKEFILE.parent,
