@@ -71,9 +71,10 @@ class CurateSettings:
     # `curate sweep` chose on the demo data, 0.5 being no better (docs/benchmarks.md, "curate sweep, demo data")
     pair_max_similarity: float = 0.9  # preference pairs whose answers share more of their words (in order) are left
     # out: the DPO margin of a near-identical pair sits on its few edited tokens (curate/export.py, similarity)
-    layout_targets: bool = True  # repairs that regroup an answer (dividers, section headers, paragraphs, bullets:
-    # curate/export.py LAYOUT_CHECKS) as SFT targets; never as preference pairs. `curate sweep` can try
-    # layout_targets=false (docs/results.md, 2026-12-07: the default nightly's adapter looped on "***" and "Section k")
+    layout_targets: bool = False  # repairs that regroup an answer (dividers, section headers, paragraphs, bullets:
+    # curate/export.py LAYOUT_CHECKS) as SFT targets too (never as preference pairs). Off: the sweep on the default
+    # nightly's data chose it (validation degenerate share 34.4% -> 26.0% without them, 30.2% with; targets 49.8% vs
+    # 48.7%; docs/results.md, 2026-12-07)
     max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all):
     # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo")
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
