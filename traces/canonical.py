@@ -33,6 +33,11 @@ class BatchCounts:
         for k in ("read", "stored", "duplicate", "quarantined", "skipped"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
+    def plus(self, other: "BatchCounts") -> "BatchCounts":
+        total = BatchCounts(**vars(self))
+        total.add(other)
+        return total
+
     def reconciles(self) -> bool:
         return self.read == self.stored + self.duplicate + self.quarantined + self.skipped
 
