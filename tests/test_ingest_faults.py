@@ -66,6 +66,17 @@ def test_stray_text_between_compact_items_is_one_record(tmp_path):
     assert rows("SELECT raw FROM quarantine") == [("oops",)]
 
 
+def test_bad_items_sharing_a_line_are_each_quarantined_in_any_batch(tmp_path):
+    """Found by the fuzzer: the items of a one-line array all start on line 1; the second batch's bad item was
+    counted but not written (taken for a line already quarantined), so the counts no longer matched the rows."""
+    path = tmp_path / "one_line.json"
+    path.write_text(json.dumps([[1], chat(1, "fine"), {"messages": []}]))
+    s = run(path, batch_lines=1)
+    assert (s.counts.read, s.counts.stored, s.counts.quarantined) == (3, 1, 2)
+    again = ingest.ingest_paths([path], settings.load("traces", {"batch_lines": 1}))[0]  # counted again, kept once
+    assert again.counts.quarantined == 2 and rows("SELECT count(*) FROM quarantine")[0][0] == 2
+
+
 @pytest.mark.parametrize("broken", [lambda doc: doc.replace('"q 1"', '"q\t1"'),  # a raw TAB
                                     lambda doc: doc[:-2]],                        # its last line cut
                          ids=["tab", "cut"])
@@ -245,3 +256,18 @@ def test_a_batch_whose_commit_failed_is_not_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "transaction", real)
     again = run(path, batch_lines=2)  # the rerun completes: what was committed is a duplicate, the rest stored
     assert again.status == "complete" and (again.counts.stored, again.counts.duplicate) == (4, 2)
+
+
+# ---------- found by the fuzzer: span data in a reason, printed raw ----------
+
+def test_span_data_in_a_skip_reason_is_escaped_where_stored_and_printed(tmp_path, capsys):
+    kind = "x\x1b[2J\u202ey" * 20  # clear-screen and a bidi override in a span kind
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps(export(span("k1", "agent", {"openinference.span.kind": kind}))))
+    from traces.cli import main
+    assert main(["ingest", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "X\\u001b[2J\\u202eY" in out
+    (skipped,), = rows("SELECT skipped FROM ingests")
+    reason, = json.loads(skipped)
+    assert reason.startswith("OpenInference X\\u001b[2J\\u202eY") and len(reason) < 120  # cut: one odd span, one key

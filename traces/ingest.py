@@ -38,6 +38,7 @@ from traces import canonical, jsonl_sql, otel, readers, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
+from traces.terminal import safe
 
 
 @dataclass
@@ -249,7 +250,7 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
                       disable=size < (8 << 20)) as bar:
-            task = bar.add_task(path.name, total=size)
+            task = bar.add_task(safe(path.name), total=size)
             summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n)))
         done.add(sha)
     return summaries
@@ -265,7 +266,6 @@ def ingest_inbox(cfg=None, console=None) -> list[FileSummary]:
 
 def summary_table(summaries: list[FileSummary]):
     """One row per file: read = stored + duplicate (dup) + quarantined (quar) + skipped (skip)."""
-    from rich.markup import escape
     from rich.table import Table
     table = Table(title="ingest (read = stored + dup + quar + skip)")
     for col in ("file", "format", "read", "stored", "dup", "quar", "skip", "traces/s", "status"):
@@ -275,7 +275,7 @@ def summary_table(summaries: list[FileSummary]):
         c = s.counts
         rate = f"{c.read / s.seconds:,.0f}" if s.seconds and c.read else ""
         status = s.status + ("" if c.reconciles() else " [red](does not reconcile)[/]")
-        table.add_row(escape(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
+        table.add_row(safe(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
                       f"{c.quarantined:,}", f"{c.skipped:,}", rate, status)
     return table
 
@@ -303,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-lines", type=_positive_int, default=None, help="items per committed batch (>= 1)")
     args = ap.parse_args(argv)
     from rich.console import Console
-    from rich.markup import escape
     console = Console()
     flags = {k: v for k, v in vars(args).items() if k != "paths"}
     cfg = settings.load("traces", flags)
@@ -313,11 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console.print(summary_table(summaries))
     if skipped_note(summaries):
-        console.print(escape(skipped_note(summaries)))
+        console.print(safe(skipped_note(summaries), newlines=True))
     if any(s.counts.quarantined for s in summaries):
         console.print("quarantined lines by reason, file and line: [cyan]python -m traces stats[/]; "
                       "the lines of one file: [cyan]python -m traces quarantine FILE[/]")
     failed = [s for s in summaries if s.status == "failed"]
     for s in failed:
-        Console(stderr=True).print(f"[red]error:[/] {escape(s.error or s.path)}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
     return 1 if failed else 0

@@ -58,6 +58,13 @@ def json_type(v: Any) -> str:
 INT_RE = re.compile(r"-?\d+")
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """Span data put in a reason (an attribute key, a span kind): control and non-ASCII characters escaped, cut to
+    `limit`, so that a stored or printed reason carries no escape sequence and one odd span adds no huge key."""
+    text = json.dumps(str(value))[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def any_value(v: Any, key: str = "?") -> Any:
     """OTLP JSON AnyValue -> Python (int64 arrives as a string in proto3 JSON); MalformedSpan on a mis-typed one."""
     if not isinstance(v, dict):
@@ -113,7 +120,7 @@ def _pairs(kvs: Any, key: str) -> dict:
         name = kv.get("key") if isinstance(kv, dict) else None
         if not isinstance(name, str):
             raise MalformedSpan(f"attribute in `{key}` must be an object with a string `key`")
-        out[name] = any_value(kv.get("value", {}), name)
+        out[name] = any_value(kv.get("value", {}), shown(name))
     return out
 
 
@@ -328,10 +335,11 @@ def skip_reason(span: dict, a: dict) -> str | None:
     """Why a span is not an LLM call (skipped, counted), or None when it is one."""
     oi_kind = a.get("openinference.span.kind")
     if oi_kind is not None:
-        return None if str(oi_kind).upper() == "LLM" else f"OpenInference {str(oi_kind).upper()} span (not an LLM call)"
+        kind = str(oi_kind).upper()
+        return None if kind == "LLM" else f"OpenInference {shown(kind)} span (not an LLM call)"
     tl_kind = a.get("traceloop.span.kind")
     if tl_kind is not None:
-        return f"openllmetry {tl_kind} span (not an LLM call)"
+        return f"openllmetry {shown(tl_kind)} span (not an LLM call)"
     op = a.get("gen_ai.operation.name")
     if op in NOT_LLM_OPERATIONS:
         return f"GenAI {op} span: {NOT_LLM_OPERATIONS[op]}, not an LLM call"
