@@ -12,7 +12,7 @@ SETUP   := .venv/.setup-done
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test bench ingest stats config doctor sample-traffic evals clusters teacher \
+.PHONY: help setup test fuzz bench ingest stats config doctor sample-traffic evals clusters teacher \
         synth curate-status accept review export sweep train gate nightly demo clean
 
 help: ## list every target with one line each
@@ -34,6 +34,11 @@ $(SETUP): pyproject.toml
 
 test: $(SETUP) ## run the test suite (unit tests + a few integration tests on the real 135M model)
 	$(PY) -m pytest -q
+
+# `make test` runs the ingest fuzzer bounded and derandomized; this runs it longer, random (EXAMPLES per property)
+EXAMPLES ?= 200
+fuzz: $(SETUP) ## fuzz `traces ingest` longer: malformed, truncated and hostile files (EXAMPLES=200 per property)
+	MEND_FUZZ_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_ingest.py
 
 bench: $(SETUP) ## run every benchmark and rewrite docs/benchmarks.md
 	$(PY) -m bench $(ARGS)

@@ -2,6 +2,7 @@
 
 The stages here are stubs (tests/builders/nightly_stubs.py); the real stages are the other packages' functions.
 """
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,24 @@ def test_promote_says_why_it_did_not_promote(home, monkeypatch):
     monkeypatch.setenv("MEND_CURATE_NIGHTLY_PROMOTE", "false")
     why = _promote_summary(lambda ctx: {"verdict": "PROMOTE", "decision_id": "gd-2"})["summary"]["why"]
     assert "nightly_promote is false" in why and "registry promote --decision gd-2" in why
+
+
+def test_an_inbox_file_that_fails_is_named_and_the_night_goes_on(home, monkeypatch, capsys):
+    from builders.ingest_files import chat
+    from builders.nightly_stubs import make
+    inbox = home / "inbox"
+    inbox.mkdir()
+    (inbox / "a_export.csv").write_text("prompt,response\nhi,hello\n")
+    (inbox / "b_calls.jsonl").write_text(json.dumps(chat(1, "hello?")) + "\n")
+    monkeypatch.setenv("MEND_TRACES_INBOX", str(inbox))
+    stages = [("ingest", nightly.stage_ingest), ("eval", make("eval")), ("report", nightly.stage_report)]
+    code = nightly.run(stages=stages)
+    assert code == 4 == nightly.FAILED_FILES
+    assert [r[1:] for r in _ledger()] == [("ingest", "done"), ("eval", "done"), ("report", "done")]  # went on
+    summary = nightly.ledger(_ledger()[0][0])["ingest"]["summary"]
+    assert summary["stored"] == 1 and len(summary["failed_files"]) == 1 and "a_export.csv" in summary["failed_files"][0]
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "1 inbox file(s) failed to ingest" in out and "a_export.csv" in out and "exit 4" in out
+    md = next((home / "reports").rglob("report.md")).read_text()
+    failed = md.split("## Inbox files that failed to ingest\n", 1)[1].split("\n## ", 1)[0]
+    assert "went on without them (exit code 4)" in failed and "a_export.csv: CSV/spreadsheet files are not read" in failed

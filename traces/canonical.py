@@ -33,6 +33,11 @@ class BatchCounts:
         for k in ("read", "stored", "duplicate", "quarantined", "skipped"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
+    def plus(self, other: "BatchCounts") -> "BatchCounts":
+        total = BatchCounts(**vars(self))
+        total.add(other)
+        return total
+
     def reconciles(self) -> bool:
         return self.read == self.stored + self.duplicate + self.quarantined + self.skipped
 
@@ -138,11 +143,13 @@ def _insert_traces_sql(cfg) -> str:
 HASHES_SQL = "INSERT OR IGNORE INTO trace_hashes SELECT tid, h FROM keyed"
 
 
+# A line is quarantined once however often its file is re-ingested: rows of earlier ingests of the file keep it
+# out. Not rows of this ingest: the records of a one-line JSON array all start on line 1, and each is its own.
 QUARANTINE_SQL = """
     INSERT INTO quarantine (ingest_id, source_file, source_line, reason, raw)
     SELECT $ingest, $file, c.line, c.error, rtrim(left(c.raw, 10000), chr(10) || chr(13)) FROM checked c
     WHERE c.error IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM quarantine q WHERE q.source_file = $file AND q.source_line = c.line)
+        SELECT 1 FROM quarantine q WHERE q.source_file = $file AND q.source_line = c.line AND q.ingest_id <> $ingest)
 """
 
 

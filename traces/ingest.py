@@ -15,8 +15,11 @@ its file, line and the field at fault, or skipped with a reason (spans that are 
 file, read = stored + duplicate + quarantined + skipped. Items are inserted in batches of `batch_lines`,
 each in one transaction that is committed, and the database is released between batches, so other
 commands wait one batch, not one file; Ctrl-C leaves no half batch (exit 130), and running the command
-again resumes (ids are keys). A file that cannot be read (a truncated .gz, a CSV) is marked `failed`
-with the reason and the others are still ingested (exit 1).
+again resumes (ids are keys). The counts follow what was committed: a batch whose COMMIT fails (a full
+disk) is not counted. A file that cannot be read (no permission, a truncated .gz, a CSV), or whose ingest
+breaks in any other way, is marked `failed` with a reason that names it, and the others are still ingested
+(exit 1). Within a file, a bad item is quarantined alone: a malformed span, a JSON array item or document
+that does not parse (reading resumes after it).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from traces import canonical, jsonl_sql, otel, readers, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
+from traces.terminal import safe
 
 
 @dataclass
@@ -76,8 +80,9 @@ def _begin(cfg, path: Path, sha: str, fmt: str) -> str:
     return ingest_id
 
 
-def _record(con, s: FileSummary, status: str | None = None) -> None:
-    c = s.counts
+def _record(con, s: FileSummary, status: str | None = None, batch: canonical.BatchCounts | None = None) -> None:
+    """Write the file's counts (plus `batch`, which commits with this row or not at all)."""
+    c = s.counts.plus(batch) if batch else s.counts
     con.execute("""UPDATE ingests SET n_read = ?, n_stored = ?, n_duplicate = ?, n_quarantined = ?, n_skipped = ?,
                    skipped = ?, error = ?, source_format = ?, status = coalesce(?, status),
                    finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE now() END
@@ -117,8 +122,8 @@ def _store_batches(cfg, summary: FileSummary, fills: Iterator[Callable]) -> None
             with store.transaction(con):
                 from_pre = fill(con)
                 counts = canonical.store_batch(con, cfg, summary.path, summary.ingest_id, from_pre, from_pre)
-                summary.counts.add(counts)
-                _record(con, summary)
+                _record(con, summary, batch=counts)
+            summary.counts.add(counts)  # only once committed: a failed COMMIT (a full disk) stored nothing
 
 
 def _ingest_jsonl(cfg, path: Path, summary: FileSummary, progress) -> None:
@@ -170,7 +175,10 @@ def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> 
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
     path = Path(path).resolve()
-    sha = sha or sha256_file(path)
+    try:
+        sha = sha or sha256_file(path)
+    except OSError as e:
+        return _unopenable(cfg, path, e)
     start = time.perf_counter()
     summary = FileSummary(str(path), "?", _begin(cfg, path, sha, "?"))
     try:
@@ -183,13 +191,20 @@ def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> 
         summary.error = "interrupted (Ctrl-C); the batches committed before it are kept"
         _finish(cfg, summary, "failed")
         raise KeyboardInterrupt from None
-    except BaseException as e:
+    except Exception as e:  # noqa: BLE001 - one file's fault must not stop the files after it
         summary.error = f"{path}: {type(e).__name__}: {e}"
         _finish(cfg, summary, "failed")
-        raise
     else:
         _finish(cfg, summary, "complete")
     summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _unopenable(cfg, path: Path, e: OSError) -> FileSummary:
+    """A file that cannot even be opened (no permission, gone since it was listed): a failed row naming it."""
+    summary = FileSummary(str(path), "?", _begin(cfg, path, "", "?"),
+                          error=f"{path}: cannot read the file: {e.strerror or type(e).__name__}")
+    _finish(cfg, summary, "failed")
     return summary
 
 
@@ -224,15 +239,18 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
     done = done if skip_done else set()
     summaries = []
     for path in files:
-        sha = sha256_file(path)
+        try:
+            sha, size = sha256_file(path), path.stat().st_size
+        except OSError as e:
+            summaries.append(_unopenable(cfg, path.resolve(), e))
+            continue
         if sha in done:
             summaries.append(FileSummary(str(path.resolve()), "-", "-", status="skipped"))
             continue
-        size = path.stat().st_size
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
                       disable=size < (8 << 20)) as bar:
-            task = bar.add_task(path.name, total=size)
+            task = bar.add_task(safe(path.name), total=size)
             summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n)))
         done.add(sha)
     return summaries
@@ -248,7 +266,6 @@ def ingest_inbox(cfg=None, console=None) -> list[FileSummary]:
 
 def summary_table(summaries: list[FileSummary]):
     """One row per file: read = stored + duplicate (dup) + quarantined (quar) + skipped (skip)."""
-    from rich.markup import escape
     from rich.table import Table
     table = Table(title="ingest (read = stored + dup + quar + skip)")
     for col in ("file", "format", "read", "stored", "dup", "quar", "skip", "traces/s", "status"):
@@ -258,7 +275,7 @@ def summary_table(summaries: list[FileSummary]):
         c = s.counts
         rate = f"{c.read / s.seconds:,.0f}" if s.seconds and c.read else ""
         status = s.status + ("" if c.reconciles() else " [red](does not reconcile)[/]")
-        table.add_row(escape(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
+        table.add_row(safe(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
                       f"{c.quarantined:,}", f"{c.skipped:,}", rate, status)
     return table
 
@@ -286,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-lines", type=_positive_int, default=None, help="items per committed batch (>= 1)")
     args = ap.parse_args(argv)
     from rich.console import Console
-    from rich.markup import escape
     console = Console()
     flags = {k: v for k, v in vars(args).items() if k != "paths"}
     cfg = settings.load("traces", flags)
@@ -296,11 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console.print(summary_table(summaries))
     if skipped_note(summaries):
-        console.print(escape(skipped_note(summaries)))
+        console.print(safe(skipped_note(summaries), newlines=True))
     if any(s.counts.quarantined for s in summaries):
         console.print("quarantined lines by reason, file and line: [cyan]python -m traces stats[/]; "
                       "the lines of one file: [cyan]python -m traces quarantine FILE[/]")
     failed = [s for s in summaries if s.status == "failed"]
     for s in failed:
-        Console(stderr=True).print(f"[red]error:[/] {escape(s.error or s.path)}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
     return 1 if failed else 0

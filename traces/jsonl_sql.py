@@ -116,7 +116,9 @@ def checked_sql(scrub_secrets: bool) -> str:
     -- raw is kept for quarantined lines only: copying every 1 KB line into the table cost 25% of the time
     SELECT * REPLACE (CASE WHEN error IS NOT NULL THEN raw END AS raw) FROM (
     WITH s AS (
+        -- blank lines (whitespace only) are not read; only a line that starts with whitespace pays for the trim
         SELECT line, {raw} AS raw FROM lines WHERE raw NOT IN ('', chr(10), chr(13), chr(13) || chr(10))
+            AND (ascii(raw) NOT IN (9, 13, 32) OR trim(raw, ' ' || chr(9) || chr(10) || chr(13)) <> '')
     ), e AS (
         SELECT line, raw, (starts_with(raw, '{{') OR starts_with(ltrim(raw), '{{')) AS is_obj,
                try(json_extract_string(raw, {vlist})) AS v, try(json_type(raw, {plist})) AS t

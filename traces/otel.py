@@ -22,6 +22,8 @@ Span volumes are small next to chat logs, so this walks the JSON in Python.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import Counter
 from typing import Any, Iterator
 
@@ -43,28 +45,94 @@ def is_export_request(doc: Any) -> bool:
     return isinstance(doc, dict) and "resourceSpans" in doc
 
 
-def any_value(v: dict) -> Any:
-    """OTLP JSON AnyValue -> Python (int64 arrives as a string in proto3 JSON)."""
+class MalformedSpan(ValueError):
+    """A span (or the export around it) that breaks the OTLP JSON shape; the message says where, never the value
+    (a value in the wrong field may be a secret)."""
+
+
+def json_type(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number")
+
+
+INT_RE = re.compile(r"-?\d+")
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """Span data put in a reason (an attribute key, a span kind): control and non-ASCII characters escaped, cut to
+    `limit`, so that a stored or printed reason carries no escape sequence and one odd span adds no huge key."""
+    text = json.dumps(str(value))[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def any_value(v: Any, key: str = "?") -> Any:
+    """OTLP JSON AnyValue -> Python (int64 arrives as a string in proto3 JSON); MalformedSpan on a mis-typed one."""
     if not isinstance(v, dict):
         return v
     if "stringValue" in v:
-        return v["stringValue"]
+        return _typed(v["stringValue"], str, f"attribute `{key}`: stringValue")
     if "intValue" in v:
-        return int(v["intValue"])
+        n = v["intValue"]
+        if isinstance(n, bool) or not (isinstance(n, int) or isinstance(n, str) and INT_RE.fullmatch(n.strip())):
+            raise MalformedSpan(f"attribute `{key}`: intValue must be an integer, got {json_type(n)}")
+        return int(n)
     if "doubleValue" in v:
-        return float(v["doubleValue"])
+        return _double(v["doubleValue"], key)
     if "boolValue" in v:
-        return bool(v["boolValue"])
+        return _typed(v["boolValue"], bool, f"attribute `{key}`: boolValue")
     if "arrayValue" in v:
-        return [any_value(x) for x in v["arrayValue"].get("values", []) or []]
+        return [any_value(x, key) for x in _values(v["arrayValue"], key, "arrayValue")]
     if "kvlistValue" in v:
-        return {kv.get("key"): any_value(kv.get("value", {})) for kv in v["kvlistValue"].get("values", []) or []}
+        return _pairs(_values(v["kvlistValue"], key, "kvlistValue"), key)
     return None
 
 
+def _typed(x: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(x, kind) or isinstance(x, bool) and kind is not bool:
+        name = json_type((kind[0] if isinstance(kind, tuple) else kind)())
+        raise MalformedSpan(f"{where} must be {'an' if name[0] in 'aeiou' else 'a'} {name}, got {json_type(x)}")
+    return x
+
+
+def _double(x: Any, key: str) -> float | str:
+    """A number; proto3's "NaN"/"Infinity" are kept as that text (JSON has no such number)."""
+    try:
+        f = float(x) if isinstance(x, (int, float, str)) and not isinstance(x, bool) else None
+    except ValueError:
+        f = None
+    if f is None:
+        raise MalformedSpan(f"attribute `{key}`: doubleValue must be a number, got {json_type(x)}")
+    return f if math.isfinite(f) else str(x)
+
+
+def _values(container: Any, key: str, field: str) -> list:
+    values = container.get("values") if isinstance(container, dict) else False
+    if not isinstance(values, list) and values is not None:
+        raise MalformedSpan(f"attribute `{key}`: {field} must be an object with a `values` array, "
+                            f"got {json_type(container)}")
+    return values or []
+
+
+def _pairs(kvs: Any, key: str) -> dict:
+    """OTLP KeyValue list -> dict."""
+    out = {}
+    for kv in _typed(kvs, list, f"`{key}`"):
+        name = kv.get("key") if isinstance(kv, dict) else None
+        if not isinstance(name, str):
+            raise MalformedSpan(f"attribute in `{key}` must be an object with a string `key`")
+        out[name] = any_value(kv.get("value", {}), shown(name))
+    return out
+
+
 def attrs(obj: dict) -> dict:
-    return {kv.get("key"): any_value(kv.get("value", {})) for kv in obj.get("attributes", []) or []
-            if isinstance(kv, dict)}
+    return _pairs(obj.get("attributes") or [], "attributes")
+
+
+def events(span: dict) -> list[dict]:
+    evs = _typed(span.get("events") or [], list, "`events`")
+    if not all(isinstance(e, dict) for e in evs):
+        raise MalformedSpan("`events` must hold objects")
+    return evs
 
 
 def _loads(text: str) -> tuple[Any, str | None]:
@@ -90,10 +158,24 @@ def documents(text: str) -> Iterator[tuple[int, Any, str | None, str]]:
             yield n, doc, err, line
 
 
-def spans(doc: dict) -> Iterator[dict]:
-    for rs in doc.get("resourceSpans", []) or []:
-        for ss in rs.get("scopeSpans", rs.get("instrumentationLibrarySpans", [])) or []:
-            yield from ss.get("spans", []) or []
+LEVELS = [("resourceSpans",), ("scopeSpans", "instrumentationLibrarySpans"), ("spans",)]
+
+
+def spans(doc: Any, level: int = 0, where: str = "") -> Iterator[tuple[Any, str | None]]:
+    """(span, None) per span of an export request, or (the part, why) where its nesting is broken."""
+    if level == len(LEVELS):
+        yield doc, None
+        return
+    if not isinstance(doc, dict):
+        yield doc, f"`{where}` must be an object, got {json_type(doc)}"
+        return
+    key = next((k for k in LEVELS[level] if k in doc), LEVELS[level][0])
+    items, path = doc.get(key), f"{where}.{key}".lstrip(".")
+    if items is not None and not isinstance(items, list):
+        yield items, f"`{path}` must be an array, got {json_type(items)}"
+        return
+    for i, item in enumerate(items or []):
+        yield from spans(item, level + 1, f"{path}[{i}]")
 
 
 def _maybe_json(v: Any) -> Any:
@@ -137,7 +219,8 @@ def _as_list(v: Any) -> list:
 
 def tool_call(tc: Any) -> dict:
     """Any tool-call shape (OpenAI, OTel `parts`, openllmetry flat, OpenInference `tool_call.*`) -> OpenAI's."""
-    tc = tc.get("tool_call", tc) if isinstance(tc, dict) else {"name": str(tc)}
+    tc = tc if isinstance(tc, dict) else {"name": str(tc)}
+    tc = tc["tool_call"] if isinstance(tc.get("tool_call"), dict) else tc
     fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
     args = fn.get("arguments")
     return {"id": tc.get("id"), "type": "function",
@@ -192,7 +275,7 @@ def _as_messages(v: Any, role: str) -> list[dict]:
 def _system_text(v: Any) -> str:
     v = _maybe_json(v)
     if isinstance(v, list):
-        return "\n".join(p.get("content", "") if isinstance(p, dict) else str(p) for p in v)
+        return "\n".join(str(p.get("content", "")) if isinstance(p, dict) else str(p) for p in v)
     return str(v)
 
 
@@ -241,8 +324,9 @@ def _openinference_conversation(a: dict) -> tuple[list[dict], list[dict]]:
         req = _as_messages(body.get("messages") if isinstance(body, dict) else body, "user")
     if not out and a.get("output.value") is not None:
         body = _maybe_json(a["output.value"])
-        if isinstance(body, dict) and body.get("choices"):
-            body = (body["choices"][0] or {}).get("message")
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if isinstance(choices, list) and choices:
+            body = choices[0].get("message") if isinstance(choices[0], dict) else None
         out = _as_messages(body, "assistant")
     return req, out
 
@@ -251,15 +335,16 @@ def skip_reason(span: dict, a: dict) -> str | None:
     """Why a span is not an LLM call (skipped, counted), or None when it is one."""
     oi_kind = a.get("openinference.span.kind")
     if oi_kind is not None:
-        return None if str(oi_kind).upper() == "LLM" else f"OpenInference {str(oi_kind).upper()} span (not an LLM call)"
+        kind = str(oi_kind).upper()
+        return None if kind == "LLM" else f"OpenInference {shown(kind)} span (not an LLM call)"
     tl_kind = a.get("traceloop.span.kind")
     if tl_kind is not None:
-        return f"openllmetry {tl_kind} span (not an LLM call)"
+        return f"openllmetry {shown(tl_kind)} span (not an LLM call)"
     op = a.get("gen_ai.operation.name")
     if op in NOT_LLM_OPERATIONS:
         return f"GenAI {op} span: {NOT_LLM_OPERATIONS[op]}, not an LLM call"
     genai = any(k.startswith(("gen_ai.", "llm.")) for k in a) or any(
-        isinstance(e, dict) and str(e.get("name", "")).startswith("gen_ai.") for e in span.get("events", []) or [])
+        str(e.get("name", "")).startswith("gen_ai.") for e in events(span))
     return None if genai else "not a GenAI span (no gen_ai.*, llm.* or OpenInference attributes)"
 
 
@@ -268,7 +353,8 @@ def _openinference_extras(a: dict) -> tuple[dict, dict, list | None, dict]:
     usage = {k: a[f"llm.token_count.{src}"] for k, src in (("input_tokens", "prompt"), ("output_tokens", "completion"))
              if f"llm.token_count.{src}" in a}
     params = _maybe_json(a.get("llm.invocation_parameters"))
-    tools = [_maybe_json((t.get("tool") or {}).get("json_schema")) if isinstance(t, dict) else t
+    tools = [_maybe_json(t["tool"].get("json_schema")) if isinstance(t, dict) and isinstance(t.get("tool"), dict)
+             else t
              for t in _as_list(unflatten(a, "llm.tools") or None)]
     meta = _maybe_json(a.get("metadata"))
     meta = dict(meta) if isinstance(meta, dict) else {}
@@ -291,7 +377,7 @@ def _genai_extras(a: dict) -> tuple[dict, dict, list | None, dict]:
 def span_row(index: int, span: dict, a: dict) -> dict:
     """A canonical row (see traces.canonical) of a span that is an LLM call."""
     oi = "openinference.span.kind" in a
-    req, out = _openinference_conversation(a) if oi else _genai_conversation(a, span.get("events", []) or [])
+    req, out = _openinference_conversation(a) if oi else _genai_conversation(a, events(span))
     usage, params, tools, meta = _openinference_extras(a) if oi else _genai_extras(a)
     reply = out[0] if out else {}
     meta = {"otel_trace_id": span.get("traceId"), "span_name": span.get("name"),
@@ -299,26 +385,45 @@ def span_row(index: int, span: dict, a: dict) -> dict:
             "provider": a.get("gen_ai.provider.name", a.get("gen_ai.system", a.get("llm.provider", a.get("llm.system")))),
             **meta}
     meta.update({k[len("mend.metadata."):]: v for k, v in a.items() if k.startswith("mend.metadata.")})
+    span_id = span.get("spanId") or a.get("gen_ai.response.id")
+    model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get("llm.model_name")
     return {
-        "line": index, "source_format": "otel", "src_id": span.get("spanId") or a.get("gen_ai.response.id"),
+        "line": index, "source_format": "otel",
+        "src_id": str(_typed(span_id, (str, int), "`spanId`")) if span_id is not None else None,
         "ts": timestamps.epoch_to_utc(span.get("startTimeUnixNano")),
-        "model": a.get("gen_ai.response.model") or a.get("gen_ai.request.model") or a.get("llm.model_name"),
-        "messages": json.dumps(req), "response": _text(reply.get("content")),
-        "tool_calls": json.dumps(reply["tool_calls"]) if reply.get("tool_calls") else None,
-        "tools": json.dumps(tools) if tools else None, "params": json.dumps(params) if params else None,
-        "usage": json.dumps(usage) if usage else None,
-        "metadata": json.dumps({k: v for k, v in meta.items() if v is not None}), "feedback": None,
+        "model": _typed(model, str, "the model attribute") if model is not None else None,
+        "messages": _json(req), "response": _text(reply.get("content")),
+        "tool_calls": _json(reply["tool_calls"]) if reply.get("tool_calls") else None,
+        "tools": _json(tools) if tools else None, "params": _json(params) if params else None,
+        "usage": _json(usage) if usage else None,
+        "metadata": _json({k: v for k, v in meta.items() if v is not None}), "feedback": None,
         "error": None if req else "span is an LLM call but has no prompt messages (is content capture on?)",
-        "raw": json.dumps(span)[:KEEP_CHARS],
+        "raw": _raw(span),
     }
+
+
+def _json(v: Any) -> str:
+    try:
+        return json.dumps(v, allow_nan=False)
+    except ValueError:  # NaN or Infinity, which Python's parser accepts in the file: JSON columns cannot hold them
+        raise MalformedSpan("a value is NaN or Infinity, which JSON cannot hold") from None
+
+
+def _raw(v: Any) -> str:
+    """The text kept for a quarantined part (cut as the quarantine table cuts it)."""
+    try:
+        return json.dumps(v)[:KEEP_CHARS]
+    except (RecursionError, ValueError):
+        return ""
 
 
 def _text(content: Any) -> str | None:
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(p.get("text", p.get("content", "")) if isinstance(p, dict) else str(p) for p in content)
-    return json.dumps(content)
+        return "\n".join(str(p.get("text", p.get("content", ""))) if isinstance(p, dict) else str(p)
+                         for p in content)
+    return _json(content)
 
 
 def _bad_row(index: int, raw: str, reason: str) -> dict:
@@ -328,14 +433,20 @@ def _bad_row(index: int, raw: str, reason: str) -> dict:
 
 
 def _span_or_skip(index: int, span: Any) -> tuple[dict | None, str | None]:
+    """(row, None) for an LLM call or a bad span (quarantined with the reason), (None, why) for a skipped one."""
     if not isinstance(span, dict):
-        return _bad_row(index, json.dumps(span)[:KEEP_CHARS], "span is not a JSON object"), None
+        return _bad_row(index, _raw(span), "span is not a JSON object"), None
     try:
         a = attrs(span)
         reason = skip_reason(span, a)
         return (None, reason) if reason else (span_row(index, span, a), None)
     except RecursionError:
         return _bad_row(index, "", "span nested too deeply to read"), None
+    except MalformedSpan as e:
+        return _bad_row(index, _raw(span), f"malformed span: {e}"), None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        # a shape none of the checks above foresaw: the span is quarantined, never the file failed
+        return _bad_row(index, _raw(span), f"malformed span: {type(e).__name__} while reading it"), None
 
 
 def rows(text: str) -> tuple[list[dict], Counter]:
@@ -348,8 +459,11 @@ def rows(text: str) -> tuple[list[dict], Counter]:
                           else "export request is not a JSON object")
             out.append(_bad_row(index, raw, f"{why} (file line {file_line})"))
             continue
-        for span in spans(doc):
+        for span, broken in spans(doc):
             index += 1
+            if broken:
+                out.append(_bad_row(index, _raw(span), f"malformed export: {broken} (file line {file_line})"))
+                continue
             row, reason = _span_or_skip(index, span)
             if row is not None:
                 out.append(row)

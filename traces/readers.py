@@ -122,7 +122,9 @@ def detect_format(path: Path) -> str:
     try:
         first = json.loads(line)
     except (json.JSONDecodeError, RecursionError):
-        return "jsonl"
+        # a broken first line: one that opens an array is a one-line JSON document (a bad item is quarantined
+        # alone, not the whole array as one line); anything else is a bad JSONL line
+        return "json" if line.lstrip().startswith("[") else "jsonl"
     return "otel" if otel.is_export_request(first) else "json" if isinstance(first, list) else "jsonl"
 
 
@@ -210,8 +212,8 @@ def document_records(text: str) -> Iterator[tuple[int, str]]:
     """(line where it starts, its JSON text) per record of a JSON document: an object, an array's items, or
     several of these one after another (`jq .` output).
 
-    Text that cannot be parsed ends the document there: it is yielded whole from that point, and the
-    checker quarantines it as invalid JSON at that line (nothing after it is silently dropped)."""
+    A value that does not parse is one record (the checker quarantines it as invalid JSON at its line) and
+    reading goes on after it (_bad_value_end), so one bad item never takes the items after it along."""
     newlines = [m.start() for m in re.finditer("\n", text)]
 
     def line_of(pos: int) -> int:
@@ -222,35 +224,73 @@ def document_records(text: str) -> Iterator[tuple[int, str]]:
         if text[i] == "[":
             i = yield from _array_items(text, i, line_of)
         else:
-            end = _value_end(text, i)
-            yield line_of(i), text[i:end or len(text)]
+            end, _ = _value_extent(text, i)
+            yield line_of(i), text[i:end]
             i = end
         i = _skip_ws(text, i) if i is not None else None
 
 
-def _value_end(text: str, i: int) -> int | None:
+_DECODER = json.JSONDecoder()
+
+
+def _value_extent(text: str, i: int) -> tuple[int, bool]:
+    """(where the value at i ends, whether it parsed)."""
     try:
-        return json.JSONDecoder().raw_decode(text, i)[1]
+        return _DECODER.raw_decode(text, i)[1], True
     except (json.JSONDecodeError, RecursionError):
-        return None
+        return _bad_value_end(text, i), False
+
+
+# a string (never past a line end: a raw newline is invalid in one, and one broken quote must not turn the
+# rest of the file inside out), a bracket, a comma or a line end
+_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|[\[\]{},\n]')
+_CLOSES = {"]": "[", "}": "{"}
+
+
+def _bad_value_end(text: str, i: int) -> int:
+    """Where a value that does not parse ends: where its brackets close (a raw control character, a bad
+    escape), before a closer that is not its own, or at the next line indented as its first one that opens
+    an object or array (the next record of a pretty-printed file), whichever comes first; at least 1 char."""
+    limit, opened = _next_record_line(text, i), []
+    for m in _TOKENS.finditer(text, i, limit):
+        tok = m.group()
+        if tok in ("[", "{"):
+            opened.append(tok)
+        elif tok in _CLOSES and opened and opened[-1] == _CLOSES[tok]:
+            opened.pop()
+            if not opened:
+                return m.end()
+        elif tok in _CLOSES or (not opened and tok in (",", "\n")):
+            return max(m.start(), i + 1)  # the enclosing array's comma or closer, or the end of a bare value
+        elif not opened:
+            return m.end()  # a string on its own
+    return limit
+
+
+def _next_record_line(text: str, i: int) -> int:
+    """The start of the next line indented as i's own that opens an object or array; the end of the text
+    when there is none or i is not the first thing on its line (a compact document)."""
+    indent = text[text.rfind("\n", 0, i) + 1:i]
+    if indent.strip(" \t"):
+        return len(text)
+    m = re.compile("\n" + re.escape(indent) + r"[{\[]").search(text, i)
+    return m.start() + 1 if m else len(text)
 
 
 def _array_items(text: str, i: int, line_of):
-    """Yield an array's items; return the index after its `]`, or None when it breaks off (rest yielded)."""
-    i = _skip_ws(text, i + 1)
+    """Yield an array's items; return the index after its `]`, or None when the text ends first."""
+    i, parsed = _skip_ws(text, i + 1), True
     while i < len(text) and text[i] != "]":
-        end = _value_end(text, i)
-        yield line_of(i), text[i:end or len(text)]
-        if end is None:
-            return None
+        end, parsed = _value_extent(text, i)
+        yield line_of(i), text[i:end]
         i = _skip_ws(text, end)
-        if text.startswith(",", i):
+        if text.startswith(",", i):  # else a missing comma or stray text: read as the next item
             i = _skip_ws(text, i + 1)
-        elif not text.startswith("]", i):
-            # neither "," nor "]": the rest is not part of a valid array (quarantined as invalid JSON)
-            yield line_of(i), text[i:] if text[i:].strip() else "(end of file: the JSON array is not closed)"
-            return None
-    return i + 1 if i < len(text) else None
+    if i < len(text):
+        return i + 1
+    if parsed:  # the text ends after a whole item: say the array is cut, as a quarantined record
+        yield line_of(len(text)), "(end of file: the JSON array is not closed)"
+    return None
 
 
 def _skip_ws(text: str, i: int) -> int:

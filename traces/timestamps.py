@@ -9,6 +9,7 @@ milliseconds, below 1e17 microseconds, else nanoseconds. An ISO string with an o
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 # an offset after a time of day ("2024-11-08" alone ends in "-08", which is a day, not an offset)
@@ -30,6 +31,8 @@ def epoch_to_utc(value) -> dt.datetime | None:
     try:
         x = float(value)
     except (TypeError, ValueError):
+        return None
+    if not math.isfinite(x):  # "nan", "inf": not a time
         return None
     scale = 1 if abs(x) < 1e11 else 1e3 if abs(x) < 1e14 else 1e6 if abs(x) < 1e17 else 1e9
     try:

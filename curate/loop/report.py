@@ -204,6 +204,7 @@ def markdown(data: dict, plots: dict) -> str:
     out = [f"# mend nightly report: {nid}", ""]
     verdict = dec["verdict"] if dec else data["stages"].get("gate", {}).get("summary", {}).get("verdict", "not run")
     out += [f"**Gate verdict: {verdict}**" + (f" (decision `{dec['decision_id']}`)" if dec else ""), ""]
+    out += _failed_files_md(data)
     if dec:
         out += [f"Candidate `{dec['candidate_ref']}` + `{dec['candidate_adapter'] or 'no adapter'}` vs baseline "
                 f"`{dec['baseline_ref']}` + `{dec['baseline_adapter'] or 'no adapter'}`, holdout split.", ""]
@@ -262,6 +263,20 @@ def _wall_total(data: dict) -> str:
     ends = [r[4] for r in data["ledger"] if r[0] != "report" and r[4]]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else None
     return f"{_duration(total)} in stages" + (f", {_duration(span)} from first start to last finish" if span else "")
+
+
+def failed_files(data: dict) -> list[str]:
+    """The inbox files this nightly's ingest could not read (curate.loop.nightly.stage_ingest names them)."""
+    return data["stages"].get("ingest", {}).get("summary", {}).get("failed_files") or []
+
+
+def _failed_files_md(data: dict) -> list[str]:
+    failed = failed_files(data)
+    if not failed:
+        return []
+    return ["## Inbox files that failed to ingest", "",
+            f"{len(failed)} file(s) could not be ingested; the nightly went on without them (exit code 4) and the "
+            "next nightly tries them again. Fix or remove them:", ""] + [f"- {safe(line, markup=False)}" for line in failed] + [""]
 
 
 def _stages_md(data: dict) -> list[str]:
@@ -379,6 +394,8 @@ def print_summary(data: dict, path: Path, console: Console) -> None:
     console.print(_table("stages", ["stage", "status", "wall time"],
                          [[s, st["status"], _duration(st["wall_s"])] for s, st in _stage_rows(data)]))
     console.print(f"wall time: {_wall_total(data)}")
+    for line in failed_files(data):
+        console.print(f"[red]inbox file failed to ingest:[/] {safe(line)}", highlight=False)
     if data["strategies"]:
         header, rows = strategy_table(data["strategies"])
         console.print(_table("kept examples by strategy", header, rows))

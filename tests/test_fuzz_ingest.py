@@ -1,0 +1,246 @@
+"""Property-based fuzzing of `traces ingest` (issue 25): malformed, truncated, mis-typed and hostile inputs for every
+reader (JSONL, JSON documents and arrays, `jq .` output, OTel/OpenInference spans, gzip, Parquet, raw bytes).
+
+What must hold for any input:
+- the readers never raise: document_records covers every byte that is not JSON punctuation or whitespace with a
+  record (nothing dropped silently), otel.rows turns every span into a row the batch table accepts, or a skip;
+- `traces ingest` exits 0 or 1 and prints no traceback; every file gets an `ingests` row with
+  read = stored + duplicate + quarantined + skipped matching the rows it left; a failed file's error names it;
+  a good file after any number of bad ones is stored whole; no raw control character reaches the terminal.
+
+`make test` runs a bounded, derandomized profile (well under a minute); `make fuzz` (MEND_FUZZ_EXAMPLES=N, default
+there 400) a longer random one. A failing example is printed by hypothesis as the smallest input it found.
+"""
+import gzip
+import io
+import itertools
+import json
+import os
+import re
+
+import pytest
+from builders.ingest_files import chat
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from traces import otel, readers  # noqa: E402
+
+# examples per end-to-end property; the pure reader properties take ten times as many (they cost microseconds)
+EXAMPLES = int(os.environ.get("MEND_FUZZ_EXAMPLES") or 0)
+E2E = settings(max_examples=EXAMPLES or 12, deadline=None, derandomize=not EXAMPLES, database=None,
+               suppress_health_check=list(HealthCheck))
+FAST = settings(E2E, max_examples=(EXAMPLES or 12) * 10)
+
+# what a terminal must never receive raw: C0 controls but \t and \n, DEL, C1 controls, bidi overrides/isolates
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+HOSTILE = ["\t", "\x00", "\x1b[2J", "\x1b]8;;http://x\x07link\x1b]8;;\x07", "\u202e", "\u2028", "\r", "\x9b",
+           "\\", '"', "{", "}", "[", "]", ",", ":", "\n", " ", "\ufeff", "\ufffd", "1e999", "NaN"]
+
+# ---------- strategies ----------
+# Mostly the right shape, with one field mis-typed or hostile here and there: an input broken everywhere is
+# rejected at its first field and tests nothing behind it.
+
+def mostly(valid, odd):
+    """`valid` three times in four, `odd` otherwise."""
+    return st.one_of(valid, valid, valid, odd)
+
+
+texts = st.one_of(st.text(max_size=12), st.sampled_from(HOSTILE + ["LLM", "chat", "execute_tool", "workflow"]),
+                  st.lists(st.sampled_from(HOSTILE) | st.text(max_size=4), max_size=4).map("".join))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), texts)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+                      max_leaves=8)
+
+
+def _message(role):
+    return st.fixed_dictionaries({"role": mostly(st.just(role), values), "content": mostly(texts, values)})
+
+
+messages = mostly(st.lists(_message("user") | _message("assistant") | _message("system"), min_size=1, max_size=3),
+                  values)
+records = mostly(st.one_of(
+    st.fixed_dictionaries({"messages": messages}, optional={
+        "id": mostly(texts, values), "model": mostly(texts, values), "created": values,
+        "choices": mostly(st.lists(st.fixed_dictionaries({"message": _message("assistant")}), min_size=1, max_size=2),
+                          values),
+        "metadata": mostly(st.dictionaries(texts, texts, max_size=2), values)}),
+    st.builds(lambda i, p: chat(i, p), st.integers(0, 10**6), texts)), values)
+
+ATTRIBUTE_KEYS = ["gen_ai.prompt", "gen_ai.completion", "gen_ai.input.messages", "gen_ai.output.messages",
+                  "gen_ai.system_instructions", "gen_ai.operation.name", "gen_ai.request.model",
+                  "gen_ai.usage.input_tokens", "gen_ai.request.temperature", "gen_ai.prompt.0.content",
+                  "gen_ai.prompt.0.role", "gen_ai.completion.0.tool_calls.0.name", "llm.request.functions.0.name",
+                  "openinference.span.kind", "llm.input_messages.0.message.content",
+                  "llm.output_messages.0.message.content", "llm.invocation_parameters", "llm.tools.0.tool.json_schema",
+                  "input.value", "output.value", "traceloop.span.kind", "mend.metadata.base_id", "metadata"]
+any_values = st.recursive(
+    st.one_of(st.builds(lambda v: {"stringValue": v}, texts | values),
+              st.builds(lambda v: {"intValue": v}, st.integers().map(str) | texts | values),
+              st.builds(lambda v: {"doubleValue": v}, st.floats() | texts | values),
+              st.builds(lambda v: {"boolValue": v}, st.booleans() | values), values),
+    lambda inner: st.one_of(st.builds(lambda v: {"arrayValue": {"values": v}}, st.lists(inner, max_size=3)),
+                            st.builds(lambda v: {"arrayValue": v}, values),
+                            st.builds(lambda kv: {"kvlistValue": {"values": kv}},
+                                      st.lists(st.fixed_dictionaries({"key": texts, "value": inner}), max_size=2))),
+    max_leaves=4)
+key_values = st.fixed_dictionaries({"key": mostly(st.sampled_from(ATTRIBUTE_KEYS), texts | values),
+                                    "value": mostly(texts.map(lambda t: {"stringValue": t}), any_values)})
+attributes = mostly(st.lists(key_values, max_size=6), values)
+spans = mostly(st.fixed_dictionaries({"spanId": mostly(texts, values), "attributes": attributes}, optional={
+    "name": texts, "startTimeUnixNano": mostly(st.integers(0, 2**64).map(str), texts | values), "traceId": values,
+    "events": mostly(st.lists(st.fixed_dictionaries({"name": st.sampled_from(["gen_ai.user.message", "gen_ai.choice"])
+                                                     | texts, "attributes": attributes}), max_size=2), values)}),
+    values)
+
+
+def _nested(key, inner):
+    return mostly(st.lists(inner, max_size=3).map(lambda items: {key: items}), values)
+
+
+exports = mostly(_nested("resourceSpans", _nested("scopeSpans", _nested("spans", spans))), values)
+
+# what a file name may hold (no "/" or NUL), hostile characters included
+names = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), max_size=6) | \
+    st.sampled_from(["\x1b[2J", "\u202e", "\x9b", "[red]x", "\n"])
+
+
+@st.composite
+def mangled(draw, text: str) -> str:
+    """The text cut, with a character dropped, or with a hostile one put in, a few times over."""
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2, 3]))):
+        i = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["cut", "drop", "insert", "keep"]))
+        text = {"cut": text[:i], "drop": text[:i] + text[i + 1:], "keep": text,
+                "insert": text[:i] + draw(st.sampled_from(HOSTILE)) + text[i:]}[op]
+    return text
+
+
+def _dumps(value, indent=None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False)
+
+
+@st.composite
+def json_texts(draw) -> tuple[str, str]:
+    """(suffix, text) of a JSONL file, a JSON array, `jq .` output or an OTel export, mangled or not."""
+    kind = draw(st.sampled_from(["jsonl", "array", "jq", "otel", "otel-lines"]))
+    indent = draw(st.sampled_from([None, 2]))
+    if kind == "jsonl":
+        text = "\n".join(_dumps(r) for r in draw(st.lists(records, max_size=5)))
+    elif kind == "array":
+        text = _dumps(draw(st.lists(records, max_size=5)), indent)
+    elif kind == "jq":
+        text = "\n".join(_dumps(r, 2) for r in draw(st.lists(records, min_size=1, max_size=4)))
+    elif kind == "otel":
+        text = _dumps(draw(exports), indent)
+    else:
+        text = "\n".join(_dumps(e) for e in draw(st.lists(exports, min_size=1, max_size=3)))
+    return (".jsonl" if kind in ("jsonl", "otel-lines") else ".json"), draw(mangled(text))
+
+
+@st.composite
+def gz_bytes(draw) -> tuple[str, bytes]:
+    suffix, text = draw(json_texts())
+    data = gzip.compress(text.encode())
+    cut = draw(st.integers(0, len(data)))
+    return suffix + ".gz", draw(st.sampled_from([data, data[:cut], data[:cut] + b"\x00" + data[cut + 1:]]))
+
+
+@st.composite
+def parquet_bytes(draw) -> tuple[str, bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    n = draw(st.integers(1, 3))
+    columns = {}
+    for name in draw(st.lists(st.sampled_from(["messages", "response", "trace_id", "ts", "metadata", "prompt_id"]),
+                              unique=True, max_size=4)):
+        shape = draw(st.sampled_from(["text", "json", "int", "structs"]))
+        if shape == "text":
+            columns[name] = pa.array([draw(texts) for _ in range(n)])
+        elif shape == "json":
+            columns[name] = pa.array([_dumps(draw(messages)) for _ in range(n)])
+        elif shape == "int":
+            columns[name] = pa.array([draw(st.integers(-2**63, 2**63 - 1)) for _ in range(n)], pa.int64())
+        else:
+            columns[name] = pa.array([[{"role": "user", "content": draw(texts)}] for _ in range(n)])
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns) if columns else pa.table({"x": [1] * n}), out)
+    return ".parquet", out.getvalue()
+
+
+files = st.one_of(json_texts().map(lambda f: (f[0], f[1].encode())), gz_bytes(),
+                  parquet_bytes(), st.tuples(st.sampled_from([".jsonl", ".json", ".csv"]), st.binary(max_size=64)))
+
+
+# ---------- the readers alone ----------
+
+JSON_PUNCTUATION = set(" \t\r\n,[]")
+
+
+@FAST
+@given(json_texts())
+def test_document_records_cover_every_byte_that_is_not_punctuation(suffix_text):
+    text = suffix_text[1]
+    pos = readers._skip_ws(text, 0)
+    for line, record in readers.document_records(text):
+        if record == "(end of file: the JSON array is not closed)":
+            continue
+        start = text.find(record, pos)
+        while 0 <= start and text.count("\n", 0, start) + 1 != line:  # "[]" may also stand earlier on its line
+            start = text.find(record, start + 1)
+        assert start >= 0 and set(text[pos:start]) <= JSON_PUNCTUATION, (text[pos:start], record)
+        pos = start + len(record)
+    assert set(text[pos:]) <= JSON_PUNCTUATION  # nothing after the last record but punctuation
+
+
+@FAST
+@given(st.lists(records, max_size=6), st.sampled_from([None, 2]), st.integers(1, 3))
+def test_document_records_of_valid_documents_are_their_items(items, indent, copies):
+    text = "\n".join([_dumps(items, indent)] * copies)
+    got = [record for _, record in readers.document_records(text)]
+    assert [json.loads(r) for r in got] == [json.loads(_dumps(i)) for i in items] * copies
+
+
+@FAST
+@given(st.one_of(exports.map(_dumps), st.lists(exports, max_size=3).map(lambda es: "\n".join(map(_dumps, es)))
+                 .flatmap(mangled)))
+def test_every_span_becomes_a_row_the_batch_table_takes_or_a_skip(text):
+    rows, skipped = otel.rows(text)
+    readers.rows_fill(rows)  # builds the Arrow table: a value of the wrong type fails here
+    assert all(set(r) == set(readers.OTEL_COLUMNS) for r in rows)
+    lines = [r["line"] for r in rows]  # each item read has its own index: a row's, or a skipped span's
+    assert lines == sorted(set(lines)) and max(lines, default=0) <= len(rows) + sum(skipped.values())
+
+
+# ---------- the whole command ----------
+
+_example = itertools.count()
+
+
+@E2E
+@given(st.lists(st.tuples(names, files), min_size=1, max_size=3), st.sampled_from(["1", "2", "200000"]))
+def test_no_file_stops_the_next_and_every_count_matches_what_is_stored(tmp_path, capsys, inbox_files, batch):
+    from builders.ingest_files import rows
+
+    from traces.cli import main
+    folder = tmp_path / f"ex{next(_example)}"
+    folder.mkdir()
+    for i, (name, (suffix, data)) in enumerate(inbox_files):
+        (folder / f"f{i}{name}{suffix}").write_bytes(data)
+    good = [chat(f"{folder.name}-{i}", f"good question {i}") for i in range(2)]
+    (folder / "zz-good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    code = main(["ingest", str(folder), "--batch-lines", batch])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and not RAW_CONTROL.search(out + err), out + err
+    got = rows("""SELECT source_file, status, error, n_read, n_stored, n_duplicate, n_quarantined, n_skipped,
+                         (SELECT count(*) FROM traces t WHERE t.ingest_id = i.ingest_id),
+                         (SELECT count(*) FROM quarantine q WHERE q.ingest_id = i.ingest_id)
+                  FROM ingests i WHERE starts_with(source_file, ?) ORDER BY source_file""", [str(folder)])
+    assert len(got) == len({data for _, (_, data) in inbox_files}) + 1  # a copy of a file read in the same run is skipped
+    for file, status, error, read, stored, dup, quar, skip, n_traces, n_quarantine in got:
+        assert status in ("complete", "failed") and read == stored + dup + quar + skip, file
+        assert (n_traces, n_quarantine) == (stored, quar), file
+        assert status == "complete" or file in (error or ""), (file, error)
+    assert got[-1][1:5] == ("complete", None, 2, 2)  # the good file after the bad ones is stored whole
+    assert code == (1 if any(r[1] == "failed" for r in got) else 0)
