@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, readers, settings, store
+from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -88,6 +88,7 @@ def _record(con, s: FileSummary, status: str | None = None) -> None:
 
 def _finish(cfg, s: FileSummary, status: str) -> None:
     s.status = status
+    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii)  # a crash may quote the value at fault
     with _connect(cfg) as con:
         _record(con, s, status)
 
@@ -248,8 +249,9 @@ def ingest_inbox(cfg=None, console=None) -> list[FileSummary]:
 
 def summary_table(summaries: list[FileSummary]):
     """One row per file: read = stored + duplicate (dup) + quarantined (quar) + skipped (skip)."""
-    from rich.markup import escape
     from rich.table import Table
+
+    from traces.terminal import safe
     table = Table(title="ingest (read = stored + dup + quar + skip)")
     for col in ("file", "format", "read", "stored", "dup", "quar", "skip", "traces/s", "status"):
         table.add_column(col, justify="left" if col in ("file", "format", "status") else "right",
@@ -258,7 +260,7 @@ def summary_table(summaries: list[FileSummary]):
         c = s.counts
         rate = f"{c.read / s.seconds:,.0f}" if s.seconds and c.read else ""
         status = s.status + ("" if c.reconciles() else " [red](does not reconcile)[/]")
-        table.add_row(escape(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
+        table.add_row(safe(Path(s.path).name), s.format, f"{c.read:,}", f"{c.stored:,}", f"{c.duplicate:,}",
                       f"{c.quarantined:,}", f"{c.skipped:,}", rate, status)
     return table
 
@@ -286,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-lines", type=_positive_int, default=None, help="items per committed batch (>= 1)")
     args = ap.parse_args(argv)
     from rich.console import Console
-    from rich.markup import escape
+
+    from traces.terminal import safe
     console = Console()
     flags = {k: v for k, v in vars(args).items() if k != "paths"}
     cfg = settings.load("traces", flags)
@@ -296,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console.print(summary_table(summaries))
     if skipped_note(summaries):
-        console.print(escape(skipped_note(summaries)))
+        console.print(safe(skipped_note(summaries), newlines=True))
     if any(s.counts.quarantined for s in summaries):
         console.print("quarantined lines by reason, file and line: [cyan]python -m traces stats[/]; "
                       "the lines of one file: [cyan]python -m traces quarantine FILE[/]")
     failed = [s for s in summaries if s.status == "failed"]
     for s in failed:
-        Console(stderr=True).print(f"[red]error:[/] {escape(s.error or s.path)}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
     return 1 if failed else 0
