@@ -140,6 +140,7 @@ def test_negative_or_nan_numbers_are_errors_naming_the_key(project, monkeypatch,
         settings.load("curate")
 
 
-def test_a_negative_default_keeps_its_meaning(project):
-    project("[tool.mend.train]\nmax_steps = -1\n")  # -1: no step limit (transformers' own convention)
-    assert settings.load("train").max_steps == -1
+def test_settings_where_negative_means_something_stay_allowed(project):
+    project("[tool.mend.train]\nmax_steps = -1\n\n[tool.mend.curate]\nsweep_prose_tolerance = -1\n")
+    assert settings.load("train").max_steps == -1  # -1: no step limit (transformers' own convention)
+    assert settings.load("curate").sweep_prose_tolerance == -1  # negative: the gate's own tolerance

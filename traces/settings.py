@@ -111,15 +111,16 @@ def _coerce(value: Any, default: Any, key: str, origin: str) -> Any:
     return value
 
 
-def _checked(value: Any, default: Any, key: str, origin: str) -> Any:
-    """A number setting must be a finite number, and not negative unless its default is (max_steps = -1: no
-    limit): NaN or a negative budget would silently disable or break what it bounds."""
+def _checked(value: Any, default: Any, signed: bool, where: str) -> Any:
+    """A number setting must be a finite number, and not negative unless its class lists it in SIGNED (where a
+    negative value means something, e.g. max_steps = -1): NaN or a negative budget would silently disable or
+    break what it bounds."""
     if not isinstance(default, (int, float)) or isinstance(default, bool):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SettingsError(f"{origin}: {key} must be a finite number, got {value!r}")
-    if value < 0 <= default:
-        raise SettingsError(f"{origin}: {key} must not be negative, got {value!r}")
+        raise SettingsError(f"{where} must be a finite number, got {value!r}")
+    if value < 0 and not signed:
+        raise SettingsError(f"{where} must not be negative, got {value!r}")
     return value
 
 
@@ -148,8 +149,9 @@ def load_with_sources(stage: str, flags: dict | None = None) -> tuple[Any, dict[
             if key not in known:
                 raise SettingsError(f"unknown setting {env_key or key!r} in {origin} "
                                     f"(known for {stage}: {', '.join(known)})")
-            values[key] = _checked(_coerce(value, defaults[key], key, env_key or origin), defaults[key], key,
-                                   env_key or origin)
+            value = _coerce(value, defaults[key], key, env_key or origin)
+            values[key] = _checked(value, defaults[key], key in getattr(cls, "SIGNED", ()),
+                                   f"{env_key or origin}: {key}")
             sources[key] = f"env {env_key}" if env_key else origin
     return cls(**values), sources
 
