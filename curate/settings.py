@@ -1,9 +1,12 @@
 """Settings of the `curate` stage ([tool.mend.curate], MEND_CURATE_<KEY>)."""
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class CurateSettings:
+    # number settings that may be negative (negative: the gate's own tolerance); the loader refuses the rest
+    SIGNED: ClassVar[tuple] = ("sweep_prose_tolerance", "sweep_degenerate_tolerance")
     # --- teacher, synthesis, filters, export (owned by curate/synth/, curate/filters.py, curate/export.py) ---
     mode: str = "compose"  # compose (offline default, weak teacher) | full (strong teacher writes prompts too)
     teacher_url: str = "local"  # "local": start the teacher_backend server on loopback; else an OpenAI-compatible base URL

@@ -73,7 +73,7 @@ def judge(response, args, trace):
     except JudgeNotConfigured as e:  # curate's verifier runs it one answer at a time, offline too: say so
         return CheckResult(False, 0.0, f"judge: not run, so not verified: {e}")
     call = client.complete_many([judge_request(response, args, trace)])[0]
-    details = {"judge_model": client.model, "judge_endpoint": client.base_url, "request_hash": call.request_hash}
+    details = {"judge_model": client.model, "judge_endpoint": client.endpoint, "request_hash": call.request_hash}
     if call.error:
         return CheckResult(False, 0.0, f"judge: the judge call failed: {call.error}", details=details)
     score, reason = parse_verdict(call.text)

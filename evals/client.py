@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
+from traces.scrub import scrub_text
+
 
 class RemoteNotAllowed(RuntimeError):
     pass
@@ -110,6 +112,7 @@ class Client:
         if not base_url:
             raise EndpointError(f"no endpoint configured for the {purpose} (base_url is empty)")
         self.base_url, self.model, self.purpose = base_url.rstrip("/"), model, purpose
+        self.endpoint = scrub_text(self.base_url)  # as shown and stored: a password in the URL never is
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.prices, self.db = dict(prices or {}), db
@@ -129,7 +132,7 @@ class Client:
     def _require_allowed(self, allow_remote: bool) -> None:
         if not is_loopback(self.base_url) and not allow_remote:
             raise RemoteNotAllowed(
-                f"refusing to send trace content to the non-loopback endpoint {self.base_url} ({self.purpose}): "
+                f"refusing to send trace content to the non-loopback endpoint {self.endpoint} ({self.purpose}): "
                 "traces can hold customer data. Set `allow_remote = true` in [tool.mend.evals] "
                 "(or MEND_EVALS_ALLOW_REMOTE=1) if this endpoint may receive them.")
 
@@ -139,7 +142,7 @@ class Client:
             return key
         if is_loopback(self.base_url):
             return "unused-local-key"  # local servers ignore it; the openai client insists on one
-        raise EndpointError(f"no API key for {self.base_url}: set the environment variable {self.api_key_env}")
+        raise EndpointError(f"no API key for {self.endpoint}: set the environment variable {self.api_key_env}")
 
     def check_endpoint(self, timeout_s: float = 10.0) -> None:
         """Fail early with a clear message when the endpoint is unreachable or rejects the key."""
@@ -148,16 +151,16 @@ class Client:
         try:
             client.models.list()
         except openai.AuthenticationError:
-            raise EndpointError(f"{self.base_url} rejected the API key from ${self.api_key_env} (401)") from None
+            raise EndpointError(f"{self.endpoint} rejected the API key from ${self.api_key_env} (401)") from None
         except openai.PermissionDeniedError:
-            raise EndpointError(f"{self.base_url} refused access with the key from ${self.api_key_env} (403)") from None
+            raise EndpointError(f"{self.endpoint} refused access with the key from ${self.api_key_env} (403)") from None
         except openai.NotFoundError:
             return  # reachable; some servers simply do not list models
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
-            raise EndpointError(f"cannot reach the {self.purpose} endpoint {self.base_url}: "
+            raise EndpointError(f"cannot reach the {self.purpose} endpoint {self.endpoint}: "
                                 f"{type(e).__name__}. Is the server running?") from None
         except openai.APIStatusError as e:
-            raise EndpointError(f"{self.base_url} answered {e.status_code} to GET /models") from None
+            raise EndpointError(f"{self.endpoint} answered {e.status_code} to GET /models") from None
         finally:
             client.close()
 
@@ -273,6 +276,7 @@ def store_calls(calls: list[Call], requests: list[dict], endpoint: str, model: s
     from traces import store
     if not calls:
         return
+    endpoint = scrub_text(endpoint)  # a teacher_url may carry a password
     rows = [[c.request_hash, endpoint, r.get("model") or model, purpose, json.dumps(r, default=str),
              json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, c.cost_usd]
             for c, r in zip(calls, requests)]
@@ -291,4 +295,4 @@ def _text(response: dict | None) -> str | None:
 def _describe(e: Exception) -> str:
     """An error line without secrets: the openai errors carry status and message, never the key."""
     status = getattr(e, "status_code", None)
-    return f"{type(e).__name__}" + (f" ({status})" if status else "") + f": {str(e)[:300]}"
+    return f"{type(e).__name__}" + (f" ({status})" if status else "") + f": {scrub_text(str(e))[:300]}"

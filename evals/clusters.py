@@ -25,12 +25,12 @@ from collections import Counter
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from evals import ifeval
 from evals.runs import refresh_stale
 from traces import settings as settings_mod, store
+from traces.terminal import safe
 
 console = Console()
 
@@ -41,12 +41,6 @@ our out over own same she should so some such than that the their them then ther
 too under until up very was we were what when where which while who whom why will with would you your yours write
 response answer words word least using use make sure include entire letter letters please without""".split())
 
-
-def safe(text: str | None, limit: int = 80) -> str:
-    """Model/user text for the terminal: no control sequences, no rich markup, one line."""
-    text = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text or "")
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return escape(text)
 
 
 # ------------------------------------------------------------------ embeddings
@@ -323,14 +317,14 @@ def default_run(con) -> str | None:
 def print_clusters(clusters: list[dict], run_id: str, out: Console | None = None) -> None:
     out = out or console
     if not clusters:
-        out.print(f"no seed failures in {escape(run_id)}: nothing to cluster")
+        out.print(f"no seed failures in {safe(run_id)}: nothing to cluster")
         return
     table = Table(title=f"failure clusters of {run_id} (seed split)", show_lines=False)
     for col in ("cluster", "size", "label", "example prompt"):
         table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
     for c in clusters:
         example = c["prompts"][c["members"].index(c["representatives"][0])]
-        table.add_row(c["cluster_id"], str(c["size"]), safe(c["label"], 100), safe(example, 70))
+        table.add_row(c["cluster_id"], str(c["size"]), safe(c["label"], limit=100), safe(example, limit=70))
     out.print(table)
     total = sum(c["size"] for c in clusters)
     out.print(f"{len(clusters)} clusters, {total} failures (trace x check)")
@@ -355,7 +349,7 @@ def main(argv=None) -> int:
     try:
         clusters = build_clusters(run_id)
     except ValueError as e:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}")
+        Console(stderr=True).print(f"[red]error:[/] {safe(str(e))}")
         return 2
     print_clusters(clusters, run_id)
     return 0

@@ -119,8 +119,11 @@ def test_cli_prints_table_and_escapes(setup, monkeypatch, capsys):
     assert "failure clusters" in out and "punctuation:no_comma" in out and "4 clusters, 35 failures" in out
 
 
-def test_safe_strips_markup_and_control_sequences():
-    assert clusters.safe("[red]x[/] \x1b[2J bye") == "\\[red]x\\[/]  [2J bye"
+def test_cluster_table_uses_the_one_terminal_helper():
+    """The table's labels go through traces.terminal.safe (which also shows bidi overrides), not a copy of it."""
+    from traces.terminal import safe
+    assert clusters.safe is safe
+    assert clusters.safe("[red]x[/] \x1b[2J \u202ebye") == "\\[red]x\\[/] ^[[2J \\u202ebye"
 
 
 def test_kmeans_separates_and_hashed_fallback_is_normalized():

@@ -6,6 +6,7 @@ emits its own SGR codes and would emit OSC 8 for a live link). The output may ho
 nothing else: no raw ESC sequence from the text, no BEL, no C1 control, no hyperlink.
 """
 import io
+import json
 import re
 
 import pytest
@@ -169,3 +170,50 @@ def test_review_screen_text_goes_through_the_same_function():
     text = out.file.getvalue()
     assert "second line" in text
     assert_inert(text)
+
+
+# ---------------------------------------------------------------- issue 25, finding 6: the places that were missed
+
+BIDI = "\u202egnp.exe"  # a right-to-left override: what follows is shown reversed ("Trojan Source")
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def assert_no_controls(out: str) -> None:
+    """For text that cannot hold EVIL whole (a file name has no "/"): no escape, control or bidi character."""
+    rest = SGR.sub("", out)
+    assert "\x1b" not in rest and not CONTROLS.search(rest.replace("\n", "")), repr(rest)
+
+
+def test_traces_stats_ingest_and_quarantine_escape_models_and_file_names(colour_terminal, tmp_path, capsys):
+    from traces import ingest, quarantine_cmd, stats
+    name = "log\x1b[2J\x1b]8;;x\x07click\x1b]8;;\x07" + BIDI + ".jsonl"
+    path = tmp_path / name
+    good = {"model": EVIL + BIDI, "messages": [{"role": "user", "content": "hi"}],
+            "choices": [{"message": {"role": "assistant", "content": "hello"}}]}
+    path.write_text(json.dumps(good) + "\n" + '{"messages": "bad"}\n')
+    assert ingest.main([str(path)]) == 0
+    assert stats.main([]) == 0
+    out = capsys.readouterr().out
+    assert "http://evil" in out and "click" in out  # the model and the file are shown, inert
+    assert_inert(out)
+    assert_no_controls(out)
+    assert quarantine_cmd.main([str(path)]) == 0
+    assert_no_controls(capsys.readouterr().out)
+
+
+def test_report_markdown_neutralizes_cluster_labels(tmp_path, monkeypatch):
+    from builders.nightly_report import nightly
+
+    from curate.loop import report
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    nightly()
+    label = EVIL + BIDI + "\n## injected heading"
+    with store.connect() as con:
+        con.execute("UPDATE clusters SET label = ?", [label])
+        details = json.loads(con.execute("SELECT details FROM gate_decisions").fetchone()[0])
+        details["clusters"]["cA"]["label"] = label
+        con.execute("UPDATE gate_decisions SET details = ?, reasons = ?", [json.dumps(details),
+                                                                           json.dumps([f"cluster {label}: fixed"])])
+    md = report.write_report("n1", Console(file=io.StringIO())).read_text()
+    assert "http://evil" in md and "\n## injected heading" not in md  # shown, on its own table row or bullet
+    assert_no_controls(md)

@@ -109,3 +109,38 @@ def test_a_plain_string_for_a_list_setting_is_a_comma_separated_list(project, mo
     assert settings.load("curate").strategies == ("repair", "sample")
     monkeypatch.setenv("MEND_EVALS_JUDGE_MODEL", "a,b")                     # a string setting stays a string
     assert settings.load("evals").judge_model == "a,b"
+
+
+# ---------- issue 25, finding 10: what was accepted silently or crashed ----------
+
+def test_malformed_pyproject_is_one_line_naming_the_file(project, capsys, monkeypatch):
+    from traces.cli import main
+    monkeypatch.setenv("COLUMNS", "500")
+    root = project("[tool.mend.traces\nholdout_fraction = \n")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {root / 'pyproject.toml'}") and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_settings_table_is_an_error_naming_it(project):
+    root = project("[tool.mend.trian]\nepochs = 1\n")
+    with pytest.raises(settings.SettingsError, match=r"\[tool\.mend\.trian\]") as err:
+        settings.load("traces")
+    assert str(root) in str(err.value) and "[tool.mend.train]" in str(err.value)  # lists the known tables
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_negative_or_nan_numbers_are_errors_naming_the_key(project, monkeypatch, value):
+    project(f"[tool.mend.curate]\nsynth_minutes = {value}\n")
+    with pytest.raises(settings.SettingsError, match="synth_minutes"):
+        settings.load("curate")
+    project("")
+    monkeypatch.setenv("MEND_CURATE_SYNTH_MINUTES", value)
+    with pytest.raises(settings.SettingsError, match="MEND_CURATE_SYNTH_MINUTES"):
+        settings.load("curate")
+
+
+def test_settings_where_negative_means_something_stay_allowed(project):
+    project("[tool.mend.train]\nmax_steps = -1\n\n[tool.mend.curate]\nsweep_prose_tolerance = -1\n")
+    assert settings.load("train").max_steps == -1  # -1: no step limit (transformers' own convention)
+    assert settings.load("curate").sweep_prose_tolerance == -1  # negative: the gate's own tolerance

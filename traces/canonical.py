@@ -18,6 +18,13 @@ from traces import scrub
 from traces.jsonl_sql import MACROS
 
 TEXT_COLUMNS = ["messages", "response", "tool_calls", "tools", "params", "metadata", "feedback", "raw"]
+# what a `pre` reader hands over unscrubbed: every column a Parquet file may fill with anything, and the reader's
+# reason for a bad row (it may quote the value at fault)
+SECRET_COLUMNS = ["src_id", "model", "usage", *TEXT_COLUMNS, "error"]
+# --redact-pii: every text a trace or a quarantined line keeps (ids, model names and token counts are not PII)
+PII_COLUMNS = ["prompt", *TEXT_COLUMNS, "error"]
+# what decides the split: the metadata field named by the `group_key` setting, else the normalized prompt
+GROUP_KEY = "coalesce(metadata ->> $gk_path, regexp_replace(lower(trim(prompt)), '\\s+', ' ', 'g'))"
 
 
 @dataclass
@@ -59,15 +66,14 @@ def install_macros(con) -> None:
 
 
 def _checked_sql(cfg, scrub_columns: bool) -> str:
-    """`pre` + common checks + prompt; text columns scrubbed here when the reader did not."""
-    cols = {c: c for c in TEXT_COLUMNS}
+    """`pre` + common checks + prompt; columns scrubbed here when the reader did not."""
+    scrubbed = ""
     if scrub_columns and cfg.scrub_secrets:
-        cols = {c: scrub.secrets_sql(c) for c in TEXT_COLUMNS}
+        scrubbed = " REPLACE (" + ", ".join(f"{scrub.secrets_sql(c)} AS {c}" for c in SECRET_COLUMNS) + ")"
     return f"""
     CREATE OR REPLACE TEMP TABLE checked AS
     WITH s AS (
-        SELECT line, source_format, src_id, ts, model, {', '.join(f'{v} AS {k}' for k, v in cols.items())}, usage, error
-        FROM pre
+        SELECT *{scrubbed} FROM pre
     ), p AS (
         SELECT *, CASE WHEN error IS NULL AND json_valid(messages) AND json_type(messages) = 'ARRAY'
                        THEN content_text(list_filter(json_extract(messages, '$[*]'),
@@ -121,19 +127,22 @@ def _keyed_sql() -> str:
     """
 
 
+def _redact_pii_sql() -> str:
+    """`checked` with e-mails and phone numbers redacted (--redact-pii). The split key is kept aside first, as it
+    was: a trace lands in the same split with or without the flag, and two users' prompts that differ only in
+    the address do not become one group."""
+    cols = ", ".join(f"{scrub.pii_sql(c)} AS {c}" for c in PII_COLUMNS)
+    return f"CREATE OR REPLACE TEMP TABLE checked AS SELECT * REPLACE ({cols}), {GROUP_KEY} AS split_key FROM checked"
+
+
 def _insert_traces_sql(cfg) -> str:
-    pii = scrub.pii_sql if cfg.redact_pii else (lambda e: e)
+    key, stored_key = ("split_key", scrub.pii_sql("gkey")) if cfg.redact_pii else (GROUP_KEY, "gkey")
     return f"""
     INSERT OR IGNORE INTO traces (trace_id, source_format, source_file, source_line, ingest_id, ts, model,
         messages, prompt, response, tool_calls, tools, params, usage, metadata, feedback, group_key, split)
-    WITH g AS (
-        SELECT *, coalesce(metadata ->> $gk_path,
-                           regexp_replace(lower(trim(prompt)), '\\s+', ' ', 'g')) AS gkey
-        FROM keyed
-    )
-    SELECT tid, source_format, $file, line, $ingest, ts, model,
-           {pii('messages')}, {pii('prompt')}, {pii('response')}, {pii('tool_calls')}, tools, params, usage,
-           metadata, feedback, gkey,
+    WITH g AS (SELECT *, {key} AS gkey FROM keyed)
+    SELECT tid, source_format, $file, line, $ingest, ts, model, messages, prompt, response, tool_calls, tools,
+           params, usage, metadata, feedback, {stored_key},
            CASE WHEN ('0x' || substr(sha256(gkey), 1, 8))::UBIGINT / 4294967296.0 < $frac
                 THEN 'holdout' ELSE 'seed' END
     FROM g
@@ -159,11 +168,14 @@ def store_batch(con, cfg, file: str, ingest_id: str, scrub_columns: bool, from_p
     Re-storing a batch adds nothing: trace ids and quarantined (file, line) pairs are keys."""
     if from_pre:
         con.execute(_checked_sql(cfg, scrub_columns))
+    key = {"gk_path": "$." + '"' + cfg.group_key.replace('"', '') + '"'}
+    if cfg.redact_pii:  # the key is taken here, so the insert below needs it no more
+        con.execute(_redact_pii_sql(), key)
+        key = {}
     read, bad = con.execute("SELECT count(*), count(error) FROM checked").fetchone()
     con.execute(QUARANTINE_SQL, {"ingest": ingest_id, "file": file})
     con.execute(_keyed_sql())
-    gk_path = "$." + '"' + cfg.group_key.replace('"', '') + '"'
-    stored = con.execute(_insert_traces_sql(cfg), {"gk_path": gk_path, "file": file, "ingest": ingest_id,
+    stored = con.execute(_insert_traces_sql(cfg), {**key, "file": file, "ingest": ingest_id,
                                                    "frac": float(cfg.holdout_fraction)}).fetchone()[0]
     con.execute(HASHES_SQL)
     return BatchCounts(read=read, stored=stored, duplicate=read - bad - stored, quarantined=bad)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 from rich.console import Console
 
@@ -32,31 +33,29 @@ BUSY_HINT = ("(a running `traces ingest` commits and releases the database after
              "`batch_lines` lines, so a retry usually gets in within seconds; `busy_timeout_s` sets how long to wait)")
 
 
-def _interrupts() -> tuple[type, ...]:
-    """Ctrl-C during a DuckDB query arrives as duckdb.InterruptException, not KeyboardInterrupt."""
-    try:
-        import duckdb
-        return (KeyboardInterrupt, duckdb.InterruptException)
-    except ImportError:
-        return (KeyboardInterrupt,)
-
-
 def _run(fn, rest: list[str]) -> int:
-    """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace."""
+    """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace, Ctrl-C into one line
+    (exit 130), and any other crash into its traceback with secrets scrubbed (exit 1): a crash may quote the
+    value at fault, such as a key in a log field."""
+    from traces.scrub import scrub_text
     from traces.settings import SettingsError
-    from traces.store import StoreBusy
+    from traces.store import StoreBusy, StoreError, interrupted
     err = Console(stderr=True)
     try:
         return int(fn(rest) or 0)
     except StoreBusy as e:
         err.print(f"[red]error:[/] {safe(str(e))} {BUSY_HINT}", highlight=False)
         return 2
-    except (SettingsError, FileNotFoundError) as e:
-        err.print(f"[red]error:[/] {safe(str(e))}", highlight=False)
+    except (SettingsError, StoreError, FileNotFoundError) as e:
+        err.print(f"[red]error:[/] {safe(scrub_text(str(e)))}", highlight=False)
         return 2
-    except _interrupts():
-        err.print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
-        return 130
+    except (KeyboardInterrupt, Exception) as e:
+        if interrupted(e):
+            err.print("[yellow]interrupted[/]: what was stored so far is kept; run again to resume")
+            return 130
+        err.print(safe(scrub_text("".join(traceback.format_exception(e))), newlines=True), highlight=False,
+                  soft_wrap=True)
+        return 1
 
 
 def _usage(prog: str, doc: str, commands: dict) -> None:

@@ -9,10 +9,11 @@ import argparse
 import json
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from traces import settings
+from traces.scrub import scrub_text
+from traces.terminal import safe
 
 
 def rows(stage: str) -> list[tuple[str, str, str]]:
@@ -21,7 +22,8 @@ def rows(stage: str) -> list[tuple[str, str, str]]:
 
 
 def _show(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """Settings name env vars, never hold keys, but a URL may carry a password (teacher_url = "https://u:pw@...")."""
+    return scrub_text(value if isinstance(value, str) else json.dumps(value))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", choices=list(settings.STAGES), action="append", help="only this stage (repeatable)")
     args = ap.parse_args(argv)
     console = Console()
-    console.print(f"project root: {settings.project_root()}")
-    console.print(f"database:     {settings.db_path()}")
+    console.print(f"project root: {safe(settings.project_root())}")
+    console.print(f"database:     {safe(settings.db_path())}")
     for stage in args.stage or settings.STAGES:
-        table = Table(title=escape(f"[tool.mend.{stage}]"))
+        table = Table(title=safe(f"[tool.mend.{stage}]"))
         for col in ("key", "value", "source"):
             table.add_column(col, overflow="fold")
         for key, value, source in rows(stage):
-            table.add_row(key, escape(value), source)
+            table.add_row(key, safe(value), source)
         console.print(table)
     return 0

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, readers, settings, store
+from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -93,6 +93,7 @@ def _record(con, s: FileSummary, status: str | None = None, batch: canonical.Bat
 
 def _finish(cfg, s: FileSummary, status: str) -> None:
     s.status = status
+    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii)  # a crash may quote the value at fault
     with _connect(cfg) as con:
         _record(con, s, status)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from traces import settings, store
+from traces.terminal import safe
 
 
 def matching_files(con, file: str) -> list[str]:
@@ -38,8 +38,7 @@ def lines(file: str, reason: str | None = None, limit: int = 50) -> tuple[list[s
 
 def _shown(raw: str | None, width: int) -> str:
     """One line of escaped text: control characters visible, rich markup inert."""
-    text = (raw or "").encode("unicode_escape").decode("ascii")
-    return escape(text if len(text) <= width else text[:width - 1] + "…")
+    return safe((raw or "").encode("unicode_escape").decode("ascii"), limit=width)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     files, rows = lines(args.file, args.reason, args.limit)
     if not files:
-        console.print(f"no quarantined lines for {escape(args.file)} in {settings.db_path()}")
+        console.print(f"no quarantined lines for {safe(args.file)} in {safe(settings.db_path())}")
         return 1
     table = Table(title=f"quarantined lines ({len(rows)} shown, --limit {args.limit})")
     for col in ("file", "line", "reason", "raw"):
         table.add_column(col, justify="right" if col == "line" else "left", overflow="fold")
     for f, line, reason, raw in rows:
-        table.add_row(escape(f), f"{line:,}" if line is not None else "", escape(reason), _shown(raw, args.width))
+        table.add_row(safe(f), f"{line:,}" if line is not None else "", safe(reason), _shown(raw, args.width))
     console.print(table)
     return 0

@@ -8,11 +8,15 @@ marker needs none either, so a valid line stays valid. What is replaced by `[RED
 - tokens with a known shape: OpenAI/Anthropic `sk-` keys, GitHub, AWS access key ids, Slack, Google,
   Hugging Face tokens, JWTs (`eyJ...` three dot-separated parts), with or without a `Bearer ` prefix;
 - the token after `Bearer ` or `Basic ` (Basic only when it is base64 of `user:password`, RFC 7617);
-- the password of a URL `scheme://user:password@host`;
+- the password of a URL `scheme://user:password@host` (the user may be empty: `redis://:password@host`);
 - AWS secret access keys: a run of exactly 40 base64 characters holding upper- and lower-case letters
   and a digit, `/` or `+` (so a 40-hex git SHA or an English word is left alone). These have no fixed
   prefix, so they are found as candidates first and checked, then replaced.
-PII patterns can match digits (phone numbers), so they run on the extracted text fields only.
+PII patterns can match digits (phone numbers), so they run on the extracted fields, not on the raw line. Some of
+those fields are JSON text (messages, metadata, a quarantined line), where an address may follow an escape
+(`\\n`, `\\u4f60`) whose letters the pattern would otherwise eat, leaving `\\[REDACTED_EMAIL]`, which is not JSON.
+So a PII match starts only at the start, after a character that is neither a letter, a digit nor a backslash, or
+after a whole escape, which is put back (PII_START): the marker never splits an escape.
 """
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ PHONE_MARK = "[REDACTED_PHONE]"
 # One alternation, replaced by \1 \2 MARK \3: group 1 keeps a "Bearer " prefix, groups 2-3 keep a URL's
 # "scheme://user:" and "@"; unmatched groups are empty, so the other alternatives replace the whole token.
 SECRET_PATTERNS = [
-    r"([Bb]earer\s+)[A-Za-z0-9._~+/-]{16,}=*",      # HTTP bearer tokens
-    r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\"'\\]+:)[^\s/?#@\"'\\]+(@)",  # password in a URL
+    r"((?i:bearer)\s+)[A-Za-z0-9._~+/-]{16,}=*",    # HTTP bearer tokens (the scheme is case-insensitive)
+    r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@\"'\\]*:)[^\s/?#@\"'\\]+(@)",  # password in a URL (user may be empty)
     r"sk-(?:proj|svcacct|admin|ant-api\d\d)-[A-Za-z0-9_-]{20,}",  # OpenAI project/service/admin, Anthropic keys
     r"sk-[A-Za-z0-9]{20,}",                         # legacy OpenAI-style keys
     r"gh[pousr]_[A-Za-z0-9]{30,}",                  # GitHub tokens
@@ -45,8 +49,11 @@ SECRET_REPLACEMENT = r"\1\2" + SECRET_MARK + r"\3"
 # because on a raw line its letter would otherwise join the run
 AWS_SECRET_RE = r"(?:^|[^A-Za-z0-9/+\\]|\\[nrtbf\"\\/]|\\u[0-9A-Fa-f]{4})([A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])"
 BASIC_RE = r"(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})"
-EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-PHONE_RE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
+PII_START = r"(^|[^A-Za-z0-9\\]|\\u[0-9A-Fa-f]{4}|\\[^u\\])"
+EMAIL_RE = PII_START + r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+PHONE_RE = PII_START + r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
+
+EMAIL_KEEP, PHONE_KEEP = r"\1" + EMAIL_MARK, r"\1" + PHONE_MARK  # group 1: what PII_START matched, put back
 
 
 def _lit(s: str) -> str:
@@ -55,7 +62,7 @@ def _lit(s: str) -> str:
 
 # Literal substrings every pattern of SECRET_RE contains: `contains` scans at memchr speed, so the regex
 # only runs on the ~1% of values that might hold a secret (4x faster on a 1 KB/line log).
-SECRET_HINTS = ["earer", "://", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA",
+SECRET_HINTS = ["earer", "EARER", "://", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA",
                 "xox", "AIza", "hf_", "eyJ"]
 BASIC_HINTS = ["asic", "ASIC"]
 
@@ -80,8 +87,8 @@ def secrets_sql(expr: str) -> str:
 
 
 def pii_sql(expr: str) -> str:
-    inner = f"regexp_replace({expr}, {_lit(EMAIL_RE)}, {_lit(EMAIL_MARK)}, 'g')"
-    return f"regexp_replace({inner}, {_lit(PHONE_RE)}, {_lit(PHONE_MARK)}, 'g')"
+    inner = f"regexp_replace({expr}, {_lit(EMAIL_RE)}, {_lit(EMAIL_KEEP)}, 'g')"
+    return f"regexp_replace({inner}, {_lit(PHONE_RE)}, {_lit(PHONE_KEEP)}, 'g')"
 
 
 def is_aws_secret(c: str) -> bool:
@@ -95,14 +102,16 @@ def is_basic_credential(c: str) -> bool:
         return False
 
 
-def scrub_text(text: str, secrets: bool = True, pii: bool = False) -> str:
-    """The same rules in Python, for the few values that never pass through SQL."""
+def scrub_text(text: str | None, secrets: bool = True, pii: bool = False) -> str | None:
+    """The same rules in Python, for the few values that never pass through SQL (ASCII classes, as RE2's)."""
+    if text is None:
+        return None
     if secrets:
         text = re.sub(SECRET_RE, lambda m: (m.group(1) or "") + (m.group(2) or "") + SECRET_MARK
-                      + (m.group(3) or ""), text)
+                      + (m.group(3) or ""), text, flags=re.ASCII)
         for pattern, check in ((BASIC_RE, is_basic_credential), (AWS_SECRET_RE, is_aws_secret)):
-            for c in {m.group(1) for m in re.finditer(pattern, text)}:
+            for c in {m.group(1) for m in re.finditer(pattern, text, flags=re.ASCII)}:
                 text = text.replace(c, SECRET_MARK) if check(c) else text
     if pii:
-        text = re.sub(PHONE_RE, PHONE_MARK, re.sub(EMAIL_RE, EMAIL_MARK, text))
+        text = re.sub(PHONE_RE, PHONE_KEEP, re.sub(EMAIL_RE, EMAIL_KEEP, text, flags=re.ASCII), flags=re.ASCII)
     return text

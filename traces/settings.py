@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -68,11 +69,20 @@ def db_path() -> Path:
 
 
 def _pyproject_table(stage: str) -> dict:
+    """[tool.mend.<stage>]; a file that does not parse and a table no stage reads (a typo) are errors."""
     pp = project_root() / "pyproject.toml"
     if not pp.is_file():
         return {}
-    data = tomllib.loads(pp.read_text())
-    return data.get("tool", {}).get("mend", {}).get(stage, {})
+    try:
+        data = tomllib.loads(pp.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SettingsError(f"cannot read {pp}: {e}") from None
+    mend = data.get("tool", {}).get("mend", {})
+    for name, table in mend.items():
+        if name not in STAGES or not isinstance(table, dict):
+            raise SettingsError(f"unknown settings table [tool.mend.{name}] in {pp} (known: "
+                                f"{', '.join(f'[tool.mend.{s}]' for s in STAGES)})")
+    return mend.get(stage, {})
 
 
 def _coerce(value: Any, default: Any, key: str, origin: str) -> Any:
@@ -101,6 +111,19 @@ def _coerce(value: Any, default: Any, key: str, origin: str) -> Any:
     return value
 
 
+def _checked(value: Any, default: Any, signed: bool, where: str) -> Any:
+    """A number setting must be a finite number, and not negative unless its class lists it in SIGNED (where a
+    negative value means something, e.g. max_steps = -1): NaN or a negative budget would silently disable or
+    break what it bounds."""
+    if not isinstance(default, (int, float)) or isinstance(default, bool):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{where} must be a finite number, got {value!r}")
+    if value < 0 and not signed:
+        raise SettingsError(f"{where} must not be negative, got {value!r}")
+    return value
+
+
 def settings_class(stage: str) -> type:
     if stage not in STAGES:
         raise SettingsError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
@@ -126,7 +149,9 @@ def load_with_sources(stage: str, flags: dict | None = None) -> tuple[Any, dict[
             if key not in known:
                 raise SettingsError(f"unknown setting {env_key or key!r} in {origin} "
                                     f"(known for {stage}: {', '.join(known)})")
-            values[key] = _coerce(value, defaults[key], key, env_key or origin)
+            value = _coerce(value, defaults[key], key, env_key or origin)
+            values[key] = _checked(value, defaults[key], key in getattr(cls, "SIGNED", ()),
+                                   f"{env_key or origin}: {key}")
             sources[key] = f"env {env_key}" if env_key else origin
     return cls(**values), sources
 

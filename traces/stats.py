@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from traces import settings, store
+from traces.terminal import safe
 
 QUERIES = {
     "by source": "SELECT source_format, count(*) FROM traces GROUP BY ALL ORDER BY 2 DESC",
@@ -46,7 +46,7 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> Table:
     for i, h in enumerate(header):
         table.add_column(h, justify="right" if rows and isinstance(rows[0][i], int) else "left", overflow="fold")
     for r in rows:
-        table.add_row(*(escape(f"{v:,}" if isinstance(v, int) else str(v)) for v in r))
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else safe(v) for v in r))  # models, files, errors: untrusted
     return table
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     data = collect(args.days)
     total = sum(n for _, n in data["by split"])
-    console.print(f"[bold]{total:,}[/] traces in {settings.db_path()}")
+    console.print(f"[bold]{total:,}[/] traces in {safe(settings.db_path())}")
     for name in ("by source", "by model", "by split", "by day"):
         console.print(_table(f"traces {name}", (name.split()[-1], "traces"), data[name]))
     console.print(_table("quarantined lines by reason and file", ("reason", "file", "lines", "first lines"),

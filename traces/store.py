@@ -18,7 +18,11 @@ import duckdb
 from traces import settings as settings_mod
 
 
-class StoreBusy(RuntimeError):
+class StoreError(RuntimeError):
+    """The database cannot be opened (corrupt, not writable, a folder): the message names the file."""
+
+
+class StoreBusy(StoreError):
     pass
 
 
@@ -36,9 +40,10 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as e:
+        except duckdb.Error as e:
             if not any(h in str(e) for h in _LOCK_HINTS):
-                raise
+                raise StoreError(f"cannot open the database {path}{' read-only' if read_only else ''}: {e} "
+                                 "(MEND_DB names it)") from None
             if time.monotonic() >= deadline:
                 raise StoreBusy(f"database is busy (held by {_holder(str(e))}): {path}. "
                                 "Wait for the other mend command to finish, or stop it.") from None
@@ -56,7 +61,10 @@ def connect(path: str | Path | None = None, read_only: bool = False,
         timeout_s = settings_mod.load("traces").busy_timeout_s
     if read_only and not path.exists():
         read_only = False  # a fresh store must be created (and migrated) first
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the database's folder {path.parent}: {e} (MEND_DB names it)") from None
     from traces.migrations import migrate as apply_migrations
     from traces.migrations import pending
     con = _open(path, read_only, timeout_s)
@@ -87,6 +95,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def interrupted(e: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or what DuckDB raises instead when it arrives during a query (its
+    InterruptException, or since 2.0 a RuntimeError "Query interrupted")."""
+    return isinstance(e, (KeyboardInterrupt, duckdb.InterruptException)) or (
+        type(e) is RuntimeError and str(e) == "Query interrupted")
 
 
 def pid_alive(pid: int | None) -> bool:

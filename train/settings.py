@@ -1,9 +1,11 @@
 """Settings of the `train` stage ([tool.mend.train], MEND_TRAIN_<KEY>)."""
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    SIGNED: ClassVar[tuple] = ("max_steps",)  # number settings that may be negative (the loader refuses the rest)
     # --- student model and generation (owned by train/models.py, train/generate.py) ---
     model: str = "smollm2-135m-instruct"  # model ref: embedded default, local HF folder, or hub id
     max_new_tokens: int = 128  # the one token budget: sample traffic, eval regeneration, the gate, replay, and

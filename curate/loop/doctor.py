@@ -13,12 +13,13 @@ import shutil
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from evals import nltk_offline
 from traces import settings, store
 from traces.migrations import latest, pending
+from traces.scrub import scrub_text
+from traces.terminal import safe
 from train import embed, models
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, overflow="fold")
     colour = {OK: "green", WARN: "yellow", FAIL: "red"}
     for c in checks:
-        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+        # a teacher_url may carry a password; errors quote paths and servers' answers
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", safe(scrub_text(c.detail)), safe(c.fix))
     console.print(table)
     failed = [c.name for c in checks if c.status == FAIL]
     console.print(f"[red]FAIL[/]: {', '.join(failed)}" if failed else "[green]all required checks pass[/]")

@@ -49,6 +49,7 @@ from evals.gate_report import print_result
 from evals.runner import SuiteSkipped, run_suite
 from traces import store
 from traces.ingest import ingest_inbox
+from traces.scrub import scrub_text
 from traces.settings import load, project_root, resolve_path, settings_class
 from traces.terminal import safe
 
@@ -155,8 +156,9 @@ def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str
             ctx.console.print(f"[yellow]waiting:[/] {safe(str(e))}")
             return 3
         except Exception as e:  # any stage error: recorded, shown, nightly stops (resume later)
-            _record(ctx.nightly_id, name, "failed", {"error": f"{type(e).__name__}: {e}"})
-            ctx.console.print(f"[red]stage {name} failed:[/] {safe(f'{type(e).__name__}: {e}')}")
+            error = scrub_text(f"{type(e).__name__}: {e}")  # it may quote the value at fault, a key in a log
+            _record(ctx.nightly_id, name, "failed", {"error": error})
+            ctx.console.print(f"[red]stage {name} failed:[/] {safe(error)}")
             return 1
         summary["seconds"] = round(time.perf_counter() - started, 1)
         status = "skipped" if summary.pop("skipped", False) else "done"

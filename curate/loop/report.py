@@ -169,8 +169,9 @@ def _cost(con, train_run) -> dict:
 # ---------------------------------------------------------------- markdown
 
 def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    """Cells are one line each (a newline in a cluster label would end the row), their `|` escaped."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(safe(c, markup=False).replace("|", "\\|") for c in row) + " |" for row in rows]
     return lines + [""]
 
 
@@ -208,7 +209,7 @@ def markdown(data: dict, plots: dict) -> str:
     if dec:
         out += [f"Candidate `{dec['candidate_ref']}` + `{dec['candidate_adapter'] or 'no adapter'}` vs baseline "
                 f"`{dec['baseline_ref']}` + `{dec['baseline_adapter'] or 'no adapter'}`, holdout split.", ""]
-        out += [f"- {r}" for r in dec["reasons"]] + [""]
+        out += [f"- {safe(r, markup=False)}" for r in dec["reasons"]] + [""]
         out += ["## Holdout pass rates", ""]
         out += _md_table(STATS_HEADER, _stats_rows(dec))
         for name, g in (dec["details"].get("guards") or {}).items():
@@ -240,7 +241,8 @@ def markdown(data: dict, plots: dict) -> str:
     out += _sweep_md(data.get("sweep"))
     out += _ifeval_md(data.get("ifeval"))
     out += _lineage_md(data)
-    return "\n".join(out) + "\n"
+    # labels, reasons and summaries come from models and logs: no control or bidi character reaches a reader
+    return safe("\n".join(out) + "\n", newlines=True, markup=False)
 
 
 def _duration(seconds: float | None) -> str:
@@ -375,9 +377,16 @@ def _lineage_md(data: dict) -> list[str]:
 
 # ---------------------------------------------------------------- entry points
 
+def report_dir(nightly_id: str) -> Path:
+    """reports/<nightly_id>; an id is one plain name, so that nothing is written outside reports/."""
+    if nightly_id in ("", ".", "..") or Path(nightly_id).name != nightly_id or "\\" in nightly_id:
+        raise ValueError(f"not a nightly id: {nightly_id!r}")
+    return resolve_path("reports") / nightly_id
+
+
 def write_report(nightly_id: str, console: Console | None = None) -> Path:
+    out = report_dir(nightly_id)
     data = gather(nightly_id)
-    out = resolve_path("reports") / nightly_id
     out.mkdir(parents=True, exist_ok=True)
     plots = {"clusters": plot_clusters(data["decision"], out), "examples": plot_examples(data["examples"], out),
              "loss": plot_loss(data["metrics"], out)}
@@ -436,10 +445,15 @@ def _extra_lines(data: dict) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with store.connect(read_only=True) as con:
-        row = con.execute("SELECT nightly_id FROM nightly_ledger ORDER BY started_at DESC LIMIT 1").fetchone()
-    nightly_id = argv[0] if argv else (row[0] if row else None)
+        known = [r[0] for r in con.execute("SELECT nightly_id FROM nightly_ledger GROUP BY 1 ORDER BY max(started_at) "
+                                           "DESC").fetchall()]
+    nightly_id = argv[0] if argv else (known[0] if known else None)
     if not nightly_id:
         Console(stderr=True).print("no nightly in the ledger yet: run `make nightly`")
+        return 2
+    if nightly_id not in known:  # also what keeps `report ../../x` from writing outside reports/
+        Console(stderr=True).print(f"[red]error:[/] no nightly {safe(repr(nightly_id))} in the ledger (newest: "
+                                   f"{safe(known[0] if known else 'none')})", highlight=False)
         return 2
     write_report(nightly_id)
     return 0
