@@ -1,7 +1,9 @@
 """The store: short-lived connections, all-or-nothing transactions, a clear error when the file is busy."""
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,51 @@ def test_transaction_is_all_or_nothing():
         with store.transaction(con):
             con.execute("INSERT INTO quarantine (ingest_id, source_file, reason) VALUES ('i', 'f', 'r')")
         assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+
+
+# ---------------------------------------------------------------- a waiting reader gets its turn (#25 8)
+
+def _fake_connect(monkeypatch, calls: list, fail_first: int = 0):
+    import duckdb
+
+    def connect(path, read_only=False):
+        calls.append(sorted(p.name for p in Path(path).parent.glob("*.waiting-*")))
+        if len(calls) <= fail_first:
+            raise duckdb.IOException('Could not set lock on file "x": Conflicting lock is held in python (PID 1)')
+        return "con"
+    monkeypatch.setattr(store.duckdb, "connect", connect)
+
+
+def test_a_busy_open_leaves_a_marker_while_it_waits_and_removes_it(tmp_path, monkeypatch):
+    calls: list = []
+    _fake_connect(monkeypatch, calls, fail_first=1)
+    db = tmp_path / "mend.duckdb"
+    assert store._open(db, True, timeout_s=5) == "con"
+    assert calls == [[], [f"mend.duckdb.waiting-{os.getpid()}"]]  # marked while it waited
+    assert list(tmp_path.glob("*.waiting-*")) == []
+
+
+def test_an_opener_gives_a_waiting_process_its_turn_before_it_connects(tmp_path, monkeypatch):
+    import threading
+    waiter = subprocess.Popen(["sleep", "30"])  # a live process standing for the waiting reader
+    try:
+        marker = tmp_path / f"mend.duckdb.waiting-{waiter.pid}"
+        marker.touch()
+        threading.Timer(0.3, marker.unlink).start()  # the reader got in and is done
+        calls: list = []
+        _fake_connect(monkeypatch, calls)
+        assert store._open(tmp_path / "mend.duckdb", False, timeout_s=5) == "con"
+        assert calls == [[]]  # the writer connected only once the waiter's marker was gone
+    finally:
+        waiter.kill()
+        waiter.wait()
+
+
+def test_a_marker_left_by_a_dead_process_is_removed_and_stalls_nobody(tmp_path, monkeypatch):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"mend.duckdb.waiting-{dead.pid}").touch()
+    calls: list = []
+    _fake_connect(monkeypatch, calls)
+    assert store._open(tmp_path / "mend.duckdb", False, timeout_s=5) == "con"
+    assert calls == [[]] and list(tmp_path.glob("*.waiting-*")) == []

@@ -37,18 +37,57 @@ def _holder(message: str) -> str:
 def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as e:
-            if not any(h in str(e) for h in _LOCK_HINTS):
-                raise StoreError(f"cannot open the database {path}{' read-only' if read_only else ''}: {e} "
-                                 "(MEND_DB names it)") from None
-            if time.monotonic() >= deadline:
-                raise StoreBusy(f"database is busy (held by {_holder(str(e))}): {path}. "
-                                "Wait for the other mend command to finish, or stop it.") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    marker = None
+    _let_waiters_in(path)
+    try:
+        while True:
+            try:
+                return duckdb.connect(str(path), read_only=read_only)
+            except duckdb.Error as e:
+                if not any(h in str(e) for h in _LOCK_HINTS):
+                    raise StoreError(f"cannot open the database {path}{' read-only' if read_only else ''}: {e} "
+                                     "(MEND_DB names it)") from None
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(f"database is busy (held by {_holder(str(e))}): {path}. "
+                                    "Wait for the other mend command to finish, or stop it.") from None
+                marker = marker or _mark_waiting(path)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+    finally:
+        if marker:
+            marker.unlink(missing_ok=True)
+
+
+# A writer that commits batch after batch releases the file for microseconds before it reopens it; a waiting reader
+# polling every 0.5 s would almost never get in ("database is busy" during a long ingest). DuckDB has no fair lock,
+# so a process that found the store busy leaves a marker beside it, and every opener first gives such waiters their
+# turn, for WAITER_GRACE_S at most (a waiter that died or hangs cannot stall anyone for longer).
+WAITER_GRACE_S = 2.0
+
+
+def _mark_waiting(path: Path) -> Path | None:
+    marker = path.with_name(f"{path.name}.waiting-{os.getpid()}")
+    try:
+        marker.touch()
+    except OSError:  # a read-only folder: no fairness, the retry loop still works
+        return None
+    return marker
+
+
+def _other_waiters(path: Path) -> bool:
+    for marker in path.parent.glob(f"{path.name}.waiting-*"):
+        pid = marker.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            if pid_alive(int(pid)):
+                return True
+            marker.unlink(missing_ok=True)  # left by a process that died while waiting
+    return False
+
+
+def _let_waiters_in(path: Path) -> None:
+    end = time.monotonic() + WAITER_GRACE_S
+    while time.monotonic() < end and _other_waiters(path):
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
