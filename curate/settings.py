@@ -54,11 +54,14 @@ class CurateSettings:
     guidance_k: int = 0  # constrained samples per prompt (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
-    strategies: tuple = ("repair", "self", "constrained", "sample")  # how candidates are made, tried in this order
-    # per cluster until target_per_cluster (curate/synth/strategies.py): repair | self (the student's own samples:
-    # on-policy) | constrained | sample | revise (a rewrite of each failing response: for strong teachers)
-    target_per_cluster: int = 16  # kept (verified, fluent) candidates per cluster after which later strategies are
-    # skipped (0: every strategy runs in full)
+    strategies: tuple = ("repair", "self", "sample")  # how candidates are made, tried in this order per cluster
+    # until target_per_cluster (curate/synth/strategies.py): repair | self (the student's own samples: on-policy) |
+    # constrained | sample | revise (a rewrite of each failing response: for strong teachers). No constrained by
+    # default: grammar-forced text is the least on-policy there is, and with the built-in teacher (the student's own
+    # weights, ~5x slower than in-process sampling) it took synthesis time from self; add it for a strong teacher
+    target_per_cluster: int = 48  # kept (verified, fluent) candidates per cluster after which later strategies are
+    # skipped (0: every strategy runs in full). 48, as the demo's recipe: at 16 the repairs alone reached it and the
+    # self strategy never ran (default nightly, 2026-12-07: 126 of 128 examples were repairs)
     repair_min_overlap: float = 0.5  # share of the source's content words a repair must keep (repair.content_overlap)
     full_requests_per_call: int = 4  # full mode: new (request, response) pairs asked per teacher call
     near_dup_threshold: float = 0.8  # MinHash Jaccard above which two prompts+responses are near-duplicates
@@ -78,10 +81,13 @@ class CurateSettings:
     # curate/export.py LAYOUT_CHECKS) as SFT targets too (never as preference pairs). Off: the sweep on the default
     # nightly's data chose it (validation degenerate share 34.4% -> 26.0% without them, 30.2% with; targets 49.8% vs
     # 48.7%; docs/results.md, 2026-12-07)
-    max_train_examples: int = 128  # accepted examples exported at most, taken from every cluster in turn (0: all):
-    # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo")
+    max_train_examples: int = 192  # accepted examples exported at most, taken from every cluster in turn (0: all):
+    # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo");
+    # 32 per cluster of max_clusters, as many as the demo's recipe gave each of its 4
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
-    max_clusters: int = 0  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order
+    max_clusters: int = 6  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order. Few: over
+    # all 25 of the sample traffic's fixable clusters the nightly trained ~5 examples on each, its self strategy got
+    # seconds per cluster, and the holdout's pooled targets moved 42 fixed / 40 broken (docs/results.md, 2026-12-07)
     cluster_order: str = "fixable"  # fixable (clusters some strategy can fix first, then by size) | size
     # --- hyperparameter sweep (owned by curate/loop/sweep.py) ---
     sweep_grid: tuple = (  # candidate configs: TrainSettings keys and replay_self_share / replay_fraction;

@@ -159,6 +159,18 @@ def test_synth_chooses_fixable_clusters_first_then_by_size(home):
         assert choose_clusters(con, 0, "size") == ["big", "comma", "ends", "small"]
 
 
+def test_a_cluster_only_layout_repairs_fix_is_not_fixable_while_they_are_not_trained_on(home, monkeypatch):
+    monkeypatch.setenv("MEND_CURATE_STRATEGIES", '["repair", "self"]')
+    with store.connect() as con:
+        _cluster(con, "paras", "length_constraints:number_paragraphs", 50)  # a layout repair fixes it
+        _cluster(con, "comma", "punctuation:no_comma", 40)
+        _cluster(con, "big", "language:response_language", 45)
+        monkeypatch.setenv("MEND_CURATE_LAYOUT_TARGETS", "false")
+        assert choose_clusters(con, 2, "fixable") == ["comma", "paras"]  # then by size: paras 50 > big 45
+        monkeypatch.setenv("MEND_CURATE_LAYOUT_TARGETS", "true")
+        assert choose_clusters(con, 2, "fixable") == ["paras", "comma"]
+
+
 def test_a_suite_that_matches_no_trace_fails_the_nightly_loudly(home, capsys):
     from builders.trace_rows import insert_traces, trace_row
     insert_traces([trace_row(i, f"What is {i} plus {i}?", str(2 * i)) for i in range(3)])  # no instructions

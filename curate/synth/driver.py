@@ -66,18 +66,22 @@ def choose_clusters(con, top: int, order: str = "fixable") -> list[str]:
                           ORDER BY c.size DESC, c.cluster_id""").fetchall()
     names = set(s.strategies)
     if order == "fixable":  # stable: size order kept within each group
-        rows.sort(key=lambda r: not (fixable(r[1], names) or (r[3] >= 8 and r[4] / r[3] >= s.guidance_threshold)))
+        rows.sort(key=lambda r: not (fixable(r[1], names, s.layout_targets)
+                                     or (r[3] >= 8 and r[4] / r[3] >= s.guidance_threshold)))
     return [r[0] for r in (rows[:top] if top > 0 else rows)]
 
 
-def fixable(check_id: str, names) -> bool:
+def fixable(check_id: str, names, layout_targets: bool = True) -> bool:
     """Whether a strategy among `names` can force this check whatever the teacher writes: a deterministic repair
     (curate.synth.repair.FIXES; fluent: a loop cut where it starts), a grammar (curate.synth.constraints) or a token
-    ban (curate.synth.guidance.steerable)."""
+    ban (curate.synth.guidance.steerable). A layout repair counts only when `layout_targets` lets export train on
+    it: otherwise its cluster would take a place among `max_clusters` and give the trainer nothing."""
+    from curate.export import LAYOUT_CHECKS
     from curate.synth.constraints import constraint_for
     from curate.synth.guidance import steerable
     from curate.synth.repair import FIXES
-    if "repair" in names and (check_id in FIXES or check_id == "fluent"):  # fluent: a loop is cut where it starts
+    repairable = check_id in FIXES and (layout_targets or check_id not in LAYOUT_CHECKS)
+    if "repair" in names and (repairable or check_id == "fluent"):  # fluent: a loop is cut where it starts
         return True
     if "constrained" in names:
         if steerable(check_id):
