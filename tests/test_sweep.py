@@ -124,7 +124,8 @@ def fake_score(ref, adapter, val):
     target, nll = SCORES[None if adapter is None else Path(adapter).name]
     return {"target_pass": target, "n_targets": 10, "checks_pass": target / 2, "prompt_pass": 0.0, "anchor_nll": nll,
             "degenerate": 0.0, "outcomes": [i < 10 * target for i in range(10)],
-            "n_val": len(val.prompts), "n_anchors": len(val.anchors)}
+            "n_val": len(val.prompts), "n_anchors": len(val.anchors), "traffic_pass": target / 4,
+            "traffic_degenerate": 0.0, "n_traffic": len(val.traffic)}
 
 
 class FakePerplexity:
@@ -417,6 +418,30 @@ def test_the_rule_needs_the_degenerate_share_within_the_gates_tolerance():
     for r, (d, b) in zip(rows, [(4 / 24, 2 / 24), (8 / 24, 2 / 24), (6 / 24, 2 / 24)]):
         r["metrics"] |= {"degenerate": d, "base_degenerate": b}
     assert sweep.choose(rows, 0.1, 0.1, 5.0) == 0
+
+
+def test_the_degenerate_rise_counts_the_validation_traffic_as_the_gate_counts_the_holdout():
+    # config 0: flat on the target prompts (as on the nightly's data of 2026-12-07), +9 points on the traffic
+    rows = prose_rows((0.9, 1.0, 100.0), (0.5, 1.0, 100.0))
+    rows[0]["metrics"] |= {"degenerate": 0.30, "base_degenerate": 0.34, "traffic_degenerate": 0.35,
+                           "base_traffic_degenerate": 0.26}
+    rows[1]["metrics"] |= {"degenerate": 0.30, "base_degenerate": 0.34, "traffic_degenerate": 0.27,
+                           "base_traffic_degenerate": 0.26}
+    assert sweep.degenerate_rise(rows[0]["metrics"]) == pytest.approx(9.0)
+    assert sweep.choose(rows, 0.1, 0.1, 2.0) == 1
+
+
+def test_validation_traffic_is_every_seed_trace_of_the_validation_groups_and_no_other():
+    from curate.loop.validation import traffic_prompts
+    world()
+    with store.connect(read_only=True) as con:
+        groups = sweep.validation_groups(con, 0.5)
+        got = traffic_prompts(con, groups, 100)
+        assert traffic_prompts(con, groups, 3) == got[:3] and traffic_prompts(con, groups, 0) == []
+        group_of = dict(con.execute("SELECT trace_id, group_key FROM traces").fetchall())
+        split_of = dict(con.execute("SELECT trace_id, split FROM traces").fetchall())
+    assert sorted(group_of[p["id"]] for p in got) == sorted(groups)  # one trace per group in this world
+    assert {split_of[p["id"]] for p in got} == {"seed"} and got[-1]["messages"][-1]["role"] == "user"
 
 
 def test_too_few_target_prompts_are_filled_with_single_instruction_prompts_of_validation_requests():

@@ -117,10 +117,11 @@ def prose_rise(metrics: dict) -> float:
 
 
 def degenerate_rise(metrics: dict) -> float:
-    """Rise of the share of degenerate validation answers, in points (0 when not measured)."""
-    if metrics.get("degenerate") is None or metrics.get("base_degenerate") is None:
-        return 0.0
-    return 100 * (metrics["degenerate"] - metrics["base_degenerate"])
+    """Rise of the share of degenerate validation answers, in points: the larger of the target prompts' (a) and the
+    validation traffic's (d), as the gate's guard counts every holdout answer (0 where not measured)."""
+    rises = [100 * (metrics[k] - metrics["base_" + k]) for k in ("degenerate", "traffic_degenerate")
+             if metrics.get(k) is not None and metrics.get("base_" + k) is not None]
+    return max(rises, default=0.0)
 
 
 def worst_rise(metrics: dict) -> float:
@@ -196,9 +197,10 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
     rule = RULE.format(tol=cs.sweep_anchor_tolerance, ptol=plan.tolerance, prose=_prose_words(plan), dtol=dtol)
     score_fn = score_fn or score
     prose_fn = prose_fn or (lambda ref, adapter: prose_score(ref, adapter, plan))
-    val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer)
+    val = carve(cs.sweep_val_fraction, cs.sweep_val_max, cs.sweep_anchors, answerer, cs.sweep_val_traffic)
     console.print(f"sweep {sid}: {len(configs)} config(s); validation: {len(val.groups)} seed group(s), "
-                  f"{len(val.prompts)} target prompt(s), {len(val.anchors)} anchor answer(s); prose perplexity: "
+                  f"{len(val.prompts)} target prompt(s), {len(val.traffic)} traffic trace(s), "
+                  f"{len(val.anchors)} anchor answer(s); prose perplexity: "
                   f"{_prose_words(plan)}")
     found = rows(sid)
     done = [r for r in found if r["status"] == "complete"]
@@ -234,7 +236,8 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
                            "prose_docs": plan.docs, "prose_offset": plan.offset}}
 
 
-VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate", "outcomes")  # (a), (b)
+VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate", "outcomes",  # (a), (b)
+            "traffic_pass", "traffic_degenerate")  # (d)
 
 
 def degenerate_tolerance(cs) -> float:
@@ -251,7 +254,8 @@ def _base_of(metrics: dict, prefix: str, keys: tuple) -> dict:
 
 def _scored(metrics: dict) -> bool:
     """(a) and (b) taken, with every figure of today's score (a row from before `degenerate` is scored again)."""
-    return "n_targets" in metrics and "degenerate" in metrics and "outcomes" in metrics
+    return "n_targets" in metrics and "degenerate" in metrics and "outcomes" in metrics \
+        and "traffic_degenerate" in metrics
 
 
 def _prose_scored(metrics: dict, plan: ProsePlan) -> bool:
@@ -326,9 +330,10 @@ def table(sid: str, found: list[dict]) -> Table:
     t = Table(title=f"sweep {sid} — base: targeted checks {_pct(base.get('base_target_pass'))}%, all checks "
                     f"{_pct(base.get('base_checks_pass'))}%, anchor NLL {_f(base.get('base_anchor_nll'))}, prose "
                     f"word perplexity {_f(base.get('base_prose_ppl'), 2)}, degenerate answers "
-                    f"{_pct(base.get('base_degenerate'))}%")
+                    f"{_pct(base.get('base_degenerate'))}%, traffic: passing {_pct(base.get('base_traffic_pass'))}% "
+                    f"degenerate {_pct(base.get('base_traffic_degenerate'))}%")
     cols = ["#", "config", "run", "target %", "fixed/broken", "p", "checks %", "anchor rise %", "prose ppl", "prose rise %",
-            "degenerate %", "margin", "logp chosen", "steps", "status", "chosen"]
+            "degenerate %", "traffic %", "traffic degenerate %", "margin", "logp chosen", "steps", "status", "chosen"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("config", "run", "status", "chosen") else "right",
                      overflow="fold" if col in ("config", "run") else "ellipsis")
@@ -338,7 +343,7 @@ def table(sid: str, found: list[dict]) -> Table:
                   _pct(m.get("target_pass")), f"{m.get('fixed', '-')}/{m.get('broken', '-')}", _f(m.get("p"), 3),
                   _pct(m.get("checks_pass")), _pct(m.get("rise")) if complete else "-",
                   _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-", _pct(m.get("degenerate")),
-                  _f(m.get("rewards/margins"), 2), _f(m.get("logps/chosen"), 1), str(m.get("last_step") or "-"),
+                  _pct(m.get("traffic_pass")), _pct(m.get("traffic_degenerate")), _f(m.get("rewards/margins"), 2), _f(m.get("logps/chosen"), 1), str(m.get("last_step") or "-"),
                   r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t

@@ -28,6 +28,7 @@ class Validation:
     groups: frozenset
     prompts: list  # [{"id", "messages", "prompt", "metadata"}]: (a) target prompts
     anchors: list  # [{"id", "messages": request + the base's answer}]: (b)
+    traffic: list = ()  # [{"id", "messages", "prompt", "metadata"}]: (d) every seed trace of the validation groups
 
 
 def validation_groups(con, fraction: float) -> frozenset:
@@ -116,14 +117,33 @@ def single_instruction_prompts(con, groups: frozenset, checks: list[str], need: 
     return out
 
 
-def carve(fraction: float, val_max: int, n_anchors: int, answerer=None) -> Validation:
+def traffic_prompts(con, groups: frozenset, limit: int) -> list[dict]:
+    """(d) The validation groups' seed traces, all of them (passing or not, any cluster), by a hash of the id: what
+    the gate's suite line and degeneration guard see on the holdout. The target prompts (a) are failing prompts of
+    the trained clusters only, and on them the degenerate share fell where the holdout's rose (docs/results.md,
+    2026-12-07): a config is judged on both."""
+    if limit <= 0:
+        return []
+    rows = con.execute("""SELECT trace_id, messages, prompt, metadata, group_key FROM traces
+                          WHERE split = 'seed' ORDER BY sha256(trace_id)""").fetchall()
+    out = []
+    for tid, messages, prompt, md, group in rows:
+        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in json.loads(messages)
+                if m.get("role") in ("system", "user", "assistant")]
+        if group in groups and msgs and msgs[-1]["role"] == "user" and len(out) < limit:
+            out.append({"id": tid, "messages": msgs, "prompt": prompt, "metadata": json.loads(md) if md else {}})
+    return out
+
+
+def carve(fraction: float, val_max: int, n_anchors: int, answerer=None, traffic_max: int = 0) -> Validation:
     from curate import replay
     with store.connect(read_only=True) as con:
         groups = validation_groups(con, fraction)
         prompts = target_prompts(con, groups, val_max)
+        traffic = traffic_prompts(con, groups, traffic_max)
         requests = [r for r in replay.base_requests(con) if r["group"] in groups]
     anchors = replay.self_items(requests, n_anchors, answerer)  # connection closed: this may generate
-    return Validation(groups, prompts, anchors)
+    return Validation(groups, prompts, anchors, traffic)
 
 
 # ---------------------------------------------------------------- scoring
@@ -154,7 +174,24 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
             "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
             "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
             "degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(val.prompts, gens)]),
-            "outcomes": outcomes}
+            "outcomes": outcomes, **traffic_score(model, tok, val.traffic, s)}
+
+
+def traffic_score(model, tok, traffic: list, s) -> dict:
+    """(d) on the validation traffic, greedy at the gate's budget: `traffic_pass` = share of traces passing every
+    instruction of their own, `traffic_degenerate` = share of degenerate answers (the gate's guard, on seed groups)."""
+    from evals.checks import verify_instructions
+    from evals.quality import degenerate
+    from train import generate as tg
+    if not traffic:
+        return {"traffic_pass": None, "traffic_degenerate": None, "n_traffic": 0}
+    gens = tg.generate(model, tok, [p["messages"] for p in traffic], max_new_tokens=s.max_new_tokens,
+                       temperature=0.0, batch_size=s.batch_size, progress=True)
+    passed = [all(r.passed for _, r in verify_instructions(p["prompt"], g.text, p["metadata"]))
+              for p, g in zip(traffic, gens)]
+    return {"traffic_pass": _share(passed), "n_traffic": len(gens),
+            "traffic_degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"])
+                                          for p, g in zip(traffic, gens)])}
 
 
 def paired(outcomes: list, base_outcomes: list) -> dict:
