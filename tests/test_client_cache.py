@@ -7,8 +7,7 @@ answers it already had. The limits run on a fake clock: no test here waits on or
 import asyncio
 
 import pytest
-
-from openai_stub import OpenAIStub
+from test_client import req, stub  # noqa: F401 (stub: the loopback server fixture)
 
 from evals import client as client_mod
 from evals import llm_cache
@@ -16,16 +15,6 @@ from evals.client import Client
 from evals.llm_cache import Call, CacheWriter
 from evals.ratelimit import WINDOW_S, RateLimit, estimate_tokens
 from traces import store
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as s:
-        yield s
-
-
-def req(text="hi", **kw):
-    return {"messages": [{"role": "user", "content": text}], "temperature": 0.0, "seed": 0, **kw}
 
 
 def rows() -> int:
