@@ -182,7 +182,7 @@ class Client:
         model = request.get("model") or self.model
         oa, sem = self._state()
         async with sem:
-            slot = await self.limit.acquire(estimate_tokens(request))
+            slot = await self.limit.acquire(estimate_tokens(request) if self.limit.tpm else 0)
             start = time.perf_counter()
             completion = await oa.chat.completions.create(**create_kwargs(request, model))
             latency = time.perf_counter() - start
