@@ -25,6 +25,8 @@ class CurateSettings:
     teacher_allow_remote: bool = False  # a non-loopback teacher must be opted into
     teacher_concurrency: int = 8  # requests in flight (continuous batching gains up to ~8 on 2 cores)
     teacher_timeout_s: float = 300.0  # per request; the 135M model on CPU needs minutes under load
+    teacher_rpm: int = 0  # teacher requests started per minute at most, as the provider's plan allows (0: unlimited)
+    teacher_tpm: int = 0  # teacher tokens per minute at most (prompt estimate + max_tokens, then usage; 0: unlimited)
     teacher_cb_num_blocks: int = 32  # KV cache blocks (256 tokens each) under continuous batching; 0: sized from
     # free memory, which on a CPU takes most of the RAM (docs/benchmarks.md, "transformers serve KV cache")
     teacher_cb_max_batch_tokens: int = 1024  # tokens per continuous-batching step (0: auto)

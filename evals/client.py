@@ -10,9 +10,11 @@
 - Retries are the openai client's own (`max_retries`; it honours Retry-After on 429/5xx); no second layer.
 - Every completed call is cached in DuckDB `llm_calls`, keyed by the sha256 of the full request (endpoint,
   model, messages and every sampling parameter: seed, temperature, logit_bias, ..., and the server-specific
-  fields a request adds, such as a `grammar`, sent through the openai client's `extra_body`). The cache is read
-  before each call and written right after it (a short connection each time, never held across an
-  await), so a killed run that is started again repeats no completed call.
+  fields a request adds, such as a `grammar`, sent through the openai client's `extra_body`). A batch reads the
+  cache once before it starts, sends each distinct request once (duplicates get its answer, `cached`), and
+  writes answers in batches off the event loop (evals/llm_cache.py: a killed run loses at most the last few
+  seconds' answers, and a run started again repeats none of the others).
+- `rpm` / `tpm` (settings teacher_rpm/tpm, judge_rpm/tpm; 0: unlimited) pace the requests (evals/ratelimit.py).
 - Tokens, latency and cost (settings `prices`: model -> [USD per 1M input, per 1M output tokens]) per call.
 - The API key is read from the environment variable named by `api_key_env` and handed to the openai
   client only: it is never stored, logged or put into an error message.
@@ -22,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -29,11 +32,14 @@ import ipaddress
 import json
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from urllib.parse import urlparse
 
+from evals.llm_cache import Call, CacheWriter, cached_calls, store_calls, text_of
+from evals.ratelimit import RateLimit, estimate_tokens
 from traces.scrub import scrub_text
+
+__all__ = ["Call", "Client", "EndpointError", "RemoteNotAllowed", "cached_calls", "store_calls", "request_hash"]
 
 
 class RemoteNotAllowed(RuntimeError):
@@ -42,27 +48,6 @@ class RemoteNotAllowed(RuntimeError):
 
 class EndpointError(RuntimeError):
     pass
-
-
-@dataclass
-class Call:
-    request_hash: str
-    text: Optional[str] = None  # the first choice's content
-    response: Optional[dict] = None  # the whole completion (as JSON)
-    prompt_tokens: Optional[int] = None
-    completion_tokens: Optional[int] = None
-    latency_s: Optional[float] = None
-    cost_usd: Optional[float] = None
-    cached: bool = False  # answered from llm_calls without a request
-    error: Optional[str] = None  # set when the call failed after the client's retries (nothing cached)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def tool_calls(self) -> list:
-        try:
-            return self.response["choices"][0]["message"].get("tool_calls") or []
-        except (TypeError, KeyError, IndexError):
-            return []
 
 
 def is_loopback(base_url: str) -> bool:
@@ -108,7 +93,7 @@ def create_kwargs(request: dict, model: str) -> dict:
 class Client:
     def __init__(self, base_url: str, model: str, *, purpose: str = "teacher", api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, max_retries: int = 3, timeout_s: float = 120.0, allow_remote: bool = False,
-                 prices: dict | None = None, db: str | None = None):
+                 prices: dict | None = None, db: str | None = None, rpm: int = 0, tpm: int = 0):
         if not base_url:
             raise EndpointError(f"no endpoint configured for the {purpose} (base_url is empty)")
         self.base_url, self.model, self.purpose = base_url.rstrip("/"), model, purpose
@@ -117,6 +102,7 @@ class Client:
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
         self.prices, self.db = dict(prices or {}), db
         self._require_allowed(allow_remote)
+        self.limit = RateLimit(rpm, tpm)  # outlives a batch's event loop: the window spans complete_many calls
         self._loop_state: tuple | None = None  # (event loop, AsyncOpenAI, semaphore): both are bound to a loop
 
     @classmethod
@@ -125,7 +111,8 @@ class Client:
         s = settings or settings_mod.load("evals")
         return cls(s.judge_base_url, s.judge_model, purpose="judge", api_key_env=s.judge_api_key_env,
                    concurrency=s.client_concurrency, max_retries=s.client_max_retries,
-                   timeout_s=s.client_timeout_s, allow_remote=s.allow_remote, prices=s.prices)
+                   timeout_s=s.client_timeout_s, allow_remote=s.allow_remote, prices=s.prices,
+                   rpm=s.judge_rpm, tpm=s.judge_tpm)
 
     # ------------------------------------------------------------ safety and reachability
 
@@ -164,11 +151,7 @@ class Client:
         finally:
             client.close()
 
-    # ------------------------------------------------------------ the cache (short connections)
-
-    def _connect(self, read_only=False):
-        from traces import store
-        return store.connect(self.db, read_only=read_only)
+    # ------------------------------------------------------------ the cache (evals/llm_cache.py)
 
     def cached(self, h: str) -> Call | None:
         return cached_calls([h], self.db).get(h)
@@ -193,46 +176,73 @@ class Client:
             return 0.0 if is_loopback(self.base_url) else None  # a local server costs nothing per token
         return ((prompt_tokens or 0) * float(price[0]) + (completion_tokens or 0) * float(price[1])) / 1e6
 
-    async def complete(self, request: dict) -> Call:
-        """One chat completion (`request` = the create() arguments; `model` defaults to the client's).
+    async def _request(self, request: dict, h: str) -> Call:
+        """Send one request (no cache), within the concurrency bound and the rpm/tpm limits.
         Raises the openai error when it fails after the client's retries."""
         model = request.get("model") or self.model
-        h = request_hash(self.base_url, self.model, request)
-        hit = self.cached(h)
-        if hit is not None:
-            return hit
         oa, sem = self._state()
         async with sem:
+            slot = await self.limit.acquire(estimate_tokens(request) if self.limit.tpm else 0)
             start = time.perf_counter()
             completion = await oa.chat.completions.create(**create_kwargs(request, model))
             latency = time.perf_counter() - start
         response = completion.model_dump(mode="json", exclude_unset=True)
         usage = response.get("usage") or {}
         pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        call = Call(h, _text(response), response, pt, ct, latency, self.cost(model, pt, ct))
-        self._store(call, {**request, "model": model})
+        self.limit.settle(slot, usage.get("total_tokens"))
+        return Call(h, text_of(response), response, pt, ct, latency, self.cost(model, pt, ct))
+
+    async def complete(self, request: dict) -> Call:
+        """One chat completion, cached (`request` = the create() arguments; `model` defaults to the client's).
+        Raises the openai error when it fails after the client's retries. Batches go through complete_all."""
+        h = request_hash(self.base_url, self.model, request)
+        hit = await asyncio.to_thread(self.cached, h)
+        if hit is not None:
+            return hit
+        call = await self._request(request, h)
+        await asyncio.to_thread(self._store, call, {**request, "model": request.get("model") or self.model})
         return call
 
-    async def _safe(self, request: dict) -> Call:
+    async def _answer(self, request: dict, h: str, writer: CacheWriter) -> Call:
         try:
-            return await self.complete(request)
+            call = await self._request(request, h)
         except Exception as e:  # one failed request must not sink the batch; the caller sees .error
             import openai
             # ValueError: a malformed body (the openai client raises JSONDecodeError on non-JSON)
             if not isinstance(e, (openai.OpenAIError, EndpointError, ValueError)):
                 raise
-            return Call(request_hash(self.base_url, self.model, request), error=_describe(e))
+            return Call(h, error=_describe(e))  # failures are not cached: a re-run tries them again
+        writer.add(call, {**request, "model": request.get("model") or self.model})
+        return call
 
     async def complete_all(self, requests: list[dict], progress: Callable[[int], Any] | None = None) -> list[Call]:
-        async def one(req):
-            call = await self._safe(req)
+        """Every request, in order: one cache read for the batch, each distinct uncached request sent once
+        (duplicates share its answer, marked `cached`), answers written in batches (CacheWriter)."""
+        hashes = [request_hash(self.base_url, self.model, r) for r in requests]
+        known = await asyncio.to_thread(cached_calls, list(dict.fromkeys(hashes)), self.db)
+        writer = CacheWriter(self.base_url, self.model, self.purpose, self.db)
+        first: dict[str, int] = {}  # hash -> its first request's index; sent in request order
+        for i, h in enumerate(hashes):
+            if h not in known:
+                first.setdefault(h, i)
+        sent = {h: asyncio.ensure_future(self._answer(requests[i], h, writer)) for h, i in first.items()}
+
+        async def one(i: int, h: str) -> Call:
+            call = known[h] if h in known else await sent[h]
+            if h in sent and first[h] != i and call.error is None:
+                call = dataclasses.replace(call, cached=True)  # a duplicate: no request of its own
             if progress:
                 progress(1)
             return call
         try:
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, h) for i, h in enumerate(hashes))))
         finally:
-            await self._close()
+            for task in sent.values():  # after a failure: stop sending, keep what was answered
+                task.cancel()
+            try:
+                await writer.close()
+            finally:
+                await self._close()
 
     async def _close(self):
         if self._loop_state is not None:
@@ -249,47 +259,6 @@ class Client:
                 task = bar.add_task(f"{self.purpose} calls", total=len(requests))
                 return asyncio.run(self.complete_all(requests, lambda n: bar.advance(task, n)))
         return asyncio.run(self.complete_all(requests, progress or None))
-
-
-# ------------------------------------------------------------ the llm_calls cache (any caller that answers requests)
-
-def cached_calls(hashes: list[str], db: str | None = None) -> dict[str, Call]:
-    """request hash -> the cached Call, for those of `hashes` in llm_calls (one short connection). Read-write like
-    store_calls: DuckDB refuses a read-only and a read-write handle on one file in one process."""
-    from traces import store
-    if not hashes:
-        return {}
-    with store.connect(db) as con:
-        rows = con.execute("SELECT request_hash, response, prompt_tokens, completion_tokens, latency_s, cost_usd "
-                           "FROM llm_calls WHERE request_hash IN (SELECT unnest(?::VARCHAR[])) "
-                           "AND response IS NOT NULL", [hashes]).fetchall()
-    out = {}
-    for h, response, pt, ct, latency, cost in rows:
-        response = json.loads(response)
-        out[h] = Call(h, _text(response), response, pt, ct, latency, cost, cached=True)
-    return out
-
-
-def store_calls(calls: list[Call], requests: list[dict], endpoint: str, model: str, purpose: str,
-                db: str | None = None) -> None:
-    """Cache completed calls (one transaction; a request already cached is left as it is)."""
-    from traces import store
-    if not calls:
-        return
-    endpoint = scrub_text(endpoint)  # a teacher_url may carry a password
-    rows = [[c.request_hash, endpoint, r.get("model") or model, purpose, json.dumps(r, default=str),
-             json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, c.cost_usd]
-            for c, r in zip(calls, requests)]
-    with store.connect(db) as con, store.transaction(con):
-        con.executemany("INSERT OR IGNORE INTO llm_calls (request_hash, endpoint, model, purpose, request, response,"
-                        " prompt_tokens, completion_tokens, latency_s, cost_usd) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-
-
-def _text(response: dict | None) -> str | None:
-    try:
-        return response["choices"][0]["message"].get("content")
-    except (TypeError, KeyError, IndexError):
-        return None
 
 
 def _describe(e: Exception) -> str:

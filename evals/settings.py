@@ -18,6 +18,8 @@ class EvalsSettings:
     client_concurrency: int = 8  # concurrent requests per client
     client_max_retries: int = 3  # the openai client's own retries (honours Retry-After on 429/5xx)
     client_timeout_s: float = 120.0  # per-request timeout (seconds)
+    judge_rpm: int = 0  # judge requests started per minute at most, as the provider's plan allows (0: unlimited)
+    judge_tpm: int = 0  # judge tokens per minute at most (prompt estimate + max_tokens, then usage; 0: unlimited)
     prices: dict = field(default_factory=dict)  # model -> [USD per 1M input tokens, USD per 1M output tokens]
     cluster_split_above: int = 120  # failure groups (one check) larger than this are split by embeddings
     cluster_target_size: int = 60  # wanted members per embedding sub-cluster (k = ceil(n / this))

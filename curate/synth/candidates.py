@@ -167,7 +167,8 @@ def make_client(s, base_url: str, model: str):
     ev = settings_mod.load("evals")
     return Client(base_url, model, purpose="teacher", api_key_env=s.teacher_api_key_env or "OPENAI_API_KEY",
                   concurrency=s.teacher_concurrency, max_retries=ev.client_max_retries, timeout_s=s.teacher_timeout_s,
-                  allow_remote=s.teacher_allow_remote or ev.allow_remote, prices=ev.prices)
+                  allow_remote=s.teacher_allow_remote or ev.allow_remote, prices=ev.prices, rpm=s.teacher_rpm,
+                  tpm=s.teacher_tpm)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,133 @@
+"""The llm_calls cache: bulk reads, bulk writes, and the writer a batch of calls buffers its answers in.
+
+Opening the store costs tens of milliseconds and DuckDB's executemany milliseconds per row, so a client that read
+and wrote per call spent its time here rather than waiting on the server (4.5 calls/s against an instant server).
+A batch therefore reads every cached answer with one connection before it starts, and `CacheWriter` writes the
+new answers a few dozen at a time, with one connection per write, in a worker thread (the event loop keeps
+sending meanwhile). Any caller that answers requests (the student sampler too) uses `cached_calls`/`store_calls`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from traces.scrub import scrub_text
+
+
+@dataclass
+class Call:
+    request_hash: str
+    text: Optional[str] = None  # the first choice's content
+    response: Optional[dict] = None  # the whole completion (as JSON)
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    latency_s: Optional[float] = None
+    cost_usd: Optional[float] = None
+    cached: bool = False  # answered without a request of its own (from llm_calls, or a duplicate in its batch)
+    error: Optional[str] = None  # set when the call failed after the client's retries (nothing cached)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tool_calls(self) -> list:
+        try:
+            return self.response["choices"][0]["message"].get("tool_calls") or []
+        except (TypeError, KeyError, IndexError):
+            return []
+
+
+def cached_calls(hashes: list[str], db: str | None = None) -> dict[str, Call]:
+    """request hash -> the cached Call, for those of `hashes` in llm_calls (one short connection). Read-write like
+    store_calls: DuckDB refuses a read-only and a read-write handle on one file in one process."""
+    from traces import store
+    if not hashes:
+        return {}
+    with store.connect(db) as con:
+        rows = con.execute("SELECT request_hash, response, prompt_tokens, completion_tokens, latency_s, cost_usd "
+                           "FROM llm_calls WHERE request_hash IN (SELECT unnest(?::VARCHAR[])) "
+                           "AND response IS NOT NULL", [hashes]).fetchall()
+    out = {}
+    for h, response, pt, ct, latency, cost in rows:
+        response = json.loads(response)
+        out[h] = Call(h, text_of(response), response, pt, ct, latency, cost, cached=True)
+    return out
+
+
+_COLUMNS = ("request_hash", "endpoint", "model", "purpose", "request", "response", "prompt_tokens",
+            "completion_tokens", "latency_s", "cost_usd")
+
+
+def store_calls(calls: list[Call], requests: list[dict], endpoint: str, model: str, purpose: str,
+                db: str | None = None) -> None:
+    """Cache completed calls (one connection, one transaction; a request already cached is left as it is). The rows
+    go in as one Arrow table: executemany costs ~3 ms a row, which is most of a fast server's answer time."""
+    import pyarrow as pa
+    from traces import store
+    endpoint = scrub_text(endpoint)  # a teacher_url may carry a password
+    rows = {c.request_hash: [c.request_hash, endpoint, r.get("model") or model, purpose, json.dumps(r, default=str),
+                             json.dumps(c.response), c.prompt_tokens, c.completion_tokens, c.latency_s, c.cost_usd]
+            for c, r in zip(calls, requests)}  # one row per hash: INSERT OR IGNORE tolerates no repeat in itself
+    if not rows:
+        return
+    types = [pa.string()] * 6 + [pa.int64(), pa.int64(), pa.float64(), pa.float64()]
+    table = pa.table([pa.array([r[i] for r in rows.values()], t) for i, t in enumerate(types)], names=_COLUMNS)
+    with store.connect(db) as con, store.transaction(con):
+        con.register("new_llm_calls", table)
+        con.execute(f"INSERT OR IGNORE INTO llm_calls ({', '.join(_COLUMNS)}) SELECT request_hash, endpoint, model, "
+                    "purpose, request::JSON, response::JSON, prompt_tokens, completion_tokens, latency_s, cost_usd "
+                    "FROM new_llm_calls")
+        con.unregister("new_llm_calls")
+
+
+class CacheWriter:
+    """Buffers the answers of one batch and writes them to llm_calls off the event loop, one write at a time.
+
+    A write starts once `every` answers are buffered or the oldest has waited `max_wait_s` (checked as answers
+    arrive), and `close()` writes the rest, also after an error or a cancel. So a killed run loses at most the
+    buffered answers (fewer than `every`, or a few seconds' worth) and a re-run repeats none of the others."""
+
+    def __init__(self, endpoint: str, model: str, purpose: str, db: str | None = None, *, every: int = 64,
+                 max_wait_s: float = 2.0, clock=time.monotonic):
+        self.endpoint, self.model, self.purpose, self.db = endpoint, model, purpose, db
+        self.every, self.max_wait_s, self.clock = max(1, every), max_wait_s, clock
+        self.pending: list[tuple[Call, dict]] = []
+        self._oldest: float | None = None
+        self._writing: asyncio.Future | None = None
+        self.writes = 0  # connections opened (for tests and the benchmark's notes)
+
+    def add(self, call: Call, request: dict) -> None:
+        self.pending.append((call, request))
+        self._oldest = self._oldest if self._oldest is not None else self.clock()
+        if len(self.pending) >= self.every or self.clock() - self._oldest >= self.max_wait_s:
+            self._start_write()
+
+    def _start_write(self) -> None:
+        if self._writing is not None:
+            if not self._writing.done():
+                return  # one write at a time: the next answer or close() takes what piles up meanwhile
+            self._writing.result()  # a failed write (store busy past its timeout) stops the batch here
+        batch, self.pending, self._oldest = self.pending, [], None
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+
+    def _write(self, batch: list[tuple[Call, dict]]) -> None:
+        self.writes += 1
+        store_calls([c for c, _ in batch], [r for _, r in batch], self.endpoint, self.model, self.purpose, self.db)
+
+    async def close(self) -> None:
+        """Wait for the write under way, then write what is left (even when that write failed)."""
+        try:
+            if self._writing is not None:
+                await self._writing
+        finally:
+            if self.pending:
+                batch, self.pending, self._oldest = self.pending, [], None
+                await asyncio.to_thread(self._write, batch)
+
+
+def text_of(response: dict | None) -> str | None:
+    try:
+        return response["choices"][0]["message"].get("content")
+    except (TypeError, KeyError, IndexError):
+        return None
