@@ -10,7 +10,8 @@ MAX_LINES = 500
 # Total lines (`wc -l`) of every .py file in the four packages. Measured 15,364 on main after curate moved into
 # wings and 15,426 once repair.py and report.py were split; the budget is that + ~5% (16,200): room for the work in
 # flight, but a jump (a vendored file, a pasted copy of a module) has to come with a reason and a new budget here.
-TOTAL_BUDGET = 16_200
+# +260 (16,460): issue 26 item 5 added --json to six reporting commands (traces/json_out.py, curate/loop/report_cli.py).
+TOTAL_BUDGET = 16_460
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
