@@ -347,7 +347,7 @@ def _exit_code(summaries: list[FileSummary]) -> int:
         err.print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
     empty = [s for s in summaries if stored_nothing(s)]
     for s in empty:
-        skipped = f", {s.counts.skipped:,} skipped" if s.counts.skipped else ""
-        err.print(f"[red]error:[/] {safe(s.path)}: stored nothing ({s.counts.quarantined:,} items quarantined"
-                  f"{skipped}): `python -m traces quarantine FILE` lists them", highlight=False)
+        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
+        err.print(f"[red]error:[/] {safe(s.path)}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
+                  "the lines: `python -m traces quarantine FILE`", highlight=False)
     return 1 if failed else 3 if empty else 0
