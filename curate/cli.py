@@ -11,7 +11,7 @@ COMMANDS = {
     "export": ("curate.export:main", "write the training set (accepted + replay) with its manifest"),
     "sweep": ("curate.loop.sweep:main", "choose lr, epochs, rank, method and replay share on a validation split"),
     "nightly": ("curate.loop.nightly:main", "the whole cycle, resumable, with a ledger and a report"),
-    "report": ("curate.loop.report:main", "rewrite a nightly's report (reports/<nightly_id>/report.md)"),
+    "report": ("curate.loop.report_cli:main", "rewrite a nightly's report (reports/<nightly_id>/report.md)"),
     "doctor": ("curate.loop.doctor:main", "check models, database, teacher, disk and GPU; say what to fix"),
 }
 

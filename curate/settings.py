@@ -32,7 +32,7 @@ class CurateSettings:
     teacher_cb_max_batch_tokens: int = 1024  # tokens per continuous-batching step (0: auto)
     teacher_start_timeout_s: float = 240.0  # waiting for the local server's /health
     temperature: float = 0.9  # sampling temperature of the k samples (rejection sampling)
-    top_p: float = 0.95
+    top_p: float = 0.95  # nucleus sampling cut-off of those samples
     max_tokens: int = 0  # completion tokens per sample (0: the student's own [tool.mend.train] max_new_tokens, the
     # gate's budget too: a longer target teaches answers the gate cuts mid-sentence)
     k: int = 4  # teacher samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)

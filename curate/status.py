@@ -1,5 +1,5 @@
-"""python -m curate status [--cluster ID] — example counts per cluster, state and reason, and the yield per check
-and strategy (rich tables).
+"""python -m curate status [--cluster ID] [--json] — example counts per cluster, state and reason, and the yield per
+check and strategy (rich tables; --json: one JSON document).
 
 Reasons are grouped by their kind (the text before the first ': ', e.g. `near_duplicate`,
 `not_fluent`, or the failed check id), so every reason an example left the happy path is counted.
@@ -14,7 +14,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from traces import store
+from traces import json_out, store
 from traces.terminal import safe
 
 # the reason's kind: a check id ("punctuation:no_comma") or a word ("near_duplicate"), before ": details"
@@ -57,10 +57,31 @@ def yield_table(rows: list[tuple]) -> Table:
     return table
 
 
+def document(cluster_id: str | None = None) -> dict:
+    """What --json prints: the same counts as the tables, as objects."""
+    rows = counts(cluster_id)
+    return {"cluster": cluster_id,
+            "examples": json_out.records(("cluster_id", "label", "status", "reason", "n"), rows),
+            "totals": _totals(rows),
+            "yield": json_out.records(("check_id", "strategy", "candidates", "verified", "fluent", "kept",
+                                       "accepted"), yields(cluster_id))}
+
+
+def _totals(rows: list[tuple]) -> dict[str, int]:
+    total = {}
+    for _, _, status, _, n in rows:
+        total[status] = total.get(status, 0) + n
+    return dict(sorted(total.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate status", description=__doc__.split("\n")[0])
     p.add_argument("--cluster", help="only this cluster id")
+    json_out.add_json_flag(p)
     args = p.parse_args(argv)
+    if args.json:
+        json_out.emit(document(args.cluster))
+        return 0
     rows = counts(args.cluster)
     console = Console()
     if not rows:
@@ -71,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right" if col == "n" else "left")
     for cid, label, status, kind, n in rows:
         table.add_row(safe(cid), safe(label, limit=40), safe(status), safe(kind), str(n))
-    total = {}
-    for _, _, status, _, n in rows:
-        total[status] = total.get(status, 0) + n
     console.print(table)
-    console.print("  ".join(f"{k}: {v}" for k, v in sorted(total.items())))
+    console.print("  ".join(f"{k}: {v}" for k, v in _totals(rows).items()))
     console.print(yield_table(yields(args.cluster)))
     return 0

@@ -1,4 +1,4 @@
-"""python -m evals clusters [--run ID] [--assign RUN_ID]
+"""python -m evals clusters [--run ID] [--assign RUN_ID] [--json]
 
 Groups the failures of an eval run on the **seed** split into clusters a person can read:
 1. by failing check (the natural taxonomy: "punctuation:no_comma");
@@ -29,7 +29,7 @@ from rich.table import Table
 
 from evals import ifeval
 from evals.runs import refresh_stale
-from traces import settings as settings_mod, store
+from traces import json_out, settings as settings_mod, store
 from traces.terminal import safe
 
 console = Console()
@@ -323,11 +323,23 @@ def print_clusters(clusters: list[dict], run_id: str, out: Console | None = None
     for col in ("cluster", "size", "label", "example prompt"):
         table.add_column(col, justify="right" if col == "size" else "left", overflow="fold")
     for c in clusters:
-        example = c["prompts"][c["members"].index(c["representatives"][0])]
+        example = _example(c)
         table.add_row(c["cluster_id"], str(c["size"]), safe(c["label"], limit=100), safe(example, limit=70))
     out.print(table)
     total = sum(c["size"] for c in clusters)
     out.print(f"{len(clusters)} clusters, {total} failures (trace x check)")
+
+
+def document(clusters: list[dict], run_id: str) -> dict:
+    """What --json prints: the clusters as the table lists them, with their terms and representatives."""
+    keys = ("cluster_id", "check_id", "size", "label", "terms", "shared_args", "representatives")
+    return {"run_id": run_id, "failures": sum(c["size"] for c in clusters),
+            "clusters": [{k: c[k] for k in keys} | {"example_prompt": _example(c)} for c in clusters]}
+
+
+def _example(cluster: dict) -> str:
+    """The prompt of the cluster's first representative (closest to its centroid)."""
+    return cluster["prompts"][cluster["members"].index(cluster["representatives"][0])]
 
 
 def main(argv=None) -> int:
@@ -335,21 +347,36 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="eval run whose seed failures to cluster (default: newest complete seed/all run)")
     p.add_argument("--assign", metavar="RUN_ID", help="assign this run's holdout failures to the current clusters")
+    json_out.add_json_flag(p)
     a = p.parse_args(argv)
-    if a.assign:
-        out = assign_holdout(a.assign)
-        console.print(f"assigned {out['assigned']} holdout failures to {len(out['clusters'])} clusters "
-                      f"({out['unassigned']} had no cluster of their check)")
-        return 0
+    with json_out.stdout_to_stderr(a.json):  # embedding progress and notes: never on the JSON's stdout
+        code, doc = _assign(a.assign, a.json) if a.assign else _cluster(a.run, a.json)
+    if doc is not None:
+        json_out.emit(doc)
+    return code
+
+
+def _assign(run_id: str, as_json: bool) -> tuple[int, dict | None]:
+    out = assign_holdout(run_id)
+    if as_json:
+        return 0, {"run_id": run_id, **out}
+    console.print(f"assigned {out['assigned']} holdout failures to {len(out['clusters'])} clusters "
+                  f"({out['unassigned']} had no cluster of their check)")
+    return 0, None
+
+
+def _cluster(run_id: str | None, as_json: bool) -> tuple[int, dict | None]:
     with store.connect() as con:
-        run_id = a.run or default_run(con)
+        run_id = run_id or default_run(con)
     if run_id is None:
         console.print("no complete eval run on the seed split yet: run `python -m evals run` first")
-        return 1
+        return 1, None
     try:
         clusters = build_clusters(run_id)
     except ValueError as e:
         Console(stderr=True).print(f"[red]error:[/] {safe(str(e))}")
-        return 2
+        return 2, None
+    if as_json:
+        return 0, document(clusters, run_id)
     print_clusters(clusters, run_id)
-    return 0
+    return 0, None

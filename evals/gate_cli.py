@@ -11,36 +11,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from evals.gate import GateError, run_gate
 from evals.gate_report import CONTRACT, error_report, print_result, result_report, write_report
-from traces import store
+from traces import json_out, store
+from traces.json_out import stdout_to_stderr
 from traces.settings import load
 from traces.terminal import safe
-
-
-@contextlib.contextmanager
-def stdout_to_stderr(enabled: bool):
-    """With --json, stdout carries the JSON object alone: whatever else the gate prints (the runner's
-    progress, library messages, even at the file-descriptor level) goes to stderr meanwhile."""
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def parse_args(argv):
@@ -130,6 +110,5 @@ def emit(payload: dict, args) -> int:
                 f"[red]gate error[/] (exit 2): {safe(payload['error'])} (the verdict was {payload['verdict']})",
                 highlight=False)
     if args.json:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        sys.stdout.flush()
+        json_out.emit(payload)
     return payload["exit_code"]

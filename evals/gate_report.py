@@ -4,16 +4,15 @@ The contract is kept apart from the gate's policy so that a change of policy can
 deployment script reads: REPORT_VERSION is bumped when a key changes meaning or disappears."""
 from __future__ import annotations
 
-import math
 import os
 import traceback
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from evals.gate import Comparison, GateError, Side
+from traces.json_out import plain
 from traces.terminal import safe
 
 EXIT_CODES = {"PROMOTE": 0, "REJECT": 1, "ERROR": 2}
@@ -87,25 +86,12 @@ def _report(verdict: str, decision_id: str | None, reasons: list[str], **parts) 
            "decision_id": decision_id, "reasons": list(reasons), "error": None, "candidate": None,
            "baseline": None, "train_run": None, "suites": {}, "clusters": {}, "target": None, "guards": {}}
     out.update(parts)
-    return _plain(out)
+    return plain(out)
 
 
 def _side_report(side: Side) -> dict:
     return {"ref": side.ref, "adapter": side.adapter, "adapter_hash": side.adapter_hash,
             "eval_runs": dict(side.runs), "skipped_suites": dict(side.skipped)}
-
-
-def _plain(x):
-    """JSON-safe values: numpy scalars as Python numbers, NaN/inf as null (strict JSON has neither)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x if x is None or isinstance(x, (str, int, float, bool)) else str(x)
 
 
 def _error_text(e: BaseException) -> str:

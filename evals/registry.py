@@ -1,6 +1,6 @@
 """python -m evals registry promote|rollback|list — which model (base + adapter) is production.
 
-    python -m evals registry list
+    python -m evals registry list [--json]
     python -m evals registry promote --decision DECISION_ID          # rests on a PROMOTE gate decision
     python -m evals registry promote --model REF --adapter PATH --force   # no passing gate: recorded as forced
     python -m evals registry rollback                                 # back to the entry before the current one
@@ -17,8 +17,9 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
-from traces import store
+from traces import json_out, store
 from traces.hashing import adapter_hash
+from traces.terminal import safe
 
 PRODUCTION = "production"
 
@@ -117,19 +118,30 @@ def _decision(con, decision_id: str) -> dict:
     return dict(zip(["decision_id", "candidate_ref", "candidate_adapter", "candidate_adapter_hash", "verdict"], row))
 
 
+HISTORY = ("entry_id", "created_at", "action", "model_ref", "adapter_path", "decision_id", "forced", "current")
+
+
 def history() -> list[tuple]:
+    """Every entry, oldest first, as HISTORY's fields (no adapter: None, the base model alone)."""
     with store.connect(read_only=True) as con:
-        return con.execute("""SELECT entry_id, created_at, action, model_ref, coalesce(adapter_path, '(base)'),
-                                     coalesce(decision_id, ''), forced, is_current
-                              FROM registry ORDER BY created_at, entry_id""").fetchall()
+        return con.execute("""SELECT entry_id, created_at, action, model_ref, adapter_path, decision_id, forced,
+                                     is_current FROM registry ORDER BY created_at, entry_id""").fetchall()
+
+
+def document() -> dict:
+    """What `list --json` prints: production now, and the history behind it."""
+    model_ref, adapter = resolve_ref(PRODUCTION)
+    return {"production": {"model_ref": model_ref, "adapter_path": adapter},
+            "history": json_out.records(HISTORY, history())}
 
 
 def _print_list(console: Console) -> None:
     table = Table(title="registry (production history)")
     for col in ["entry", "when", "action", "model", "adapter", "gate decision", "forced", "current"]:
         table.add_column(col)
-    for row in history():
-        table.add_row(*[str(v) for v in row[:6]], "forced" if row[6] else "", "*" if row[7] else "")
+    for entry, when, action, model, adapter, decision, forced, is_current in history():
+        cells = [entry, str(when), action, model, adapter or "(base)", decision or ""]
+        table.add_row(*map(safe, cells), "forced" if forced else "", "*" if is_current else "")  # refs: user text
     console.print(table)
     model_ref, adapter = resolve_ref(PRODUCTION)
     console.print(f"production = {model_ref} + {adapter or 'no adapter'}", markup=False)
@@ -138,7 +150,7 @@ def _print_list(console: Console) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evals registry", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="show the production history")
+    json_out.add_json_flag(sub.add_parser("list", help="show the production history"))
     p = sub.add_parser("promote", help="make a candidate production")
     p.add_argument("--decision", help="gate decision id it rests on")
     p.add_argument("--model", help="model ref (default: the decision's candidate)")
@@ -146,6 +158,9 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="promote without a passing gate (recorded as forced)")
     sub.add_parser("rollback", help="make the previous entry production again")
     args = ap.parse_args(argv)
+    if args.cmd == "list" and args.json:
+        json_out.emit(document())
+        return 0
     console = Console()
     try:
         if args.cmd == "promote":

@@ -119,6 +119,27 @@ def test_cli_prints_table_and_escapes(setup, monkeypatch, capsys):
     assert "failure clusters" in out and "punctuation:no_comma" in out and "4 clusters, 35 failures" in out
 
 
+def test_json_is_one_document_of_the_clusters_the_table_lists(setup, monkeypatch, capsys):
+    """Issue 26 (5): `evals clusters --json` prints the listing as one JSON document and nothing else on stdout."""
+    import json
+    embed, groups = setup
+    monkeypatch.setattr(clusters, "embed_texts", embed)
+    assert clusters.main(["--json"]) == 1  # no eval run yet: the note goes to stderr, stdout stays empty
+    out, err = capsys.readouterr()
+    assert out == "" and "no complete eval run" in err
+    run_id = runner.run_suite("instruction_following", "all", progress=False)
+    assert clusters.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run_id"] == run_id and doc["failures"] == 35
+    assert sorted(c["size"] for c in doc["clusters"]) == [5, 10, 10, 10]
+    first = doc["clusters"][0]
+    assert first["example_prompt"] and first["representatives"][0] in groups["cooking"] | groups["space"] | \
+        groups["football"]
+    assert clusters.main(["--assign", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) | {"clusters": None} == {"run_id": run_id, "assigned": 2,
+                                                                        "unassigned": 1, "clusters": None}
+
+
 def test_cluster_table_uses_the_one_terminal_helper():
     """The table's labels go through traces.terminal.safe (which also shows bidi overrides), not a copy of it."""
     from traces.terminal import safe

@@ -4,8 +4,8 @@ reader (JSONL, JSON documents and arrays, `jq .` output, OTel/OpenInference span
 What must hold for any input:
 - the readers never raise: document_records covers every byte that is not JSON punctuation or whitespace with a
   record (nothing dropped silently), otel.rows turns every span into a row the batch table accepts, or a skip;
-- `traces ingest` exits 0 or 1 and prints no traceback; every file gets an `ingests` row with
-  read = stored + duplicate + quarantined + skipped matching the rows it left; a failed file's error names it;
+- `traces ingest` exits 0, 1 or 3 (a file that stored nothing) and prints no traceback; every file gets an `ingests`
+  row with read = stored + duplicate + quarantined + skipped matching the rows it left; a failed file's error names it;
   a good file after any number of bad ones is stored whole; no raw control character reaches the terminal.
 
 `make test` runs a bounded, derandomized profile (well under a minute); `make fuzz` (MEND_FUZZ_EXAMPLES=N, default
@@ -243,4 +243,5 @@ def test_no_file_stops_the_next_and_every_count_matches_what_is_stored(tmp_path,
         assert (n_traces, n_quarantine) == (stored, quar), file
         assert status == "complete" or file in (error or ""), (file, error)
     assert got[-1][1:5] == ("complete", None, 2, 2)  # the good file after the bad ones is stored whole
-    assert code == (1 if any(r[1] == "failed" for r in got) else 0)
+    stored_nothing = any(r[1] == "complete" and r[6] and not r[4] + r[5] for r in got)  # every item quarantined
+    assert code == (1 if any(r[1] == "failed" for r in got) else 3 if stored_nothing else 0)

@@ -145,8 +145,9 @@ def test_unwritable_report_is_exit_2(tmp_path, capsys):
 
 def test_report_values_are_strict_json():
     import numpy as np
-    plain = gate_report._plain({"p": float("nan"), "n": np.int64(3), "r": np.float32(0.5), "ci": (np.inf, 1.0)})
-    assert json.dumps(plain, allow_nan=False) == '{"p": null, "n": 3, "r": 0.5, "ci": [null, 1.0]}'
+    from traces.json_out import plain
+    out = plain({"p": float("nan"), "n": np.int64(3), "r": np.float32(0.5), "ci": (np.inf, 1.0)})
+    assert json.dumps(out, allow_nan=False) == '{"p": null, "n": 3, "r": 0.5, "ci": [null, 1.0]}'
 
 
 def test_help_documents_exit_codes_and_json(capsys):

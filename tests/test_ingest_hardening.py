@@ -459,12 +459,12 @@ def test_stats_show_quarantine_file_and_lines_and_the_quarantine_command(tmp_pat
     path.write_text("\n".join(bad) + "\n")
     run(path)
     by_reason = stats.collect()["quarantine by reason"]
-    assert (("invalid JSON", str(path), 7, "2, 3, 4, 5, 6, ...") in by_reason
-            and ("field `messages` needs a prompt and a final assistant reply (no `choices` given)", str(path), 1, "9")
+    assert (("invalid JSON", str(path), 7, [2, 3, 4, 5, 6]) in by_reason
+            and ("field `messages` needs a prompt and a final assistant reply (no `choices` given)", str(path), 1, [9])
             in by_reason)
     assert stats.main([]) == 0
     out = capsys.readouterr().out
-    assert "mixed.jsonl" in out and "python -m traces quarantine FILE" in out
+    assert "mixed.jsonl" in out and "2, 3, 4, 5, 6, ..." in out and "python -m traces quarantine FILE" in out
     from traces.cli import main
     assert main(["quarantine", "mixed.jsonl", "--reason", "final assistant reply"]) == 0
     out = capsys.readouterr().out

@@ -100,3 +100,21 @@ def test_cli_list_promote_rollback(tmp_path, capsys):
     assert registry.main(["promote", "--model", "x"]) == 2
     assert registry.main(["rollback"]) == 0
     assert _current_count() == 1
+
+
+def test_list_json_is_production_and_its_history(tmp_path, capsys):
+    """Issue 26 (5): `evals registry list --json` is one JSON document on stdout (no adapter: null, not "(base)")."""
+    import json
+    assert registry.main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "production": {"model_ref": "smollm2-135m-instruct", "adapter_path": None}, "history": []}
+    ad = _adapter(tmp_path)
+    _decision("g1", "PROMOTE", ad)
+    registry.promote(decision_id="g1")
+    registry.rollback()
+    assert registry.main(["list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["production"] == {"model_ref": "smollm2-135m-instruct", "adapter_path": None}
+    assert [(e["action"], e["adapter_path"], e["decision_id"], e["current"]) for e in doc["history"]] == [
+        ("promote", ad, "g1", False), ("rollback", None, None, True)]
+    assert doc["history"][0]["created_at"][:4].isdigit()  # ISO 8601

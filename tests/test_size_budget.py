@@ -10,8 +10,10 @@ MAX_LINES = 500
 # Total lines (`wc -l`) of every .py file in the four packages. Measured 15,364 on main after curate moved into
 # wings and 15,426 once repair.py and report.py were split; the budget is that + ~5% (16,200): room for the work in
 # flight, but a jump (a vendored file, a pasted copy of a module) has to come with a reason and a new budget here.
-# +180 (16,380): the client's batched llm_calls cache (evals/llm_cache.py) and rpm/tpm limits (evals/ratelimit.py).
-TOTAL_BUDGET = 16_380
+# +180: the client's batched llm_calls cache (evals/llm_cache.py) and rpm/tpm limits (evals/ratelimit.py).
+# +260: issue 26 item 5 added --json to six reporting commands (traces/json_out.py, curate/loop/report_cli.py).
+# +40: the sweep's validation traffic yardstick (issue 23 item 5).
+TOTAL_BUDGET = 16_680
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -18,7 +18,7 @@ commands wait one batch, not one file; Ctrl-C leaves no half batch (exit 130), a
 again resumes (ids are keys). The counts follow what was committed: a batch whose COMMIT fails (a full
 disk) is not counted. A file that cannot be read (no permission, a truncated .gz, a CSV), or whose ingest
 breaks in any other way, is marked `failed` with a reason that names it, and the others are still ingested
-(exit 1). Within a file, a bad item is quarantined alone: a malformed span, a JSON array item or document
+(exit 1); a file read whole whose every item was quarantined stored nothing (exit 3). Within a file, a bad item is quarantined alone: a malformed span, a JSON array item or document
 that does not parse (reading resumes after it).
 """
 from __future__ import annotations
@@ -286,6 +286,24 @@ def skipped_note(summaries: list[FileSummary]) -> str:
     return "\n".join(f"skipped {n:,}: {reason}" for reason, n in reasons.most_common())
 
 
+EXIT_CODES = """exit codes:
+  0    every file was ingested (stored traces, or held only duplicates, non-LLM spans or no items at all)
+  1    a file could not be read or its ingest broke: it is marked failed and named on stderr, the other files
+       are still ingested (also any crash, with its traceback)
+  2    a fixable error stopped it (one line on stderr): a path that does not exist, a bad flag or setting,
+       a database that cannot be opened or stays busy; the batches committed before it are kept
+  3    a file was read but stored nothing: its items were quarantined (or skipped as not LLM calls), none
+       stored or duplicate (named on stderr; the lines: `python -m traces quarantine FILE`); a failed file: 1
+  130  Ctrl-C: the batches committed before it are kept; run again to resume"""
+
+
+def stored_nothing(s: FileSummary) -> bool:
+    """Read, yet not one trace kept: every item was quarantined (a wrong format, a broken exporter), which a
+    script must not take for success. Duplicates (a re-run) and non-LLM spans are not failures."""
+    c = s.counts
+    return s.status == "complete" and c.quarantined > 0 and c.stored + c.duplicate == 0
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -294,7 +312,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m traces ingest", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m traces ingest", description=__doc__, epilog=EXIT_CODES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", help="files or folders (default: new files in the inbox)")
     ap.add_argument("--holdout-fraction", type=float, default=None, help="share of split groups held out, 0-1")
@@ -317,7 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(s.counts.quarantined for s in summaries):
         console.print("quarantined lines by reason, file and line: [cyan]python -m traces stats[/]; "
                       "the lines of one file: [cyan]python -m traces quarantine FILE[/]")
+    return _exit_code(summaries)
+
+
+def _exit_code(summaries: list[FileSummary]) -> int:
+    """EXIT_CODES: each failed file and each file that stored nothing named on stderr."""
+    from rich.console import Console
+    err = Console(stderr=True)
     failed = [s for s in summaries if s.status == "failed"]
     for s in failed:
-        Console(stderr=True).print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
-    return 1 if failed else 0
+        err.print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
+    empty = [s for s in summaries if stored_nothing(s)]
+    for s in empty:
+        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
+        err.print(f"[red]error:[/] {safe(s.path)}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
+                  "the lines: `python -m traces quarantine FILE`", highlight=False)
+    return 1 if failed else 3 if empty else 0

@@ -18,15 +18,15 @@ class TrainSettings:
     adapters_dir: str = "adapters"  # adapters/<run_id>/ is published here; adapters/.tmp-<run_id>/ while training
     lora_r: int = 16  # LoRA rank; 16 on all linear layers of the 135M student is ~4.9M trainable params
     lora_alpha: int = 32  # scaling = alpha / r = 2
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # dropout on the LoRA branch's input during training (PEFT's lora_dropout)
     target_modules: str = "all-linear"  # PEFT shorthand, or a comma-separated list of module names
     lr: float = 1e-4  # peak learning rate (AdamW), reached after warm-up, then cosine decay to 0; 1e-4: the sweep's
     # choice for on-policy SFT (3e-4 raised prose perplexity 12.6%; docs/results.md, 2026-12-06)
-    epochs: float = 2.0
+    epochs: float = 2.0  # passes over the training set (fractions allowed); 2: the sweep's choice with lr 1e-4
     batch_size_train: int = 8  # sequences per device per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size_train * grad_accum * GPUs)
     warmup_ratio: float = 0.05  # share of the optimizer steps spent warming up linearly
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay (only the LoRA weights train)
     max_length: int = 512  # tokens per training sequence; longer conversations are cut at the end
     packing: bool = False  # True: TRL best-fit packing, padding-free (pays off with flash-attention on a GPU); False: length-grouped batches (best on CPU)
     gradient_checkpointing: bool = True  # recompute activations in backward: slower, but without it the default batch
@@ -35,7 +35,7 @@ class TrainSettings:
     patience: int = 3  # evaluations without a better eval loss before stopping early
     save_steps: int = 20  # optimizer steps between checkpoints (and evaluations); a killed run resumes from the last
     max_steps: int = -1  # stop after this many optimizer steps (-1 = run all epochs)
-    seed: int = 0
+    seed: int = 0  # seeds the validation split (val_fraction), LoRA init, data order and dropout
     method: str = "sft"  # sft: what the sweep chose on on-policy data (docs/architecture.md, "Recipes") | "auto" (dpo when at least half of the exported examples have a preference pair, else sft: train.lora.resolve_method says why) | "sft" | "dpo" (DPO on the exported preference pairs, train/dpo.py) | "sft+dpo" (SFT, then DPO on the same adapter; epochs/max_steps/lr apply to each phase)
     dpo_sft_weight: float = 0.0  # > 0: add TRL's "sft" loss (NLL of the chosen answer) to the DPO loss with this
     # weight (RPO, Pang et al. 2024), against DPO lowering the chosen answers' likelihood too; 0: it did not help on

@@ -1,4 +1,4 @@
-"""python -m curate report [NIGHTLY_ID] — the nightly report: reports/<nightly_id>/report.md + PNG plots.
+"""The nightly report: reports/<nightly_id>/report.md and PNG plots (its command: curate/loop/report_cli.py).
 
 Written by the last stage of `python -m curate nightly`; run by hand to rewrite a nightly's report (the newest
 nightly when no id is given). It shows the stages (ledger) with each stage's wall time and the total, per-cluster
@@ -12,7 +12,6 @@ holdout failure. A rich summary is printed in the terminal.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -440,24 +439,3 @@ def _extra_lines(data: dict) -> list[str]:
     out.append(f"teacher cost ${cost['usd']:.4f} over {cost['calls']} calls; "
                f"holdout failures fixed: {fixed_failures(data['decision'])}")
     return out
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    with store.connect(read_only=True) as con:
-        known = [r[0] for r in con.execute("SELECT nightly_id FROM nightly_ledger GROUP BY 1 ORDER BY max(started_at) "
-                                           "DESC").fetchall()]
-    nightly_id = argv[0] if argv else (known[0] if known else None)
-    if not nightly_id:
-        Console(stderr=True).print("no nightly in the ledger yet: run `make nightly`")
-        return 2
-    if nightly_id not in known:  # also what keeps `report ../../x` from writing outside reports/
-        Console(stderr=True).print(f"[red]error:[/] no nightly {safe(repr(nightly_id))} in the ledger (newest: "
-                                   f"{safe(known[0] if known else 'none')})", highlight=False)
-        return 2
-    write_report(nightly_id)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
