@@ -93,7 +93,7 @@ def _record(con, s: FileSummary, status: str | None = None, batch: canonical.Bat
 
 def _finish(cfg, s: FileSummary, status: str) -> None:
     s.status = status
-    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii)  # a crash may quote the value at fault
+    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii, plain=True)  # a crash may quote the value at fault
     with _connect(cfg) as con:
         _record(con, s, status)
 
