@@ -10,7 +10,8 @@ MAX_LINES = 500
 # Total lines (`wc -l`) of every .py file in the four packages. Measured 15,364 on main after curate moved into
 # wings and 15,426 once repair.py and report.py were split; the budget is that + ~5% (16,200): room for the work in
 # flight, but a jump (a vendored file, a pasted copy of a module) has to come with a reason and a new budget here.
-TOTAL_BUDGET = 16_200
+# +204 (16,404) for issue 25: the Phoenix span reader (traces/phoenix.py) and the teacher-down stop in synthesis.
+TOTAL_BUDGET = 16_404
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
