@@ -8,7 +8,8 @@ Scores a suite's traces and stores the run:
 Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check, with the
 output scored). A run killed before it finishes stays `running` with a dead pid and is reported as
 `incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
-results and the `complete` status are written in one transaction.
+results and the `complete` status are written in one transaction. A trace whose metadata cannot name its checks
+fails the run (`failed`) with an error naming the suite and the trace.
 
 Python API (gate, nightly): run_suite(...) -> run_id; evals.runs.find_run finds a complete run to reuse.
 """
