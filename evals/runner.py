@@ -8,7 +8,8 @@ Scores a suite's traces and stores the run:
 Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check, with the
 output scored). A run killed before it finishes stays `running` with a dead pid and is reported as
 `incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
-results and the `complete` status are written in one transaction.
+results and the `complete` status are written in one transaction. A trace whose metadata cannot name its checks
+fails the run (`failed`) with an error naming the suite and the trace.
 
 Python API (gate, nightly): run_suite(...) -> run_id; evals.runs.find_run finds a complete run to reuse.
 """
@@ -215,7 +216,7 @@ def _score_chunk(suite, traces) -> dict[str, list]:
     cols = {k: [] for k in COLUMNS}
     for trace in traces:
         response = trace.get("response") or ""
-        for idx, (check_id, args) in enumerate(suite.checks_for(trace)):
+        for idx, (check_id, args) in enumerate(_checks_of(suite, trace)):
             result = run_check(check_id, response, args, trace)
             if result is None:
                 continue  # not applicable to this trace
@@ -224,6 +225,22 @@ def _score_chunk(suite, traces) -> dict[str, list]:
                                             response, json.dumps(result.details) if result.details else None)):
                 cols[key].append(value)
     return cols
+
+
+class TraceMetadataError(ValueError):
+    """A trace whose metadata cannot name its checks; the message names the suite and the trace."""
+
+
+def _checks_of(suite, trace: dict) -> list[tuple[str, dict]]:
+    """The trace's checks. Metadata of the wrong shape (3 instruction ids but 2 kwargs, a `checks` entry that is not
+    an object) fails the run, which is then marked failed, with the suite and the trace named: the bare "metadata
+    has 3 instruction ids but 2 kwargs entries" said neither, in a nightly's ledger or on the terminal."""
+    try:
+        return suite.checks_for(trace)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise TraceMetadataError(f"suite {suite.name}: trace {trace['trace_id']}: its metadata cannot name its checks "
+                                 f"({type(e).__name__}: {e}); fix that trace's metadata or leave it out with the "
+                                 "suite's `select`") from None
 
 
 _FORK_STATE: tuple | None = None  # (suite, traces) inherited by forked workers, so nothing is pickled but indices
@@ -257,7 +274,7 @@ def score_workers(s, n_traces: int) -> int:
 
 def _prefetch_judge(suite, traces, progress) -> None:
     items = [(t.get("response") or "", args, t) for t in traces
-             for check_id, args in suite.checks_for(t) if check_id == "judge"]
+             for check_id, args in _checks_of(suite, t) if check_id == "judge"]
     if items:
         from evals.checks_judge import prefetch
         prefetch(items, progress=progress)

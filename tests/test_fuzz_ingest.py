@@ -11,15 +11,17 @@ What must hold for any input:
 `make test` runs a bounded, derandomized profile (well under a minute); `make fuzz` (MEND_FUZZ_EXAMPLES=N, default
 there 400) a longer random one. A failing example is printed by hypothesis as the smallest input it found.
 """
+import base64
 import gzip
 import io
 import itertools
 import json
 import os
 import re
+import string
 
 import pytest
-from builders.ingest_files import chat
+from builders.ingest_files import chat, export, span
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -245,3 +247,104 @@ def test_no_file_stops_the_next_and_every_count_matches_what_is_stored(tmp_path,
     assert got[-1][1:5] == ("complete", None, 2, 2)  # the good file after the bad ones is stored whole
     stored_nothing = any(r[1] == "complete" and r[6] and not r[4] + r[5] for r in got)  # every item quarantined
     assert code == (1 if any(r[1] == "failed" for r in got) else 3 if stored_nothing else 0)
+
+
+# ---------- secrets: none is stored in clear (scrubbing on, the default) ----------
+
+def _chars(alphabet: str, n: int, most: int | None = None):
+    return st.text(alphabet=alphabet, min_size=n, max_size=most or n)
+
+
+ALNUM = string.ascii_letters + string.digits
+B64URL = ALNUM + "_-"
+
+
+@st.composite
+def _aws_secret(draw) -> str:
+    """40 base64 characters with an upper- and a lower-case letter and a digit (what traces.scrub checks for)."""
+    body = draw(_chars(ALNUM + "/+", 37))
+    return "".join(draw(st.permutations([*body, draw(_chars(string.ascii_uppercase, 1)),
+                                         draw(_chars(string.ascii_lowercase, 1)), draw(_chars(string.digits, 1))])))
+
+
+# (what is written, what must not be stored): each class traces.scrub redacts
+SECRETS = st.one_of(
+    _chars(ALNUM + "_-", 20, 40).map(lambda s: ("sk-proj-" + s,) * 2),
+    _chars(ALNUM, 20, 48).map(lambda s: ("sk-" + s,) * 2),
+    _chars(ALNUM, 30, 40).map(lambda s: ("ghp_" + s,) * 2),
+    _chars(ALNUM + "_", 22, 40).map(lambda s: ("github_pat_" + s,) * 2),
+    _chars(string.ascii_uppercase + string.digits, 16).map(lambda s: ("AKIA" + s,) * 2),
+    _chars(ALNUM + "-", 10, 30).map(lambda s: ("xoxb-" + s,) * 2),
+    _chars(B64URL, 35).map(lambda s: ("AIza" + s,) * 2),
+    _chars(ALNUM, 30, 40).map(lambda s: ("hf_" + s,) * 2),
+    st.tuples(_chars(B64URL, 5, 20), _chars(B64URL, 5, 30), _chars(B64URL, 0, 40)).map(
+        lambda p: (f"eyJ{p[0]}.eyJ{p[1]}.{p[2]}",) * 2),
+    # a needle found anywhere fails the test: "Tk"/"Pw" keep a token of digits from matching a stored timestamp
+    _chars(ALNUM + "._~+/-", 16, 40).map(lambda s: (f"Bearer Tk{s}", f"Tk{s}")),
+    st.tuples(_chars(ALNUM, 3, 8), _chars(ALNUM + "!$%", 6, 16)).map(
+        lambda p: (f"Basic {base64.b64encode(f'{p[0]}:{p[1]}'.encode()).decode()}",
+                   base64.b64encode(f"{p[0]}:{p[1]}".encode()).decode())),
+    st.tuples(_chars(string.ascii_lowercase, 0, 6), _chars(ALNUM + "!$%^*-_", 6, 16)).map(
+        lambda p: (f"postgres://{p[0]}:Pw{p[1]}@db.internal:5432/app", f"Pw{p[1]}")),
+    _aws_secret().map(lambda s: (s, s)),
+)
+# where a secret is logged: each field a reader stores, and lines that are quarantined with their raw text
+PLACES = ["prompt", "answer", "metadata", "id", "model", "tool_args", "bad_record", "cut_line", "otel_prompt",
+          "otel_int", "phoenix_prompt", "phoenix_span_id", "parquet"]
+
+
+def _planted(planted) -> dict[str, list]:
+    """{file kind: its records} with each (secret, place) written where the place says, between spaces."""
+    files: dict[str, list] = {"jsonl": [], "otel": [], "phoenix": [], "parquet": []}
+    for i, ((text, _), place) in enumerate(planted):
+        s = f" {text} "
+        if place in ("prompt", "answer", "metadata", "id", "model", "tool_args"):
+            calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"k": s})}}]
+            record = chat(f"s{i}", s if place == "prompt" else "q", s if place == "answer" else None,
+                          **({"metadata": {"note": s}} if place == "metadata" else {}))
+            record.update({"id": s} if place == "id" else {"model": s} if place == "model" else {})
+            if place == "tool_args":
+                record["choices"][0]["message"].update(content=None, tool_calls=calls)
+            files["jsonl"].append(json.dumps(record))
+        elif place in ("bad_record", "cut_line"):
+            files["jsonl"].append(json.dumps({"messages": s}) if place == "bad_record"
+                                  else '{"messages": [{"role": "user", "content": "' + s)
+        elif place.startswith("otel"):
+            sp = span(f"o{i}", "chat", {"gen_ai.prompt": s if place == "otel_prompt" else "q", "gen_ai.completion": "a"})
+            if place == "otel_int":  # a key logged in an integer field: the span is quarantined with a reason
+                sp["attributes"].append({"key": "gen_ai.usage.input_tokens", "value": {"intValue": text}})
+            files["otel"].append(json.dumps(export(sp)))
+        elif place.startswith("phoenix"):
+            files["phoenix"].append(json.dumps({
+                "name": "ChatCompletion", "span_kind": "LLM", "start_time": "2025-06-04T10:15:02+00:00",
+                "context": {"trace_id": "t", "span_id": text if place == "phoenix_span_id" else f"p{i}"},
+                "attributes": {"llm.input_messages.0.message.role": "user",
+                               "llm.input_messages.0.message.content": s if place == "phoenix_prompt" else "q"}}))
+        else:
+            files["parquet"].append({"trace_id": f"pq{i}", "response": "a",
+                                     "messages": json.dumps([{"role": "user", "content": s}])})
+    return files
+
+
+@E2E
+@given(st.lists(st.tuples(SECRETS, st.sampled_from(PLACES)), min_size=1, max_size=6))
+def test_no_generated_secret_is_stored_in_clear_anywhere(tmp_path, capsys, planted):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from builders.ingest_files import rows
+
+    from traces.cli import main
+    folder = tmp_path / f"secrets{next(_example)}"
+    folder.mkdir()
+    for kind, records in _planted(planted).items():
+        if kind == "parquet" and records:
+            pq.write_table(pa.Table.from_pylist(records), folder / "store.parquet")
+        elif records:
+            (folder / f"{kind}.jsonl").write_text("\n".join(records) + "\n")
+    main(["ingest", str(folder)])
+    out, err = capsys.readouterr()
+    stored = [str(v) for table in ("traces", "trace_hashes", "quarantine", "ingests")
+              for r in rows(f"SELECT * FROM {table}") for v in r if v is not None]
+    for _, needle in (p[0] for p in planted):
+        leaks = [v for v in stored + [out, err] if needle in v]
+        assert not leaks, (needle, leaks[:2])

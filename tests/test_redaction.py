@@ -73,6 +73,23 @@ def test_pii_reaches_no_column_group_key_metadata_feedback_or_quarantine(tmp_pat
     assert db_holds(EMAIL, PHONE) == []
 
 
+def test_pii_after_literal_backslashes_is_redacted_whole(tmp_path):
+    """A UNC path (two literal backslashes) or a Windows path before an address. In JSON text each literal backslash
+    is an escaped one, whose second half the escape rule took with the address's first letter, which stayed in
+    clear; in a plain-text column (the prompt) a lone backslash was taken for an escape the same way; an address
+    starting with `u` was missed whole (taken for a `\\u` escape)."""
+    texts = [f"share \\\\{EMAIL}", f"C:\\{EMAIL}", "home C:\\ursula.k@example.com", f"C:\\\\\\{EMAIL} \\n"]
+    path = write_jsonl(tmp_path / "paths.jsonl", [chat(i, text) for i, text in enumerate(texts)])
+    s = run(path, redact_pii=True)
+    assert (s.counts.stored, s.counts.quarantined) == (4, 0)
+    got = rows("SELECT prompt, messages FROM traces ORDER BY source_line")
+    expected = [text.replace(EMAIL, "[REDACTED_EMAIL]").replace("ursula.k@example.com", "[REDACTED_EMAIL]")
+                for text in texts]
+    assert [prompt for prompt, _ in got] == expected
+    assert [json.loads(messages)[-1]["content"] for _, messages in got] == expected  # the JSON column, still JSON
+    assert db_holds(EMAIL, "ursula.k@") == []
+
+
 def test_pii_patterns_keep_what_surrounds_them():
     text = f'x\\u7cfb{EMAIL} \\u2013{PHONE} "\\n{EMAIL}"'
     assert scrub_text(text, secrets=False, pii=True) == \

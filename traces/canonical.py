@@ -23,6 +23,7 @@ TEXT_COLUMNS = ["messages", "response", "tool_calls", "tools", "params", "metada
 SECRET_COLUMNS = ["src_id", "model", "usage", *TEXT_COLUMNS, "error"]
 # --redact-pii: every text a trace or a quarantined line keeps (ids, model names and token counts are not PII)
 PII_COLUMNS = ["prompt", *TEXT_COLUMNS, "error"]
+PLAIN_COLUMNS = {"prompt", "response", "error"}  # text, not JSON text: a backslash in them is no escape
 # what decides the split: the metadata field named by the `group_key` setting, else the normalized prompt
 GROUP_KEY = "coalesce(metadata ->> $gk_path, regexp_replace(lower(trim(prompt)), '\\s+', ' ', 'g'))"
 
@@ -131,12 +132,12 @@ def _redact_pii_sql() -> str:
     """`checked` with e-mails and phone numbers redacted (--redact-pii). The split key is kept aside first, as it
     was: a trace lands in the same split with or without the flag, and two users' prompts that differ only in
     the address do not become one group."""
-    cols = ", ".join(f"{scrub.pii_sql(c)} AS {c}" for c in PII_COLUMNS)
+    cols = ", ".join(f"{scrub.pii_sql(c, c in PLAIN_COLUMNS)} AS {c}" for c in PII_COLUMNS)
     return f"CREATE OR REPLACE TEMP TABLE checked AS SELECT * REPLACE ({cols}), {GROUP_KEY} AS split_key FROM checked"
 
 
 def _insert_traces_sql(cfg) -> str:
-    key, stored_key = ("split_key", scrub.pii_sql("gkey")) if cfg.redact_pii else (GROUP_KEY, "gkey")
+    key, stored_key = ("split_key", scrub.pii_sql("gkey", plain=True)) if cfg.redact_pii else (GROUP_KEY, "gkey")
     return f"""
     INSERT OR IGNORE INTO traces (trace_id, source_format, source_file, source_line, ingest_id, ts, model,
         messages, prompt, response, tool_calls, tools, params, usage, metadata, feedback, group_key, split)

@@ -7,7 +7,7 @@ Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
 `{"messages": [...]}` records, one per line (JSONL), or as one pretty-printed object or a JSON array
 (traces.jsonl_sql); OTel spans as OTLP JSON: GenAI semantic conventions, openllmetry, OpenInference
-(traces.otel); Parquet with the store's columns, or any Parquet whose rows are such records (the Hugging
+(traces.otel); Arize Phoenix's span JSON (its REST API's answer, or spans one per line; traces.phoenix); Parquet with the store's columns, or any Parquet whose rows are such records (the Hugging
 Face chat layout: `messages` as a list of structs). CSV is refused (no standard layout for chat logs).
 
 Every item read is stored, a duplicate of a stored trace (same id and same content), quarantined with
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
+from traces import canonical, jsonl_sql, otel, phoenix, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -93,7 +93,7 @@ def _record(con, s: FileSummary, status: str | None = None, batch: canonical.Bat
 
 def _finish(cfg, s: FileSummary, status: str) -> None:
     s.status = status
-    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii)  # a crash may quote the value at fault
+    s.error = scrub.scrub_text(s.error, cfg.scrub_secrets, cfg.redact_pii, plain=True)  # a crash may quote the value at fault
     with _connect(cfg) as con:
         _record(con, s, status)
 
@@ -138,7 +138,15 @@ def _ingest_json(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 def _ingest_otel(cfg, path: Path, summary: FileSummary, progress) -> None:
-    rows, skipped = otel.rows(readers.read_text(path))
+    _store_spans(cfg, summary, *otel.rows(readers.read_text(path)))
+
+
+def _ingest_phoenix(cfg, path: Path, summary: FileSummary, progress) -> None:
+    _store_spans(cfg, summary, *phoenix.rows(readers.phoenix_records(readers.read_text(path))))
+
+
+def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) -> None:
+    """Canonical span rows in batches; the spans that are not LLM calls counted as skipped."""
     summary.skipped, n = skipped, sum(skipped.values())
     summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
     chunks = [rows[i:i + cfg.batch_lines] for i in range(0, len(rows), cfg.batch_lines)]
@@ -163,7 +171,8 @@ def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 # per format: its reader (traces.readers) feeding the batch store above
-INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "parquet": _ingest_parquet}
+INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "phoenix": _ingest_phoenix,
+             "parquet": _ingest_parquet}
 
 
 def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> FileSummary:

@@ -426,27 +426,32 @@ def _text(content: Any) -> str | None:
     return _json(content)
 
 
-def _bad_row(index: int, raw: str, reason: str) -> dict:
+def bad_row(index: int, raw: str, reason: str, fmt: str = "otel") -> dict:
     keys = ["src_id", "ts", "model", "messages", "response", "tool_calls", "tools", "params", "usage",
             "metadata", "feedback"]
-    return {"line": index, "source_format": "otel", **dict.fromkeys(keys), "error": reason, "raw": raw[:KEEP_CHARS]}
+    return {"line": index, "source_format": fmt, **dict.fromkeys(keys), "error": reason, "raw": raw[:KEEP_CHARS]}
 
 
-def _span_or_skip(index: int, span: Any) -> tuple[dict | None, str | None]:
-    """(row, None) for an LLM call or a bad span (quarantined with the reason), (None, why) for a skipped one."""
+def _read_otlp(index: int, span: dict) -> tuple[dict | None, str | None]:
+    a = attrs(span)
+    reason = skip_reason(span, a)
+    return (None, reason) if reason else (span_row(index, span, a), None)
+
+
+def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel") -> tuple[dict | None, str | None]:
+    """read(index, span): (row, None) for an LLM call, (None, why) for a skipped span; a span that breaks it is
+    (a quarantined row with the reason, None). Shared by the OTLP and the Phoenix reader (traces.phoenix)."""
     if not isinstance(span, dict):
-        return _bad_row(index, _raw(span), "span is not a JSON object"), None
+        return bad_row(index, _raw(span), "span is not a JSON object", fmt), None
     try:
-        a = attrs(span)
-        reason = skip_reason(span, a)
-        return (None, reason) if reason else (span_row(index, span, a), None)
+        return read(index, span)
     except RecursionError:
-        return _bad_row(index, "", "span nested too deeply to read"), None
+        return bad_row(index, "", "span nested too deeply to read", fmt), None
     except MalformedSpan as e:
-        return _bad_row(index, _raw(span), f"malformed span: {e}"), None
+        return bad_row(index, _raw(span), f"malformed span: {e}", fmt), None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
         # a shape none of the checks above foresaw: the span is quarantined, never the file failed
-        return _bad_row(index, _raw(span), f"malformed span: {type(e).__name__} while reading it"), None
+        return bad_row(index, _raw(span), f"malformed span: {type(e).__name__} while reading it", fmt), None
 
 
 def rows(text: str) -> tuple[list[dict], Counter]:
@@ -457,14 +462,14 @@ def rows(text: str) -> tuple[list[dict], Counter]:
             index += 1
             why = err or ("export request has no `resourceSpans`" if isinstance(doc, dict)
                           else "export request is not a JSON object")
-            out.append(_bad_row(index, raw, f"{why} (file line {file_line})"))
+            out.append(bad_row(index, raw, f"{why} (file line {file_line})"))
             continue
         for span, broken in spans(doc):
             index += 1
             if broken:
-                out.append(_bad_row(index, _raw(span), f"malformed export: {broken} (file line {file_line})"))
+                out.append(bad_row(index, _raw(span), f"malformed export: {broken} (file line {file_line})"))
                 continue
-            row, reason = _span_or_skip(index, span)
+            row, reason = guarded(index, span)
             if row is not None:
                 out.append(row)
             else:

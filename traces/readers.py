@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import jsonl_sql, otel
+from traces import jsonl_sql, otel, phoenix
 
 CHUNK_BYTES = 16 << 20  # read 16 MiB at a time; lines are regrouped into batches of batch_lines
 SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".jsonl.gz", ".json.gz", ".ndjson.gz")
@@ -106,7 +106,7 @@ def _incomplete(line: str) -> bool:
 # ---------- formats and records ----------
 
 def detect_format(path: Path) -> str:
-    """jsonl (one record per line) | json (one document: an object or an array) | otel | parquet.
+    """jsonl (one record per line) | json (one document: an object or an array) | otel | phoenix | parquet.
 
     Decided by the file's first JSON value, so that a chat log that mentions "resourceSpans" is not OTel."""
     name = path.name.lower()
@@ -117,15 +117,30 @@ def detect_format(path: Path) -> str:
         return "parquet"
     line = _first_line(path)
     if line.strip() and _incomplete(line):
-        doc, _ = otel._loads(read_text(path))
-        return "otel" if otel.is_export_request(doc) else "json"
+        text = read_text(path)
+        doc, err = otel._loads(text)
+        return _spans_format(_first_record(text) if err else doc) or "json"
     try:
         first = json.loads(line)
     except (json.JSONDecodeError, RecursionError):
         # a broken first line: one that opens an array is a one-line JSON document (a bad item is quarantined
         # alone, not the whole array as one line); anything else is a bad JSONL line
         return "json" if line.lstrip().startswith("[") else "jsonl"
-    return "otel" if otel.is_export_request(first) else "json" if isinstance(first, list) else "jsonl"
+    return _spans_format(first) or ("json" if isinstance(first, list) else "jsonl")
+
+
+def _first_record(text: str):
+    """The first record of a document that does not parse whole: a Phoenix answer with one broken span is still
+    told by the span before it (each span is then read alone)."""
+    for _, record in phoenix_records(text):
+        doc, err = otel._loads(record)
+        if err is None:
+            return doc
+    return None
+
+
+def _spans_format(doc) -> str | None:
+    return "otel" if otel.is_export_request(doc) else "phoenix" if phoenix.is_document(doc) else None
 
 
 def read_text(path: Path) -> str:
@@ -297,6 +312,23 @@ def _skip_ws(text: str, i: int) -> int:
     while i < len(text) and text[i] in " \t\r\n":
         i += 1
     return i
+
+
+_PAGE = re.compile(r'\{\s*"data"\s*:\s*\[')  # Phoenix's REST answer: {"data": [span, ...], "next_cursor": ...}
+
+
+def phoenix_records(text: str) -> Iterator[tuple[int, str]]:
+    """document_records, with the spans of a REST answer as records of their own (each at its own line)."""
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    for line, record in document_records(text):
+        page = _PAGE.match(record)
+        if not page:
+            yield line, record
+            continue
+        first = newlines[line - 2] + 1 if line > 1 else 0  # where the record's line starts in the text
+        start = text.index(record, first)
+        # the spans of `data` one by one (a broken one alone), what follows the array (`next_cursor`) ignored
+        yield from _array_items(text, start + page.end() - 1, lambda pos: bisect.bisect_left(newlines, pos) + 1)
 
 
 def record_batches(path: Path, batch_lines: int) -> Iterator["object"]:

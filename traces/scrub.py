@@ -16,7 +16,8 @@ PII patterns can match digits (phone numbers), so they run on the extracted fiel
 those fields are JSON text (messages, metadata, a quarantined line), where an address may follow an escape
 (`\\n`, `\\u4f60`) whose letters the pattern would otherwise eat, leaving `\\[REDACTED_EMAIL]`, which is not JSON.
 So a PII match starts only at the start, after a character that is neither a letter, a digit nor a backslash, or
-after a whole escape, which is put back (PII_START): the marker never splits an escape.
+after a whole escape or a run of escaped backslashes, which is put back (PII_START): the marker never splits an
+escape.
 """
 from __future__ import annotations
 
@@ -49,9 +50,16 @@ SECRET_REPLACEMENT = r"\1\2" + SECRET_MARK + r"\3"
 # because on a raw line its letter would otherwise join the run
 AWS_SECRET_RE = r"(?:^|[^A-Za-z0-9/+\\]|\\[nrtbf\"\\/]|\\u[0-9A-Fa-f]{4})([A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])"
 BASIC_RE = r"(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})"
-PII_START = r"(^|[^A-Za-z0-9\\]|\\u[0-9A-Fa-f]{4}|\\[^u\\])"
-EMAIL_RE = PII_START + r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-PHONE_RE = PII_START + r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
+# a run of escaped backslashes (JSON `\\`: a literal backslash) is taken whole from the character before it (RE2 has
+# no look-behind): `\\[^u\\]` alone took its second half and the address's first letter, which stayed in clear
+PII_START = r"(^|[^A-Za-z0-9\\]|\\u[0-9A-Fa-f]{4}|\\[^u\\]|(?:^|[^\\])(?:\\\\)+)"
+EMAIL_BODY = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+PHONE_BODY = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
+EMAIL_RE, PHONE_RE = PII_START + EMAIL_BODY, PII_START + PHONE_BODY
+# plain text (a prompt, a response, the split key, an error) has no escapes: a backslash there is a character, and
+# after one the JSON rule would take `\j` of `C:\jane@...` for an escape and keep the "j"
+PLAIN_START = r"(^|[^A-Za-z0-9])"
+PLAIN_EMAIL_RE, PLAIN_PHONE_RE = PLAIN_START + EMAIL_BODY, PLAIN_START + PHONE_BODY
 
 EMAIL_KEEP, PHONE_KEEP = r"\1" + EMAIL_MARK, r"\1" + PHONE_MARK  # group 1: what PII_START matched, put back
 
@@ -86,9 +94,11 @@ def secrets_sql(expr: str) -> str:
     return _replace_checked(out, AWS_SECRET_RE, AWS_CHECK_SQL)
 
 
-def pii_sql(expr: str) -> str:
-    inner = f"regexp_replace({expr}, {_lit(EMAIL_RE)}, {_lit(EMAIL_KEEP)}, 'g')"
-    return f"regexp_replace({inner}, {_lit(PHONE_RE)}, {_lit(PHONE_KEEP)}, 'g')"
+def pii_sql(expr: str, plain: bool = False) -> str:
+    """plain: the value is text, not JSON text (no escapes to keep whole)."""
+    email, phone = (PLAIN_EMAIL_RE, PLAIN_PHONE_RE) if plain else (EMAIL_RE, PHONE_RE)
+    inner = f"regexp_replace({expr}, {_lit(email)}, {_lit(EMAIL_KEEP)}, 'g')"
+    return f"regexp_replace({inner}, {_lit(phone)}, {_lit(PHONE_KEEP)}, 'g')"
 
 
 def is_aws_secret(c: str) -> bool:
@@ -102,8 +112,9 @@ def is_basic_credential(c: str) -> bool:
         return False
 
 
-def scrub_text(text: str | None, secrets: bool = True, pii: bool = False) -> str | None:
-    """The same rules in Python, for the few values that never pass through SQL (ASCII classes, as RE2's)."""
+def scrub_text(text: str | None, secrets: bool = True, pii: bool = False, plain: bool = False) -> str | None:
+    """The same rules in Python, for the few values that never pass through SQL (ASCII classes, as RE2's).
+    plain: the text is not JSON text (see pii_sql)."""
     if text is None:
         return None
     if secrets:
@@ -113,5 +124,6 @@ def scrub_text(text: str | None, secrets: bool = True, pii: bool = False) -> str
             for c in {m.group(1) for m in re.finditer(pattern, text, flags=re.ASCII)}:
                 text = text.replace(c, SECRET_MARK) if check(c) else text
     if pii:
-        text = re.sub(PHONE_RE, PHONE_KEEP, re.sub(EMAIL_RE, EMAIL_KEEP, text, flags=re.ASCII), flags=re.ASCII)
+        email, phone = (PLAIN_EMAIL_RE, PLAIN_PHONE_RE) if plain else (EMAIL_RE, PHONE_RE)
+        text = re.sub(phone, PHONE_KEEP, re.sub(email, EMAIL_KEEP, text, flags=re.ASCII), flags=re.ASCII)
     return text

@@ -186,9 +186,42 @@ def teacher(s, continuous_batching: bool = True):
     yield client, None
 
 
+# errors (evals.client._describe: the openai error's name first) that say the teacher is down or overloaded, not
+# that one request was bad
+UNAVAILABLE = ("RateLimitError", "APITimeoutError", "APIConnectionError", "InternalServerError")
+
+
+def failures_in_row(client, calls: list, before: int) -> int:
+    """Requests the teacher failed in a row, `before` these calls included. After CHUNK of them (each after the
+    client's retries) synthesis stops with a TeacherError naming the endpoint and the setting to change: before, it
+    went on through every batch left, printing one yellow line per cluster, and the stage ended `done`."""
+    n = before
+    for call in calls:
+        n = n + 1 if (call.error or "").startswith(UNAVAILABLE) else 0
+    if n >= CHUNK and hasattr(client, "endpoint"):  # a teacher endpoint (the student answers in-process)
+        from curate.synth.teacher import TeacherError
+        raise TeacherError(_unavailable(client, n, next(c.error for c in reversed(calls) if c.error)))
+    return n
+
+
+def _unavailable(client, n: int, error: str) -> str:
+    if error.startswith("RateLimitError"):
+        fix = (f"it is rate limiting: lower [tool.mend.curate] teacher_concurrency (now {client.concurrency}), or "
+               f"raise [tool.mend.evals] client_max_retries (now {client.max_retries}; each retry waits as the "
+               "server's Retry-After says)")
+    elif error.startswith("APITimeoutError"):
+        fix = (f"no answer came within [tool.mend.curate] teacher_timeout_s (now {client.timeout_s:g} s): raise it, "
+               f"or lower teacher_concurrency (now {client.concurrency})")
+    else:
+        fix = "is the server behind [tool.mend.curate] teacher_url up and healthy?"
+    return (f"the teacher at {client.endpoint} failed {n} requests in a row (each retried {client.max_retries}x; "
+            f"last: {error[:200]}): {fix}. Synthesis stopped; the candidates written so far are kept, and a re-run "
+            "repeats no request already answered (llm_calls)")
+
+
 def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> list:
     """Send requests in chunks, stopping between chunks when a budget is spent; returns the calls made."""
-    calls = []
+    calls, failed = [], 0
     for i in range(0, len(requests), CHUNK):
         if budget.spent:
             break
@@ -196,6 +229,7 @@ def run_calls(client, requests: list[dict], budget: Budget, progress, task) -> l
         got = client.complete_many(chunk, progress=lambda n: progress.advance(task, n))
         budget.take(got)
         calls.extend(got)
+        failed = failures_in_row(client, got, failed)  # answered calls are cached: a re-run writes their rows
     return calls
 
 

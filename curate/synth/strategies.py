@@ -37,8 +37,8 @@ from typing import Callable
 
 from rich.markup import escape
 
-from curate.synth.candidates import (CHUNK, Prompt, candidate_row, from_trace, sample_requests, teacher, token_budget,
-                                     verify, write_rows)
+from curate.synth.candidates import (CHUNK, Prompt, candidate_row, failures_in_row, from_trace, sample_requests, teacher,
+                                     token_budget, verify, write_rows)
 from traces.terminal import safe
 
 NAMES = ("repair", "self", "constrained", "sample", "revise")
@@ -133,6 +133,7 @@ class Env:
     dialect: str = "none"
     strategies: tuple = ()
     student: object = None  # curate.synth.student.StudentClient, made on first use by the self strategy
+    failed_in_row: int = 0  # teacher requests failed in a row (rate limited, timed out): candidates.failures_in_row
 
 
 # ------------------------------------------------------------------ writing candidates
@@ -341,6 +342,7 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
         if "repair" in env.strategies:
             new = job.failed_samples[before:]
             repair_sources(job, env, new + joined_samples(job, new))
+        env.failed_in_row = failures_in_row(client, calls, env.failed_in_row)  # after this batch's rows are stored
     return written
 
 
