@@ -3,14 +3,14 @@
 Opening the store costs tens of milliseconds and DuckDB's executemany milliseconds per row, so a client that read
 and wrote per call spent its time here rather than waiting on the server (4.5 calls/s against an instant server).
 A batch therefore reads every cached answer with one connection before it starts, and `CacheWriter` writes the
-new answers a few dozen at a time, with one connection per write, in a worker thread (the event loop keeps
+new answers as they come, one write at a time (what arrives during a write goes in the next), with one
+connection per write, in a worker thread (the event loop keeps
 sending meanwhile). Any caller that answers requests (the student sampler too) uses `cached_calls`/`store_calls`.
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -84,32 +84,37 @@ def store_calls(calls: list[Call], requests: list[dict], endpoint: str, model: s
 class CacheWriter:
     """Buffers the answers of one batch and writes them to llm_calls off the event loop, one write at a time.
 
-    A write starts once `every` answers are buffered or the oldest has waited `max_wait_s` (checked as answers
-    arrive), and `close()` writes the rest, also after an error or a cancel. So a killed run loses at most the
-    buffered answers (fewer than `every`, or a few seconds' worth) and a re-run repeats none of the others."""
+    A write starts as soon as an answer arrives and no write is under way; answers that arrive during a write are
+    taken together by the next one, started when it ends. So under load the writes batch themselves (one connection
+    for many answers), and an answer waits for at most one write: a killed run (SIGKILL, no `close()`) loses only the
+    answers of the last few tens of milliseconds, however slow the teacher (a timer checked only as answers arrive
+    could hold a minutes-long local answer until the next one). `close()` writes the rest, also after an error or a
+    cancel."""
 
-    def __init__(self, endpoint: str, model: str, purpose: str, db: str | None = None, *, every: int = 64,
-                 max_wait_s: float = 2.0, clock=time.monotonic):
+    def __init__(self, endpoint: str, model: str, purpose: str, db: str | None = None):
         self.endpoint, self.model, self.purpose, self.db = endpoint, model, purpose, db
-        self.every, self.max_wait_s, self.clock = max(1, every), max_wait_s, clock
         self.pending: list[tuple[Call, dict]] = []
-        self._oldest: float | None = None
         self._writing: asyncio.Future | None = None
         self.writes = 0  # connections opened (for tests and the benchmark's notes)
 
     def add(self, call: Call, request: dict) -> None:
         self.pending.append((call, request))
-        self._oldest = self._oldest if self._oldest is not None else self.clock()
-        if len(self.pending) >= self.every or self.clock() - self._oldest >= self.max_wait_s:
-            self._start_write()
+        self._start_write()
 
     def _start_write(self) -> None:
         if self._writing is not None:
             if not self._writing.done():
-                return  # one write at a time: the next answer or close() takes what piles up meanwhile
+                return  # one write at a time: when it ends, _next takes what piled up meanwhile
             self._writing.result()  # a failed write (store busy past its timeout) stops the batch here
-        batch, self.pending, self._oldest = self.pending, [], None
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
         self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+        self._writing.add_done_callback(self._next)
+
+    def _next(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is None and self.pending:
+            self._start_write()
 
     def _write(self, batch: list[tuple[Call, dict]]) -> None:
         self.writes += 1
@@ -121,8 +126,10 @@ class CacheWriter:
             if self._writing is not None:
                 await self._writing
         finally:
+            while self._writing is not None and not self._writing.done():
+                await asyncio.wait([self._writing])  # a write _next started after the one awaited above
             if self.pending:
-                batch, self.pending, self._oldest = self.pending, [], None
+                batch, self.pending = self.pending, []
                 await asyncio.to_thread(self._write, batch)
 
 
