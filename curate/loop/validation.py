@@ -124,14 +124,17 @@ def traffic_prompts(con, groups: frozenset, limit: int) -> list[dict]:
     2026-12-07): a config is judged on both."""
     if limit <= 0:
         return []
-    rows = con.execute("""SELECT trace_id, messages, prompt, metadata, group_key FROM traces
-                          WHERE split = 'seed' ORDER BY sha256(trace_id)""").fetchall()
+    from evals.runner import conversation  # the gate's own request building, so both ask the same questions
+    rows = con.execute("""SELECT trace_id, messages, prompt, metadata FROM traces
+                          WHERE split = 'seed' AND list_contains(?, group_key) ORDER BY sha256(trace_id)""",
+                       [sorted(groups)]).fetchall()
     out = []
-    for tid, messages, prompt, md, group in rows:
-        msgs = [{"role": m["role"], "content": m.get("content") or ""} for m in json.loads(messages)
-                if m.get("role") in ("system", "user", "assistant")]
-        if group in groups and msgs and msgs[-1]["role"] == "user" and len(out) < limit:
+    for tid, messages, prompt, md in rows:
+        msgs = conversation({"messages": messages, "prompt": prompt})
+        if msgs[-1]["role"] == "user":
             out.append({"id": tid, "messages": msgs, "prompt": prompt, "metadata": json.loads(md) if md else {}})
+        if len(out) == limit:
+            break
     return out
 
 
