@@ -122,6 +122,7 @@ class CurateSettings:
     nightly_review: str = "verified"  # verified (accept all that passed filters) | sample (review a sample first)
     nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
     nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
+    nightly_train_anyway: bool = False  # go on when the holdout is too small for the gate to decide (else exit 5)
     # --- review (owned by curate/review/screen.py) ---
     reviewer: str = ""  # name stored with each decision; empty -> `git config user.name`, else $USER
     sample_accept_threshold: float = 0.8  # --sample K: reviewed acceptance rate a cluster needs for the rest to pass

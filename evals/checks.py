@@ -12,6 +12,11 @@ Built in:
 - judge (evals/checks_judge.py): a rubric scored by an OpenAI-compatible endpoint.
 User checks: modules named in `[tool.mend.evals] check_modules` are imported by `load_check_modules()`
 and register with the same decorator.
+
+A check that vouches for a whole answer is registered with `vouches=True` (VOUCHING): an IFEval instruction (what
+the request itself asks, checked as lm-eval checks it), `equals` (the answer is fixed) and `judge` (a rubric grades
+all of it). Every other check is narrow ("no links", valid JSON, fluent): unattended acceptance (curate.accept)
+does not take an example that only narrow checks verified.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class CheckResult:
 
 Check = Callable[[str, dict, dict], Optional[CheckResult]]
 REGISTRY: dict[str, Check] = {}
+VOUCHING: set[str] = set()  # checks whose pass vouches for the whole answer (register(..., vouches=True))
 
 
 class UnknownCheck(KeyError):
@@ -43,12 +49,20 @@ class UnknownCheck(KeyError):
         return self.args[0]
 
 
-def register(name: str):
-    """Decorator: `@register("my_check")` adds fn to REGISTRY (re-registering a name replaces it)."""
+def register(name: str, vouches: bool = False):
+    """Decorator: `@register("my_check")` adds fn to REGISTRY (re-registering a name replaces it). `vouches=True`:
+    a pass vouches for the whole answer, so an example it verified may be accepted unattended (curate.accept)."""
     def deco(fn: Check) -> Check:
         REGISTRY[name] = fn
+        (VOUCHING.add if vouches else VOUCHING.discard)(name)
         return fn
     return deco
+
+
+def vouches(name: str) -> bool:
+    """Whether a pass of this check vouches for the whole answer (unknown names do not)."""
+    _load_builtins()
+    return name in VOUCHING
 
 
 def get(name: str) -> Check:
@@ -176,8 +190,8 @@ def _make_ifeval(iid: str) -> Check:
     return check
 
 
-for _iid in ifeval.INSTRUCTION_IDS:
-    register(_iid)(_make_ifeval(_iid))
+for _iid in ifeval.INSTRUCTION_IDS:  # the request states the instruction: checking it checks what was asked
+    register(_iid, vouches=True)(_make_ifeval(_iid))
 
 
 def verify_instructions(prompt: str, response: str, metadata: dict | None,

@@ -76,7 +76,7 @@ def _prep(text: str, args: dict) -> str:
     return _fold(text, args)
 
 
-@register("equals")
+@register("equals", vouches=True)  # the answer is fixed: nothing else is left to vouch for
 def equals(response, args, trace):
     want = args["text"]
     passed = _prep(response, args) == _prep(want, args)

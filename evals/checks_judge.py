@@ -66,7 +66,7 @@ def prefetch(items: list[tuple[str, dict, dict]], progress=True) -> None:
         judge_client().complete_many([judge_request(*it) for it in items], progress=progress)
 
 
-@register("judge")
+@register("judge", vouches=True)  # a rubric grades the whole answer
 def judge(response, args, trace):
     try:
         client = judge_client()

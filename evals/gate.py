@@ -131,19 +131,34 @@ def cluster_compare(units: dict, base_by_suite: dict, cand_by_suite: dict, iters
 
 # ---------------------------------------------------------------- policy
 
+def power_groups(per_cluster: dict[str, int], pooled: int, s) -> dict[str, int]:
+    """The groups the target test is run on, as the policy says: name -> paired items."""
+    if s.gate_target_policy == "pooled" or not per_cluster:
+        return {"pooled targets": pooled}
+    return {f"cluster {label}": n for label, n in per_cluster.items()}
+
+
+def power_shortfall(groups: dict[str, int], s) -> str | None:
+    """Why the target test could not reach alpha even if every paired item flipped (None: it could). Also asked
+    before training (curate.loop.holdout), with the holdout failures as the paired items."""
+    need = min_discordant(s.gate_alpha)
+    if s.gate_target_policy == "any":
+        small = [] if any(n >= need for n in groups.values()) else list(groups)
+    else:
+        small = [name for name, n in groups.items() if n < need]
+    if not small:
+        return None
+    sizes = ", ".join(f"{name}: {groups[name]}" for name in small)
+    return (f"holdout too small: the exact McNemar test needs at least {need} discordant pairs "
+            f"(2 * 0.5^{need} = {2 * 0.5 ** need:.4f} < alpha {s.gate_alpha}); paired items: {sizes}")
+
+
 def check_power(comp: Comparison, s) -> None:
     """Refuse (GateError) when the target test could not reach alpha even if every item flipped."""
-    need = min_discordant(s.gate_alpha)
-    groups = ({"pooled targets": comp.target} if s.gate_target_policy == "pooled" or not comp.clusters
-              else {f"cluster {c['label']}": c for c in comp.clusters.values()})
-    if s.gate_target_policy == "any":
-        small = [] if any(g["n"] >= need for g in groups.values()) else list(groups)
-    else:
-        small = [name for name, g in groups.items() if g["n"] < need]
-    if small:
-        sizes = ", ".join(f"{name}: {groups[name]['n']}" for name in small)
-        raise GateError(f"holdout too small: the exact McNemar test needs at least {need} discordant pairs "
-                        f"(2 * 0.5^{need} = {2 * 0.5 ** need:.4f} < alpha {s.gate_alpha}); paired items: {sizes}")
+    per = {c["label"]: c["n"] for c in comp.clusters.values()}
+    why = power_shortfall(power_groups(per, comp.target["n"], s), s)
+    if why:
+        raise GateError(why)
 
 
 def _target_ok(g: dict, s) -> bool:

@@ -1,8 +1,9 @@
-"""python -m curate nightly [--demo] [--new] [--stop-after STAGE]
+"""python -m curate nightly [--demo] [--new] [--stop-after STAGE] [--train-anyway]
 
 The whole regression-fix cycle, one stage after another:
-  ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> synth -> filter (dedup/decontam)
-  -> accept (policy `nightly_review`: verified | sample) -> export -> train -> gate -> promote -> report
+  ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> holdout (can the gate decide?) -> synth
+  -> filter (dedup/decontam) -> accept (policy `nightly_review`: verified | sample) -> export -> train -> gate
+  -> promote -> report
 
 Each stage records running/done/skipped/failed, a summary and its duration in `nightly_ledger`. A nightly
 that did not finish (killed, failed, or waiting for a review) is resumed by the next call: stages already
@@ -13,7 +14,10 @@ from running at once and names the pid holding it.
 
 Exit codes: 0 every stage ran; 1 a stage failed (the next call resumes it); 2 another nightly holds the lock;
 3 waiting for a review; 4 every stage ran, but inbox files failed to ingest (one bad file never holds the night
-back: it is named in the ingest stage's summary and the report, and the next nightly tries it again).
+back: it is named in the ingest stage's summary and the report, and the next nightly tries it again); 5 stopped
+before synthesis because the gate could not decide for the chosen clusters (the holdout stage, curate.loop.holdout,
+names the fix; `--train-anyway` or `nightly_train_anyway = true` goes on): the later stages are recorded skipped,
+the report is written, and the next call starts a new nightly.
 
 `--demo` applies configs/demo.toml (demo-sized settings for every stage, as MEND_<STAGE>_<KEY> environment
 variables, unless already set) and first copies the committed sample traffic into the inbox.
@@ -39,6 +43,7 @@ from rich.table import Table
 from curate.accept import accept_verified
 from curate.export import export
 from curate.filters import run_filters
+from curate.loop.holdout import stage_holdout
 from curate.loop.report import write_report
 from curate.review.screen import main as review_main
 from curate.synth.driver import synthesize
@@ -59,6 +64,8 @@ SAMPLE_TRAFFIC = "examples/traffic/sample-traffic.jsonl.gz"
 
 
 FAILED_FILES = 4  # exit code: every stage ran, but inbox files failed to ingest (named in the report)
+STOPPED = 5  # exit code: a stage stopped the night (the holdout stage: the gate could not decide)
+ALWAYS = ("report",)  # stages that run after a stop too
 
 
 class StageError(RuntimeError):
@@ -75,6 +82,8 @@ class Context:
     demo: bool = False
     done: dict = field(default_factory=dict)   # stage -> summary of stages finished in this nightly
     console: Console = console
+    train_anyway: bool = False  # go on when the holdout stage says the gate cannot decide
+    stopped: str | None = None  # "stage: why" once a stage's summary said `stop`
 
 
 # ---------------------------------------------------------------- lock
@@ -138,15 +147,21 @@ def new_nightly_id(demo: bool) -> str:
 # ---------------------------------------------------------------- running stages
 
 def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str | None = None) -> int:
-    """Run every stage not yet done in this nightly; returns 0 when all finished, 1 on failure, 3 if waiting."""
+    """Run every stage not yet done in this nightly; returns 0 when all finished, 1 on failure, 3 if waiting,
+    5 when a stage's summary said `stop` (the stages after it, but ALWAYS, are recorded skipped with its reason)."""
     seen = ledger(ctx.nightly_id)
     for name, fn in stages:
         if seen.get(name, {}).get("status") in ("done", "skipped"):
             ctx.done[name] = seen[name]["summary"]
+            if seen[name]["summary"].get("stop"):  # resumed after the stop: the stages after it stay skipped
+                ctx.stopped = f"{name}: {seen[name]['summary']['stop']}"
             if name == stop_after:  # a resumed nightly stops where it was told to, too
                 break
             continue
         _record(ctx.nightly_id, name, "running", start=True)
+        if ctx.stopped and name not in ALWAYS:
+            _record(ctx.nightly_id, name, "skipped", {"why": f"stopped at {ctx.stopped}"})
+            continue
         started = time.perf_counter()
         ctx.console.rule(f"[bold]{name}[/]")
         try:
@@ -164,9 +179,12 @@ def run_stages(stages: list[tuple[str, Callable]], ctx: Context, stop_after: str
         status = "skipped" if summary.pop("skipped", False) else "done"
         _record(ctx.nightly_id, name, status, summary)
         ctx.done[name] = summary
+        if summary.get("stop"):
+            ctx.stopped = f"{name}: {summary['stop']}"
+            ctx.console.print(f"[red]the nightly stops after {name}:[/] {safe(summary['stop'])}", highlight=False)
         if name == stop_after:
             break
-    return 0
+    return STOPPED if ctx.stopped else 0
 
 
 def stage_table(nightly_id: str) -> Table:
@@ -308,9 +326,13 @@ def stage_accept(ctx: Context) -> dict:
             raise Waiting(f"review policy 'sample': run `python -m curate review --sample {s.nightly_review_sample}`"
                           " in a terminal, then `make nightly` again to resume")
         review_main(["--sample", str(s.nightly_review_sample)])
-    else:
-        accept_verified()
-    return {"examples": _example_counts()}
+        return {"examples": _example_counts()}
+    result = accept_verified()
+    summary = {"accepted": result.accepted, "examples": _example_counts()}
+    if result.why_waiting():  # examples only narrow checks verified (curate.accept): a person or the judge decides
+        ctx.console.print(f"[yellow]{safe(result.why_waiting())}[/]", highlight=False)
+        summary.update(waiting=sum(result.waiting.values()), attention=result.why_waiting())
+    return summary
 
 
 def _example_counts() -> dict:
@@ -388,7 +410,8 @@ def stage_report(ctx: Context) -> dict:
 
 
 STAGES: list[tuple[str, Callable]] = [
-    ("ingest", stage_ingest), ("eval", stage_eval), ("clusters", stage_clusters), ("synth", stage_synth),
+    ("ingest", stage_ingest), ("eval", stage_eval), ("clusters", stage_clusters), ("holdout", stage_holdout),
+    ("synth", stage_synth),
     ("filter", stage_filter), ("accept", stage_accept), ("export", stage_export), ("train", stage_train),
     ("gate", stage_gate), ("promote", stage_promote), ("report", stage_report),
 ]
@@ -417,7 +440,7 @@ def apply_profile(path: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- CLI
 
 def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | None = None,
-        profile: str | None = None) -> int:
+        profile: str | None = None, train_anyway: bool = False) -> int:
     stages = stages or STAGES
     if demo or profile:
         apply_profile(project_root() / (profile or DEMO_CONFIG))
@@ -425,7 +448,7 @@ def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | No
     try:
         names = [n for n, _ in stages]
         resume = None if new else unfinished_nightly(names, demo)
-        ctx = Context(resume or new_nightly_id(demo), demo=demo)
+        ctx = Context(resume or new_nightly_id(demo), demo=demo, train_anyway=train_anyway)
         console.print(f"{'resuming' if resume else 'starting'} nightly [bold]{ctx.nightly_id}[/]")
         code = run_stages(stages, ctx, stop_after)
         console.print(stage_table(ctx.nightly_id))
@@ -445,9 +468,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", help=f"settings profile TOML applied as env vars (--demo uses {DEMO_CONFIG})")
     ap.add_argument("--new", action="store_true", help="start a new nightly even if the last one did not finish")
     ap.add_argument("--stop-after", choices=[n for n, _ in STAGES], help="stop after this stage")
+    ap.add_argument("--train-anyway", action="store_true",
+                    help="go on when the holdout is too small for the gate to decide (otherwise: exit 5 before synth)")
     args = ap.parse_args(argv)
     try:
-        return run(demo=args.demo, new=args.new, stop_after=args.stop_after, profile=args.profile)
+        return run(demo=args.demo, new=args.new, stop_after=args.stop_after, profile=args.profile,
+                   train_anyway=args.train_anyway)
     except NightlyLocked as e:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {safe(str(e))}")
         return 2

@@ -205,6 +205,7 @@ def markdown(data: dict, plots: dict) -> str:
     verdict = dec["verdict"] if dec else data["stages"].get("gate", {}).get("summary", {}).get("verdict", "not run")
     out += [f"**Gate verdict: {verdict}**" + (f" (decision `{dec['decision_id']}`)" if dec else ""), ""]
     out += _failed_files_md(data)
+    out += _attention_md(data)
     if dec:
         out += [f"Candidate `{dec['candidate_ref']}` + `{dec['candidate_adapter'] or 'no adapter'}` vs baseline "
                 f"`{dec['baseline_ref']}` + `{dec['baseline_adapter'] or 'no adapter'}`, holdout split.", ""]
@@ -269,6 +270,17 @@ def _wall_total(data: dict) -> str:
 def failed_files(data: dict) -> list[str]:
     """The inbox files this nightly's ingest could not read (curate.loop.nightly.stage_ingest names them)."""
     return data["stages"].get("ingest", {}).get("summary", {}).get("failed_files") or []
+
+
+def attention(data: dict) -> list[str]:
+    """What a stage asked a person to see: a stop (exit 5), examples waiting for review, training on regardless."""
+    return [f"{stage}: {st['summary'][key]}" for stage, st in data["stages"].items()
+            for key in ("stop", "attention") if st.get("summary", {}).get(key)]
+
+
+def _attention_md(data: dict) -> list[str]:
+    notes = attention(data)
+    return ["## Needs attention", ""] + [f"- {line}" for line in notes] + [""] if notes else []
 
 
 def _failed_files_md(data: dict) -> list[str]:
@@ -404,6 +416,8 @@ def print_summary(data: dict, path: Path, console: Console) -> None:
     console.print(f"wall time: {_wall_total(data)}")
     for line in failed_files(data):
         console.print(f"[red]inbox file failed to ingest:[/] {safe(line)}", highlight=False)
+    for line in attention(data):
+        console.print(f"[yellow]needs attention:[/] {safe(line)}", highlight=False)
     if data["strategies"]:
         header, rows = strategy_table(data["strategies"])
         console.print(_table("kept examples by strategy", header, rows))

@@ -19,11 +19,14 @@ def bag_embed(texts):
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
-def add(eid, prompt, response, status="verified", created="2026-01-01 00:00:00"):
+def add(eid, prompt, response, status="verified", created="2026-01-01 00:00:00", checks=()):
+    """An example; `checks`: the check ids that verified it (passed example_checks rows, in order)."""
     with store.connect() as con:
         con.execute("""INSERT INTO examples (example_id, cluster_id, mode, messages, prompt, response, metadata,
                        status, created_at) VALUES (?, 'c1', 'compose', ?, ?, ?, '{}', ?, ?::TIMESTAMP)""",
                     [eid, json.dumps([{"role": "user", "content": prompt}]), prompt, response, status, created])
+        for i, check_id in enumerate(checks):
+            con.execute("INSERT INTO example_checks VALUES (?, ?, ?, true, ?)", [eid, i, check_id, f"{check_id}: ok"])
 
 
 def state():
