@@ -73,7 +73,7 @@ synth: $(SETUP) ## synthesize, verify, dedup and decontaminate examples per fail
 curate-status: $(SETUP) ## example counts per cluster, state and reason
 	$(PY) -m curate status
 
-accept: $(SETUP) ## accept every verified example that passed all filters (unattended)
+accept: $(SETUP) ## accept every verified example that passed all filters and a check vouches for (unattended)
 	$(PY) -m curate accept --verified
 
 review: $(SETUP) ## review pending examples in the terminal (keyboard-driven, resumable)

@@ -134,6 +134,18 @@ def test_sampled_review_policy_waits_for_a_person(home, monkeypatch):
     assert _ledger()[0][1:] == ("accept", "waiting")
 
 
+def test_the_verified_policy_says_what_waits_for_review(home, capsys):
+    from builders.examples import add
+    add("ok", "No commas please.", "Fine", status="pending_review", checks=["punctuation:no_comma", "fluent"])
+    add("links", "How do I reset it?", "The Teller is a benevolent organization.", status="pending_review",
+        checks=["regex"])
+    assert nightly.run(stages=[("accept", nightly.stage_accept)]) == 0
+    summary = nightly.ledger(_ledger()[0][0])["accept"]["summary"]
+    assert summary["accepted"] == 1 and summary["waiting"] == 1
+    assert summary["attention"].startswith("1 example(s) wait for review (1 because only narrow checks verified them")
+    assert "narrow checks: regex" in summary["attention"] and "wait for review" in capsys.readouterr().out
+
+
 def _cluster(con, cid, check, size):
     con.execute("INSERT INTO clusters (cluster_id, run_id, check_id, label, size) VALUES (?, 'r', ?, ?, ?)",
                 [cid, check, check, size])

@@ -145,3 +145,18 @@ def test_a_dpo_runs_reward_figures_are_in_the_training_section(home):
     with store.connect() as con:  # an SFT run has none: no line
         con.execute("UPDATE train_runs SET metrics = ? WHERE run_id = 'tr1'", [json.dumps({"method": "sft"})])
     assert "reward margin" not in section(write()[0], "Training")
+
+
+def test_what_a_stage_asks_a_person_to_see_opens_the_report(home):
+    from traces import store
+    with store.connect() as con:
+        con.execute("""INSERT INTO nightly_ledger VALUES
+                       ('n3', 'holdout', 'done', '{"stop": "the gate cannot decide: [tool.mend.traces] x"}',
+                        '2026-03-03 00:00:00', '2026-03-03 00:00:01'),
+                       ('n3', 'accept', 'done', '{"attention": "3 example(s) wait for review"}',
+                        '2026-03-03 00:00:01', '2026-03-03 00:00:02')""")
+    md, term = write("n3")
+    assert section(md, "Needs attention") == ("\n- holdout: the gate cannot decide: [tool.mend.traces] x\n"
+                                              "- accept: 3 example(s) wait for review\n")
+    assert "needs attention: holdout: the gate cannot decide: [tool.mend.traces] x" in term
+    assert "## Needs attention" not in write()[0]  # nothing to see: no section

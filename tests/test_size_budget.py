@@ -14,7 +14,9 @@ MAX_LINES = 500
 # +260: issue 26 item 5 added --json to six reporting commands (traces/json_out.py, curate/loop/report_cli.py).
 # +40: the sweep's validation traffic yardstick (issue 23 item 5).
 # +204: issue 25, the Phoenix span reader (traces/phoenix.py) and the teacher-down stop in synthesis.
-TOTAL_BUDGET = 16_884
+# +216: issue 26 items 3-4, acceptance that needs a vouching check or the judge (curate/accept.py) and the nightly's
+# holdout stage that stops before synthesis when the gate could not decide (curate/loop/holdout.py).
+TOTAL_BUDGET = 17_100
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

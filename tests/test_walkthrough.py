@@ -4,7 +4,8 @@ The files the README shows are the example's files, and the commands run here ar
 must appear in that section). The example is copied to tmp_path and every command runs there, as a user would run
 it in their own folder: settings from its pyproject.toml, the database under its data/. The only differences are
 environment overrides: the teacher is a scripted OpenAI-compatible stub on loopback (tests/openai_stub.py) instead
-of vLLM, the student is the tiny model, and the training and gate sizes are small.
+of vLLM (and, from the `--train-anyway` nightly on, the judge too), the student is the tiny model, and the
+training and gate sizes are small.
 """
 import json
 import os
@@ -23,17 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "own-logs"
 TITLE = "Your own logs, your own checks, your own teacher"
 KEY = "sk-walkthrough-not-a-real-key"
-STAGES = ["ingest", "eval", "clusters", "synth", "filter", "accept", "export", "train", "gate", "promote"]
+STAGES = ["ingest", "eval", "clusters", "holdout", "synth", "filter", "accept", "export", "train", "gate", "promote"]
 
 # the README's commands, in its order
 INGEST = "python -m traces ingest logs/support.jsonl"
 RUN, REPORT = "python -m evals run", "python -m evals report"
 RUN_FILE = "python -m evals run --suite suites/no_links.yaml"
 NIGHTLY = "python -m curate nightly"
+ANYWAY = "python -m curate nightly --train-anyway"
 NO_MATCH = """MEND_EVALS_SUITES='["no_links", "format"]' python -m curate nightly"""
 NO_PROMOTE = "export MEND_CURATE_NIGHTLY_PROMOTE=false"
 GATE = "python -m evals gate --report gate.json"
-COMMANDS = [INGEST, RUN, REPORT, RUN_FILE, "export TEACHER_API_KEY=", NIGHTLY, NO_MATCH, NO_PROMOTE, GATE]
+COMMANDS = [INGEST, RUN, REPORT, RUN_FILE, "export TEACHER_API_KEY=", NIGHTLY, ANYWAY, NO_MATCH, NO_PROMOTE, GATE]
 
 
 def section() -> str:
@@ -107,7 +109,9 @@ def _run(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 def _answer(body):
-    """The teacher: a link-free answer that differs per request (so dedup keeps some)."""
+    """The teacher: a link-free answer that differs per request (so dedup keeps some); as the judge, a pass."""
+    if "grader" in body["messages"][0]["content"]:  # evals.checks_judge.SYSTEM
+        return '{"score": 8, "reason": "answers where to click"}'
     words = [w.strip("?.,") for w in body["messages"][-1]["content"].split()]
     return f"Answer {body.get('seed', 0)}: open Settings and look for {' '.join(words[-3:])}."
 
@@ -119,7 +123,11 @@ def walk(tmp_path_factory, tiny_model_dir):
     with OpenAIStub() as stub:
         stub.responder = _answer
         env = _env(tiny_model_dir, stub.base_url)
-        out = {cmd: _run(cmd, home, env) for cmd in [INGEST, RUN, REPORT, RUN_FILE, NIGHTLY, NO_MATCH]}
+        out = {cmd: _run(cmd, home, env) for cmd in [INGEST, RUN, REPORT, RUN_FILE, NIGHTLY]}
+        # step 5: a judge vouches for what the suite's one narrow check verified (the stub, with the same key)
+        env.update(MEND_EVALS_JUDGE_BASE_URL=stub.base_url, MEND_EVALS_JUDGE_MODEL="stub-model",
+                   MEND_EVALS_JUDGE_API_KEY_ENV="TEACHER_API_KEY")
+        out.update({cmd: _run(cmd, home, env) for cmd in [ANYWAY, NO_MATCH]})
         out[GATE] = _run(GATE, home, {**env, "MEND_CURATE_NIGHTLY_PROMOTE": "false"})
         yield home, out, stub
 
@@ -146,14 +154,31 @@ def test_ingest_and_score_the_logs(walk):
     assert "regex │ 16 │ 62.5" in _ok(out[RUN_FILE])
 
 
+def _report(text: str) -> str:
+    """The report whose path the nightly printed last."""
+    return Path(re.findall(r"report: (\S+report\.md)", text)[-1]).read_text()
+
+
+@pytest.mark.integration
+def test_the_nightly_stops_before_synthesis_when_the_gate_could_not_decide(walk):
+    home, out, _ = walk
+    text = _ok(out[NIGHTLY], 5)
+    # README step 4: 16 traces leave one holdout trace; it says so, and what to change, before any synthesis
+    assert "the gate cannot decide" in text and "more traces" in text and "holdout_fraction" in text
+    report = _report(text)
+    assert "**Gate verdict: not run**" in report and "## Needs attention" in report
+    for stage in STAGES[STAGES.index("synth"):]:
+        assert re.search(rf"^\| {stage} \| skipped \| .* why=stopped at holdout: ", report, re.M), stage
+
+
 @pytest.mark.integration
 def test_the_nightly_runs_to_its_end_and_writes_the_report(walk):
     home, out, stub = walk
-    text = _ok(out[NIGHTLY])
+    text = _ok(out[ANYWAY])
     reports = list((home / "reports").glob("nightly-*/report.md"))
-    assert len(reports) == 1 and f"report: {reports[0]}" in text
-    report = reports[0].read_text()
-    # README step 5, on this example: it trains, and 16 traces leave the gate too small a holdout to decide
+    assert len(reports) == 2            # the stopped nightly's and this one's (its path is printed last)
+    report = _report(text)
+    # README step 5, on this example: with a judge it trains, and 16 traces leave the gate too small a holdout
     assert "**Gate verdict: ERROR**" in report and "holdout too small" in report
     for stage in STAGES:
         assert re.search(rf"^\| {stage} \| (done|skipped) \|", report, re.M), stage
@@ -172,7 +197,7 @@ def test_a_suite_that_matches_no_trace_fails_the_nightly_loudly(walk):
            "fix." in text
     assert "stage eval failed: StageError: suite(s) format matched none of the 16 traces" in section()
     assert f"README: '{TITLE}'" in text                                      # the message points here
-    assert len(list((home / "reports").glob("nightly-*/report.md"))) == 1   # the good nightly's; none for this one
+    assert len(list((home / "reports").glob("nightly-*/report.md"))) == 2   # the first two nightlies'; none here
 
 
 @pytest.mark.integration
@@ -188,6 +213,10 @@ def test_candidates_are_verified_by_the_suites_own_checks(walk):
     home, _, _ = walk
     with _db(home) as con:
         reasons = [r[0] or "" for r in con.execute("SELECT reason FROM examples").fetchall()]
-        checked = con.execute("SELECT DISTINCT check_id FROM example_checks").fetchall()
+        checked = con.execute("SELECT DISTINCT check_id FROM example_checks ORDER BY 1").fetchall()
+        unvouched = con.execute("""SELECT count(*) FROM examples e WHERE status = 'accepted' AND NOT EXISTS
+                                   (SELECT 1 FROM example_checks k WHERE k.example_id = e.example_id
+                                    AND k.check_id = 'judge' AND k.passed)""").fetchone()[0]
     assert reasons and not [r for r in reasons if r.startswith("no checks")]
-    assert checked == [("regex",)]                                          # suites/no_links.yaml's own check
+    assert checked == [("judge",), ("regex",)]       # suites/no_links.yaml's own check, then the judge that vouched
+    assert unvouched == 0                            # nothing the narrow check alone verified was accepted
