@@ -25,6 +25,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 from rich.console import Console
 
 from evals import checks, suites
@@ -51,7 +52,9 @@ class SuiteSkipped(RuntimeError):
 # ------------------------------------------------------------------ run bookkeeping
 
 def _set_status(run_id: str, status: str) -> None:
-    with store.connect() as con:
+    """Best effort: it runs while another error is raised, and on a full disk it fails too; the row then stays
+    `running` until refresh_stale finds its process gone (`incomplete`), and the first error is the one shown."""
+    with contextlib.suppress(duckdb.Error, store.StoreError), store.connect() as con:
         con.execute("UPDATE eval_runs SET status = ?, finished_at = now() WHERE run_id = ? AND status = 'running'",
                     [status, run_id])
 
@@ -84,7 +87,7 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
         outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
         workers = 1 if model_ref else score_workers(s, len(traces))  # no fork after torch has run
         frame = score(suite, traces, outputs, progress=progress, workers=workers)
-        _finish(run_id, frame)
+        _finish(run_id, frame, suite.name)
     except KeyboardInterrupt:
         _set_status(run_id, "incomplete")
         raise
@@ -303,17 +306,21 @@ def _advance(enabled: bool, label: str, total: int):
         yield lambda k: bar.advance(task, k)
 
 
-def _finish(run_id: str, frame) -> None:
-    """Results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run."""
+def _finish(run_id: str, frame, suite_name: str) -> None:
+    """Results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run, and a
+    COMMIT that fails (a full disk) none at all, with an error naming the run and the database."""
     table = frame.with_columns().to_arrow()
-    with store.connect() as con, store.transaction(con):
-        con.register("new_results", table)
-        con.execute("""INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed, passed_loose,
-                       score, reason, output, details)
-                       SELECT ?, trace_id, check_idx, check_id, check_args::JSON, passed, passed_loose, score,
-                              reason, output, details::JSON FROM new_results""", [run_id])
-        con.unregister("new_results")
-        con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?", [run_id])
+    try:
+        with store.connect() as con, store.transaction(con):
+            con.register("new_results", table)
+            con.execute("""INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed,
+                           passed_loose, score, reason, output, details)
+                           SELECT ?, trace_id, check_idx, check_id, check_args::JSON, passed, passed_loose, score,
+                                  reason, output, details::JSON FROM new_results""", [run_id])
+            con.unregister("new_results")
+            con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?", [run_id])
+    except duckdb.Error as e:
+        raise store.write_failed(f"evals run {run_id} (suite {suite_name})", f"{len(table):,} results", e) from e
 
 
 # ------------------------------------------------------------------ CLI

@@ -9,9 +9,13 @@ What must hold for any input:
   a good file after any number of bad ones is stored whole; no raw control character reaches the terminal.
 
 `make test` runs a bounded, derandomized profile (well under a minute); `make fuzz` (MEND_FUZZ_EXAMPLES=N, default
-there 400) a longer random one. A failing example is printed by hypothesis as the smallest input it found.
+there 200) a longer random one. A failing example is printed by hypothesis as the smallest input it found, with a
+`@reproduce_failure` blob, and `make fuzz` keeps it in `.hypothesis/examples` (MEND_FUZZ_DB, git-ignored) as soon as
+it is found: the next `make fuzz` replays it first, even if the run that found it was stopped before its report.
+Each end-to-end example has its own store (a run before it is part of the example), so a replay is the same input.
 """
 import base64
+import contextlib
 import gzip
 import io
 import itertools
@@ -26,13 +30,16 @@ from builders.ingest_files import chat, export, span
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
 from traces import otel, readers  # noqa: E402
 
 # examples per end-to-end property; the pure reader properties take ten times as many (they cost microseconds)
 EXAMPLES = int(os.environ.get("MEND_FUZZ_EXAMPLES") or 0)
-E2E = settings(max_examples=EXAMPLES or 12, deadline=None, derandomize=not EXAMPLES, database=None,
-               suppress_health_check=list(HealthCheck))
+# failing examples kept where `make fuzz` says (.hypothesis/examples); `make test` keeps none (derandomized)
+DATABASE = DirectoryBasedExampleDatabase(os.environ["MEND_FUZZ_DB"]) if os.environ.get("MEND_FUZZ_DB") else None
+E2E = settings(max_examples=EXAMPLES or 12, deadline=None, derandomize=not EXAMPLES, database=DATABASE,
+               print_blob=True, suppress_health_check=list(HealthCheck))
 FAST = settings(E2E, max_examples=(EXAMPLES or 12) * 10)
 
 # what a terminal must never receive raw: C0 controls but \t and \n, DEL, C1 controls, bidi overrides/isolates
@@ -220,26 +227,67 @@ def test_every_span_becomes_a_row_the_batch_table_takes_or_a_skip(text):
 _example = itertools.count()
 
 
-@E2E
-@given(st.lists(st.tuples(names, files), min_size=1, max_size=3), st.sampled_from(["1", "2", "200000"]))
-def test_no_file_stops_the_next_and_every_count_matches_what_is_stored(tmp_path, capsys, inbox_files, batch):
-    from builders.ingest_files import rows
-
-    from traces.cli import main
-    folder = tmp_path / f"ex{next(_example)}"
+@contextlib.contextmanager
+def own_store(tmp_path, kind: str):
+    """A folder and a store of its own for one example: hypothesis shares tmp_path among examples, and a store that
+    kept every earlier example's rows made a failure depend on them (not reproduced by replaying the example)."""
+    folder = tmp_path / f"{kind}{next(_example)}"
     folder.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEND_DB", str(folder / "mend.duckdb"))
+        yield folder
+
+
+def _ingest(args: list[str]) -> int:
+    from traces.cli import main
+    code = main(["ingest", *args])
+    if code == 130:  # Ctrl-C reached the ingest under test: stop the run, do not shrink it as a failure
+        raise KeyboardInterrupt
+    return code
+
+
+def _write(folder, inbox_files) -> list[tuple[str, bytes]]:
+    folder.mkdir()
+    out = []
     for i, (name, (suffix, data)) in enumerate(inbox_files):
         (folder / f"f{i}{name}{suffix}").write_bytes(data)
-    good = [chat(f"{folder.name}-{i}", f"good question {i}") for i in range(2)]
-    (folder / "zz-good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
-    code = main(["ingest", str(folder), "--batch-lines", batch])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and not RAW_CONTROL.search(out + err), out + err
-    got = rows("""SELECT source_file, status, error, n_read, n_stored, n_duplicate, n_quarantined, n_skipped,
-                         (SELECT count(*) FROM traces t WHERE t.ingest_id = i.ingest_id),
-                         (SELECT count(*) FROM quarantine q WHERE q.ingest_id = i.ingest_id)
-                  FROM ingests i WHERE starts_with(source_file, ?) ORDER BY source_file""", [str(folder)])
-    assert len(got) == len({data for _, (_, data) in inbox_files}) + 1  # a copy of a file read in the same run is skipped
+        out.append((f"f{i}{name}{suffix}", data))
+    return out  # in the order ingest reads them (expand sorts by path; f0 < f1 < f2)
+
+
+@E2E
+@given(st.lists(st.tuples(names, files), max_size=2), st.lists(st.tuples(names, files), min_size=1, max_size=3),
+       st.sampled_from(["1", "2", "200000"]))
+def test_no_file_stops_the_next_and_every_count_matches_what_is_stored(tmp_path, capsys, before, inbox_files, batch):
+    """`before`: files an earlier run ingested into the same store (ids and records the checked run meets again)."""
+    from builders.ingest_files import rows
+    with own_store(tmp_path, "ex") as root:
+        if before:
+            _write(root / "before", before)
+            _ingest([str(root / "before"), "--batch-lines", batch])
+        folder = root / "run"
+        written = _write(folder, inbox_files)
+        good = [chat(f"{root.name}-{i}", f"good question {i}") for i in range(2)]
+        (folder / "zz-good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+        capsys.readouterr()
+        code = _ingest([str(folder), "--batch-lines", batch])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err and not RAW_CONTROL.search(out + err), out + err
+        got = rows("""SELECT source_file, status, error, n_read, n_stored, n_duplicate, n_quarantined, n_skipped,
+                             (SELECT count(*) FROM traces t WHERE t.ingest_id = i.ingest_id),
+                             (SELECT count(*) FROM quarantine q WHERE q.ingest_id = i.ingest_id)
+                      FROM ingests i WHERE starts_with(source_file, ?) ORDER BY source_file""", [str(folder) + "/"])
+    _check_rows(got, written, code)
+
+
+def _check_rows(got: list[tuple], written: list[tuple[str, bytes]], code: int) -> None:
+    by_name = {r[0].rsplit("/", 1)[-1]: r for r in got}
+    completed = set()
+    for name, data in written:  # a copy of a file read whole in the same run is skipped (no row); any other is read
+        assert (name in by_name) == (data not in completed), (name, sorted(by_name))
+        if data not in completed and by_name[name][1] == "complete":
+            completed.add(data)
+    assert len(got) == len(by_name) == len([n for n, _ in written if n in by_name]) + 1
     for file, status, error, read, stored, dup, quar, skip, n_traces, n_quarantine in got:
         assert status in ("complete", "failed") and read == stored + dup + quar + skip, file
         assert (n_traces, n_quarantine) == (stored, quar), file
@@ -333,18 +381,17 @@ def test_no_generated_secret_is_stored_in_clear_anywhere(tmp_path, capsys, plant
     import pyarrow.parquet as pq
     from builders.ingest_files import rows
 
-    from traces.cli import main
-    folder = tmp_path / f"secrets{next(_example)}"
-    folder.mkdir()
-    for kind, records in _planted(planted).items():
-        if kind == "parquet" and records:
-            pq.write_table(pa.Table.from_pylist(records), folder / "store.parquet")
-        elif records:
-            (folder / f"{kind}.jsonl").write_text("\n".join(records) + "\n")
-    main(["ingest", str(folder)])
-    out, err = capsys.readouterr()
-    stored = [str(v) for table in ("traces", "trace_hashes", "quarantine", "ingests")
-              for r in rows(f"SELECT * FROM {table}") for v in r if v is not None]
+    with own_store(tmp_path, "secrets") as folder:
+        for kind, records in _planted(planted).items():
+            if kind == "parquet" and records:
+                pq.write_table(pa.Table.from_pylist(records), folder / "store.parquet")
+            elif records:
+                (folder / f"{kind}.jsonl").write_text("\n".join(records) + "\n")
+        capsys.readouterr()
+        _ingest([str(folder)])
+        out, err = capsys.readouterr()
+        stored = [str(v) for table in ("traces", "trace_hashes", "quarantine", "ingests")
+                  for r in rows(f"SELECT * FROM {table}") for v in r if v is not None]
     for _, needle in (p[0] for p in planted):
         leaks = [v for v in stored + [out, err] if needle in v]
         assert not leaks, (needle, leaks[:2])

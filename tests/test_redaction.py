@@ -90,6 +90,24 @@ def test_pii_after_literal_backslashes_is_redacted_whole(tmp_path):
     assert db_holds(EMAIL, "ursula.k@") == []
 
 
+def test_two_addresses_separated_by_backslashes_are_both_redacted(tmp_path):
+    """`a@x.org\\b@y.org` (one or more literal backslashes between two addresses, or two numbers). In JSON text the
+    run of escaped backslashes needs the character before it as its start, and that was the first address's last
+    letter, already taken by the first match: the second address stayed in clear."""
+    other, phone = "bob.k@example.org", "212-555-0199"
+    texts = [f"{EMAIL}\\{other}", f"{EMAIL}\\\\{other}", f"{PHONE}\\{phone}", f"{EMAIL}\\{other}\\{EMAIL}",
+             f"{EMAIL}\\{phone}"]
+    expected = [t.replace(EMAIL, "[REDACTED_EMAIL]").replace(other, "[REDACTED_EMAIL]")
+                .replace(PHONE, "[REDACTED_PHONE]").replace(phone, "[REDACTED_PHONE]") for t in texts]
+    assert [json.loads(scrub_text(json.dumps(t), secrets=False, pii=True)) for t in texts] == expected
+    path = write_jsonl(tmp_path / "two.jsonl", [chat(i, text) for i, text in enumerate(texts)])
+    assert run(path, redact_pii=True).counts.stored == len(texts)
+    got = rows("SELECT prompt, messages FROM traces ORDER BY source_line")
+    assert [prompt for prompt, _ in got] == expected
+    assert [json.loads(messages)[-1]["content"] for _, messages in got] == expected
+    assert db_holds(EMAIL, other, PHONE, phone) == []
+
+
 def test_pii_patterns_keep_what_surrounds_them():
     text = f'x\\u7cfb{EMAIL} \\u2013{PHONE} "\\n{EMAIL}"'
     assert scrub_text(text, secrets=False, pii=True) == \

@@ -16,7 +16,9 @@ MAX_LINES = 500
 # +204: issue 25, the Phoenix span reader (traces/phoenix.py) and the teacher-down stop in synthesis.
 # +216: issue 26 items 3-4, acceptance that needs a vouching check or the judge (curate/accept.py) and the nightly's
 # holdout stage that stops before synthesis when the gate could not decide (curate/loop/holdout.py).
-TOTAL_BUDGET = 17_100
+# +40: issue 25, a stage's failed COMMIT named (traces.store.write_failed, in evals run and curate synth) and PII
+# redaction of addresses separated only by backslashes.
+TOTAL_BUDGET = 17_140
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

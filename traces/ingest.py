@@ -262,7 +262,8 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
                       disable=size < (8 << 20)) as bar:
             task = bar.add_task(safe(path.name), total=size)
             summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n)))
-        done.add(sha)
+        if summaries[-1].status == "complete":  # a copy of a failed file (a .csv refused by its name) is still read
+            done.add(sha)
     return summaries
 
 

@@ -55,13 +55,22 @@ BASIC_RE = r"(?:[Bb]asic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})"
 PII_START = r"(^|[^A-Za-z0-9\\]|\\u[0-9A-Fa-f]{4}|\\[^u\\]|(?:^|[^\\])(?:\\\\)+)"
 EMAIL_BODY = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 PHONE_BODY = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)|\d{2,4})[\s.-]\d{3,4}[\s.-]\d{3,4}"
-EMAIL_RE, PHONE_RE = PII_START + EMAIL_BODY, PII_START + PHONE_BODY
+# A match also takes the escaped backslashes right after it (group 2, put back): left behind, the next match would
+# start at the last of them, taking it for an escape with the next address's first letter (`a@x.org\\bob@...` kept
+# the "b"). That next address has then lost its start (the character before it) to the first match, so each pattern
+# runs twice (PII_PASSES) and the second pass finds it after the marker; an address starts only after a character its
+# local part cannot hold (EMAIL_START), or the first pass would take `k@...` of `bob.k@...` and leave `bob.` in clear.
+PII_END = r"((?:\\\\)*)"
+PII_PASSES = 2
+EMAIL_START = PII_START.replace(r"[^A-Za-z0-9\\]", r"[^A-Za-z0-9._%+\\-]", 1)
+EMAIL_RE, PHONE_RE = EMAIL_START + EMAIL_BODY + PII_END, PII_START + PHONE_BODY + PII_END
 # plain text (a prompt, a response, the split key, an error) has no escapes: a backslash there is a character, and
 # after one the JSON rule would take `\j` of `C:\jane@...` for an escape and keep the "j"
 PLAIN_START = r"(^|[^A-Za-z0-9])"
-PLAIN_EMAIL_RE, PLAIN_PHONE_RE = PLAIN_START + EMAIL_BODY, PLAIN_START + PHONE_BODY
+PLAIN_EMAIL_RE, PLAIN_PHONE_RE = PLAIN_START + EMAIL_BODY + "()", PLAIN_START + PHONE_BODY + "()"  # no escapes: \2 empty
 
-EMAIL_KEEP, PHONE_KEEP = r"\1" + EMAIL_MARK, r"\1" + PHONE_MARK  # group 1: what PII_START matched, put back
+# group 1: what the start matched, group 2: the backslashes after the match; both put back
+EMAIL_KEEP, PHONE_KEEP = r"\1" + EMAIL_MARK + r"\2", r"\1" + PHONE_MARK + r"\2"
 
 
 def _lit(s: str) -> str:
@@ -96,9 +105,15 @@ def secrets_sql(expr: str) -> str:
 
 def pii_sql(expr: str, plain: bool = False) -> str:
     """plain: the value is text, not JSON text (no escapes to keep whole)."""
+    for pattern, keep in _pii_replacements(plain):
+        expr = f"regexp_replace({expr}, {_lit(pattern)}, {_lit(keep)}, 'g')"
+    return expr
+
+
+def _pii_replacements(plain: bool) -> list[tuple[str, str]]:
+    """(pattern, replacement) in the order they run: e-mails, then phone numbers, each PII_PASSES times."""
     email, phone = (PLAIN_EMAIL_RE, PLAIN_PHONE_RE) if plain else (EMAIL_RE, PHONE_RE)
-    inner = f"regexp_replace({expr}, {_lit(email)}, {_lit(EMAIL_KEEP)}, 'g')"
-    return f"regexp_replace({inner}, {_lit(phone)}, {_lit(PHONE_KEEP)}, 'g')"
+    return [(email, EMAIL_KEEP)] * PII_PASSES + [(phone, PHONE_KEEP)] * PII_PASSES
 
 
 def is_aws_secret(c: str) -> bool:
@@ -123,7 +138,6 @@ def scrub_text(text: str | None, secrets: bool = True, pii: bool = False, plain:
         for pattern, check in ((BASIC_RE, is_basic_credential), (AWS_SECRET_RE, is_aws_secret)):
             for c in {m.group(1) for m in re.finditer(pattern, text, flags=re.ASCII)}:
                 text = text.replace(c, SECRET_MARK) if check(c) else text
-    if pii:
-        email, phone = (PLAIN_EMAIL_RE, PLAIN_PHONE_RE) if plain else (EMAIL_RE, PHONE_RE)
-        text = re.sub(phone, PHONE_KEEP, re.sub(email, EMAIL_KEEP, text, flags=re.ASCII), flags=re.ASCII)
+    for pattern, keep in _pii_replacements(plain) if pii else []:
+        text = re.sub(pattern, keep, text, flags=re.ASCII)
     return text

@@ -19,11 +19,23 @@ from traces import settings as settings_mod
 
 
 class StoreError(RuntimeError):
-    """The database cannot be opened (corrupt, not writable, a folder): the message names the file."""
+    """The database cannot be opened (corrupt, not writable, a folder) or written: the message names the file."""
 
 
 class StoreBusy(StoreError):
     pass
+
+
+class StoreWriteError(StoreError):
+    """A stage's transaction did not commit (a full disk, a failed COMMIT): nothing of it was stored. The message
+    names the stage, what it was storing and the database file (`write_failed`)."""
+
+
+def write_failed(stage: str, what: str, e: BaseException) -> StoreWriteError:
+    """What a stage raises when storing `what` failed: a bare "IO Error: No space left on device" in a nightly's
+    ledger said neither which stage lost its work nor which file is full."""
+    return StoreWriteError(f"{stage}: storing {what} in the database {settings_mod.db_path()} failed, nothing of it "
+                           f"was kept ({type(e).__name__}: {e}); free space or fix the file, then run it again")
 
 
 _LOCK_HINTS = ("Could not set lock", "Conflicting lock", "database is locked")

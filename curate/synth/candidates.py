@@ -10,6 +10,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+import duckdb
+
 from evals import ifeval
 from traces import progress as progress_mod
 from traces import settings as settings_mod
@@ -144,6 +146,14 @@ def write_rows(rows: list[dict], checks: list[tuple]) -> int:
     rows = [r for r in rows if not (r["example_id"] in seen or seen.add(r["example_id"]))]
     if not rows:
         return 0
+    try:
+        return _insert_rows(rows, checks)
+    except duckdb.Error as e:  # a failed COMMIT (a full disk): this batch is not stored, the ones before it are
+        raise store.write_failed(f"curate synth (cluster {rows[0]['cluster_id']})", f"{len(rows)} candidates",
+                                 e) from e
+
+
+def _insert_rows(rows: list[dict], checks: list[tuple]) -> int:
     import pyarrow as pa
     table = pa.table({c: [r[c] for r in rows] for c in COLS})
     with store.connect() as con, store.transaction(con):
