@@ -7,8 +7,10 @@ Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
 `{"messages": [...]}` records, one per line (JSONL), or as one pretty-printed object or a JSON array
 (traces.jsonl_sql); OTel spans as OTLP JSON: GenAI semantic conventions, openllmetry, OpenInference
-(traces.otel); Arize Phoenix's span JSON (its REST API's answer, or spans one per line; traces.phoenix); Parquet with the store's columns, or any Parquet whose rows are such records (the Hugging
-Face chat layout: `messages` as a list of structs). CSV is refused (no standard layout for chat logs).
+(traces.otel); Arize Phoenix's span JSON (its REST API's answer, or spans one per line; traces.phoenix);
+simonw/llm's `llm logs --json` (traces.llm_logs); Langfuse observations, GENERATIONs (traces.langfuse); Parquet
+with the store's columns, or any Parquet whose rows are such records (the Hugging Face chat layout: `messages` as
+a list of structs). CSV is refused (no standard layout for chat logs).
 
 Every item read is stored, a duplicate of a stored trace (same id and same content), quarantined with
 its file, line and the field at fault, or skipped with a reason (spans that are not LLM calls): per
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, phoenix, readers, scrub, settings, store
+from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -141,8 +143,11 @@ def _ingest_otel(cfg, path: Path, summary: FileSummary, progress) -> None:
     _store_spans(cfg, summary, *otel.rows(readers.read_text(path)))
 
 
-def _ingest_phoenix(cfg, path: Path, summary: FileSummary, progress) -> None:
-    _store_spans(cfg, summary, *phoenix.rows(readers.phoenix_records(readers.read_text(path))))
+def _records_ingester(module) -> Callable:
+    """A record format (Phoenix spans, llm logs, Langfuse observations): its rows, its skipped items counted."""
+    def run(cfg, path: Path, summary: FileSummary, progress) -> None:
+        _store_spans(cfg, summary, *module.rows(readers.paged_records(readers.read_text(path))))
+    return run
 
 
 def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) -> None:
@@ -171,8 +176,8 @@ def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 # per format: its reader (traces.readers) feeding the batch store above
-INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "phoenix": _ingest_phoenix,
-             "parquet": _ingest_parquet}
+INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "parquet": _ingest_parquet,
+             **{name: _records_ingester(module) for name, module in readers.RECORD_FORMATS.items()}}
 
 
 def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> FileSummary:
