@@ -318,6 +318,17 @@ def stored_nothing(s: FileSummary) -> bool:
     return s.status == "complete" and c.quarantined > 0 and c.stored + c.duplicate == 0
 
 
+def problem(s: FileSummary) -> str | None:
+    """A file that failed or stored nothing, in one line that names it (stderr here, the nightly's summary)."""
+    if s.status == "failed":
+        return s.error if s.path in (s.error or "") else f"{s.path}: {s.error}"
+    if stored_nothing(s):
+        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
+        return (f"{s.path}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
+                "the lines: `python -m traces quarantine FILE`")
+    return None
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -356,12 +367,7 @@ def _exit_code(summaries: list[FileSummary]) -> int:
     """EXIT_CODES: each failed file and each file that stored nothing named on stderr."""
     from rich.console import Console
     err = Console(stderr=True)
-    failed = [s for s in summaries if s.status == "failed"]
-    for s in failed:
-        err.print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
-    empty = [s for s in summaries if stored_nothing(s)]
-    for s in empty:
-        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
-        err.print(f"[red]error:[/] {safe(s.path)}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
-                  "the lines: `python -m traces quarantine FILE`", highlight=False)
-    return 1 if failed else 3 if empty else 0
+    for s in summaries:
+        if problem(s):
+            err.print(f"[red]error:[/] {safe(problem(s))}", highlight=False)
+    return 1 if any(s.status == "failed" for s in summaries) else 3 if any(map(stored_nothing, summaries)) else 0
