@@ -14,7 +14,8 @@ MAX_LINES = 500
 # +260: issue 26 item 5 added --json to six reporting commands (traces/json_out.py, curate/loop/report_cli.py).
 # +40: the sweep's validation traffic yardstick (issue 23 item 5).
 # +204: issue 25, the Phoenix span reader (traces/phoenix.py) and the teacher-down stop in synthesis.
-TOTAL_BUDGET = 16_884
+# +300: issue 26, the `llm logs --json` and Langfuse readers (traces/llm_logs.py, traces/langfuse.py, traces/records.py).
+TOTAL_BUDGET = 17_184
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
