@@ -8,9 +8,7 @@ JSONL); `input`/`output` as its OpenAI integration logs them.
 """
 import json
 
-from builders.ingest_files import rows, run
-
-from traces import readers
+from builders.ingest_files import rows, run_as
 
 TRACE = "0f3b7c9e-5a1d-4e2b-9c8f-7a6b5c4d3e2f"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -43,14 +41,12 @@ def test_api_answer_generations_stored_spans_and_events_skipped(tmp_path):
                                  "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]})
     plain = observation("gen-3", input="Say hi.", output="Hi!", usage=None, usageDetails=None, metadata=None,
                         startTime="2025-06-04T12:15:02+02:00")
-    page = {"data": [observation("span-1", "SPAN", name="agent", model=None), chat_generation("gen-1", "Capital?", "Paris."),
-                     tool_call, observation("event-1", "EVENT", name="cache-hit"), plain,
+    page = {"data": [observation("span-1", "SPAN", name="agent", model=None),
+                     chat_generation("gen-1", "Capital?", "Paris."), tool_call, observation("event-1", "EVENT", name="cache-hit"), plain,
                      observation("tool-1", "TOOL", name="get_weather")],
             "meta": {"page": 1, "limit": 50, "totalItems": 6, "totalPages": 1}}
     path = tmp_path / "observations.json"
-    path.write_text(json.dumps(page, indent=2))
-    assert readers.detect_format(path) == "langfuse"
-    s = run(path)
+    s = run_as(path, json.dumps(page, indent=2), "langfuse")
     assert (s.status, s.counts.read, s.counts.stored, s.counts.skipped, s.counts.quarantined) == \
         ("complete", 6, 3, 3, 0)
     assert dict(s.skipped) == {"Langfuse SPAN observation (not an LLM call)": 1,
@@ -94,9 +90,7 @@ def test_each_malformed_observation_is_quarantined_alone_with_its_reason(tmp_pat
              json.dumps("not an observation"),
              '{"id": "cut", "traceId": "t", "type": "GENERATION", "input": "Hel']  # the export was cut mid-record
     path = tmp_path / "observations.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    assert readers.detect_format(path) == "langfuse"
-    s = run(path)
+    s = run_as(path, "\n".join(lines) + "\n", "langfuse")
     assert (s.status, s.counts.read, s.counts.stored, s.counts.quarantined) == ("complete", 13, 1, 12)
     assert rows("SELECT source_line, reason FROM quarantine ORDER BY 1") == [
         (2, "malformed observation: not a Langfuse observation: it needs `startTime`, `traceId`, `type`"),
@@ -116,10 +110,8 @@ def test_each_malformed_observation_is_quarantined_alone_with_its_reason(tmp_pat
 def test_json_array_secrets_redacted_and_metadata_as_group_key(tmp_path):
     leaky = chat_generation("gen-9", "Use key sk-proj-abcdefghijklmnopqrstuvwx1234 and mail ada@example.com", "Done.")
     path = tmp_path / "observations.json"
-    path.write_text(json.dumps([chat_generation("gen-8", "Capital?", "Paris."), leaky,
-                                observation("span-1", "SPAN")]))
-    assert readers.detect_format(path) == "langfuse"
-    s = run(path, redact_pii=True, group_key="base_id")
+    text = json.dumps([chat_generation("gen-8", "Capital?", "Paris."), leaky, observation("span-1", "SPAN")])
+    s = run_as(path, text, "langfuse", redact_pii=True, group_key="base_id")
     assert (s.counts.read, s.counts.stored, s.counts.skipped) == (3, 2, 1)
     assert rows("SELECT prompt FROM traces WHERE trace_id = 'gen-9'")[0][0] == \
         "Use key [REDACTED_SECRET] and mail [REDACTED_EMAIL]"

@@ -7,9 +7,7 @@ array with indent 2 (what `llm logs --json` prints) or one per line (`llm logs -
 """
 import json
 
-from builders.ingest_files import rows, run
-
-from traces import readers
+from builders.ingest_files import rows, run_as
 
 CONV = "01jx8m3v7k2c9d5e4f6g7h8j9k"
 OPENAI_CONV = "01jx8p0a1b2c3d4e5f6g7h8j9m"
@@ -50,9 +48,7 @@ def conversation():
 def test_llm_logs_json_array_one_trace_per_response_with_earlier_turns(tmp_path):
     recs = conversation()
     path = tmp_path / "llm-logs.json"
-    path.write_text(json.dumps([recs[2], recs[3], recs[0], recs[1]], indent=2))  # order in the file is no matter
-    assert readers.detect_format(path) == "llm_logs"
-    s = run(path)
+    s = run_as(path, json.dumps([recs[2], recs[3], recs[0], recs[1]], indent=2), "llm_logs")  # in any order
     assert (s.status, s.counts.read, s.counts.stored, s.counts.quarantined, s.counts.skipped) == \
         ("complete", 4, 4, 0, 0)
     got = {r[0]: r[1:] for r in rows("""SELECT trace_id, source_format, ts::VARCHAR, model, messages, prompt,
@@ -96,9 +92,7 @@ def test_each_malformed_record_is_quarantined_alone_with_its_reason(tmp_path):
              json.dumps("a string, not a record")]
     lines.insert(5, '{"id": "cut", "prompt": "Hi?", "response": "Hel')  # the export was cut mid-record
     path = tmp_path / "llm-logs.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    assert readers.detect_format(path) == "llm_logs"
-    s = run(path)
+    s = run_as(path, "\n".join(lines) + "\n", "llm_logs")
     assert (s.status, s.counts.read, s.counts.stored, s.counts.quarantined) == ("complete", 12, 1, 11)
     assert rows("SELECT source_line, reason FROM quarantine ORDER BY 1") == [
         (2, "malformed record: not a `llm logs --json` record: it needs `conversation_id`, `datetime_utc`, "
@@ -120,8 +114,7 @@ def test_secrets_pii_and_a_conversation_as_the_split_group(tmp_path):
     recs = conversation()[:3]
     recs[1]["prompt"] = "My key is sk-proj-abcdefghijklmnopqrstuvwx1234, mail me at ada@example.com"
     path = tmp_path / "llm-logs.json"
-    path.write_text(json.dumps(recs))
-    s = run(path, redact_pii=True, group_key="conversation_id")
+    s = run_as(path, json.dumps(recs), "llm_logs", redact_pii=True, group_key="conversation_id")
     assert s.counts.stored == 3
     prompts = [r[0] for r in rows("SELECT prompt FROM traces ORDER BY ts")]
     assert prompts[1] == "My key is [REDACTED_SECRET], mail me at [REDACTED_EMAIL]"

@@ -3,8 +3,9 @@
 Langfuse's public API (`GET /api/public/observations`, and `/api/public/v2/observations`) answers
 `{"data": [observation, ...], "meta": {...}}`, and its UI exports the observations table as JSON or JSONL; an
 observation is
-    {"id": "…", "traceId": "…", "type": "GENERATION", "name": "OpenAI-generation", "startTime": "2025-06-04T10:…Z",
-     "endTime": "…", "completionStartTime": "…", "model": "gpt-4o-mini", "modelParameters": {"temperature": 0.2},
+    {"id": "…", "traceId": "…", "type": "GENERATION", "name": "OpenAI-generation",
+     "startTime": "2025-06-04T10:15:02.120Z", "endTime": "…", "completionStartTime": "…", "model": "gpt-4o-mini",
+     "modelParameters": {"temperature": 0.2},
      "input": [{"role": "system", "content": "…"}, {"role": "user", "content": "…"}],
      "output": {"role": "assistant", "content": "…"}, "usage": {"input": 12, "output": 40, "total": 52,
      "unit": "TOKENS"}, "usageDetails": {"input": 12, "output": 40, "total": 52}, "metadata": {...},
@@ -92,7 +93,8 @@ def _metadata(obs: dict) -> dict:
 
 def _read(line: int, obs: dict) -> tuple[dict | None, str | None]:
     if not is_observation(obs):
-        raise otel.MalformedSpan(f"not a Langfuse observation: it needs {', '.join(f'`{k}`' for k in sorted(KEYS))}")
+        needs = ", ".join(f"`{k}`" for k in sorted(KEYS))
+        raise otel.MalformedSpan(f"not a Langfuse observation: it needs {needs}")
     kind = otel._typed(obs["type"], str, "`type`")
     if kind.upper() != "GENERATION":
         return None, f"Langfuse {otel.shown(kind.upper())} observation (not an LLM call)"

@@ -99,7 +99,8 @@ def _metadata(rec: dict) -> dict:
 
 def _read(line: int, rec: dict, conversations: dict[str, list[dict]]) -> tuple[dict, None]:
     if not is_record(rec):
-        raise otel.MalformedSpan(f"not a `llm logs --json` record: it needs {', '.join(f'`{k}`' for k in sorted(KEYS))}")
+        needs = ", ".join(f"`{k}`" for k in sorted(KEYS))
+        raise otel.MalformedSpan(f"not a `llm logs --json` record: it needs {needs}")
     _text(rec, "prompt"), _text(rec, "system")  # checked whether or not prompt_json stands for them
     turns = conversations.get(_text(rec, "conversation_id"), [])
     earlier = [t for t in turns if _turn_order(t) < _turn_order(rec)]

@@ -438,7 +438,8 @@ def _read_otlp(index: int, span: dict) -> tuple[dict | None, str | None]:
     return (None, reason) if reason else (span_row(index, span, a), None)
 
 
-def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel", noun: str = "span") -> tuple[dict | None, str | None]:
+def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel",
+            noun: str = "span") -> tuple[dict | None, str | None]:
     """read(index, span): (row, None) for an LLM call, (None, why) for a skipped span; a span that breaks it is
     (a quarantined row with the reason, None). Shared by the OTLP reader and the record readers (traces.records),
     whose reasons name their own `noun` (record, observation)."""

@@ -278,7 +278,8 @@ def _failed_files_md(data: dict) -> list[str]:
     return ["## Inbox files that failed to ingest or stored nothing", "",
             f"{len(failed)} file(s) could not be ingested, or had every item quarantined; the nightly went on without "
             "them (exit code 4). The next nightly tries a failed file again, not one that stored nothing (its items "
-            "would be quarantined again): fix the export and put the new file in the inbox. The files:", ""] + [f"- {safe(line, markup=False)}" for line in failed] + [""]
+            "would be quarantined again): fix the export and put the new file in the inbox. The files:", ""] + \
+        [f"- {safe(line, markup=False)}" for line in failed] + [""]
 
 
 def _stages_md(data: dict) -> list[str]:
