@@ -9,9 +9,7 @@ same fields with nested attributes, one span per line.
 """
 import json
 
-from builders.ingest_files import rows, run
-
-from traces import readers
+from builders.ingest_files import rows, run, run_as
 
 TRACE = "6c80880dbeb609e2ed41e06a6397a0dd"
 
@@ -57,9 +55,7 @@ def test_rest_api_answer_is_read_as_openinference_spans(tmp_path):
                      rest_span("0f0e0d0c0b0a0908", "LLM", ANSWER, start="2025-06-04T12:15:02+02:00")],
             "next_cursor": None}
     path = tmp_path / "spans.json"
-    path.write_text(json.dumps(page, indent=2))
-    assert readers.detect_format(path) == "phoenix"
-    s = run(path)
+    s = run_as(path, json.dumps(page, indent=2), "phoenix")
     assert (s.status, s.counts.read, s.counts.stored, s.counts.skipped, s.counts.quarantined) == \
         ("complete", 3, 2, 1, 0)
     assert dict(s.skipped) == {"OpenInference CHAIN span (not an LLM call)": 1}

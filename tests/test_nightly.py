@@ -242,5 +242,29 @@ def test_an_inbox_file_that_fails_is_named_and_the_night_goes_on(home, monkeypat
     out = capsys.readouterr().out.replace("\n", "")
     assert "1 inbox file(s) failed to ingest" in out and "a_export.csv" in out and "exit 4" in out
     md = next((home / "reports").rglob("report.md")).read_text()
-    failed = md.split("## Inbox files that failed to ingest\n", 1)[1].split("\n## ", 1)[0]
+    failed = md.split("## Inbox files that failed to ingest or stored nothing\n", 1)[1].split("\n## ", 1)[0]
     assert "went on without them (exit code 4)" in failed and "a_export.csv: CSV/spreadsheet files are not read" in failed
+
+
+def test_an_inbox_file_that_stored_nothing_is_named_and_the_nightly_exits_4(home, monkeypatch, capsys):
+    """A file read whole whose every line was quarantined (a wrong format, a broken exporter) is `complete` in
+    `ingests`, yet `traces ingest` exits 3 for it: the nightly must not take it for ingested either."""
+    from builders.ingest_files import chat
+    from builders.nightly_stubs import make
+    inbox = home / "inbox"
+    inbox.mkdir()
+    (inbox / "a_wrong_shape.jsonl").write_text("".join(json.dumps({"messages": f"not a list {i}"}) + "\n"
+                                                       for i in range(3)))
+    (inbox / "b_calls.jsonl").write_text(json.dumps(chat(1, "hello?")) + "\n")
+    monkeypatch.setenv("MEND_TRACES_INBOX", str(inbox))
+    stages = [("ingest", nightly.stage_ingest), ("eval", make("eval")), ("report", nightly.stage_report)]
+    assert nightly.run(stages=stages) == nightly.FAILED_FILES
+    summary = nightly.ledger(_ledger()[0][0])["ingest"]["summary"]
+    assert (summary["stored"], summary["quarantined"]) == (1, 3)
+    assert summary["failed_files"] == [f"{inbox.resolve() / 'a_wrong_shape.jsonl'}: stored nothing (quarantined: 3); "
+                                       "the lines: `python -m traces quarantine FILE`"]
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "a_wrong_shape.jsonl" in out and "stored nothing" in out and "exit 4" in out
+    md = next((home / "reports").rglob("report.md")).read_text()
+    listed = md.split("## Inbox files that failed to ingest or stored nothing\n", 1)[1].split("\n## ", 1)[0]
+    assert "a_wrong_shape.jsonl: stored nothing (quarantined: 3)" in listed and "b_calls" not in listed

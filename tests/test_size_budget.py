@@ -18,7 +18,8 @@ MAX_LINES = 500
 # holdout stage that stops before synthesis when the gate could not decide (curate/loop/holdout.py).
 # +40: issue 25, a stage's failed COMMIT named (traces.store.write_failed, in evals run and curate synth) and PII
 # redaction of addresses separated only by backslashes.
-TOTAL_BUDGET = 17_140
+# +300: issue 26, the `llm logs --json` and Langfuse readers (traces/llm_logs.py, traces/langfuse.py, traces/records.py).
+TOTAL_BUDGET = 17_440
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

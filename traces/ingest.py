@@ -7,8 +7,10 @@ Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
 `{"messages": [...]}` records, one per line (JSONL), or as one pretty-printed object or a JSON array
 (traces.jsonl_sql); OTel spans as OTLP JSON: GenAI semantic conventions, openllmetry, OpenInference
-(traces.otel); Arize Phoenix's span JSON (its REST API's answer, or spans one per line; traces.phoenix); Parquet with the store's columns, or any Parquet whose rows are such records (the Hugging
-Face chat layout: `messages` as a list of structs). CSV is refused (no standard layout for chat logs).
+(traces.otel); Arize Phoenix's span JSON (its REST API's answer, or spans one per line; traces.phoenix);
+simonw/llm's `llm logs --json` (traces.llm_logs); Langfuse observations, GENERATIONs (traces.langfuse); Parquet
+with the store's columns, or any Parquet whose rows are such records (the Hugging Face chat layout: `messages` as
+a list of structs). CSV is refused (no standard layout for chat logs).
 
 Every item read is stored, a duplicate of a stored trace (same id and same content), quarantined with
 its file, line and the field at fault, or skipped with a reason (spans that are not LLM calls): per
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, phoenix, readers, scrub, settings, store
+from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -141,8 +143,11 @@ def _ingest_otel(cfg, path: Path, summary: FileSummary, progress) -> None:
     _store_spans(cfg, summary, *otel.rows(readers.read_text(path)))
 
 
-def _ingest_phoenix(cfg, path: Path, summary: FileSummary, progress) -> None:
-    _store_spans(cfg, summary, *phoenix.rows(readers.phoenix_records(readers.read_text(path))))
+def _records_ingester(module) -> Callable:
+    """A record format (Phoenix spans, llm logs, Langfuse observations): its rows, its skipped items counted."""
+    def run(cfg, path: Path, summary: FileSummary, progress) -> None:
+        _store_spans(cfg, summary, *module.rows(readers.paged_records(readers.read_text(path))))
+    return run
 
 
 def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) -> None:
@@ -171,8 +176,8 @@ def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 # per format: its reader (traces.readers) feeding the batch store above
-INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "phoenix": _ingest_phoenix,
-             "parquet": _ingest_parquet}
+INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel, "parquet": _ingest_parquet,
+             **{name: _records_ingester(module) for name, module in readers.RECORD_FORMATS.items()}}
 
 
 def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> FileSummary:
@@ -314,6 +319,17 @@ def stored_nothing(s: FileSummary) -> bool:
     return s.status == "complete" and c.quarantined > 0 and c.stored + c.duplicate == 0
 
 
+def problem(s: FileSummary) -> str | None:
+    """A file that failed or stored nothing, in one line that names it (stderr here, the nightly's summary)."""
+    if s.status == "failed":
+        return s.error if s.path in (s.error or "") else f"{s.path}: {s.error}"
+    if stored_nothing(s):
+        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
+        return (f"{s.path}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
+                "the lines: `python -m traces quarantine FILE`")
+    return None
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -352,12 +368,7 @@ def _exit_code(summaries: list[FileSummary]) -> int:
     """EXIT_CODES: each failed file and each file that stored nothing named on stderr."""
     from rich.console import Console
     err = Console(stderr=True)
-    failed = [s for s in summaries if s.status == "failed"]
-    for s in failed:
-        err.print(f"[red]error:[/] {safe(s.error or s.path)}", highlight=False)
-    empty = [s for s in summaries if stored_nothing(s)]
-    for s in empty:
-        skipped = f", skipped: {s.counts.skipped:,}" if s.counts.skipped else ""
-        err.print(f"[red]error:[/] {safe(s.path)}: stored nothing (quarantined: {s.counts.quarantined:,}{skipped}); "
-                  "the lines: `python -m traces quarantine FILE`", highlight=False)
-    return 1 if failed else 3 if empty else 0
+    for s in summaries:
+        if problem(s):
+            err.print(f"[red]error:[/] {safe(problem(s))}", highlight=False)
+    return 1 if any(s.status == "failed" for s in summaries) else 3 if any(map(stored_nothing, summaries)) else 0

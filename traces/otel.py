@@ -438,20 +438,22 @@ def _read_otlp(index: int, span: dict) -> tuple[dict | None, str | None]:
     return (None, reason) if reason else (span_row(index, span, a), None)
 
 
-def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel") -> tuple[dict | None, str | None]:
+def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel",
+            noun: str = "span") -> tuple[dict | None, str | None]:
     """read(index, span): (row, None) for an LLM call, (None, why) for a skipped span; a span that breaks it is
-    (a quarantined row with the reason, None). Shared by the OTLP and the Phoenix reader (traces.phoenix)."""
+    (a quarantined row with the reason, None). Shared by the OTLP reader and the record readers (traces.records),
+    whose reasons name their own `noun` (record, observation)."""
     if not isinstance(span, dict):
-        return bad_row(index, _raw(span), "span is not a JSON object", fmt), None
+        return bad_row(index, _raw(span), f"{noun} is not a JSON object", fmt), None
     try:
         return read(index, span)
     except RecursionError:
-        return bad_row(index, "", "span nested too deeply to read", fmt), None
+        return bad_row(index, "", f"{noun} nested too deeply to read", fmt), None
     except MalformedSpan as e:
-        return bad_row(index, _raw(span), f"malformed span: {e}", fmt), None
+        return bad_row(index, _raw(span), f"malformed {noun}: {e}", fmt), None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
-        # a shape none of the checks above foresaw: the span is quarantined, never the file failed
-        return bad_row(index, _raw(span), f"malformed span: {type(e).__name__} while reading it", fmt), None
+        # a shape none of the checks above foresaw: the item is quarantined, never the file failed
+        return bad_row(index, _raw(span), f"malformed {noun}: {type(e).__name__} while reading it", fmt), None
 
 
 def rows(text: str) -> tuple[list[dict], Counter]:

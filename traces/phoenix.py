@@ -10,7 +10,7 @@ the phoenix clients' `get_spans` and `px span list --format raw` return) answers
 with the attributes flattened to dotted keys and `openinference.span.kind` moved out to `span_kind`. Phoenix's
 older span JSON (phoenix.trace.span_json_encoder, one span per line) has the same fields with the attributes
 nested (`{"llm": {"input_messages": [{"message": {"role": "user", ...}}]}}`). A file may hold such spans one per
-line (JSONL), as a JSON array, or the API's answer, pretty-printed or not (traces.readers.phoenix_records).
+line (JSONL), as a JSON array, or the API's answer, pretty-printed or not (traces.readers.paged_records).
 
 Nested attributes are flattened first (lists of objects by index, as Phoenix's own `flatten` does), then the
 span is an OpenInference span like any other: messages, tool calls, model, token counts, invocation parameters
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
-from traces import otel, timestamps
+from traces import otel, records, timestamps
 
 FORMAT = "phoenix"
 
@@ -76,18 +76,6 @@ def _read(line: int, span: dict) -> tuple[dict | None, str | None]:
     return row, None
 
 
-def rows(records: Iterable[tuple[int, str]]) -> tuple[list[dict], Counter]:
+def rows(items: Iterable[tuple[int, str]]) -> tuple[list[dict], Counter]:
     """(line, JSON text) records -> (canonical rows of LLM spans and of bad records, {skip reason: spans})."""
-    out, skipped = [], Counter()
-    for line, raw in records:
-        doc, err = otel._loads(raw)
-        if err:  # said as the other JSON readers say it (the column of a cut line's record says little)
-            out.append(otel.bad_row(line, raw, "invalid JSON" if err.startswith("invalid") else err, FORMAT))
-            continue
-        row, reason = otel.guarded(line, doc, _read, FORMAT)
-        if row is None:
-            skipped[reason] += 1
-            continue
-        row["raw"] = raw[:otel.KEEP_CHARS]  # a quarantined span keeps its text as the file has it
-        out.append(row)
-    return out, skipped
+    return records.rows(records.decoded(items), _read, FORMAT, "span")

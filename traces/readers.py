@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import jsonl_sql, otel, phoenix
+from traces import jsonl_sql, langfuse, llm_logs, otel, phoenix
 
 CHUNK_BYTES = 16 << 20  # read 16 MiB at a time; lines are regrouped into batches of batch_lines
 SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".jsonl.gz", ".json.gz", ".ndjson.gz")
@@ -106,7 +106,8 @@ def _incomplete(line: str) -> bool:
 # ---------- formats and records ----------
 
 def detect_format(path: Path) -> str:
-    """jsonl (one record per line) | json (one document: an object or an array) | otel | phoenix | parquet.
+    """jsonl (one record per line) | json (one document: an object or an array) | otel | parquet | one of
+    RECORD_FORMATS (phoenix, llm_logs, langfuse).
 
     Decided by the file's first JSON value, so that a chat log that mentions "resourceSpans" is not OTel."""
     name = path.name.lower()
@@ -132,15 +133,21 @@ def detect_format(path: Path) -> str:
 def _first_record(text: str):
     """The first record of a document that does not parse whole: a Phoenix answer with one broken span is still
     told by the span before it (each span is then read alone)."""
-    for _, record in phoenix_records(text):
+    for _, record in paged_records(text):
         doc, err = otel._loads(record)
         if err is None:
             return doc
     return None
 
 
+# the formats whose records are read one by one in Python (traces.records), told by their first record
+RECORD_FORMATS = {"phoenix": phoenix, "llm_logs": llm_logs, "langfuse": langfuse}
+
+
 def _spans_format(doc) -> str | None:
-    return "otel" if otel.is_export_request(doc) else "phoenix" if phoenix.is_document(doc) else None
+    if otel.is_export_request(doc):
+        return "otel"
+    return next((name for name, module in RECORD_FORMATS.items() if module.is_document(doc)), None)
 
 
 def read_text(path: Path) -> str:
@@ -314,11 +321,12 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
-_PAGE = re.compile(r'\{\s*"data"\s*:\s*\[')  # Phoenix's REST answer: {"data": [span, ...], "next_cursor": ...}
+# a REST answer's page: Phoenix's {"data": [span, ...], "next_cursor": ...}, Langfuse's {"data": [...], "meta": ...}
+_PAGE = re.compile(r'\{\s*"data"\s*:\s*\[')
 
 
-def phoenix_records(text: str) -> Iterator[tuple[int, str]]:
-    """document_records, with the spans of a REST answer as records of their own (each at its own line)."""
+def paged_records(text: str) -> Iterator[tuple[int, str]]:
+    """document_records, with the items of a REST answer's page as records of their own (each at its own line)."""
     newlines = [m.start() for m in re.finditer("\n", text)]
     for line, record in document_records(text):
         page = _PAGE.match(record)
@@ -327,7 +335,7 @@ def phoenix_records(text: str) -> Iterator[tuple[int, str]]:
             continue
         first = newlines[line - 2] + 1 if line > 1 else 0  # where the record's line starts in the text
         start = text.index(record, first)
-        # the spans of `data` one by one (a broken one alone), what follows the array (`next_cursor`) ignored
+        # the items of `data` one by one (a broken one alone), what follows the array (`next_cursor`, `meta`) ignored
         yield from _array_items(text, start + page.end() - 1, lambda pos: bisect.bisect_left(newlines, pos) + 1)
 
 

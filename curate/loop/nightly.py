@@ -13,11 +13,12 @@ eval runs). `--new` starts a fresh nightly instead. A file lock (data/nightly.lo
 from running at once and names the pid holding it.
 
 Exit codes: 0 every stage ran; 1 a stage failed (the next call resumes it); 2 another nightly holds the lock;
-3 waiting for a review; 4 every stage ran, but inbox files failed to ingest (one bad file never holds the night
-back: it is named in the ingest stage's summary and the report, and the next nightly tries it again); 5 stopped
-before synthesis because the gate could not decide for the chosen clusters (the holdout stage, curate.loop.holdout,
-names the fix; `--train-anyway` or `nightly_train_anyway = true` goes on): the later stages are recorded skipped,
-the report is written, and the next call starts a new nightly.
+3 waiting for a review; 4 every stage ran, but an inbox file failed to ingest or stored nothing (every item
+quarantined). One bad file never holds the night back: it is named in the ingest stage's summary and the report;
+the next nightly tries a failed file again, not one that stored nothing (the same bytes would be quarantined again);
+5 stopped before synthesis because the gate could not decide for the chosen clusters (the holdout stage,
+curate.loop.holdout, names the fix; `--train-anyway` or `nightly_train_anyway = true` goes on): the later stages are
+recorded skipped, the report is written, and the next call starts a new nightly.
 
 `--demo` applies configs/demo.toml (demo-sized settings for every stage, as MEND_<STAGE>_<KEY> environment
 variables, unless already set) and first copies the committed sample traffic into the inbox.
@@ -53,7 +54,7 @@ from evals.gate import GateError, run_gate
 from evals.gate_report import print_result
 from evals.runner import SuiteSkipped, run_suite
 from traces import store
-from traces.ingest import ingest_inbox
+from traces.ingest import ingest_inbox, problem
 from traces.scrub import scrub_text
 from traces.settings import load, project_root, resolve_path, settings_class
 from traces.terminal import safe
@@ -63,7 +64,7 @@ DEMO_CONFIG = "configs/demo.toml"
 SAMPLE_TRAFFIC = "examples/traffic/sample-traffic.jsonl.gz"
 
 
-FAILED_FILES = 4  # exit code: every stage ran, but inbox files failed to ingest (named in the report)
+FAILED_FILES = 4  # exit code: every stage ran, but inbox files failed to ingest or stored nothing (in the report)
 STOPPED = 5  # exit code: a stage stopped the night (the holdout stage: the gate could not decide)
 ALWAYS = ("report",)  # stages that run after a stop too
 
@@ -213,19 +214,20 @@ def _short(summary: dict, width: int = 100) -> str:
 # stage that needs them; the teacher server runs in its own process because it is a server.
 
 def stage_ingest(ctx: Context) -> dict:
-    """The inbox's new files. One that fails (unreadable, truncated, refused) does not hold the night back: the
-    stage is done with the others, names it under `failed_files`, and the nightly exits 4 once every stage ran;
-    the next nightly tries the file again (only `complete` files are skipped)."""
+    """The inbox's new files. One that fails (unreadable, truncated, refused) or stores nothing (every item
+    quarantined: a wrong format, a broken exporter) does not hold the night back: the stage is done with the
+    others, names it under `failed_files`, and the nightly exits 4 once every stage ran. The next nightly tries a
+    failed file again (only `complete` files are skipped), not one that stored nothing."""
     if ctx.demo:
         copy_sample_traffic()
     summaries = ingest_inbox(console=ctx.console)
     summary = {"files": len(summaries), "stored": sum(s.counts.stored for s in summaries),
                "quarantined": sum(s.counts.quarantined for s in summaries), "traces": _trace_count()}
-    failed = [s.error if s.path in (s.error or "") else f"{s.path}: {s.error}"
-              for s in summaries if s.status == "failed"]
+    failed = [problem(s) for s in summaries if problem(s)]
     if failed:
         summary["failed_files"] = failed
-        ctx.console.print(f"[red]{len(failed)} inbox file(s) failed to ingest[/]; the nightly goes on without them:")
+        ctx.console.print(f"[red]{len(failed)} inbox file(s) failed to ingest or stored nothing[/]; the nightly goes "
+                          "on without them:")
         for line in failed:
             ctx.console.print(f"  {safe(line)}", highlight=False)
     return summary
@@ -454,8 +456,8 @@ def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | No
         console.print(stage_table(ctx.nightly_id))
         failed = ctx.done.get("ingest", {}).get("failed_files")
         if code == 0 and failed:
-            console.print(f"[red]{len(failed)} inbox file(s) failed to ingest[/] (listed in the ingest stage and "
-                          "the report); exit 4")
+            console.print(f"[red]{len(failed)} inbox file(s) failed to ingest or stored nothing[/] (listed in the "
+                          "ingest stage and the report); exit 4")
             return FAILED_FILES
         return code
     finally:

@@ -268,7 +268,7 @@ def _wall_total(data: dict) -> str:
 
 
 def failed_files(data: dict) -> list[str]:
-    """The inbox files this nightly's ingest could not read (curate.loop.nightly.stage_ingest names them)."""
+    """The inbox files this nightly's ingest could not read or stored nothing of (curate.loop.nightly.stage_ingest)."""
     return data["stages"].get("ingest", {}).get("summary", {}).get("failed_files") or []
 
 
@@ -287,9 +287,11 @@ def _failed_files_md(data: dict) -> list[str]:
     failed = failed_files(data)
     if not failed:
         return []
-    return ["## Inbox files that failed to ingest", "",
-            f"{len(failed)} file(s) could not be ingested; the nightly went on without them (exit code 4) and the "
-            "next nightly tries them again. Fix or remove them:", ""] + [f"- {safe(line, markup=False)}" for line in failed] + [""]
+    return ["## Inbox files that failed to ingest or stored nothing", "",
+            f"{len(failed)} file(s) could not be ingested, or had every item quarantined; the nightly went on without "
+            "them (exit code 4). The next nightly tries a failed file again, not one that stored nothing (its items "
+            "would be quarantined again): fix the export and put the new file in the inbox. The files:", ""] + \
+        [f"- {safe(line, markup=False)}" for line in failed] + [""]
 
 
 def _stages_md(data: dict) -> list[str]:
@@ -415,7 +417,7 @@ def print_summary(data: dict, path: Path, console: Console) -> None:
                          [[s, st["status"], _duration(st["wall_s"])] for s, st in _stage_rows(data)]))
     console.print(f"wall time: {_wall_total(data)}")
     for line in failed_files(data):
-        console.print(f"[red]inbox file failed to ingest:[/] {safe(line)}", highlight=False)
+        console.print(f"[red]inbox file failed to ingest or stored nothing:[/] {safe(line)}", highlight=False)
     for line in attention(data):
         console.print(f"[yellow]needs attention:[/] {safe(line)}", highlight=False)
     if data["strategies"]:

@@ -16,6 +16,14 @@ def run(path, **flags):
     return s
 
 
+def run_as(path, text, fmt, **flags):
+    """Write `text` to `path`, check that it is read as `fmt`, ingest it (run)."""
+    from traces import readers
+    path.write_text(text)
+    assert readers.detect_format(path) == fmt
+    return run(path, **flags)
+
+
 def check_invariant(s):
     c = s.counts
     assert c.read == c.stored + c.duplicate + c.quarantined + c.skipped, c
