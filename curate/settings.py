@@ -38,14 +38,16 @@ class CurateSettings:
     k: int = 4  # teacher samples per prompt (k separate requests with distinct seeds: servers may ignore `n`)
     self_k: int = 8  # the self strategy: the student's own samples per prompt at most (curate/synth/student.py)
     self_per_prompt: int = 2  # ... stopping for a prompt once this many of its samples are kept
-    per_cluster: int = 16  # prompts composed per cluster (failing seed prompts first, then recombinations)
+    per_cluster: int = 48  # prompts composed per cluster (failing seed prompts first, then recombinations); 48 (was
+    # 16): the self strategy samples each prompt, and repairs come from 48 answers, not ~3 variants of each of 16
     failing_share: float = 0.5  # share of per_cluster taken from failing seed prompts; the rest pair other seed
     # requests with the cluster's instruction alone (1.0: failing prompts only, while there are enough)
-    max_examples_per_cluster: int = 64  # candidates written per cluster (budget)
+    max_examples_per_cluster: int = 256  # candidates written per cluster (budget); 256 (was 64): the self strategy
+    # keeps about 1 sample in 20, so 64 left it 16 tries once repairs had written 48
     max_calls_per_cluster: int = 256  # teacher (and self: student) calls per cluster (budget)
     max_calls_total: int = 2000  # uncached teacher (and self: student) calls per synth run (budget)
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
-    synth_minutes: float = 20.0  # wall-clock minutes per synth run for the teacher's and the student's samples (budget,
+    synth_minutes: float = 15.0  # wall-clock minutes per synth run for the teacher's and the student's samples (budget,
     # checked between batches of 16 requests, shared equally by the (strategy, cluster) turns left; repairs go on;
     # 0: no limit): what keeps the default nightly within an hour on 2 cores (docs/benchmarks.md, "default
     # nightly's synthesis without a time budget"). A re-run continues where this one stopped (calls are cached)
@@ -56,11 +58,12 @@ class CurateSettings:
     guidance_k: int = 0  # constrained samples per prompt (0: same as k); guided text needs more tries to be fluent
     guidance_few_shot: int = 2  # verified examples shown as demonstrations in guided requests
     fluency_min_alpha: float = 0.6  # share of word-like tokens (evals/quality.py) below which text is not_fluent
-    strategies: tuple = ("repair", "self", "sample")  # how candidates are made, tried in this order per cluster
+    strategies: tuple = ("self", "repair", "sample")  # how candidates are made, tried in this order per cluster
     # until target_per_cluster (curate/synth/strategies.py): repair | self (the student's own samples: on-policy) |
     # constrained | sample | revise (a rewrite of each failing response: for strong teachers). No constrained by
     # default: grammar-forced text is the least on-policy there is, and with the built-in teacher (the student's own
-    # weights, ~5x slower than in-process sampling) it took synthesis time from self; add it for a strong teacher
+    # weights, ~5x slower than in-process sampling) it took synthesis time from self; add it for a strong teacher.
+    # self before repair (2026-12-07 sweep, docs/results.md): on-policy samples first, repairs fill the target
     target_per_cluster: int = 48  # kept (verified, fluent) candidates per cluster after which later strategies are
     # skipped (0: every strategy runs in full). 48, as the demo's recipe: at 16 the repairs alone reached it and the
     # self strategy never ran (default nightly, 2026-12-07: 126 of 128 examples were repairs)
