@@ -1,4 +1,4 @@
-"""python -m curate export [--out PATH] [--replay-fraction F] [--replay-self-share S] — the trainer's training set.
+"""python -m curate export [--out PATH] [--format F] [--push-to-hub REPO] [--replay-fraction F] ... — the training set
 
 Writes data/train/train.jsonl (settings train_out) and train.manifest.json beside it, atomically:
 - every accepted example: `{"id", "origin": "example", "messages": [...prompt messages, assistant response]}`;
@@ -17,6 +17,11 @@ of the accepted examples (the `preference_pairs` view, docs/schema.md) in TRL's 
 (`example_id`, `cluster_id`, `rejected_source` production|teacher, `rejected_id` trace or candidate id). Only
 accepted examples give pairs, so a pair's prompt passed the same dedup, decontamination and review as the SFT set;
 the manifest lists them under `pairs` (path, sha256, count, items with content hashes, train.dpo.pair_hash).
+
+`--format datasets` writes the same set and pairs as a Hugging Face `datasets` folder instead
+(data/train/train-dataset/, splits `sft` and `pairs`, the manifest inside; `--push-to-hub REPO` uploads it);
+`--format openai` as OpenAI fine-tuning JSONL (data/train/train.openai.jsonl + train.openai.pairs.jsonl). See
+curate/formats.py.
 """
 from __future__ import annotations
 
@@ -186,26 +191,46 @@ def _line(it: dict) -> dict:
 def write(items: list[dict], counts: dict, out: Path, replay_fraction: float, prefs: list[dict] = (),
           replay_self_share: float = 0.0) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = _jsonl(_line(it) for it in items)
+    from train.dpo import pairs_path
+    from train.lora_data import manifest_path
+    pairs_out = pairs_path(out)
+    manifest, data, pair_data = _manifest(items, counts, out.name, pairs_out.name, replay_fraction, prefs,
+                                          replay_self_share)
+    _atomic(out, data)
+    _atomic(pairs_out, pair_data)
+    _atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())  # last: it vouches for both files
+    return manifest
+
+
+def _manifest(items: list[dict], counts: dict, name: str, pairs_name: str, replay_fraction: float,
+              prefs: list[dict], replay_self_share: float) -> tuple[dict, bytes, bytes]:
+    """(manifest, the training set's JSONL bytes, pairs.jsonl's bytes): `sha256` is always that of the JSONL, so
+    a `datasets` export of the same set has the same one."""
+    from train.dpo import pair_hash
+    data, pair_data = _jsonl(_line(it) for it in items), _jsonl(prefs)
     manifest = {
-        "path": out.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "path": name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "sha256": hashlib.sha256(data).hexdigest(), "replay_fraction": replay_fraction,
         "replay_self_share": replay_self_share, "counts": counts,
         "items": [{"id": it["id"], "origin": it["origin"], "content_hash": content_hash(it["messages"])}
                   for it in items],
     }
-    from train.dpo import pair_hash, pairs_path
-    from train.lora_data import manifest_path
-    pairs_out, pair_data = pairs_path(out), _jsonl(prefs)
     manifest["pairs"] = {  # always written (maybe empty): a stale pairs file never sits beside a new SFT set
-        "path": pairs_out.name, "sha256": hashlib.sha256(pair_data).hexdigest(), "count": len(prefs),
+        "path": pairs_name, "sha256": hashlib.sha256(pair_data).hexdigest(), "count": len(prefs),
         "items": [{"id": p["id"], "content_hash": pair_hash(p["prompt"], p["chosen"], p["rejected"]),
                    "example_id": p["example_id"], "cluster_id": p["cluster_id"],
                    "rejected_source": p["rejected_source"], "rejected_id": p["rejected_id"]} for p in prefs]}
-    _atomic(out, data)
-    _atomic(pairs_out, pair_data)
-    _atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())  # last: it vouches for both files
-    return manifest
+    return manifest, data, pair_data
+
+
+def write_dataset(items: list[dict], counts: dict, folder: Path, replay_fraction: float, prefs: list[dict] = (),
+                  replay_self_share: float = 0.0) -> dict:
+    """The same set and pairs as a `datasets` folder (curate/formats.py), its manifest inside."""
+    from curate import formats
+    from train.lora_data import PAIRS_SPLIT
+    manifest, _, _ = _manifest(items, counts, folder.name, f"{folder.name}[{PAIRS_SPLIT}]", replay_fraction,
+                               list(prefs), replay_self_share)
+    return formats.write_dataset([_line(it) for it in items], list(prefs), manifest, folder)
 
 
 def _jsonl(rows) -> bytes:
@@ -226,29 +251,87 @@ def _atomic(path: Path, data: bytes) -> None:
         raise
 
 
+FORMATS = ("jsonl", "datasets", "openai")
+
+
+def default_out(train_out: Path, fmt: str) -> Path:
+    """Where each format goes by default, beside settings train_out (data/train/train.jsonl): the JSONL set itself,
+    data/train/train-dataset/, data/train/train.openai.jsonl."""
+    from curate.formats import openai_path
+    stem = train_out.name.removesuffix(".jsonl")
+    return {"jsonl": train_out, "datasets": train_out.with_name(f"{stem}-dataset"),
+            "openai": openai_path(train_out)}[fmt]
+
+
 def export(out: str | None = None, replay_fraction: float | None = None,
-           replay_self_share: float | None = None) -> dict:
+           replay_self_share: float | None = None, fmt: str = "jsonl", push_to_hub: str | None = None,
+           public: bool = False) -> dict:
+    """Build the training set and write it in `fmt` (FORMATS); `push_to_hub` (a `datasets` export only) uploads
+    it as that dataset repo, private unless `public`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if push_to_hub and fmt != "datasets":
+        raise ValueError("--push-to-hub uploads a `datasets` export: use it with --format datasets")
+    from train import hub
+    token = hub.token() if push_to_hub else None  # before the build: no token, no waiting for a set
     s = settings_mod.load("curate", {"replay_fraction": replay_fraction, "replay_self_share": replay_self_share})
-    path = settings_mod.resolve_path(out or s.train_out)
+    path = settings_mod.resolve_path(out) if out else default_out(settings_mod.resolve_path(s.train_out), fmt)
     items, counts, prefs = build(s.replay_fraction, s.replay_self_share, max_examples=s.max_train_examples,
                                  layout_targets=s.layout_targets)
-    return write(items, counts, path, s.replay_fraction, prefs, s.replay_self_share) | {"out": str(path)}
+    if fmt == "openai":
+        from curate.formats import write_openai
+        return write_openai(items, prefs, path) | {"format": fmt, "counts": counts}
+    writer = write_dataset if fmt == "datasets" else write
+    manifest = writer(items, counts, path, s.replay_fraction, prefs, s.replay_self_share)
+    result = manifest | {"out": str(path), "format": fmt}
+    if push_to_hub:
+        from curate.formats import push_dataset
+        result["pushed"] = push_dataset(path, push_to_hub, token, private=not public)
+        result["repo"] = push_to_hub
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m curate export", description=__doc__.split("\n")[0])
-    p.add_argument("--out", help="JSONL path (default: settings train_out)")
+    p.add_argument("--out", help="where to write (default: settings train_out for jsonl; beside it, "
+                                 "<name>-dataset/ for datasets, <name>.openai.jsonl for openai)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="jsonl: the trainer's set, pairs and manifest (default); datasets: the same as a Hugging "
+                        "Face `datasets` folder (splits sft and pairs; `train lora` trains on it too); openai: "
+                        "OpenAI fine-tuning JSONL (messages + tools) and its preference pairs")
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="upload the `datasets` export to this Hub dataset repo (needs HF_TOKEN; implies "
+                        "--format datasets)")
+    p.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default: private)")
     p.add_argument("--replay-fraction", type=float, help="share of replayed seed traffic (settings replay_fraction)")
     p.add_argument("--replay-self-share", type=float,
                    help="share of the replay rows that are the base's own answers (settings replay_self_share)")
     args = p.parse_args(argv)
-    m = export(args.out, args.replay_fraction, args.replay_self_share)
+    fmt = args.format or ("datasets" if args.push_to_hub else "jsonl")
+    if args.push_to_hub and fmt != "datasets":
+        p.error("--push-to-hub uploads a `datasets` export: use it with --format datasets")
+    from train.hub import HubError
+    try:
+        m = export(args.out, args.replay_fraction, args.replay_self_share, fmt, args.push_to_hub, args.public)
+    except (HubError, FileExistsError) as e:
+        from rich.markup import escape
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        return 2
     c = m["counts"]
-    of = f" (of {c['accepted']}: max_train_examples)" if c["accepted"] > c["example"] else ""
-    Console().print(f"wrote {m['out']}: {c['example']} accepted example(s){of} + {c['replay']} replay "
-                    f"(of {c['replay_available']} passing seed traces) + {c['self']} self-distilled (of "
-                    f"{c['self_available']} instruction-free seed requests), {c['pairs']} preference pair(s) in "
-                    f"{m['pairs']['path']}; manifest beside it")
+    if fmt == "openai":
+        Console().print(f"wrote {m['out']}: {m['lines']} conversation(s) ({m['with_tools']} with tools) and "
+                        f"{m['pairs']} preference pair(s) in {m['pairs_out']}, OpenAI fine-tuning format"
+                        + (f"; {m['text_only']} line(s) whose request's tool turns do not form a valid sequence "
+                           "carry the training set's text turns only" if m["text_only"] else ""), highlight=False)
+    else:
+        of = f" (of {c['accepted']}: max_train_examples)" if c["accepted"] > c["example"] else ""
+        Console().print(f"wrote {m['out']}: {c['example']} accepted example(s){of} + {c['replay']} replay "
+                        f"(of {c['replay_available']} passing seed traces) + {c['self']} self-distilled (of "
+                        f"{c['self_available']} instruction-free seed requests), {c['pairs']} preference pair(s) in "
+                        f"{m['pairs']['path']}; manifest " + ("inside" if fmt == "datasets" else "beside it"))
+    if m.get("pushed"):
+        Console().print(f"pushed to https://huggingface.co/datasets/{m['repo']}: config(s) {', '.join(m['pushed'])}"
+                        f" ({'public' if args.public else 'private'})", highlight=False)
     if c["example"] == 0:
         Console(stderr=True).print("[yellow]warning:[/] no accepted examples (run synth, filter, accept or review)")
     return 0

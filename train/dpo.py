@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train import trainer as shared
-from train.lora_data import TrainingSetError, canonical, digest, item_id, json_object, messages, read_lines
+from train.lora_data import (PAIRS_SPLIT, TrainingSetError, canonical, dataset_rows, digest, item_id, json_object,
+                              messages, read_lines)
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,11 @@ class Pair:
 # ---------- files ----------
 
 def pairs_path(training_set: str | Path) -> Path:
-    """data/train/train.jsonl -> data/train/pairs.jsonl; data/x/foo.jsonl -> data/x/foo.pairs.jsonl"""
+    """data/train/train.jsonl -> data/train/pairs.jsonl; data/x/foo.jsonl -> data/x/foo.pairs.jsonl; a `datasets`
+    folder holds its pairs itself (its `pairs` split)."""
     path = Path(training_set)
+    if path.is_dir():
+        return path
     name = path.name.removesuffix(".jsonl")
     return path.with_name("pairs.jsonl" if name == "train" else f"{name}.pairs.jsonl")
 
@@ -58,12 +62,13 @@ def pair_hash(prompt: list, chosen: list, rejected: list) -> str:
 
 
 def read_pairs(path: str | Path, manifest: Path | None = None) -> list[Pair]:
-    """Read and validate pairs.jsonl; bad input names the file, line and field."""
+    """Read and validate pairs.jsonl (or a `datasets` folder's `pairs` split); bad input names the file, line and
+    field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"preference pairs {path} do not exist (`make export` writes them beside the "
                                 "training set)")
-    pairs = read_lines(path, _parse_pair)
+    pairs = read_lines(path, _parse_pair, PAIRS_SPLIT)
     if not pairs:
         raise TrainingSetError(f"{path}: no preference pairs (no verified candidate has a failing response to "
                                "its prompt among the accepted examples): use --method sft")
@@ -71,14 +76,18 @@ def read_pairs(path: str | Path, manifest: Path | None = None) -> list[Pair]:
 
 
 def paired_examples(path: Path) -> set[str]:
-    """The example ids (lineage field `example_id`) that have at least one pair in pairs.jsonl."""
-    with path.open(encoding="utf-8") as f:
-        rows = [json_object(line, f"{path}:{i}") for i, line in enumerate(f, 1) if line.strip()]
+    """The example ids (lineage field `example_id`) that have at least one pair in pairs.jsonl (or a `datasets`
+    folder's `pairs` split)."""
+    if path.is_dir():
+        rows = [row for _, row in dataset_rows(path, PAIRS_SPLIT)]
+    else:
+        with path.open(encoding="utf-8") as f:
+            rows = [json_object(line, f"{path}:{i}") for i, line in enumerate(f, 1) if line.strip()]
     return {str(r["example_id"]) for r in rows if r.get("example_id")}
 
 
-def _parse_pair(line: str, where: str) -> Pair:
-    row = json_object(line, where)
+def _parse_pair(line, where: str) -> Pair:
+    row = line if isinstance(line, dict) else json_object(line, where)  # a `datasets` row, or a JSONL line
     pid = item_id(row, where)
     prompt = messages(row, "prompt", where)
     if prompt[-1]["role"] != "user":
@@ -116,8 +125,10 @@ def build_trainer(plan, base_folder: Path, out_dir: Path, sets, callbacks=(), pr
     warnings.filterwarnings("ignore", category=FutureWarning,
                             message=r"`(gradient_checkpointing_(en|dis)able|is_gradient_checkpointing)` is deprecated")
     # ref_model=None + peft_config: TRL wraps the base itself and uses it, adapter disabled, as the reference
+    from train.lora_runs import tmp_dir
+    log_dir = tmp_dir(plan.adapters_dir, plan.run_id) / "tensorboard" / "dpo"  # train.lora.TENSORBOARD
     trainer, guard, recorder = shared.build(DPOTrainer, dpo_config, plan.settings, base_folder, out_dir, sets,
-                                            _dataset, callbacks, progress, ref_model=None)
+                                            _dataset, callbacks, progress, log_dir=log_dir, ref_model=None)
     if init_adapter is not None:
         load_adapter_weights(trainer.model, Path(init_adapter))
     return trainer, guard, recorder

@@ -1,4 +1,4 @@
-"""python -m train export ADAPTER [--out DIR] [--merge]
+"""python -m train export ADAPTER [--out DIR] [--merge] [--push-to-hub REPO [--base-model HUB_ID] [--public]]
 
 Writes a trained adapter (a folder, or a run id under adapters/) for serving:
   - default: standard PEFT form, adapter_config.json + adapter_model.safetensors (+ mend_adapter.json), with
@@ -7,6 +7,9 @@ Writes a trained adapter (a folder, or a run id under adapters/) for serving:
   - --merge: the base with the adapter merged in (merge_and_unload), a full-weight HF folder with the tokenizer,
     servable by anything that loads a plain model (vLLM, `transformers serve`, llama.cpp's converter).
 Default output: data/exports/<name>[-merged]. Written to a temporary folder and renamed, so never half-written.
+--push-to-hub REPO then uploads that folder as a Hub model repo (private unless --public; needs HF_TOKEN), with a
+model card (README.md) and, in PEFT form, `base_model_name_or_path` set to the base's Hub id (--base-model; known
+for the embedded student and for a base given as a Hub id) instead of the local folder.
 """
 from __future__ import annotations
 
@@ -32,22 +35,68 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="output folder (default data/exports/<name>[-merged])")
     p.add_argument("--merge", action="store_true", help="write full weights with the adapter merged in")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload the exported folder to this Hub model repo "
+                                                          "(needs HF_TOKEN)")
+    p.add_argument("--base-model", metavar="HUB_ID", help="with --push-to-hub: the base model's Hub id, written "
+                                                           "into the pushed adapter_config.json and model card")
+    p.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default: private)")
     args = p.parse_args(argv)
     from rich.console import Console
+    from rich.markup import escape
+
+    from train.hub import HubError
     source = find_adapter(args.adapter)
     out = resolve_path(args.out) if args.out else \
         resolve_path(f"data/exports/{source.name}{'-merged' if args.merge else ''}")
     from train.models import ModelError
     console = Console()
     try:
+        # every check of a push before the export: no token or no base id, and nothing is written
+        push = push_plan(source, args.push_to_hub, args.base_model, args.merge) if args.push_to_hub else None
         with console.status(f"{'merging' if args.merge else 'exporting'} {source.name}"):
             written = export_merged(source, out, args.force) if args.merge else export_peft(source, out, args.force)
-    except (ExportError, ModelError, FileExistsError) as e:  # a wrong adapter or an existing output: one line
-        from rich.markup import escape
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        console.print(f"[green]ok[/] {written}")
+        if push:
+            with console.status(f"pushing {written.name} to {args.push_to_hub}"):
+                url = push_to_hub(written, args.push_to_hub, push, args.merge, private=not args.public)
+            console.print(f"[green]pushed[/] {url} ({'public' if args.public else 'private'})", highlight=False)
+    except (ExportError, ModelError, FileExistsError, HubError) as e:  # a wrong adapter, an existing output, no
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False)  # token: one line
         return 2
-    console.print(f"[green]ok[/] {written}")
     return 0
+
+
+def push_plan(adapter: Path, repo_id: str, base_model: str | None, merged: bool) -> dict:
+    """What a push needs, checked before anything is exported: the token and the base's Hub id (a PEFT adapter is
+    useless on the Hub without one; merged weights name it in their card only)."""
+    from train import hub
+    tok = hub.token()
+    base_ref = str(base_of(adapter))
+    base_id = base_model or hub.hub_base_id(base_ref)
+    if base_id is None and not merged:
+        raise ExportError(f"the adapter's base {base_ref!r} is a local folder: name its Hub id with --base-model "
+                          f"(what loaders of {repo_id} will download), or push full weights with --merge")
+    from train.models import read_adapter_manifest
+    manifest = read_adapter_manifest(adapter) or {}
+    info = {"base (mend ref)": base_ref, "run id": manifest.get("run_id"),
+            "base fingerprint": manifest.get("base_fingerprint"),
+            "training set hash": manifest.get("training_set_hash")}
+    return {"token": tok, "base_ref": base_ref, "base_id": base_id, "info": info}
+
+
+def push_to_hub(folder: Path, repo_id: str, push: dict, merged: bool, private: bool = True) -> str:
+    """Upload an exported folder (train.hub.push_folder) with a model card; in PEFT form its adapter_config.json
+    names the base by Hub id in the upload (the local export keeps the local folder)."""
+    from train import hub
+
+    def edit(staging: Path) -> None:
+        if not merged:
+            config = json.loads((staging / "adapter_config.json").read_text())
+            config["base_model_name_or_path"] = push["base_id"]
+            (staging / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (staging / "README.md").write_text(hub.model_card(repo_id, push["base_id"], merged, push["base_ref"],
+                                                                 push["info"]))
+    return hub.push_folder(folder, repo_id, push["token"], private=private, edit=edit)
 
 
 def find_adapter(ref: str) -> Path:

@@ -25,12 +25,13 @@ from pathlib import Path
 
 from traces.settings import SettingsError, as_dict, load_with_sources, resolve_path
 from train import dpo, lora_data, lora_runs
-from train.trainer import build, device_plan, finish_metrics, trainer_args
+from train.trainer import build, check_report_to, close_loggers, device_plan, finish_metrics, trainer_args
 
 # the one place that dispatches on the method: train/dpo.py knows DPO only and never imports this module
 METHODS = {"sft": ("sft",), "dpo": ("dpo",), "sft+dpo": ("sft", "dpo")}
 SFT_DONE = "sft-adapter"  # in the run folder: the finished SFT phase of sft+dpo (adapter + its metrics)
 DPO_DIR = "dpo"  # in the run folder: the DPO phase's checkpoints in sft+dpo
+TENSORBOARD = "tensorboard"  # in the run folder, then the adapter folder: report_to="tensorboard"'s <phase>/ events
 
 
 class TrainingFailed(RuntimeError):
@@ -138,7 +139,7 @@ def resolve_method(s, training_set: Path):
         return s
     pairs = dpo.pairs_path(training_set)
     examples = {x.id for x in lora_data.read_training_set(training_set) if x.origin == "example"}
-    paired = (dpo.paired_examples(pairs) & examples) if pairs.is_file() else set()
+    paired = (dpo.paired_examples(pairs) & examples) if pairs.exists() else set()
     method = "dpo" if examples and len(paired) >= len(examples) / 2 else "sft"
     if is_main_process():
         from rich.console import Console
@@ -158,6 +159,7 @@ def check_settings(s) -> None:
         raise SettingsError("val_fraction and warmup_ratio must be in [0, 1)")
     if s.lora_r < 1 or s.batch_size_train < 1 or s.grad_accum < 1 or s.max_length < 16 or s.save_steps < 1:
         raise SettingsError("lora_r, batch_size_train, grad_accum, save_steps must be >= 1 and max_length >= 16")
+    check_report_to(s)
 
 
 def check_method(method: str) -> None:
@@ -323,7 +325,14 @@ def build_trainer(plan: Plan, base_folder: Path, tmp: Path, callbacks=(), progre
     from trl import SFTTrainer
     s = plan.settings
     sets = sets if sets is not None else lora_data.split(plan.examples, s.val_fraction, s.seed)
-    return build(SFTTrainer, sft_config, s, base_folder, tmp, sets, _dataset, callbacks, progress)
+    return build(SFTTrainer, sft_config, s, base_folder, tmp, sets, _dataset, callbacks, progress,
+                 log_dir=log_dir(plan, "sft"))
+
+
+def log_dir(plan: Plan, phase: str) -> Path:
+    """Where a phase's TensorBoard events go while training: the run folder's tensorboard/<phase>/ (published with
+    the adapter)."""
+    return lora_runs.tmp_dir(plan.adapters_dir, plan.run_id) / TENSORBOARD / phase
 
 
 def _dataset(examples):
@@ -357,6 +366,9 @@ def publish(plan: Plan, trainer, tmp: Path, base_folder: Path, metrics: dict) ->
     train_set, val_set = lora_data.split(plan.examples, plan.settings.val_fraction, plan.settings.seed)
     lora_data.write_manifest(out / "manifest.json", plan.examples, train_set, val_set)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    close_loggers(trainer)
+    if (tmp / TENSORBOARD).is_dir():  # report_to="tensorboard": the events stay with the adapter
+        shutil.move(str(tmp / TENSORBOARD), str(out / TENSORBOARD))
     lora_runs.publish(tmp, plan.final_dir)
     lora_runs.db_finish(plan.run_id, "complete", metrics=metrics, adapter_path=plan.final_dir,
                         adapter_hash=adapter_hash(plan.final_dir))

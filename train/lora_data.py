@@ -3,6 +3,11 @@
 Input is what `make export` (curate's export) writes: OpenAI chat JSONL, one
 `{"messages": [...], "id": ..., "origin": "example"|"replay"}` per line, and `<name>.manifest.json` beside it
 (ids, content hashes, origins). Bad input fails with the file, line and field.
+
+Or the same set as a Hugging Face `datasets` folder (`curate export --format datasets`: `save_to_disk` of a
+DatasetDict whose `sft` split holds those rows and whose `pairs` split holds the preference pairs, with the
+manifest inside as `manifest.json`); a row is then named `folder[split]:row` (1-based) in errors. A folder holding
+one plain Dataset is read as the `sft` split.
 """
 from __future__ import annotations
 
@@ -42,34 +47,62 @@ def content_hash(messages: list) -> str:
     return digest(canonical(messages))
 
 
+DATASET_MANIFEST = "manifest.json"  # inside a `datasets` folder
+SFT_SPLIT, PAIRS_SPLIT = "sft", "pairs"  # the splits of a `datasets` folder
+
+
 def manifest_path(path: Path) -> Path:
-    """data/train/train.jsonl -> data/train/train.manifest.json"""
+    """data/train/train.jsonl -> data/train/train.manifest.json; a `datasets` folder -> folder/manifest.json"""
+    path = Path(path)
+    if path.is_dir():
+        return path / DATASET_MANIFEST
     return path.with_name(path.name.removesuffix(".jsonl") + ".manifest.json")
 
 
 def read_training_set(path: str | Path) -> list[Example]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"training set {path} does not exist (write it with `make export`)")
-    examples = read_lines(path, _parse_line)
+    examples = read_lines(path, _parse_row) if path.is_dir() else read_lines(path, _parse_line)
     if not examples:
         raise TrainingSetError(f"{path}: the training set is empty")
     return _apply_manifest(examples, manifest_path(path))
 
 
-def read_lines(path: Path, parse) -> list:
-    """Each non-blank line of a JSONL file through `parse(line, "file:line")`; ids must be unique in the file."""
+def read_lines(path: Path, parse, split: str = SFT_SPLIT) -> list:
+    """Each non-blank line of a JSONL file through `parse(line, "file:line")`, or each row of a `datasets` folder's
+    `split` through `parse(row, "folder[split]:row")`; ids must be unique in the file."""
     items, seen = [], set()
+    rows = dataset_rows(path, split) if path.is_dir() else _file_lines(path)
+    for where, line in rows:
+        item = parse(line, where)
+        if item.id in seen:
+            raise TrainingSetError(f"{where}: field 'id': duplicate id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
+    return items
+
+
+def _file_lines(path: Path):
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = parse(line, f"{path}:{lineno}")
-            if item.id in seen:
-                raise TrainingSetError(f"{path}:{lineno}: field 'id': duplicate id {item.id!r}")
-            seen.add(item.id)
-            items.append(item)
-    return items
+            if line.strip():
+                yield f"{path}:{lineno}", line
+
+
+def dataset_rows(folder: Path, split: str):
+    """(where, row dict) of one split of a `datasets.save_to_disk` folder; nothing when it has no such split."""
+    from datasets import Dataset, load_from_disk
+    try:
+        data = load_from_disk(str(folder))
+    except FileNotFoundError as e:
+        raise TrainingSetError(f"{folder}: not a `datasets` folder (datasets.load_from_disk: {e})") from None
+    if isinstance(data, Dataset):  # one plain dataset: the SFT rows
+        data = {SFT_SPLIT: data}
+    if split not in data:
+        return
+    for i, row in enumerate(data[split], 1):
+        yield f"{folder}[{split}]:{i}", row
 
 
 def json_object(line: str, where: str) -> dict:
@@ -84,12 +117,16 @@ def json_object(line: str, where: str) -> dict:
 
 
 def _parse_line(line: str, where: str) -> Example:
-    row = json_object(line, where)
+    return _parse_row(json_object(line, where), where)
+
+
+def _parse_row(row: dict, where: str) -> Example:
     msgs = messages(row, "messages", where)
     if not any(m["role"] == "assistant" for m in msgs):
         raise TrainingSetError(f"{where}: field 'messages': no assistant turn to learn from")
     ex_id = item_id(row, where)
-    origin = row.get("origin", "example")
+    origin = row.get("origin")
+    origin = "example" if origin is None else origin  # a `datasets` row has every column: None where a line has none
     if origin not in ORIGINS:
         raise TrainingSetError(f"{where}: field 'origin': {origin!r} is not one of {sorted(ORIGINS)}")
     return Example(ex_id, origin, msgs, content_hash(msgs))

@@ -20,7 +20,8 @@ PREFERENCE_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "log
 # reference, and a falling logps/chosen is likelihood displacement (the chosen answers made less likely too)
 
 # settings that do not change what is trained (so a resume with a different value is still the same run)
-_NOT_IDENTITY = {"max_new_tokens", "batch_size", "adapters_dir", "training_set", "num_processes", "cpu_threads"}
+_NOT_IDENTITY = {"max_new_tokens", "batch_size", "adapters_dir", "training_set", "num_processes", "cpu_threads",
+                 "report_to"}
 
 
 def settings_hash(settings) -> str:

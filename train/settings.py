@@ -51,3 +51,6 @@ class TrainSettings:
     num_processes: int = 0  # with >1 visible GPU, re-run through `accelerate launch` with this many (0 = one per GPU)
     fsdp: bool = False  # with `accelerate launch`: shard with FSDP instead of plain data parallel
     cpu_threads: int = 0  # torch threads when training on CPU (0 = torch's default); 1 can beat 2 on a busy machine
+    report_to: str = "none"  # where the trainer also logs its loss and learning rate: "none" | "tensorboard" (event
+    # files in the adapter folder's tensorboard/<phase>/: `tensorboard --logdir adapters`) | any other integration of
+    # transformers' `report_to` (wandb, mlflow, ...; its package installed), several comma-separated

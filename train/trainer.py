@@ -102,7 +102,7 @@ def lora_config(s):
 def trainer_args(s, out_dir: Path, dev: dict, has_val: bool) -> dict:
     """The TrainingArguments SFT and DPO share: device, batching, schedule, logging, checkpoints, evaluation."""
     return dict(
-        output_dir=str(out_dir), seed=s.seed, data_seed=s.seed, report_to="none", disable_tqdm=True,
+        output_dir=str(out_dir), seed=s.seed, data_seed=s.seed, report_to=report_to(s), disable_tqdm=True,
         log_level="warning", use_cpu=not dev["cuda"], bf16=dev["bf16"], fp16=False,
         per_device_train_batch_size=s.batch_size_train, per_device_eval_batch_size=s.batch_size_train,
         gradient_accumulation_steps=s.grad_accum, activation_checkpointing=s.gradient_checkpointing,
@@ -118,14 +118,41 @@ def trainer_args(s, out_dir: Path, dev: dict, has_val: bool) -> dict:
     )
 
 
+def report_to(s) -> str | list[str]:
+    """The report_to setting as transformers takes it: "none", or the list of integrations."""
+    names = [n.strip() for n in s.report_to.split(",") if n.strip()]
+    return "none" if names in ([], ["none"]) else names
+
+
+def check_report_to(s) -> None:
+    """Refuse before any model loads: "none" mixed with others, TensorBoard without its package."""
+    import importlib.util
+    names = [n.strip() for n in s.report_to.split(",") if n.strip()]
+    if "none" in names and len(names) > 1:
+        raise SettingsError(f"report_to={s.report_to!r}: 'none' cannot be combined with other integrations")
+    if "tensorboard" in names and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise SettingsError("report_to='tensorboard' needs the tensorboard package: pip install tensorboard "
+                            "(`make setup` installs it)")
+
+
+def close_loggers(trainer) -> None:
+    """Close the TensorBoard writer (an evaluation after training opens it again) so every event is on disk."""
+    for cb in trainer.callback_handler.callbacks:
+        writer = getattr(cb, "tb_writer", None)
+        if writer is not None:
+            writer.close()
+            cb.tb_writer = None
+
+
 # ---------- the trainer ----------
 
 def build(trainer_cls, config, s, base_folder: Path, out_dir: Path, sets, to_dataset, callbacks=(), progress=True,
-          **extra):
+          log_dir: Path | None = None, **extra):
     """A TRL trainer (SFTTrainer, DPOTrainer) on the base + a fresh LoRA adapter, with our callbacks.
 
     `config(s, out_dir, dev, has_val)` makes its TRL config, `to_dataset(items)` its dataset; `sets` is the
-    (train, validation) split. Returns (trainer, NaN guard, metrics recorder)."""
+    (train, validation) split; `log_dir` is where report_to="tensorboard" writes its event files (unless
+    TENSORBOARD_LOGGING_DIR says otherwise). Returns (trainer, NaN guard, metrics recorder)."""
     import datasets
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     if s.cpu_threads > 0:
@@ -142,6 +169,9 @@ def build(trainer_cls, config, s, base_folder: Path, out_dir: Path, sets, to_dat
                           callbacks=cbs, **extra)
     for cb in (PrinterCallback, ProgressCallback):  # our rich bar replaces them
         trainer.remove_callback(cb)
+    for cb in trainer.callback_handler.callbacks:  # transformers' default: output_dir/runs/<date>_<host>
+        if type(cb).__name__ == "TensorBoardCallback" and cb.logging_dir is None and log_dir is not None:
+            cb.logging_dir = str(log_dir)
     return trainer, guard, recorder
 
 
