@@ -19,7 +19,9 @@ MAX_LINES = 500
 # +40: issue 25, a stage's failed COMMIT named (traces.store.write_failed, in evals run and curate synth) and PII
 # redaction of addresses separated only by backslashes.
 # +300: issue 26, the `llm logs --json` and Langfuse readers (traces/llm_logs.py, traces/langfuse.py, traces/records.py).
-TOTAL_BUDGET = 17_440
+# +600: issue 26 item 6, formats out: `datasets` and OpenAI fine-tuning exports (curate/formats.py), Hub pushes
+# (train/hub.py), report_to, and the trainer reading a `datasets` folder.
+TOTAL_BUDGET = 18_040
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
