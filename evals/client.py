@@ -90,12 +90,25 @@ def create_kwargs(request: dict, model: str) -> dict:
     return {**out, "model": model}
 
 
+# Where a user changes each client's endpoint, opt-in and key (named in every error about them).
+SETTINGS = {
+    "teacher": {"url": "[tool.mend.curate] teacher_url (\"local\": the built-in teacher, no server needed)",
+                "remote": "[tool.mend.curate] teacher_allow_remote = true", "key": "[tool.mend.curate] teacher_api_key_env"},
+    "judge": {"url": "[tool.mend.evals] judge_base_url", "remote": "[tool.mend.evals] allow_remote = true",
+              "key": "[tool.mend.evals] judge_api_key_env"},
+}
+
+
+def setting(purpose: str, what: str) -> str:
+    return SETTINGS.get(purpose, SETTINGS["judge"])[what]
+
+
 class Client:
     def __init__(self, base_url: str, model: str, *, purpose: str = "teacher", api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, max_retries: int = 3, timeout_s: float = 120.0, allow_remote: bool = False,
                  prices: dict | None = None, db: str | None = None, rpm: int = 0, tpm: int = 0):
         if not base_url:
-            raise EndpointError(f"no endpoint configured for the {purpose} (base_url is empty)")
+            raise EndpointError(f"no endpoint configured for the {purpose}: set {setting(purpose, 'url')}")
         self.base_url, self.model, self.purpose = base_url.rstrip("/"), model, purpose
         self.endpoint = scrub_text(self.base_url)  # as shown and stored: a password in the URL never is
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
@@ -120,8 +133,8 @@ class Client:
         if not is_loopback(self.base_url) and not allow_remote:
             raise RemoteNotAllowed(
                 f"refusing to send trace content to the non-loopback endpoint {self.endpoint} ({self.purpose}): "
-                "traces can hold customer data. Set `allow_remote = true` in [tool.mend.evals] "
-                "(or MEND_EVALS_ALLOW_REMOTE=1) if this endpoint may receive them.")
+                f"traces can hold customer data. Set {setting(self.purpose, 'remote')} if this endpoint may "
+                "receive them.")
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -129,7 +142,8 @@ class Client:
             return key
         if is_loopback(self.base_url):
             return "unused-local-key"  # local servers ignore it; the openai client insists on one
-        raise EndpointError(f"no API key for {self.endpoint}: set the environment variable {self.api_key_env}")
+        raise EndpointError(f"no API key for {self.endpoint}: set the environment variable {self.api_key_env} "
+                            f"(its name is {setting(self.purpose, 'key')})")
 
     def check_endpoint(self, timeout_s: float = 10.0) -> None:
         """Fail early with a clear message when the endpoint is unreachable or rejects the key."""
@@ -145,7 +159,8 @@ class Client:
             return  # reachable; some servers simply do not list models
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             raise EndpointError(f"cannot reach the {self.purpose} endpoint {self.endpoint}: "
-                                f"{type(e).__name__}. Is the server running?") from None
+                                f"{type(e).__name__}. Is the server running? If not, change "
+                                f"{setting(self.purpose, 'url')}") from None
         except openai.APIStatusError as e:
             raise EndpointError(f"{self.endpoint} answered {e.status_code} to GET /models") from None
         finally:

@@ -78,6 +78,22 @@ def test_remote_endpoint_refused_without_opt_in():
     Client("https://api.example.com/v1", "gpt", allow_remote=True)  # explicit opt-in accepted
 
 
+def test_every_endpoint_error_names_the_setting_to_change(monkeypatch):
+    """A user meets these first in their own folder: each names the setting that fixes it, per client."""
+    with pytest.raises(RemoteNotAllowed, match=r"\[tool.mend.curate\] teacher_allow_remote"):
+        Client("https://api.example.com/v1", "gpt", purpose="teacher")
+    with pytest.raises(RemoteNotAllowed, match=r"\[tool.mend.evals\] allow_remote"):
+        Client("https://api.example.com/v1", "gpt", purpose="judge")
+    with pytest.raises(EndpointError, match=r"\[tool.mend.evals\] judge_base_url"):
+        Client("", "m", purpose="judge")
+    with pytest.raises(EndpointError, match=r"teacher_url.*built-in teacher"):
+        Client("http://127.0.0.1:9/v1", "m", purpose="teacher").check_endpoint(timeout_s=1)
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(EndpointError, match=r"NO_SUCH_KEY_VAR.*teacher_api_key_env"):
+        Client("https://api.example.com/v1", "m", purpose="teacher", api_key_env="NO_SUCH_KEY_VAR",
+               allow_remote=True)._api_key()
+
+
 def test_key_sent_but_never_stored(stub, monkeypatch):
     secret = "sk-test-SECRET-0123456789abcdef"
     monkeypatch.setenv("MY_KEY", secret)
