@@ -48,6 +48,18 @@ def test_unreachable_remote_teacher_fails(monkeypatch):
     assert check.status == doctor.FAIL and "teacher_url" in check.fix
 
 
+def test_advice_outside_a_checkout_names_commands_that_exist_there(monkeypatch, tmp_path):
+    """In a user's own folder (MEND_HOME, no mend Makefile) `make teacher` or `make ingest` do not exist."""
+    monkeypatch.setenv("MEND_CURATE_TEACHER_URL", "http://127.0.0.1:9/v1")
+    assert "make teacher" in doctor.check_teacher().fix  # this checkout has the target
+    (tmp_path / "pyproject.toml").write_text("[tool.mend.curate]\n")
+    monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    monkeypatch.setenv("MEND_DB", str(tmp_path / "mend.duckdb"))
+    fixes = [doctor.check_teacher().fix, doctor.check_database().fix]
+    assert not any("make " in f for f in fixes), fixes
+    assert "built-in teacher" in fixes[0] and "python -m traces ingest" in fixes[1]
+
+
 def test_reachable_teacher_ok(monkeypatch):
     import http.server
     import threading

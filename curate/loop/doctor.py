@@ -27,6 +27,22 @@ STUDENT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generati
 MIN_FREE_GB = 5.0
 
 
+def command(target: str, plain: str) -> str:
+    """`make <target>` in a checkout of mend (its Makefile has the target), else the command that works in a user's
+    own folder (MEND_HOME without mend's Makefile): advice must run where the user is."""
+    makefile = settings.project_root() / "Makefile"
+    try:
+        if f"\n{target}:" in "\n" + makefile.read_text(errors="replace"):
+            return f"make {target}"
+    except OSError:
+        pass
+    return plain
+
+
+def _setup(plain: str) -> str:
+    return f"make setup ({plain})" if command("setup", "") else plain
+
+
 @dataclass
 class Check:
     name: str
@@ -38,7 +54,7 @@ class Check:
 def check_wheel(package: str, dist: str) -> Check:
     spec = importlib.util.find_spec(package)  # locate only: importing these wheels prints or needs missing deps
     if spec is None or not spec.submodule_search_locations:
-        return Check(f"wheel {dist}", FAIL, "not installed", f"make setup (pip install --no-deps {dist})")
+        return Check(f"wheel {dist}", FAIL, "not installed", _setup(f"pip install --no-deps {dist}"))
     return Check(f"wheel {dist}", OK, str(list(spec.submodule_search_locations)[0]))
 
 
@@ -54,17 +70,17 @@ def check_student() -> Check:
 def check_database() -> Check:
     path = settings.db_path()
     if not path.exists():
-        return Check("database", WARN, f"{path} does not exist yet", "make ingest (or any stage) creates it")
+        return Check("database", WARN, f"{path} does not exist yet", f"{command('ingest', 'python -m traces ingest')} (or any stage) creates it")
     try:
         with store.connect(read_only=True, timeout_s=2.0, migrate=False) as con:  # report, never change
             missing = pending(con)
     except store.StoreBusy as e:
         return Check("database", WARN, str(e), "wait for the running mend command")
     except Exception as e:  # a corrupt or foreign file: say what it is
-        return Check("database", FAIL, f"{path}: {e}", "move the file away; `make ingest` recreates it")
+        return Check("database", FAIL, f"{path}: {e}", f"move the file away; `{command('ingest', 'python -m traces ingest')}` recreates it")
     if missing:
         return Check("database", WARN, f"{path}: {len(missing)} migration(s) pending ({', '.join(missing)})",
-                     "any writing command applies them (e.g. make ingest)")
+                     f"any writing command applies them (e.g. {command('ingest', 'python -m traces ingest')})")
     return Check("database", OK, f"{path} at {latest()}")
 
 
@@ -96,7 +112,8 @@ def _probe(url: str) -> Check:
                      "check teacher_url (an OpenAI-compatible server may not serve /health)")
     except (urllib.error.URLError, OSError) as e:
         return Check("teacher", FAIL, f"GET {url}: {getattr(e, 'reason', e)}",
-                     "start the teacher (make teacher) or fix [tool.mend.curate] teacher_url")
+                     f"start the teacher ({command('teacher', 'your server')}) or fix [tool.mend.curate] teacher_url "
+                     "(\"local\": the built-in teacher, started on demand)")
 
 
 def check_disk() -> Check:
@@ -111,7 +128,7 @@ def check_disk() -> Check:
 
 def check_torch() -> list[Check]:
     if importlib.util.find_spec("torch") is None:
-        return [Check("torch", FAIL, "not installed", "make setup")]
+        return [Check("torch", FAIL, "not installed", _setup("pip install mend's dependencies (pyproject.toml)"))]
     import torch
     out = [Check("torch", OK, torch.__version__)]
     if torch.cuda.is_available():
