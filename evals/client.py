@@ -93,7 +93,8 @@ def create_kwargs(request: dict, model: str) -> dict:
 # Where a user changes each client's endpoint, opt-in and key (named in every error about them).
 SETTINGS = {
     "teacher": {"url": "[tool.mend.curate] teacher_url (\"local\": the built-in teacher, no server needed)",
-                "remote": "[tool.mend.curate] teacher_allow_remote = true", "key": "[tool.mend.curate] teacher_api_key_env"},
+                "remote": "[tool.mend.curate] teacher_allow_remote = true",
+                "key": "[tool.mend.curate] teacher_api_key_env"},
     "judge": {"url": "[tool.mend.evals] judge_base_url", "remote": "[tool.mend.evals] allow_remote = true",
               "key": "[tool.mend.evals] judge_api_key_env"},
 }

@@ -21,7 +21,8 @@ MAX_LINES = 500
 # +300: issue 26, the `llm logs --json` and Langfuse readers (traces/llm_logs.py, traces/langfuse.py, traces/records.py).
 # +600: issue 26 item 6, formats out: `datasets` and OpenAI fine-tuning exports (curate/formats.py), Hub pushes
 # (train/hub.py), report_to, and the trainer reading a `datasets` folder.
-TOTAL_BUDGET = 18_040
+# +30: issue 26 item 2, errors and doctor advice that name the setting or command that works where the user is.
+TOTAL_BUDGET = 18_070
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -39,6 +39,10 @@ def command(target: str, plain: str) -> str:
     return plain
 
 
+def _ingest() -> str:
+    return command("ingest", "python -m traces ingest")
+
+
 def _setup(plain: str) -> str:
     return f"make setup ({plain})" if command("setup", "") else plain
 
@@ -70,17 +74,17 @@ def check_student() -> Check:
 def check_database() -> Check:
     path = settings.db_path()
     if not path.exists():
-        return Check("database", WARN, f"{path} does not exist yet", f"{command('ingest', 'python -m traces ingest')} (or any stage) creates it")
+        return Check("database", WARN, f"{path} does not exist yet", f"{_ingest()} (or any stage) creates it")
     try:
         with store.connect(read_only=True, timeout_s=2.0, migrate=False) as con:  # report, never change
             missing = pending(con)
     except store.StoreBusy as e:
         return Check("database", WARN, str(e), "wait for the running mend command")
     except Exception as e:  # a corrupt or foreign file: say what it is
-        return Check("database", FAIL, f"{path}: {e}", f"move the file away; `{command('ingest', 'python -m traces ingest')}` recreates it")
+        return Check("database", FAIL, f"{path}: {e}", f"move the file away; `{_ingest()}` recreates it")
     if missing:
         return Check("database", WARN, f"{path}: {len(missing)} migration(s) pending ({', '.join(missing)})",
-                     f"any writing command applies them (e.g. {command('ingest', 'python -m traces ingest')})")
+                     f"any writing command applies them (e.g. {_ingest()})")
     return Check("database", OK, f"{path} at {latest()}")
 
 
