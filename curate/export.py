@@ -30,13 +30,12 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
 from traces import settings as settings_mod
+from curate.formats import _atomic, _jsonl  # the one atomic writer of curate's files
 from traces import store
 
 
@@ -231,24 +230,6 @@ def write_dataset(items: list[dict], counts: dict, folder: Path, replay_fraction
     manifest, _, _ = _manifest(items, counts, folder.name, f"{folder.name}[{PAIRS_SPLIT}]", replay_fraction,
                                list(prefs), replay_self_share)
     return formats.write_dataset([_line(it) for it in items], list(prefs), manifest, folder)
-
-
-def _jsonl(rows) -> bytes:
-    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
-    return ("\n".join(lines) + "\n" if lines else "").encode()
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 FORMATS = ("jsonl", "datasets", "openai")

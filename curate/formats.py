@@ -101,7 +101,6 @@ def openai_path(train_out: Path) -> Path:
 
 def write_openai(items: list[dict], prefs: list[dict], out: Path) -> dict:
     """The supervised lines to `out`, the preference lines beside it (train.dpo.pairs_path); both atomically."""
-    from curate.export import _atomic, _jsonl
     from train.dpo import pairs_path
     lines, pair_lines, fallback = openai_lines(items, prefs)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,3 +258,21 @@ def sequence_error(msgs: list[dict], final: str = "assistant") -> str | None:
     if final == "user" and last not in ("user", "tool"):
         return f"the prompt ends with {last}"
     return None
+
+
+def _jsonl(rows) -> bytes:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    return ("\n".join(lines) + "\n" if lines else "").encode()
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -19,10 +19,10 @@ DELIBERATE_CIRCLES = [{"evals.checks", "evals.checks_generic", "evals.checks_jud
 KNOWN_CIRCLES: list = []
 
 # curate's layout as ranks: a unit (a wing folder or a flat module) imports only units of a lower rank, and itself.
-# loop > synth > {filters, export} > {dedup, review, replay, accept, status}; loop is the one unit that may import
+# loop > synth > {filters, export} > {dedup, review, replay, accept, status, formats}; loop is the one unit that may import
 # every floor and wing. A new module of curate has to be given a rank here (or be neutral).
 CURATE_RANKS = {"loop": 3, "synth": 2, "filters": 1, "export": 1,
-                "dedup": 0, "review": 0, "replay": 0, "accept": 0, "status": 0}
+                "dedup": 0, "review": 0, "replay": 0, "accept": 0, "status": 0, "formats": 0}
 # Neutral: the package itself, the CLI (it names commands as "module:func" strings), the entry point and the
 # settings. Any unit may import them; they import no unit.
 CURATE_NEUTRAL = {"curate", "cli", "__main__", "settings"}

@@ -1,6 +1,6 @@
 """Pushing to the Hugging Face Hub: the token, the network switch, an adapter's model card and upload.
 
-Used by `python -m curate export --push-to-hub REPO` (the training set as a `datasets` dataset) and
+Used by the training-set export's `--push-to-hub REPO` (the set as a `datasets` dataset, in curate) and
 `python -m train export ADAPTER --push-to-hub REPO` (the adapter, or merged weights). Light at import:
 huggingface_hub loads inside the functions.
 """
