@@ -21,3 +21,15 @@ def tiny_model_dir(tmp_path_factory):
     """A tiny SmolLM2-architecture model with the real tokenizer (built in well under a second)."""
     from train.tiny import make_tiny_model
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny model's matmuls are too small to split: one thread avoids OpenMP barriers, which on a busy
+    2-core machine cost more than the math (measured 30x on a 200x64 linear). Modules that train or generate opt in
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,13 +11,7 @@ from curate import export
 EXPORT = dict(replay_fraction=0.5, replay_self_share=0.0)  # 2 accepted examples + 2 replayed traces
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def jsonl(path):

@@ -9,15 +9,7 @@ from builders.lora import TURNS, db_rows, plan_for, settings, write_set
 from traces.settings import SettingsError, load_with_sources
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's matmuls are too small to split: one thread avoids OpenMP barriers, which on a busy
-    2-core machine cost more than the math (measured 30x on a 200x64 linear)."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_labels_are_ignored_on_every_non_assistant_token(tmp_path, tiny_model_dir):

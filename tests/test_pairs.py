@@ -2,39 +2,11 @@
 the failing production response to the same prompt or a failing teacher sample of it), its lineage, and the
 `pairs.jsonl` that `curate export` writes beside the SFT set under the same manifest."""
 import json
-from types import SimpleNamespace
 
-from builders.synth import seed_store
+from builders.synth import candidate, prompts, seed_store
 
 from curate import export
-from curate.synth import driver as synth
 from traces import store
-
-CLUSTER = {"cluster_id": "c1", "check_id": "punctuation:no_comma", "label": "no commas"}
-
-
-def candidate(prompt, text: str, request_hash: str, status: str | None = None):
-    """A candidate written the way synthesis writes it (verified by the real no-comma check)."""
-    call = SimpleNamespace(text=text, request_hash=request_hash)
-    row, checks = synth.candidate_row(CLUSTER, prompt, call, "compose", "teacher-x", None)
-    synth.write_rows([row], checks)
-    if status:
-        with store.connect() as con:
-            con.execute("UPDATE examples SET status = ? WHERE example_id = ?", [status, row["example_id"]])
-    return row
-
-
-def prompts():
-    """t1's own failing prompt (production answered it with commas) and a prompt composed from t2's base (t2 failed
-    too, but its logged response answers t2's own prompt, not this one)."""
-    with store.connect(read_only=True) as con:
-        t1 = next(t for t in synth.failing_seed_traces(con, "c1") if t["trace_id"] == "t1")
-    own = synth.from_trace(t1, "punctuation:no_comma")
-    text = "Tell a bedtime story about a small fox. In your entire response, refrain from the use of any commas."
-    composed = synth.Prompt([{"role": "user", "content": text}], text,
-                            {"base_id": "b002", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
-                             "composed_from": "t2"}, "t2")
-    return own, composed
 
 
 def build_store():

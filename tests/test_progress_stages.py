@@ -28,13 +28,6 @@ def log(monkeypatch):
     return out
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model's matmuls are too small to split (tests/test_lora.py)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_generation_prints_lines_between_batches(log, tiny_model_dir, monkeypatch, one_thread):

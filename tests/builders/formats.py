@@ -2,14 +2,11 @@
 (one whose seed request offered tools), and replayed passing traffic with tool calls and tool results (one of them
 a tool result without its call); plus the OpenAI fine-tuning formats' fields as JSON schemas."""
 import json
-from types import SimpleNamespace
 
-from builders.synth import seed_store
+from builders.synth import candidate, prompts, seed_store
 
-from curate.synth import driver as synth
 from traces import store
 
-CLUSTER = {"cluster_id": "c1", "check_id": "punctuation:no_comma", "label": "no commas"}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now in a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}},
@@ -29,16 +26,6 @@ ORPHAN_RESULT = [{"role": "user", "content": "Draft a short email to a colleague
                  {"role": "user", "content": "Thanks for covering my shift."}]
 
 
-def _candidate(prompt, text, request_hash, status=None):
-    row, checks = synth.candidate_row(CLUSTER, prompt, SimpleNamespace(text=text, request_hash=request_hash),
-                                      "compose", "teacher-x", None)
-    synth.write_rows([row], checks)
-    if status:
-        with store.connect() as con:
-            con.execute("UPDATE examples SET status = ? WHERE example_id = ?", [status, row["example_id"]])
-    return row
-
-
 def build_store() -> dict:
     """t1, t2 fail c1's check; two accepted examples (one for t1's own prompt, one composed from t2's base) with 3
     pairs; t3 (a tool conversation, tools offered, a logged tool call) and t4 (a tool result without its call) are
@@ -46,16 +33,11 @@ def build_store() -> dict:
     seed_store()
     with store.connect() as con:
         con.execute("UPDATE traces SET messages = json(messages)")
-        t1 = next(t for t in synth.failing_seed_traces(con, "c1") if t["trace_id"] == "t1")
-    own = synth.from_trace(t1, "punctuation:no_comma")
-    text = "Tell a bedtime story about a small fox. In your entire response, refrain from the use of any commas."
-    composed = synth.Prompt([{"role": "user", "content": text}], text,
-                            {"base_id": "b002", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
-                             "composed_from": "t2"}, "t2")
-    rows = {"good": _candidate(own, "Dear landlord when will the dishwasher be repaired", "h1", "accepted"),
-            "bad": _candidate(own, "Dear landlord, when will it be fixed?", "h2"),
-            "cgood": _candidate(composed, "The small fox found a lantern and slept well", "h4", "accepted"),
-            "cbad": _candidate(composed, "The fox, being small, was afraid.", "h5")}
+    own, composed = prompts()
+    rows = {"good": candidate(own, "Dear landlord when will the dishwasher be repaired", "h1", "accepted"),
+            "bad": candidate(own, "Dear landlord, when will it be fixed?", "h2"),
+            "cgood": candidate(composed, "The small fox found a lantern and slept well", "h4", "accepted"),
+            "cbad": candidate(composed, "The fox, being small, was afraid.", "h5")}
     with store.connect() as con:
         con.execute("UPDATE traces SET tools = ?::JSON WHERE trace_id = 't1'", [json.dumps(TOOLS)])
         con.execute("UPDATE traces SET messages = ?::JSON, tools = ?::JSON, tool_calls = ?::JSON, "

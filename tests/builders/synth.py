@@ -1,4 +1,6 @@
 """A tiny store for curate's tests: seed/holdout traces, one failing-check cluster, the teacher stub's settings."""
+from types import SimpleNamespace
+
 from builders.trace_rows import insert_traces, trace_row
 from traces import store
 
@@ -53,3 +55,34 @@ def examples(con=None):
                 "status", "reason", "duplicate_of", "request_hash"]
         rows = c.execute(f"SELECT {', '.join(cols)} FROM examples ORDER BY created_at, example_id").fetchall()
     return [dict(zip(cols, r)) for r in rows]
+
+
+# ---------------------------------------------------------------- candidates for the pairs tests (test_pairs, formats)
+
+PAIR_CLUSTER = {"cluster_id": "c1", "check_id": "punctuation:no_comma", "label": "no commas"}
+
+
+def candidate(prompt, text: str, request_hash: str, status: str | None = None):
+    """A candidate written the way synthesis writes it (verified by the real no-comma check)."""
+    from curate.synth import driver as synth
+    call = SimpleNamespace(text=text, request_hash=request_hash)
+    row, checks = synth.candidate_row(PAIR_CLUSTER, prompt, call, "compose", "teacher-x", None)
+    synth.write_rows([row], checks)
+    if status:
+        with store.connect() as con:
+            con.execute("UPDATE examples SET status = ? WHERE example_id = ?", [status, row["example_id"]])
+    return row
+
+
+def prompts():
+    """t1's own failing prompt (production answered it with commas) and a prompt composed from t2's base (t2 failed
+    too, but its logged response answers t2's own prompt, not this one)."""
+    from curate.synth import driver as synth
+    with store.connect(read_only=True) as con:
+        t1 = next(t for t in synth.failing_seed_traces(con, "c1") if t["trace_id"] == "t1")
+    own = synth.from_trace(t1, "punctuation:no_comma")
+    text = "Tell a bedtime story about a small fox. In your entire response, refrain from the use of any commas."
+    composed = synth.Prompt([{"role": "user", "content": text}], text,
+                            {"base_id": "b002", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
+                             "composed_from": "t2"}, "t2")
+    return own, composed
