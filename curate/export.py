@@ -246,9 +246,9 @@ def default_out(train_out: Path, fmt: str) -> Path:
 
 def export(out: str | None = None, replay_fraction: float | None = None,
            replay_self_share: float | None = None, fmt: str = "jsonl", push_to_hub: str | None = None,
-           public: bool = False) -> dict:
+           public: bool = False, exclude_groups=frozenset()) -> dict:
     """Build the training set and write it in `fmt` (FORMATS); `push_to_hub` (a `datasets` export only) uploads
-    it as that dataset repo, private unless `public`."""
+    it as that dataset repo, private unless `public`; `exclude_groups`: the nightly's validation split."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if push_to_hub and fmt != "datasets":
@@ -257,7 +257,8 @@ def export(out: str | None = None, replay_fraction: float | None = None,
     token = hub.token() if push_to_hub else None  # before the build: no token, no waiting for a set
     s = settings_mod.load("curate", {"replay_fraction": replay_fraction, "replay_self_share": replay_self_share})
     path = settings_mod.resolve_path(out) if out else default_out(settings_mod.resolve_path(s.train_out), fmt)
-    items, counts, prefs = build(s.replay_fraction, s.replay_self_share, max_examples=s.max_train_examples,
+    items, counts, prefs = build(s.replay_fraction, s.replay_self_share, exclude_groups,
+                                 max_examples=s.max_train_examples,
                                  layout_targets=s.layout_targets)
     if fmt == "openai":
         from curate.formats import write_openai

@@ -126,6 +126,11 @@ class CurateSettings:
     nightly_review_sample: int = 20  # examples shown when nightly_review = "sample"
     nightly_promote: bool = True  # promote automatically when the gate says PROMOTE
     nightly_train_anyway: bool = False  # go on when the holdout is too small for the gate to decide (else exit 5)
+    nightly_validate: bool = True  # before the gate, score the candidate and the base on the validation split
+    # (sweep_val_*; its groups are left out of the nightly's training set) and give the gate only the clusters
+    # validation supports (curate/loop/claims.py); false: the gate tests every trained cluster
+    nightly_claim_alpha: float = 0.2  # a cluster is claimed when validation fixed more of its check than it broke
+    # at exact two-sided McNemar p <= this (a screening level: the holdout's own test is gate_alpha)
     # --- review (owned by curate/review/screen.py) ---
     reviewer: str = ""  # name stored with each decision; empty -> `git config user.name`, else $USER
     sample_accept_threshold: float = 0.8  # --sample K: reviewed acceptance rate a cluster needs for the rest to pass

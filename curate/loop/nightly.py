@@ -2,7 +2,8 @@
 
 The whole regression-fix cycle, one stage after another:
   ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> holdout (can the gate decide?) -> synth
-  -> filter (dedup/decontam) -> accept (policy `nightly_review`: verified | sample) -> export -> train -> gate
+  -> filter (dedup/decontam) -> accept (policy `nightly_review`: verified | sample) -> export (less the
+  validation split) -> train -> validate (which trained clusters validation supports) -> gate (those clusters)
   -> promote -> report
 
 Each stage records running/done/skipped/failed, a summary and its duration in `nightly_ledger`. A nightly
@@ -44,8 +45,10 @@ from rich.table import Table
 from curate.accept import accept_verified
 from curate.export import export
 from curate.filters import run_filters
+from curate.loop.claims import stage_validate
 from curate.loop.holdout import stage_holdout
 from curate.loop.report import write_report
+from curate.loop.validation import validation_groups
 from curate.review.screen import main as review_main
 from curate.synth.driver import synthesize
 from evals import registry
@@ -347,9 +350,18 @@ def stage_export(ctx: Context) -> dict:
         accepted = con.execute("SELECT count(*) FROM examples WHERE status = 'accepted'").fetchone()[0]
     if accepted == 0:  # an honest outcome, not a crash: the report says so
         return {"accepted": 0, "why": "no accepted examples to train on (see `python -m curate status`)"}
-    manifest = export()
+    manifest = export(exclude_groups=_validation_groups())
     return {"accepted": accepted, "exported": manifest["counts"]["example"], "training_set": manifest["out"],
             "replay": manifest["counts"]["replay"]}
+
+
+def _validation_groups() -> frozenset:
+    """The validate stage's groups, kept out of the training set (none when nightly_validate is off)."""
+    cs = load("curate")
+    if not cs.nightly_validate:
+        return frozenset()
+    with store.connect(read_only=True) as con:
+        return validation_groups(con, cs.sweep_val_fraction)
 
 
 def stage_train(ctx: Context) -> dict:
@@ -372,8 +384,14 @@ def stage_gate(ctx: Context) -> dict:
     train = ctx.done.get("train", {})
     if not train.get("adapter"):
         return {"skipped": True, "why": "no new adapter to gate"}
+    claims = ctx.done.get("validate", {})
+    clusters = claims.get("claimed")  # None: the validate stage was skipped, every trained cluster is a target
+    if clusters == []:
+        return {"skipped": True, "why": "validation supports none of the trained clusters (see the validate stage): "
+                                        "the holdout is not spent on this candidate"}
     try:
-        result = run_gate(load("train").model, train["adapter"], "production", train_run=train.get("train_run"))
+        result = run_gate(load("train").model, train["adapter"], "production", train_run=train.get("train_run"),
+                          clusters=clusters)
     except GateError as e:
         return {"verdict": "ERROR", "decision_id": getattr(e, "decision_id", None), "error": str(e)}
     print_result(result, ctx.console)
@@ -415,7 +433,7 @@ STAGES: list[tuple[str, Callable]] = [
     ("ingest", stage_ingest), ("eval", stage_eval), ("clusters", stage_clusters), ("holdout", stage_holdout),
     ("synth", stage_synth),
     ("filter", stage_filter), ("accept", stage_accept), ("export", stage_export), ("train", stage_train),
-    ("gate", stage_gate), ("promote", stage_promote), ("report", stage_report),
+    ("validate", stage_validate), ("gate", stage_gate), ("promote", stage_promote), ("report", stage_report),
 ]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from curate.loop.claims import claims_md
 from curate.loop.report_plots import plot_clusters, plot_examples, plot_loss
 from traces import store
 from traces.settings import resolve_path
@@ -215,6 +216,7 @@ def markdown(data: dict, plots: dict) -> str:
         for name, g in (dec["details"].get("guards") or {}).items():
             out.append(f"- guard **{name}**: {g['summary']} ({'ok' if g['ok'] else 'FAIL'})")
         out.append("")
+    out += claims_md(data["stages"].get("validate", {}).get("summary", {}))
     if plots.get("clusters"):
         out += ["![pass rates](clusters.png)", ""]
     out += _stages_md(data)

@@ -1,0 +1,116 @@
+"""The nightly's `validate` stage: which trained clusters the gate tests, chosen on the validation split.
+
+The gate's target test pools the holdout items of every cluster it is given (evals.gate). A cluster whose training
+moved nothing, or moved answers both ways, adds paired items without signal and can sink a real fix: on
+2026-12-07 (docs/results.md) no commas 4/0 and end phrase 3/0 were pooled with two `fluent` clusters at 7/8 and
+8/6, p 0.243. So the nightly screens before it confirms, as a two-stage design does: the candidate and the base
+answer the validation split (curate/loop/validation.py, the sweep's own: seed groups carved by a salted hash,
+left out of this nightly's training set, never a holdout trace), and a trained cluster is *claimed* when its check
+was fixed on more validation items than it was broken, at exact two-sided McNemar p <= `nightly_claim_alpha`
+(0.2: a screening level, one-sided 0.1). The gate then tests only the claimed clusters on the holdout; its guards
+(every suite's regression, perplexity, drift, degeneration) still cover every holdout trace. Nothing claimed: the
+gate does not run, and the holdout is not spent on a candidate validation does not support.
+
+Items per check: each target prompt's targeted checks, and every check of a trained cluster that the validation
+traffic's own traces carry (`fluent` on every answer, when a fluent cluster was trained).
+"""
+from __future__ import annotations
+
+from evals.stats import discordant, mcnemar_exact
+from traces import store
+from traces.settings import load
+
+
+def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str, str], bool]:
+    """{(item id, check): passed} for the greedy answers of (model_ref, adapter) at the gate's budget."""
+    from curate.loop.validation import with_answer_checks
+    from evals.checks import verify_instructions
+    from train import generate as tg
+    from train.models import load as load_model
+    s = load("train")
+    traffic = [{**t, "metadata": with_answer_checks(t["metadata"], [], trained)[0],
+                "targets": sorted(trained)} for t in val.traffic]
+    items = list(val.prompts) + traffic
+    if not items:
+        return {}
+    model, tok = load_model(model_ref, adapter=adapter)
+    gens = tg.generate(model, tok, [p["messages"] for p in items], max_new_tokens=s.max_new_tokens,
+                       temperature=0.0, batch_size=s.batch_size, progress=True)
+    out = {}
+    for p, g in zip(items, gens):
+        for cid, r in verify_instructions(p["prompt"], g.text, p["metadata"]):
+            if cid in p.get("targets", ()):
+                key = (p["id"], cid)
+                out[key] = out.get(key, True) and r.passed  # a check named twice passes when both do
+    return out
+
+
+def screen(base: dict, cand: dict, alpha: float) -> dict[str, dict]:
+    """Per check: paired items, fixed, broken, McNemar p and whether the candidate is claimed to fix it."""
+    out = {}
+    for cid in sorted({c for _, c in base} & {c for _, c in cand}):
+        keys = sorted(k for k in base if k[1] == cid and k in cand)
+        fixed, broken = discordant([cand[k] for k in keys], [base[k] for k in keys])
+        p = mcnemar_exact(fixed, broken)
+        out[cid] = {"n": len(keys), "fixed": fixed, "broken": broken, "p": round(p, 4),
+                    "claimed": fixed > broken and p <= alpha}
+    return out
+
+
+def trained_clusters(train_run: str) -> dict[str, tuple[str, str]]:
+    """{cluster id: (check id, label)} of the clusters the train run's examples came from."""
+    with store.connect(read_only=True) as con:
+        rows = con.execute("""SELECT DISTINCT c.cluster_id, c.check_id, c.label FROM trained_examples te
+                              JOIN examples e USING (example_id) JOIN clusters c ON c.cluster_id = e.cluster_id
+                              WHERE te.run_id = ? ORDER BY 1""", [train_run]).fetchall()
+    return {cid: (check, label) for cid, check, label in rows}
+
+
+def stage_validate(ctx, outcomes_fn=None) -> dict:
+    """The claimed clusters (`claimed`) for the gate stage; skipped (the gate tests every trained cluster) when
+    nightly_validate is off or nothing was trained."""
+    from curate.loop.validation import carve
+    train = ctx.done.get("train", {})
+    cs = load("curate")
+    if not train.get("adapter"):
+        return {"skipped": True, "why": "no new adapter"}
+    if not cs.nightly_validate:
+        return {"skipped": True, "why": "nightly_validate is off: the gate tests every trained cluster"}
+    clusters = trained_clusters(train["train_run"])
+    checks = {check for check, _ in clusters.values()}
+    val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0, None, cs.sweep_val_traffic)
+    outcomes_fn = outcomes_fn or item_outcomes
+    model = load("train").model
+    ctx.console.rule("validation: the base")
+    base = outcomes_fn(model, None, val, checks)
+    ctx.console.rule("validation: the candidate")
+    cand = outcomes_fn(model, train["adapter"], val, checks)
+    per_check = screen(base, cand, cs.nightly_claim_alpha)
+    claimed = sorted(c for c, (check, _) in clusters.items() if per_check.get(check, {}).get("claimed"))
+    ctx.console.print(claims_table(per_check))
+    return {"prompts": len(val.prompts), "traffic": len(val.traffic), "checks": per_check, "claimed": claimed,
+            "not_claimed": sorted(label for c, (_, label) in clusters.items() if c not in claimed)}
+
+
+def claims_table(per_check: dict):
+    from rich.table import Table
+    t = Table(title="claims: the candidate against the base on the validation split")
+    for col in ("check", "items", "fixed", "broken", "p", "claimed"):
+        t.add_column(col, justify="left" if col == "check" else "right")
+    for cid, c in per_check.items():
+        t.add_row(cid, str(c["n"]), str(c["fixed"]), str(c["broken"]), f"{c['p']:.3f}",
+                  "[bold green]yes[/]" if c["claimed"] else "no")
+    return t
+
+
+def claims_md(summary: dict) -> list[str]:
+    """The report's section: what validation said per check, and which clusters the gate was given."""
+    if not summary.get("checks"):
+        return []
+    rows = [f"| {cid} | {c['n']} | {c['fixed']} | {c['broken']} | {c['p']:.3f} | {'yes' if c['claimed'] else 'no'} |"
+            for cid, c in summary["checks"].items()]
+    return ["## Claims (validation split)", "",
+            f"The candidate against the base on {summary['prompts']} validation target prompts and "
+            f"{summary['traffic']} validation traffic traces (never the holdout). The gate tests the clusters of the "
+            "claimed checks; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + ".", "",
+            "| check | items | fixed | broken | p | claimed |", "|---|---|---|---|---|---|", *rows, ""]
