@@ -29,13 +29,17 @@ def _merged(*parts):
 def test_a_check_is_claimed_only_when_validation_fixed_it_clearly():
     base, cand = _merged(_pairs("no_comma", 4, 0, 3), _pairs("fluent", 15, 14), _pairs("end_checker", 3, 0),
                          _pairs("capital", 0, 4), _pairs("quotation", 0, 0, 5))
-    out = claims.screen(base, cand, 0.2)
-    assert out["no_comma"] == {"n": 7, "fixed": 4, "broken": 0, "p": 0.125, "claimed": True}
+    out = claims.screen(base, cand, 0.2, min_items=3)
+    assert out["no_comma"] == {"n": 7, "fixed": 4, "broken": 0, "p": 0.125, "screened": True, "claimed": True}
     assert not out["fluent"]["claimed"] and out["fluent"]["p"] == 1.0  # churn: as many broken as fixed
     assert not out["end_checker"]["claimed"] and out["end_checker"]["p"] == 0.25  # 3/0 is above the screen's 0.2
     assert not out["capital"]["claimed"]  # p 0.125, but it broke
-    assert out["quotation"] == {"n": 5, "fixed": 0, "broken": 0, "p": 1.0, "claimed": False}
-    assert claims.screen(base, cand, 0.3)["end_checker"]["claimed"]
+    assert out["quotation"] == {"n": 5, "fixed": 0, "broken": 0, "p": 1.0, "screened": True, "claimed": False}
+    assert claims.screen(base, cand, 0.3, min_items=3)["end_checker"]["claimed"]
+    # too few items to screen: the check stays a target and the gate decides (the default needs 20)
+    few = claims.screen(base, cand, 0.2)
+    assert few["capital"] == {"n": 4, "fixed": 0, "broken": 4, "p": 0.125, "screened": False, "claimed": True}
+    assert not few["fluent"]["claimed"] and few["fluent"]["screened"]  # 29 items
 
 
 def _trained(con):
@@ -62,7 +66,7 @@ def test_the_stage_claims_the_clusters_of_the_checks_validation_supports(home, m
 
     def outcomes(model, adapter, val, checks):
         seen.append((adapter, sorted(checks)))
-        base, cand = _merged(_pairs("no_comma", 5, 0), _pairs("fluent", 8, 6))
+        base, cand = _merged(_pairs("no_comma", 5, 0, 15), _pairs("fluent", 8, 6, 6))
         return cand if adapter else base
 
     out = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
@@ -70,7 +74,7 @@ def test_the_stage_claims_the_clusters_of_the_checks_validation_supports(home, m
     assert out["claimed"] == ["c-nc"] and out["not_claimed"] == ["label fluent"]
     assert out["checks"]["no_comma"]["fixed"] == 5 and (out["prompts"], out["traffic"]) == (3, 1)
     md = "\n".join(claims.claims_md(out))
-    assert "| no_comma | 5 | 5 | 0 | 0.062 | yes |" in md and "not claimed: label fluent." in md
+    assert "| no_comma | 20 | 5 | 0 | 0.062 | yes |" in md and "not claimed: label fluent." in md
     monkeypatch.setenv("MEND_CURATE_NIGHTLY_VALIDATE", "false")
     assert claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)["skipped"]
     assert claims.stage_validate(_ctx(train={}), outcomes)["why"] == "no new adapter"
