@@ -64,3 +64,15 @@ def test_readme_copy_of_make_help_is_the_real_output():
     m = re.search(r"`make help` lists every target:\n\n```\n(.*?)```", README.read_text(), re.S)
     assert m, "README.md: no ``` block right after '`make help` lists every target:'"
     assert m.group(1) == _make_help()
+
+
+def test_readme_install_steps_are_what_make_setup_installs():
+    """README "Install into your own environment" names the torch, model wheels and NLTK step `make setup` runs."""
+    m = re.search(r"## Install into your own environment\n.*?```bash\n(.*?)```", README.read_text(), re.S)
+    assert m, "README.md: no install block"
+    steps, make = m.group(1), MAKEFILE.read_text()
+    torch = re.search(r"^TORCH\s*\?=\s*(\S+)", make, re.M).group(1)
+    wheels = re.search(r"pip install -q --no-deps (.+)$", make, re.M).group(1).strip()
+    assert f'pip install "{torch}"' in steps
+    assert f"pip install --no-deps {wheels}" in steps
+    assert "python -m evals setup-nltk" in steps and "$(PY) -m evals setup-nltk" in make

@@ -4,7 +4,8 @@ The files the README shows are the example's files, and the commands run here ar
 must appear in that section). The example is copied to tmp_path and every command runs there, as a user would run
 it in their own folder: settings from its pyproject.toml, the database under its data/. The only differences are
 environment overrides: the teacher is a scripted OpenAI-compatible stub on loopback (tests/openai_stub.py) instead
-of vLLM (and, from the `--train-anyway` nightly on, the judge too), the student is the tiny model, and the
+of the example's built-in teacher (tests/test_teacher_llamacpp.py runs that one; a stub answers as scripted, which
+the judge step needs), and from the `--train-anyway` nightly on the judge is the stub too; the student is the tiny model, and the
 training and gate sizes are small.
 """
 import json
