@@ -40,6 +40,7 @@ def test_a_check_is_claimed_only_when_validation_fixed_it_clearly():
     few = claims.screen(base, cand, 0.2)
     assert few["capital"] == {"n": 4, "fixed": 0, "broken": 4, "p": 0.125, "screened": False, "claimed": True}
     assert not few["fluent"]["claimed"] and few["fluent"]["screened"]  # 29 items
+    assert few["no_comma"]["screened"] and few["no_comma"]["claimed"]  # 7 items, but a clear fix
 
 
 def _trained(con):

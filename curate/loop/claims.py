@@ -60,9 +60,10 @@ def screen(base: dict, cand: dict, alpha: float, min_items: int = MIN_ITEMS) -> 
         keys = sorted(k for k in base if k[1] == cid and k in cand)
         fixed, broken = discordant([cand[k] for k in keys], [base[k] for k in keys])
         p = mcnemar_exact(fixed, broken)
-        screened = len(keys) >= min_items
+        passed = fixed > broken and p <= alpha
+        screened = passed or len(keys) >= min_items  # a clear fix on few items is a fix
         out[cid] = {"n": len(keys), "fixed": fixed, "broken": broken, "p": round(p, 4), "screened": screened,
-                    "claimed": (fixed > broken and p <= alpha) or not screened}
+                    "claimed": passed or not screened}
     return out
 
 
