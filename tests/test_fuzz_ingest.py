@@ -6,7 +6,9 @@ What must hold for any input:
   record (nothing dropped silently), otel.rows turns every span into a row the batch table accepts, or a skip;
 - `traces ingest` exits 0, 1 or 3 (a file that stored nothing) and prints no traceback; every file gets an `ingests`
   row with read = stored + duplicate + quarantined + skipped matching the rows it left; a failed file's error names it;
-  a good file after any number of bad ones is stored whole; no raw control character reaches the terminal.
+  a good file after any number of bad ones is stored whole; no raw control character reaches the terminal;
+- no planted secret is stored in clear: not in any table, not on the terminal, not in the bytes of any file ingest
+  wrote under MEND_HOME (the database file, its WAL, data/).
 
 `make test` runs a bounded, derandomized profile (well under a minute); `make fuzz` (MEND_FUZZ_EXAMPLES=N, default
 there 200) a longer random one. A failing example is printed by hypothesis as the smallest input it found, with a
@@ -381,7 +383,10 @@ def test_no_generated_secret_is_stored_in_clear_anywhere(tmp_path, capsys, plant
     import pyarrow.parquet as pq
     from builders.ingest_files import rows
 
-    with own_store(tmp_path, "secrets") as folder:
+    with own_store(tmp_path, "secrets") as home, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEND_HOME", str(home))  # what ingest writes besides the store (data/, caches) lands here too
+        folder = home / "logs"
+        folder.mkdir()
         for kind, records in _planted(planted).items():
             if kind == "parquet" and records:
                 pq.write_table(pa.Table.from_pylist(records), folder / "store.parquet")
@@ -392,6 +397,12 @@ def test_no_generated_secret_is_stored_in_clear_anywhere(tmp_path, capsys, plant
         out, err = capsys.readouterr()
         stored = [str(v) for table in ("traces", "trace_hashes", "quarantine", "ingests")
                   for r in rows(f"SELECT * FROM {table}") for v in r if v is not None]
+        written = {p: p.read_bytes() for p in home.rglob("*") if p.is_file() and folder not in p.parents}
+    assert any(p.suffix == ".duckdb" for p in written)  # the scan below saw the store's own bytes
     for _, needle in (p[0] for p in planted):
         leaks = [v for v in stored + [out, err] if needle in v]
         assert not leaks, (needle, leaks[:2])
+        # any file ingest wrote (the database's pages, its WAL, data/): raw bytes, so a compressed column can hide a
+        # secret from this scan, but one found here was written in clear
+        files = [str(p) for p, data in written.items() if needle.encode() in data]
+        assert not files, (needle, files)
