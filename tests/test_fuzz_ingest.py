@@ -1,5 +1,6 @@
 """Property-based fuzzing of `traces ingest` (issue 25): malformed, truncated, mis-typed and hostile inputs for every
-reader (JSONL, JSON documents and arrays, `jq .` output, OTel/OpenInference spans, gzip, Parquet, raw bytes).
+reader (JSONL, JSON documents and arrays, `jq .` output, OTel/OpenInference spans, `llm logs --json`, Langfuse
+observations, gzip, Parquet, raw bytes).
 
 What must hold for any input:
 - the readers never raise: document_records covers every byte that is not JSON punctuation or whitespace with a
@@ -105,6 +106,22 @@ spans = mostly(st.fixed_dictionaries({"spanId": mostly(texts, values), "attribut
                                                      | texts, "attributes": attributes}), max_size=2), values)}),
     values)
 
+# simonw/llm's `llm logs --json` rows (traces/llm_logs.py) and Langfuse observations (traces/langfuse.py)
+llm_logs = mostly(st.fixed_dictionaries(
+    {"conversation_id": mostly(st.sampled_from(["c1", "c2"]), texts | values),
+     "datetime_utc": mostly(st.sampled_from(["2025-06-04T10:15:02.123456", "2025-06-04T10:16:00"]), texts | values),
+     "response": mostly(texts, values)},
+    optional={"id": mostly(texts, values), "model": mostly(texts, values), "prompt": mostly(texts, values),
+              "system": mostly(texts, values), "prompt_json": mostly(st.fixed_dictionaries({"messages": messages}),
+                                                                      values),
+              "options_json": values, "input_tokens": values, "tool_calls": values, "attachments": values}), values)
+observations = mostly(st.fixed_dictionaries(
+    {"traceId": mostly(texts, values), "startTime": mostly(st.just("2025-06-04T10:15:02.120Z"), texts | values),
+     "type": mostly(st.sampled_from(["GENERATION", "SPAN", "EVENT", "TOOL"]), texts | values)},
+    optional={"id": mostly(texts, values), "model": mostly(texts, values), "input": mostly(messages, texts | values),
+              "output": mostly(_message("assistant"), texts | values), "usage": values, "metadata": values,
+              "modelParameters": values, "level": texts}), values)
+
 
 def _nested(key, inner):
     return mostly(st.lists(inner, max_size=3).map(lambda items: {key: items}), values)
@@ -135,7 +152,7 @@ def _dumps(value, indent=None) -> str:
 @st.composite
 def json_texts(draw) -> tuple[str, str]:
     """(suffix, text) of a JSONL file, a JSON array, `jq .` output or an OTel export, mangled or not."""
-    kind = draw(st.sampled_from(["jsonl", "array", "jq", "otel", "otel-lines"]))
+    kind = draw(st.sampled_from(["jsonl", "array", "jq", "otel", "otel-lines", "llm", "langfuse", "langfuse-api"]))
     indent = draw(st.sampled_from([None, 2]))
     if kind == "jsonl":
         text = "\n".join(_dumps(r) for r in draw(st.lists(records, max_size=5)))
@@ -145,9 +162,15 @@ def json_texts(draw) -> tuple[str, str]:
         text = "\n".join(_dumps(r, 2) for r in draw(st.lists(records, min_size=1, max_size=4)))
     elif kind == "otel":
         text = _dumps(draw(exports), indent)
-    else:
+    elif kind == "otel-lines":
         text = "\n".join(_dumps(e) for e in draw(st.lists(exports, min_size=1, max_size=3)))
-    return (".jsonl" if kind in ("jsonl", "otel-lines") else ".json"), draw(mangled(text))
+    elif kind == "llm":  # `llm logs --json` prints an array
+        text = _dumps(draw(st.lists(llm_logs, min_size=1, max_size=4)), indent)
+    elif kind == "langfuse":  # the UI's JSONL export
+        text = "\n".join(_dumps(o) for o in draw(st.lists(observations, min_size=1, max_size=4)))
+    else:  # the API's page
+        text = _dumps({"data": draw(st.lists(observations, max_size=4)), "meta": {"page": 1}}, indent)
+    return (".jsonl" if kind in ("jsonl", "otel-lines", "langfuse") else ".json"), draw(mangled(text))
 
 
 @st.composite
