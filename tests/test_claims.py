@@ -76,6 +76,7 @@ def test_the_stage_claims_the_clusters_of_the_checks_validation_supports(home, m
     assert out["checks"]["no_comma"]["fixed"] == 5 and (out["prompts"], out["traffic"]) == (3, 1)
     md = "\n".join(claims.claims_md(out))
     assert "| no_comma | 20 | 5 | 0 | 0.062 | yes |" in md and "not claimed: label fluent." in md
+    assert out["degenerate_rise"] is None  # no traffic answers in this fake
     monkeypatch.setenv("MEND_CURATE_NIGHTLY_VALIDATE", "false")
     assert claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)["skipped"]
     assert claims.stage_validate(_ctx(train={}), outcomes)["why"] == "no new adapter"
@@ -88,7 +89,9 @@ def test_the_gate_tests_only_the_claimed_clusters_and_none_means_no_gate(home, m
     monkeypatch.setattr(nightly, "print_result", lambda *a: None)
     train = {"adapter": "a/b", "train_run": "tr1"}
     out = nightly.stage_gate(_ctx(train=train, validate={"claimed": []}))
-    assert out["skipped"] and "validation supports none" in out["why"] and calls == []  # the holdout is not spent
+    assert out["skipped"] and "supports none" in out["why"] and calls == []  # the holdout is not spent
+    why = "validation traffic's degenerate share rose 6.0 points (the gate allows 5)"
+    assert why in nightly.stage_gate(_ctx(train=train, validate={"claimed": [], "why": why}))["why"]
     assert nightly.stage_gate(_ctx(train=train, validate={"claimed": ["c-nc"]}))["verdict"] == "REJECT"
     nightly.stage_gate(_ctx(train=train, validate={"skipped": True}))  # off: every trained cluster (the gate's own)
     assert calls == [["c-nc"], None]
@@ -106,3 +109,23 @@ def test_the_nightly_trains_without_the_validation_groups(home, monkeypatch):
     monkeypatch.setenv("MEND_CURATE_NIGHTLY_VALIDATE", "false")
     nightly.stage_export(_ctx())
     assert got == [frozenset({"g0.25"}), frozenset()]
+
+
+def test_more_degenerate_validation_traffic_than_the_gate_allows_means_no_gate(home, monkeypatch):
+    with store.connect() as con:
+        _trained(con)
+    monkeypatch.setattr("curate.loop.validation.carve", lambda *a, **k: SimpleNamespace(prompts=[], traffic=[1]))
+    flags = {"base": [False] * 90 + [True] * 10, "cand": [False] * 84 + [True] * 16}  # 10% -> 16%: +6 points
+
+    def outcomes(model, adapter, val, checks):
+        base, cand = _pairs("no_comma", 8, 0, 12)
+        side = cand if adapter else base
+        return {**side, **{(f"t{i}", claims.DEGENERATE): d for i, d in enumerate(flags["cand" if adapter else "base"])}}
+
+    out = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
+    assert out["degenerate_rise"] == 6.0 and out["claimed"] == [] and "rose 6.0 points" in out["why"]
+    assert claims.DEGENERATE not in out["checks"]
+    flags["cand"] = [False] * 86 + [True] * 14
+    # +4: within the gate's 5, the claims stand (fluent: no validation item here, so not screened)
+    again = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
+    assert again["claimed"] == ["c-fl", "c-nc"] and again["degenerate_rise"] == 4.0

@@ -22,9 +22,9 @@ MAX_LINES = 500
 # +600: issue 26 item 6, formats out: `datasets` and OpenAI fine-tuning exports (curate/formats.py), Hub pushes
 # (train/hub.py), report_to, and the trainer reading a `datasets` folder.
 # +30: issue 26 item 2, errors and doctor advice that name the setting or command that works where the user is.
-# +130: issue 23, the nightly's validate stage: the gate tests the trained clusters validation supports
+# +170: issue 23, the nightly's validate stage: the gate tests the trained clusters validation supports
 # (curate/loop/claims.py).
-TOTAL_BUDGET = 18_200
+TOTAL_BUDGET = 18_240
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -8,8 +8,9 @@ answer the validation split (curate/loop/validation.py, the sweep's own: seed gr
 left out of this nightly's training set, never a holdout trace), and a trained cluster is *claimed* when its check
 was fixed on more validation items than it was broken, at exact two-sided McNemar p <= `nightly_claim_alpha`
 (0.2: a screening level, one-sided 0.1). The gate then tests only the claimed clusters on the holdout; its guards
-(every suite's regression, perplexity, drift, degeneration) still cover every holdout trace. Nothing claimed: the
-gate does not run, and the holdout is not spent on a candidate validation does not support.
+(every suite's regression, perplexity, drift, degeneration) still cover every holdout trace. Nothing claimed, or the
+validation traffic's degenerate share up by more than the gate's own `gate_degeneration_tolerance`: the gate does
+not run, and the holdout is not spent on a candidate validation does not support.
 
 Items per check: each target prompt's targeted checks, and every check of a trained cluster that the validation
 traffic's own traces carry (`fluent` on every answer, when a fluent cluster was trained).
@@ -25,6 +26,7 @@ def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str,
     """{(item id, check): passed} for the greedy answers of (model_ref, adapter) at the gate's budget."""
     from curate.loop.validation import with_answer_checks
     from evals.checks import verify_instructions
+    from evals.quality import degenerate
     from train import generate as tg
     from train.models import load as load_model
     s = load("train")
@@ -38,6 +40,8 @@ def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str,
                        temperature=0.0, batch_size=s.batch_size, progress=True)
     out = {}
     for p, g in zip(items, gens):
+        if p in traffic:  # the gate's degeneration guard, on traffic like the holdout's
+            out[(p["id"], DEGENERATE)] = degenerate(g.text, p["prompt"], p["metadata"])
         for cid, r in verify_instructions(p["prompt"], g.text, p["metadata"]):
             if cid in p.get("targets", ()):
                 key = (p["id"], cid)
@@ -52,11 +56,20 @@ def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str,
 MIN_ITEMS = 20
 
 
+DEGENERATE = "~degenerate"  # an item key's "check" for the degeneration flag of a traffic answer (not a check)
+
+
+def degenerate_rise(base: dict, cand: dict) -> float | None:
+    """Points by which the share of degenerate validation-traffic answers rose under the candidate."""
+    keys = [k for k in base if k[1] == DEGENERATE and k in cand]
+    return 100 * (sum(cand[k] for k in keys) - sum(base[k] for k in keys)) / len(keys) if keys else None
+
+
 def screen(base: dict, cand: dict, alpha: float, min_items: int = MIN_ITEMS) -> dict[str, dict]:
     """Per check: paired items, fixed, broken, McNemar p, whether it was screened (enough items) and whether it is
     claimed (screened and fixed more than broken at p <= alpha, or not screened)."""
     out = {}
-    for cid in sorted({c for _, c in base} & {c for _, c in cand}):
+    for cid in sorted({c for _, c in base} & {c for _, c in cand} - {DEGENERATE}):
         keys = sorted(k for k in base if k[1] == cid and k in cand)
         fixed, broken = discordant([cand[k] for k in keys], [base[k] for k in keys])
         p = mcnemar_exact(fixed, broken)
@@ -99,8 +112,15 @@ def stage_validate(ctx, outcomes_fn=None) -> dict:
     claimed = sorted(c for c, (check, _) in clusters.items()  # no validation item at all: not screened either
                      if per_check.get(check, {"claimed": True})["claimed"])
     ctx.console.print(claims_table(per_check))
-    return {"prompts": len(val.prompts), "traffic": len(val.traffic), "checks": per_check, "claimed": claimed,
-            "not_claimed": sorted(label for c, (_, label) in clusters.items() if c not in claimed)}
+    rise, tolerance = degenerate_rise(base, cand), load("evals").gate_degeneration_tolerance
+    out = {"prompts": len(val.prompts), "traffic": len(val.traffic), "checks": per_check, "claimed": claimed,
+           "not_claimed": sorted(label for c, (_, label) in clusters.items() if c not in claimed),
+           "degenerate_rise": None if rise is None else round(rise, 1)}
+    if rise is not None and rise > tolerance:  # the guard would likely fail on the holdout too: do not spend it
+        out["claimed"] = []
+        out["why"] = f"validation traffic's degenerate share rose {rise:.1f} points (the gate allows {tolerance:g})"
+        ctx.console.print(f"[red]{out['why']}[/]: the gate will not run", highlight=False)
+    return out
 
 
 def _claimed(c: dict, yes: str) -> str:
@@ -125,8 +145,11 @@ def claims_md(summary: dict) -> list[str]:
         return []
     rows = [f"| {cid} | {c['n']} | {c['fixed']} | {c['broken']} | {c['p']:.3f} | {_claimed(c, 'yes')} |"
             for cid, c in summary["checks"].items()]
+    rise = summary.get("degenerate_rise")
     return ["## Claims (validation split)", "",
             f"The candidate against the base on {summary['prompts']} validation target prompts and "
             f"{summary['traffic']} validation traffic traces (never the holdout). The gate tests the clusters of the "
-            "claimed checks; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + ".", "",
+            "claimed checks; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + "."
+            + ("" if rise is None else f" Degenerate traffic answers: {rise:+.1f} points.")
+            + (f" No gate: {summary['why']}." if summary.get("why") else ""), "",
             "| check | items | fixed | broken | p | claimed |", "|---|---|---|---|---|---|", *rows, ""]

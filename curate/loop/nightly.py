@@ -387,8 +387,9 @@ def stage_gate(ctx: Context) -> dict:
     claims = ctx.done.get("validate", {})
     clusters = claims.get("claimed")  # None: the validate stage was skipped, every trained cluster is a target
     if clusters == []:
-        return {"skipped": True, "why": "validation supports none of the trained clusters (see the validate stage): "
-                                        "the holdout is not spent on this candidate"}
+        why = claims.get("why") or "it supports none of the trained clusters"
+        return {"skipped": True, "why": f"validation: {why} (see the validate stage); the holdout is not spent on "
+                                        "this candidate"}
     try:
         result = run_gate(load("train").model, train["adapter"], "production", train_run=train.get("train_run"),
                           clusters=clusters)
