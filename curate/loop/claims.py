@@ -39,8 +39,8 @@ def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str,
     gens = tg.generate(model, tok, [p["messages"] for p in items], max_new_tokens=s.max_new_tokens,
                        temperature=0.0, batch_size=s.batch_size, progress=True)
     out = {}
-    for p, g in zip(items, gens):
-        if p in traffic:  # the gate's degeneration guard, on traffic like the holdout's
+    for i, (p, g) in enumerate(zip(items, gens)):
+        if i >= len(val.prompts):  # a traffic answer: the gate's degeneration guard, on traffic like the holdout's
             out[(p["id"], DEGENERATE)] = degenerate(g.text, p["prompt"], p["metadata"])
         for cid, r in verify_instructions(p["prompt"], g.text, p["metadata"]):
             if cid in p.get("targets", ()):
