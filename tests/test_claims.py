@@ -129,3 +129,18 @@ def test_more_degenerate_validation_traffic_than_the_gate_allows_means_no_gate(h
     # +4: within the gate's 5, the claims stand (fluent: no validation item here, so not screened)
     again = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
     assert again["claimed"] == ["c-fl", "c-nc"] and again["degenerate_rise"] == 4.0
+
+
+def test_item_outcomes_on_a_real_model(home, monkeypatch, tiny_model_dir, one_thread):
+    """The tiny model answers a target prompt and a traffic trace: every targeted check and the traffic answer's
+    degeneration flag get an outcome, the same keys for any adapter (so the sides pair up)."""
+    monkeypatch.setenv("MEND_TRAIN_MAX_NEW_TOKENS", "8")
+    meta = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    prompt = {"id": "p1", "messages": [{"role": "user", "content": "Say hi without commas."}],
+              "prompt": "Say hi without commas.", "metadata": meta, "targets": ["punctuation:no_comma"]}
+    trace = {"id": "t1", "messages": [{"role": "user", "content": "Name a color."}], "prompt": "Name a color.",
+             "metadata": {}}
+    val = SimpleNamespace(prompts=[prompt], traffic=[trace])
+    out = claims.item_outcomes(str(tiny_model_dir), None, val, {"punctuation:no_comma", "fluent"})
+    assert set(out) == {("p1", "punctuation:no_comma"), ("t1", "fluent"), ("t1", claims.DEGENERATE)}
+    assert out[("t1", "fluent")] != out[("t1", claims.DEGENERATE)]  # the same filter, one as a pass
