@@ -3,10 +3,10 @@
 The files the README shows are the example's files, and the commands run here are the README's own strings (each
 must appear in that section). The example is copied to tmp_path and every command runs there, as a user would run
 it in their own folder: settings from its pyproject.toml, the database under its data/. The only differences are
-environment overrides: the teacher is a scripted OpenAI-compatible stub on loopback (tests/openai_stub.py) instead
-of the example's built-in teacher (tests/test_teacher_llamacpp.py runs that one; a stub answers as scripted, which
-the judge step needs), and from the `--train-anyway` nightly on the judge is the stub too; the student is the tiny model, and the
-training and gate sizes are small.
+environment overrides: the teacher is the example's own, the built-in llama.cpp server on the embedded GGUF; the
+judge of step 5 (from the `--train-anyway` nightly on) is a scripted OpenAI-compatible stub on loopback
+(tests/openai_stub.py) holding the key from TEACHER_API_KEY; the student is the tiny model, and the training, sampling
+and gate sizes are small.
 """
 import json
 import os
@@ -85,15 +85,15 @@ def test_the_workaround_the_readme_gives_is_verified_by_synthesis():
 
 # ---------------------------------------------------------------- the walkthrough itself
 
-def _env(tiny: Path, teacher_url: str) -> dict:
+def _env(tiny: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEND_")}  # no MEND_HOME/MEND_DB: like a user
     return {**env, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200",
-            "TEACHER_API_KEY": KEY,                       # step 4: export TEACHER_API_KEY=...
-            "MEND_CURATE_TEACHER_URL": teacher_url,       # the stub instead of vLLM on localhost:8000
+            "TEACHER_API_KEY": KEY,                       # step 4: export TEACHER_API_KEY=... (the judge's, here)
+            "MEND_CURATE_PER_CLUSTER": "4", "MEND_CURATE_SELF_K": "2",  # a few samples of each strategy
             "MEND_TRAIN_MODEL": str(tiny), "MEND_TRAIN_MAX_STEPS": "4", "MEND_TRAIN_VAL_FRACTION": "0",
-            "MEND_TRAIN_CPU_THREADS": "1", "MEND_TRAIN_MAX_NEW_TOKENS": "8", "MEND_EVALS_GATE_LM_EVAL": "false",
-            "MEND_EVALS_GATE_DRIFT_SAMPLES": "2"}
+            "MEND_TRAIN_CPU_THREADS": "1", "MEND_EVALS_GATE_LM_EVAL": "false", "MEND_EVALS_GATE_DRIFT_SAMPLES": "2",
+            "MEND_TRAIN_MAX_NEW_TOKENS": "64"}  # the teacher's budget too: its samples must be whole to be kept
 
 
 def _run(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -111,11 +111,9 @@ def _run(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 def _answer(body):
-    """The teacher: a link-free answer that differs per request (so dedup keeps some); as the judge, a pass."""
-    if "grader" in body["messages"][0]["content"]:  # evals.checks_judge.SYSTEM
-        return '{"score": 8, "reason": "answers where to click"}'
-    words = [w.strip("?.,") for w in body["messages"][-1]["content"].split()]
-    return f"Answer {body.get('seed', 0)}: open Settings and look for {' '.join(words[-3:])}."
+    """The judge: a pass for every answer it is shown."""
+    assert "grader" in body["messages"][0]["content"], body  # evals.checks_judge.SYSTEM: only the judge calls here
+    return '{"score": 8, "reason": "answers where to click"}'
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +122,7 @@ def walk(tmp_path_factory, tiny_model_dir):
     shutil.copytree(EXAMPLE, home)                        # cp -r examples/own-logs ~/support-bot && cd ~/support-bot
     with OpenAIStub() as stub:
         stub.responder = _answer
-        env = _env(tiny_model_dir, stub.base_url)
+        env = _env(tiny_model_dir)
         out = {cmd: _run(cmd, home, env) for cmd in [INGEST, RUN, REPORT, RUN_FILE, NIGHTLY]}
         # step 5: a judge vouches for what the suite's one narrow check verified (the stub, with the same key)
         env.update(MEND_EVALS_JUDGE_BASE_URL=stub.base_url, MEND_EVALS_JUDGE_MODEL="stub-model",
@@ -184,7 +182,9 @@ def test_the_nightly_runs_to_its_end_and_writes_the_report(walk):
     assert "**Gate verdict: ERROR**" in report and "holdout too small" in report
     for stage in STAGES:
         assert re.search(rf"^\| {stage} \| (done|skipped) \|", report, re.M), stage
-    # the teacher was asked, with the key from the variable that teacher_api_key_env names
+    # the built-in teacher wrote candidates; the judge was asked, with the key from the variable its settings name
+    with _db(home) as con:
+        assert con.execute("SELECT count(*) FROM examples WHERE strategy = 'sample'").fetchone()[0] > 0
     assert stub.count > 0
     assert {h.get("authorization") for h in stub.headers} == {f"Bearer {KEY}"}
     assert KEY not in (home / "commands.log").read_text() + report
