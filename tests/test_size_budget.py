@@ -24,7 +24,10 @@ MAX_LINES = 500
 # +30: issue 26 item 2, errors and doctor advice that name the setting or command that works where the user is.
 # +130: issue 23, the nightly's validate stage: the gate tests the trained clusters validation supports
 # (curate/loop/claims.py).
-TOTAL_BUDGET = 18_200
+# +10: 554c965 (the validate stage's screen of checks with few paired items) took main to 18,210 without a raise.
+# +107: issue 24 item 6, the per-text embedding cache (train.embed.cached, m013) and inbox files skipped by size and
+# mtime, with each file's `ingests` row written by its batches (traces/ingest.py).
+TOTAL_BUDGET = 18_317
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
