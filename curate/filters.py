@@ -13,7 +13,6 @@ Order, each stage on the previous stage's survivors, first occurrence kept (docs
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -94,17 +93,11 @@ def matrix(rows: list[dict]) -> np.ndarray:
 
 
 def cached_prompt_embeddings(texts: list[str]) -> np.ndarray:
-    """Eval prompt embeddings, cached under data/cache by content hash (holdout and refs rarely change)."""
-    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
-    path = settings_mod.resolve_path(f"data/cache/decontam-{key}.npy")
-    if path.is_file():
-        return np.load(path)
-    vecs = embed_texts(texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, vecs)
-    tmp.replace(path)
-    return vecs
+    """Eval prompt embeddings, cached per text in the store (train.embed.cached): a new holdout trace or reference
+    line embeds that prompt alone, not every eval prompt again. Keyed by embed_texts' dotted name, so a replaced
+    embedder (a test's cheap one) never reads MiniLM's vectors."""
+    from train.embed import cached
+    return cached(texts, embed_texts, f"{embed_texts.__module__}.{embed_texts.__qualname__}")
 
 
 def decide(new: list[dict], kept: list[dict], evals: list[tuple[str, str]], s, shared: list[str] = ()) \

@@ -79,3 +79,27 @@ def test_ngrams_the_seed_traffic_shares_are_templates_not_contamination():
     content = "Describe the bamboo forest at dawn for a travel magazine and its readers"  # 13 words
     leaked = content + ", please."
     assert dedup.ngram_contaminated([leaked], [content + ". " + template], shared=seed).tolist() == [0]
+
+
+def test_eval_prompt_embeddings_are_cached_per_prompt(monkeypatch):
+    """Issue 24 item 6: one more holdout prompt embeds that prompt alone, and the vectors are those of embedding them
+    all at once; another embedder never reads them."""
+    import numpy as np
+    from builders.examples import bag_embed
+    calls = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return bag_embed(texts)
+    monkeypatch.setattr(filters, "embed_texts", counting)
+    prompts = [f"eval prompt {i} about the topic numbered {i * 7}" for i in range(5)]
+    first = filters.cached_prompt_embeddings(prompts[:4] + prompts[:1])  # a repeated prompt is embedded once
+    second = filters.cached_prompt_embeddings(prompts)
+    assert calls == [prompts[:4], [prompts[4]]]
+    assert np.array_equal(first, bag_embed(prompts[:4] + prompts[:1])) and np.array_equal(second, bag_embed(prompts))
+    monkeypatch.setattr(filters, "embed_texts", bag_embed)
+    filters.cached_prompt_embeddings(prompts)
+    with store.connect(read_only=True) as con:
+        assert con.execute("SELECT embedder, count(*) FROM embedding_cache GROUP BY ALL ORDER BY 1").fetchall() == [
+            ("builders.examples.bag_embed", 5),
+            ("test_decontam.test_eval_prompt_embeddings_are_cached_per_prompt.<locals>.counting", 5)]

@@ -24,7 +24,9 @@ MAX_LINES = 500
 # +30: issue 26 item 2, errors and doctor advice that name the setting or command that works where the user is.
 # +170: issue 23, the nightly's validate stage: the gate tests the trained clusters validation supports
 # (curate/loop/claims.py).
-TOTAL_BUDGET = 18_240
+# +107: issue 24 item 6, the per-text embedding cache (train.embed.cached, m013) and inbox files skipped by size and
+# mtime, with each file's `ingests` row written by its batches (traces/ingest.py).
+TOTAL_BUDGET = 18_347
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

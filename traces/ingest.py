@@ -1,7 +1,8 @@
 """python -m traces ingest [PATH ...] [--holdout-fraction F] [--group-key K] [--no-scrub] [--redact-pii]
 
 Load LLM call logs into the `traces` table. With no PATH, ingests the files in the inbox folder
-(`[tool.mend.traces] inbox`) whose sha256 is not yet in `ingests` with status `complete`.
+(`[tool.mend.traces] inbox`) whose sha256 is not yet in `ingests` with status `complete` (one whose path, size
+and mtime match such a row is skipped without being read).
 Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON ones).
 
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
@@ -30,6 +31,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,8 +53,12 @@ class FileSummary:
     counts: canonical.BatchCounts = field(default_factory=canonical.BatchCounts)
     skipped: Counter = field(default_factory=Counter)  # reason -> items read that are not LLM calls
     seconds: float = 0.0
-    status: str = "complete"  # complete | skipped (already ingested) | failed
+    status: str = "running"  # running | complete | skipped (already ingested) | failed
     error: str | None = None  # why it failed
+    sha256: str = ""  # the file's identity in `ingests`, with its stat when it was hashed (size, mtime_ns)
+    size: int | None = None
+    mtime_ns: int | None = None
+    started: float = field(default_factory=time.perf_counter)
 
 
 def check_settings(cfg) -> None:
@@ -72,25 +78,30 @@ def _connect(cfg):
     return store.connect(timeout_s=cfg.busy_timeout_s)
 
 
-def _begin(cfg, path: Path, sha: str, fmt: str) -> str:
-    ingest_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-    with _connect(cfg) as con:
-        con.execute("""INSERT INTO ingests (ingest_id, source_file, file_sha256, source_format, n_read, n_stored,
-                       n_duplicate, n_quarantined, n_skipped, started_at, status, pid, host)
-                       VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, now(), 'running', ?, ?)""",
-                    [ingest_id, str(path), sha, fmt, os.getpid(), socket.gethostname()])
-    return ingest_id
+def _new_ingest_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def _record(con, s: FileSummary, status: str | None = None, batch: canonical.BatchCounts | None = None) -> None:
-    """Write the file's counts (plus `batch`, which commits with this row or not at all)."""
+def _record(con, s: FileSummary, status: str = "running", batch: canonical.BatchCounts | None = None) -> None:
+    """Write the file's `ingests` row with its counts (plus `batch`, which commits with this row or not at all).
+
+    The row is inserted by the file's first write (its first batch, or its end) and updated by the later ones: a
+    `running` row written on a connection of its own cost a store open per file (issue 25 finding 10)."""
     c = s.counts.plus(batch) if batch else s.counts
-    con.execute("""UPDATE ingests SET n_read = ?, n_stored = ?, n_duplicate = ?, n_quarantined = ?, n_skipped = ?,
-                   skipped = ?, error = ?, source_format = ?, status = coalesce(?, status),
-                   finished_at = CASE WHEN ? IS NULL THEN finished_at ELSE now() END
-                   WHERE ingest_id = ?""",
-                [c.read, c.stored, c.duplicate, c.quarantined, c.skipped, json.dumps(dict(s.skipped)) if s.skipped
-                 else None, s.error, s.format, status, status, s.ingest_id])
+    con.execute("""INSERT INTO ingests (ingest_id, source_file, file_sha256, file_size, file_mtime_ns, pid, host,
+                   started_at, source_format, n_read, n_stored, n_duplicate, n_quarantined, n_skipped, skipped,
+                   error, status, finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, now() - to_microseconds(?), ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                           CASE WHEN ? = 'running' THEN NULL ELSE now() END)
+                   ON CONFLICT (ingest_id) DO UPDATE SET source_format = excluded.source_format,
+                   n_read = excluded.n_read, n_stored = excluded.n_stored, n_duplicate = excluded.n_duplicate,
+                   n_quarantined = excluded.n_quarantined, n_skipped = excluded.n_skipped,
+                   skipped = excluded.skipped, error = excluded.error, status = excluded.status,
+                   finished_at = excluded.finished_at""",
+                [s.ingest_id, s.path, s.sha256, s.size, s.mtime_ns, os.getpid(), socket.gethostname(),
+                 int((time.perf_counter() - s.started) * 1e6),  # started when the file's work began
+                 s.format, c.read, c.stored, c.duplicate, c.quarantined, c.skipped,
+                 json.dumps(dict(s.skipped)) if s.skipped else None, s.error, status, status])
 
 
 def _finish(cfg, s: FileSummary, status: str) -> None:
@@ -118,15 +129,36 @@ def fail_stale(con) -> int:
 
 
 def _store_batches(cfg, summary: FileSummary, fills: Iterator[Callable]) -> None:
-    """Each fill(con) builds `pre` (returns True) or `checked` (returns False); each batch commits alone."""
-    for fill in fills:
+    """Each fill(con) builds `pre` (returns True) or `checked` (returns False); each batch commits alone, and the
+    last one commits with the file's `complete` (a one-batch file: one store open in all)."""
+    for fill, last in _flag_last(fills):
+        status = "complete" if last else "running"
         with _connect(cfg) as con:
             canonical.install_macros(con)
             with store.transaction(con):
                 from_pre = fill(con)
                 counts = canonical.store_batch(con, cfg, summary.path, summary.ingest_id, from_pre, from_pre)
-                _record(con, summary, batch=counts)
+                _record(con, summary, status, batch=counts)
             summary.counts.add(counts)  # only once committed: a failed COMMIT (a full disk) stored nothing
+            summary.status = status
+
+
+_END = object()
+
+
+def _flag_last(items: Iterator) -> Iterator[tuple]:
+    """(item, is_last): the next item is read (with the database closed) before this one is handed out. When reading
+    it fails (a truncated .gz, Ctrl-C), this one is still handed out, not as the last, and the error raised after."""
+    items = iter(items)
+    item = next(items, _END)
+    while item is not _END:
+        try:
+            after = next(items, _END)
+        except BaseException as e:
+            yield item, False
+            raise e
+        yield item, after is _END
+        item = after
 
 
 def _ingest_jsonl(cfg, path: Path, summary: FileSummary, progress) -> None:
@@ -155,10 +187,7 @@ def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) 
     summary.skipped, n = skipped, sum(skipped.values())
     summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
     chunks = [rows[i:i + cfg.batch_lines] for i in range(0, len(rows), cfg.batch_lines)]
-    _store_batches(cfg, summary, (readers.rows_fill(chunk) for chunk in chunks))
-    if not rows:  # only skipped spans: still record the counts
-        with _connect(cfg) as con:
-            _record(con, summary)
+    _store_batches(cfg, summary, (readers.rows_fill(chunk) for chunk in chunks))  # only skipped: _finish counts
 
 
 def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
@@ -180,22 +209,21 @@ INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel,
              **{name: _records_ingester(module) for name, module in readers.RECORD_FORMATS.items()}}
 
 
-def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> FileSummary:
-    """Ingest one file; returns its summary (status `failed` with `error` when it cannot be read).
+def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None, stat=None) -> FileSummary:
+    """Ingest one file; returns its summary (status `failed` with `error` when it cannot be read). `sha` and
+    `stat` (os.stat_result): the file's, when the caller has them (stat taken before hashing).
 
     Ctrl-C marks the ingest failed and raises KeyboardInterrupt (DuckDB's own interrupt included)."""
-    import time
-
     import duckdb
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
     path = Path(path).resolve()
     try:
+        stat = stat or path.stat()  # before hashing: a file changed meanwhile does not match next time
         sha = sha or sha256_file(path)
     except OSError as e:
         return _unopenable(cfg, path, e)
-    start = time.perf_counter()
-    summary = FileSummary(str(path), "?", _begin(cfg, path, sha, "?"))
+    summary = FileSummary(str(path), "?", _new_ingest_id(), sha256=sha, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     try:
         summary.format = readers.detect_format(path)
         INGESTERS[summary.format](cfg, path, summary, progress)
@@ -210,14 +238,15 @@ def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None) -> 
         summary.error = f"{path}: {type(e).__name__}: {e}"
         _finish(cfg, summary, "failed")
     else:
-        _finish(cfg, summary, "complete")
-    summary.seconds = time.perf_counter() - start
+        if summary.status != "complete":  # no batch, or no last one (only skipped spans, an empty file)
+            _finish(cfg, summary, "complete")
+    summary.seconds = time.perf_counter() - summary.started
     return summary
 
 
 def _unopenable(cfg, path: Path, e: OSError) -> FileSummary:
     """A file that cannot even be opened (no permission, gone since it was listed): a failed row naming it."""
-    summary = FileSummary(str(path), "?", _begin(cfg, path, "", "?"),
+    summary = FileSummary(str(path), "?", _new_ingest_id(),
                           error=f"{path}: cannot read the file: {e.strerror or type(e).__name__}")
     _finish(cfg, summary, "failed")
     return summary
@@ -236,10 +265,21 @@ def expand(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def completed_hashes() -> set[str]:
+def completed_files() -> list[tuple]:
+    """(sha256, path, size, mtime_ns) of every file ingested completely, its stat as when it was hashed."""
     with store.connect() as con:
         fail_stale(con)
-        return {r[0] for r in con.execute("SELECT file_sha256 FROM ingests WHERE status = 'complete'").fetchall()}
+        return con.execute("""SELECT file_sha256, source_file, file_size, file_mtime_ns FROM ingests
+                              WHERE status = 'complete'""").fetchall()
+
+
+def _note_stat(path: Path, sha: str, st) -> None:
+    """A file hashed again only to find its bytes ingested (touched, or ingested before m013): its ingest row
+    takes the new stat, so the next run skips it unread."""
+    with store.connect() as con:
+        con.execute("""UPDATE ingests SET file_size = ?, file_mtime_ns = ?
+                       WHERE status = 'complete' AND file_sha256 = ? AND source_file = ?""",
+                    [st.st_size, st.st_mtime_ns, sha, str(path)])
 
 
 def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, console=None) -> list[FileSummary]:
@@ -250,23 +290,33 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
     files = expand(paths)
-    done = completed_hashes()
-    done = done if skip_done else set()
+    rows = completed_files()
+    rows = rows if skip_done else []
+    done, at_path = {r[0] for r in rows}, {r[:2] for r in rows}
+    unchanged = {r[1:] for r in rows}  # (path, size, mtime_ns); a NULL stat (before m013) matches no file
     summaries = []
-    for path in files:
+    for path in map(Path.resolve, files):
         try:
-            sha, size = sha256_file(path), path.stat().st_size
+            # size and mtime as when it was ingested: skipped unread (rsync's quick check; the bytes are read again
+            # once either changes, and the content hash stays the file's identity)
+            st = path.stat()
+            if (str(path), st.st_size, st.st_mtime_ns) in unchanged:
+                summaries.append(FileSummary(str(path), "-", "-", status="skipped"))
+                continue
+            sha, size = sha256_file(path), st.st_size
         except OSError as e:
-            summaries.append(_unopenable(cfg, path.resolve(), e))
+            summaries.append(_unopenable(cfg, path, e))
             continue
         if sha in done:
-            summaries.append(FileSummary(str(path.resolve()), "-", "-", status="skipped"))
+            summaries.append(FileSummary(str(path), "-", "-", status="skipped"))
+            if (sha, str(path)) in at_path:
+                _note_stat(path, sha, st)
             continue
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
                       disable=size < (8 << 20)) as bar:
             task = bar.add_task(safe(path.name), total=size)
-            summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n)))
+            summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n), st))
         if summaries[-1].status == "complete":  # a copy of a failed file (a .csv refused by its name) is still read
             done.add(sha)
     return summaries

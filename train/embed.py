@@ -87,3 +87,45 @@ def embed(texts, batch_size: int = 64, progress=None):
             parts.append(encode(texts[start:start + step]))
             bar.advance(task, len(parts[-1]))
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def cached(texts, embed_fn, embedder: str):
+    """embed_fn(texts) through the store's `embedding_cache`, keyed by (embedder, sha256 of the text): only the texts
+    this embedder never embedded are embedded (once each), so adding one prompt embeds one prompt. The vectors come
+    back exactly as embed_fn made them, in the order of `texts`. The store is closed while embed_fn runs."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+
+    from traces import store
+    texts = list(texts)
+    if not texts:
+        return np.asarray(embed_fn([]), dtype=np.float32)
+    keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    text_of = dict(zip(keys, texts))
+    with store.connect(read_only=True) as con:
+        con.register("wanted", pa.table({"k": list(text_of)}))
+        hit = con.sql("""SELECT text_sha256, embedding FROM embedding_cache JOIN wanted ON text_sha256 = k
+                          WHERE embedder = ?""", params=[embedder]).to_arrow_table()
+    found = dict(zip(hit.column("text_sha256").to_pylist(), _rows(hit.column("embedding"))))
+    missing = [k for k in text_of if k not in found]
+    if missing:
+        vecs = np.asarray(embed_fn([text_of[k] for k in missing]), dtype=np.float32)
+        found.update(zip(missing, vecs))
+        new = pa.table({"embedder": [embedder] * len(missing), "text_sha256": missing,
+                        "embedding": pa.array(list(vecs), pa.list_(pa.float32()))})
+        with store.connect() as con, store.transaction(con):
+            con.register("new", new)  # ON CONFLICT: another process may have cached the same text meanwhile
+            con.execute("INSERT INTO embedding_cache (embedder, text_sha256, embedding) "
+                        "SELECT embedder, text_sha256, embedding FROM new ON CONFLICT DO NOTHING")
+    return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def _rows(column):
+    """A FLOAT[] column as float32 row vectors, without a Python float per value."""
+    import numpy as np
+    lists = column.combine_chunks()
+    flat = lists.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)  # offsets index values
+    offsets = lists.offsets.to_numpy()
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(lists))]

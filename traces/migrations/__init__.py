@@ -9,7 +9,7 @@ from __future__ import annotations
 from traces.migrations import m001_traces, m002_evals, m003_curate, m004_train, m005_gate
 from traces.migrations import m006_adapter_hash, m007_pairs
 from traces.migrations import m008_ingest, m009_base_request, m010_strategy
-from traces.migrations import m011_sweeps, m012_trained_examples
+from traces.migrations import m011_sweeps, m012_trained_examples, m013_scale
 
 MIGRATIONS = [
     ("m001_traces", m001_traces.apply),
@@ -24,6 +24,7 @@ MIGRATIONS = [
     ("m010_strategy", m010_strategy.apply),
     ("m011_sweeps", m011_sweeps.apply),
     ("m012_trained_examples", m012_trained_examples.apply),
+    ("m013_scale", m013_scale.apply),
 ]
 
 
