@@ -24,7 +24,9 @@ MAX_LINES = 500
 # +30: issue 26 item 2, errors and doctor advice that name the setting or command that works where the user is.
 # +130: issue 23, the nightly's validate stage: the gate tests the trained clusters validation supports
 # (curate/loop/claims.py).
-TOTAL_BUDGET = 18_200
+# +150: issue 24 item 3, the served student (evals/student.py): eval regeneration, the gate, validation and claims
+# answer through an OpenAI-compatible endpoint when `student_url` is set (main stood at 18,210 before it).
+TOTAL_BUDGET = 18_360
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
