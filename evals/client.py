@@ -60,13 +60,16 @@ def is_loopback(base_url: str) -> bool:
         return False
 
 
-def request_hash(base_url: str, model: str, request: dict) -> str:
+def request_hash(base_url: str, model: str, request: dict, weights: str = "") -> str:
     """sha256 of the canonical JSON of everything that decides the answer (never the key). Fields meant for the
     body as they are (a grammar, structured outputs) count wherever the request carries them: at the top level
-    or in `extra_body` (flattened first, so both spellings of one body share a cache entry)."""
+    or in `extra_body` (flattened first, so both spellings of one body share a cache entry). `weights`: what the
+    request cannot say, e.g. the hash of the adapter a served student answers with (its name may be reused)."""
     flat = {k: v for k, v in request.items() if k != "extra_body"}
     flat.update(request.get("extra_body") or {})
     body = {"endpoint": base_url.rstrip("/"), **flat, "model": request.get("model") or model}
+    if weights:
+        body["weights"] = weights
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -97,6 +100,8 @@ SETTINGS = {
                 "key": "[tool.mend.curate] teacher_api_key_env"},
     "judge": {"url": "[tool.mend.evals] judge_base_url", "remote": "[tool.mend.evals] allow_remote = true",
               "key": "[tool.mend.evals] judge_api_key_env"},
+    "student": {"url": "[tool.mend.evals] student_url (empty: the student generates in-process)",
+                "remote": "[tool.mend.evals] allow_remote = true", "key": "[tool.mend.evals] student_api_key_env"},
 }
 
 
@@ -107,14 +112,14 @@ def setting(purpose: str, what: str) -> str:
 class Client:
     def __init__(self, base_url: str, model: str, *, purpose: str = "teacher", api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, max_retries: int = 3, timeout_s: float = 120.0, allow_remote: bool = False,
-                 prices: dict | None = None, db: str | None = None, rpm: int = 0, tpm: int = 0):
+                 prices: dict | None = None, db: str | None = None, rpm: int = 0, tpm: int = 0, weights: str = ""):
         if not base_url:
             raise EndpointError(f"no endpoint configured for the {purpose}: set {setting(purpose, 'url')}")
         self.base_url, self.model, self.purpose = base_url.rstrip("/"), model, purpose
         self.endpoint = scrub_text(self.base_url)  # as shown and stored: a password in the URL never is
         self.api_key_env, self.concurrency = api_key_env, max(1, int(concurrency))
         self.max_retries, self.timeout_s = int(max_retries), float(timeout_s)
-        self.prices, self.db = dict(prices or {}), db
+        self.prices, self.db, self.weights = dict(prices or {}), db, weights  # weights: see request_hash
         self._require_allowed(allow_remote)
         self.limit = RateLimit(rpm, tpm)  # outlives a batch's event loop: the window spans complete_many calls
         self._loop_state: tuple | None = None  # (event loop, AsyncOpenAI, semaphore): both are bound to a loop
@@ -211,7 +216,7 @@ class Client:
     async def complete(self, request: dict) -> Call:
         """One chat completion, cached (`request` = the create() arguments; `model` defaults to the client's).
         Raises the openai error when it fails after the client's retries. Batches go through complete_all."""
-        h = request_hash(self.base_url, self.model, request)
+        h = request_hash(self.base_url, self.model, request, self.weights)
         hit = await asyncio.to_thread(self.cached, h)
         if hit is not None:
             return hit
@@ -234,7 +239,7 @@ class Client:
     async def complete_all(self, requests: list[dict], progress: Callable[[int], Any] | None = None) -> list[Call]:
         """Every request, in order: one cache read for the batch, each distinct uncached request sent once
         (duplicates share its answer, marked `cached`), answers written in batches (CacheWriter)."""
-        hashes = [request_hash(self.base_url, self.model, r) for r in requests]
+        hashes = [request_hash(self.base_url, self.model, r, self.weights) for r in requests]
         known = await asyncio.to_thread(cached_calls, list(dict.fromkeys(hashes)), self.db)
         writer = CacheWriter(self.base_url, self.model, self.purpose, self.db)
         first: dict[str, int] = {}  # hash -> its first request's index; sent in request order

@@ -4,8 +4,9 @@
 evals.gate_cli, the JSON report CI reads is evals.gate_report, the statistics are evals.stats and finding an
 eval run to reuse is evals.runs.
 
-Both models are evaluated greedily on the holdout traces with every configured suite. A complete eval run
-with the same (model, adapter hash, suite version, split, generation settings) is reused; the rest is run.
+Both models are evaluated greedily on the holdout traces with every configured suite, in-process or by the served
+student (`student_url`, evals.student). A complete eval run with the same (model, adapter hash, suite version,
+split, generation settings, which say who answered) is reused; the rest is run.
 The logged responses of the traffic count as the base model's run when the baseline is the base model
 without an adapter and every holdout trace's `metadata.generation` says it was produced greedily by that
 model (see `evals.runs._logged_matches`); otherwise the baseline is regenerated.
@@ -29,10 +30,10 @@ from evals.clusters import assign_holdout
 from evals.runner import SuiteSkipped, run_suite
 from evals.runs import find_run, given_run_mismatch, holdout_results, holdout_selection
 from evals.stats import compare, min_discordant
+from evals.student import answer_settings
 from traces import store
 from traces.hashing import adapter_hash
 from traces.settings import as_dict, load, resolve_path
-from train.generate import greedy_settings
 
 
 class GateError(RuntimeError):
@@ -213,7 +214,7 @@ def ensure_runs(side: Side, suites: list[str], allow_run: bool, given: dict | No
                 wanted: dict | None = None) -> None:
     """Fill side.runs: given run ids, else a reusable complete run, else run it (or refuse).
     wanted: suite -> the holdout trace ids to cover (None: all of the suite's holdout traces)."""
-    gen, base_ref = greedy_settings(), load("train").model
+    gen, base_ref = answer_settings(), load("train").model  # in-process or served: runs of the other never count
     for suite in suites:
         if given and suite in given:
             with store.connect(read_only=True) as con:

@@ -3,7 +3,8 @@
 Scores a suite's traces and stores the run:
 - logged mode (no --model): the responses stored in the traces are scored;
 - generate mode (--model REF, optionally --adapter PATH): the student regenerates every response greedily
-  (train.generate) and those are scored. REF "production" resolves through evals.registry.
+  (evals.student: in-process, or the served student at `student_url`) and those are scored. REF "production"
+  resolves through evals.registry.
 
 Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check, with the
 output scored). A run killed before it finishes stays `running` with a dead pid and is reported as
@@ -33,6 +34,7 @@ from evals.checks import UnknownCheck, ifeval_check, run_check
 from evals.registry import resolve_ref
 from evals.reports import print_run
 from evals.runs import refresh_stale
+from evals.student import Student, answer_settings
 from evals.suites import SuiteError, selection_sql
 from traces import progress as progress_mod
 from traces import settings as settings_mod
@@ -40,7 +42,6 @@ from traces import store
 from traces.hashing import adapter_hash
 from traces.settings import db_path
 from traces.terminal import safe
-from train.generate import greedy_settings
 
 console = Console(stderr=True)
 
@@ -115,7 +116,7 @@ def _select(suite, split, trace_ids, limit) -> list[dict]:
 
 def _start(suite, split, model_ref, adapter, a_hash, n, s) -> str:
     run_id = new_run_id()
-    gen = greedy_settings() if model_ref else None
+    gen = answer_settings(s) if model_ref else None
     with store.connect() as con:
         refresh_stale(con)
         con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, model_ref, adapter_path,
@@ -139,10 +140,11 @@ def conversation(trace: dict) -> list[dict]:
     return out or [{"role": "user", "content": trace.get("prompt") or ""}]
 
 
-def generation_cache(model_ref: str, a_hash: str | None) -> Path:
-    """JSONL of finished generations for (model, adapter weights by their hash, generation settings): a killed
-    --model run started again regenerates only what is missing (greedy, so a cached answer is the answer)."""
-    key = json.dumps([model_ref, a_hash, greedy_settings()], sort_keys=True)
+def generation_cache(model_ref: str, a_hash: str | None, s=None) -> Path:
+    """JSONL of finished generations for (model, adapter weights by their hash, generation settings, so who
+    answered): a killed --model run started again regenerates only what is missing (greedy: a cached answer is the
+    answer)."""
+    key = json.dumps([model_ref, a_hash, answer_settings(s)], sort_keys=True)
     # next to the store (data/cache/evals by default), so a test's or a user's own MEND_DB keeps its own cache
     return db_path().parent / "cache" / "evals" / f"gen-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
@@ -167,28 +169,24 @@ def _regenerate(traces, model_ref, adapter, a_hash, s, progress) -> list[str]:
     """Greedy responses for every trace, in chunks appended to the generation cache as they finish."""
     convs = [conversation(t) for t in traces]
     keys = [_conversation_key(c) for c in convs]
-    path = generation_cache(model_ref, a_hash)
+    path = generation_cache(model_ref, a_hash, s)
     done = _read_cache(path)
     todo = list(dict.fromkeys(k for k in keys if k not in done))  # unique, in order
     if todo:
         if done:
             console.print(f"resuming: {len(done)} generations cached, {len(todo)} to go")
-        _generate_into(path, {k: c for k, c in zip(keys, convs)}, todo, model_ref, adapter, s, progress, done)
+        student = Student(model_ref, adapter, a_hash, s)
+        _generate_into(path, {k: c for k, c in zip(keys, convs)}, todo, student, progress, done)
     return [done[k] for k in keys]
 
 
-def _generate_into(path, conv_by_key, todo, model_ref, adapter, s, progress, done) -> None:
-    from train.generate import generate
-    from train.models import load
-    model, tokenizer = load(model_ref, adapter=adapter)
-    max_new_tokens = greedy_settings()["max_new_tokens"]
+def _generate_into(path, conv_by_key, todo, student: Student, progress, done) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    chunk = max(1, s.gen_batch_size * 2)
-    with _advance(progress, f"generating with {model_ref}", len(todo)) as advance:
+    chunk = student.chunk
+    with _advance(progress, f"generating with {student.model_ref} {student.where}", len(todo)) as advance:
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
-            gens = generate(model, tokenizer, [conv_by_key[k] for k in part], max_new_tokens=max_new_tokens,
-                            temperature=0.0, batch_size=s.gen_batch_size, progress=False)
+            gens = student.generate([conv_by_key[k] for k in part], progress=False)
             with path.open("a") as f:
                 f.writelines(json.dumps({"key": k, "text": g.text}) + "\n" for k, g in zip(part, gens))
             done.update((k, g.text) for k, g in zip(part, gens))

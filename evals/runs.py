@@ -70,8 +70,16 @@ def given_run_mismatch(con, run_id: str, suite: str, model_ref: str, a_hash: str
     if (r_model, r_hash) != (model_ref, a_hash):
         return f"it generated with {r_model} + adapter {r_hash or 'none'}"
     if not _same_gen(gs, gen):
-        return "its generation settings are not the gate's greedy ones"
+        return f"its generation settings ({answered(gs)}) are not the gate's greedy ones ({answered(gen)})"
     return None
+
+
+def answered(gen) -> str:
+    """Who gave a run's answers and at what budget, as its generation settings say (evals.student.answer_settings)."""
+    gen = json.loads(gen) if isinstance(gen, str) else (gen or {})
+    who = f"served by {gen['server']}" if gen.get("server") else "in-process"
+    return f"{gen.get('decoding', '?')}, {who}, max_new_tokens {gen.get('max_new_tokens', '?')}"
+
 
 def _covers(con, run_id: str, wanted: list[str] | None) -> bool:
     if not wanted:

@@ -10,11 +10,16 @@ class EvalsSettings:
     split: str = "all"  # traces `evals run` scores by default: seed | holdout | all
     check_modules: tuple = ()  # importable modules (e.g. "myteam.checks") that @register more checks
     gen_batch_size: int = 16  # regeneration: prompts per generate() batch
+    # --- the student's answers (owned by evals/student.py): in-process, or a served student ---
+    student_url: str = ""  # OpenAI-compatible endpoint serving the student (vLLM, llama.cpp); empty: in-process
+    student_model: str = ""  # the name the server serves the base model under; empty: the model ref
+    student_adapters: dict = field(default_factory=dict)  # adapter folder -> served name; else the folder's name
+    student_api_key_env: str = ""  # env var holding the served student's key (never the key); empty: OPENAI_API_KEY
     score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
     judge_model: str = ""  # model name sent to the judge endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # env var holding the judge's key (the key itself is never stored)
-    allow_remote: bool = False  # allow sending trace content to a non-loopback endpoint (judge, teacher)
+    allow_remote: bool = False  # allow sending trace content to a non-loopback endpoint (judge, teacher, student)
     client_concurrency: int = 8  # concurrent requests per client
     client_max_retries: int = 3  # the openai client's own retries (honours Retry-After on 429/5xx)
     client_timeout_s: float = 120.0  # per-request timeout (seconds)

@@ -240,7 +240,7 @@ def test_reuses_complete_runs_with_the_same_key(monkeypatch, tmp_path):
 def test_logged_run_counts_as_base_model_only_with_matching_generation(monkeypatch):
     monkeypatch.setattr(gate, "suite_version", lambda s: "1")
     gen = dict(GEN)
-    monkeypatch.setattr(gate, "greedy_settings", lambda: gen)
+    monkeypatch.setattr(gate, "answer_settings", lambda *a: gen)
     with store.connect() as con:
         ids = add_traces(con, 4)
         add_run(con, "logged", {t: [("A", False)] for t in ids}, model_ref=None, split="all", mode="logged")

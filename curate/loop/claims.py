@@ -23,21 +23,20 @@ from traces.settings import load
 
 
 def item_outcomes(model_ref: str, adapter, val, trained: set) -> dict[tuple[str, str], bool]:
-    """{(item id, check): passed} for the greedy answers of (model_ref, adapter) at the gate's budget."""
+    """{(item id, check): passed} for the greedy answers of (model_ref, adapter) at the gate's budget (evals.student:
+    in-process, or the served student)."""
     from curate.loop.validation import with_answer_checks
     from evals.checks import verify_instructions
     from evals.quality import degenerate
-    from train import generate as tg
-    from train.models import load as load_model
+    from evals.student import Student
     s = load("train")
     traffic = [{**t, "metadata": with_answer_checks(t["metadata"], [], trained)[0],
                 "targets": sorted(trained)} for t in val.traffic]
     items = list(val.prompts) + traffic
     if not items:
         return {}
-    model, tok = load_model(model_ref, adapter=adapter)
-    gens = tg.generate(model, tok, [p["messages"] for p in items], max_new_tokens=s.max_new_tokens,
-                       temperature=0.0, batch_size=s.batch_size, progress=True)
+    gens = Student(model_ref, adapter).generate([p["messages"] for p in items], max_new_tokens=s.max_new_tokens,
+                                                batch_size=s.batch_size)  # in-process or served (student_url)
     out = {}
     for i, (p, g) in enumerate(zip(items, gens)):
         if i >= len(val.prompts):  # a traffic answer: the gate's degeneration guard, on traffic like the holdout's

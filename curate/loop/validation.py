@@ -159,17 +159,17 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
     (evals.quality) calls degenerate, as the gate's degeneration guard counts them on the holdout."""
     from evals.checks import verify_instructions
     from evals.quality import degenerate
+    from evals.student import Student
     from train import generate as tg
-    from train.models import load as load_model
     s = load("train")
-    model, tok = load_model(model_ref, adapter=adapter)
-    gens = tg.generate(model, tok, [p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
-                       temperature=0.0, batch_size=s.batch_size, progress=True) if val.prompts else []
+    student = Student(model_ref, adapter)  # answers in-process or served (student_url); NLL is always in-process
+    gens = student.generate([p["messages"] for p in val.prompts], max_new_tokens=s.max_new_tokens,
+                            batch_size=s.batch_size)
     results = [verify_instructions(p["prompt"], g.text, p["metadata"]) for p, g in zip(val.prompts, gens)]
     every = [r.passed for checks in results for _, r in checks]
     aimed = [r.passed for p, checks in zip(val.prompts, results) for cid, r in checks if cid in p.get("targets", ())]
     whole = sum(bool(checks) and all(r.passed for _, r in checks) for checks in results)
-    nll = tg.sequence_nll(model, tok, [a["messages"][:-1] for a in val.anchors],
+    nll = tg.sequence_nll(*student.loaded(), [a["messages"][:-1] for a in val.anchors],
                           [a["messages"][-1]["content"] for a in val.anchors]) if val.anchors else []
     outcomes = [all(r.passed for cid, r in checks if cid in p.get("targets", ())) if p.get("targets") else None
                 for p, checks in zip(val.prompts, results)]
@@ -177,19 +177,18 @@ def score(model_ref: str, adapter, val: Validation) -> dict:
             "n_checks": len(every), "prompt_pass": whole / len(gens) if gens else None, "n_val": len(gens),
             "anchor_nll": sum(nll) / len(nll) if nll else None, "n_anchors": len(nll),
             "degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(val.prompts, gens)]),
-            "outcomes": outcomes, **traffic_score(model, tok, val.traffic, s)}
+            "outcomes": outcomes, **traffic_score(student, val.traffic, s)}
 
 
-def traffic_score(model, tok, traffic: list, s) -> dict:
+def traffic_score(student, traffic: list, s) -> dict:
     """(d) on the validation traffic, greedy at the gate's budget: `traffic_pass` = share of traces passing every
     instruction of their own, `traffic_degenerate` = share of degenerate answers (the gate's guard, on seed groups)."""
     from evals.checks import verify_instructions
     from evals.quality import degenerate
-    from train import generate as tg
     if not traffic:
         return {"traffic_pass": None, "traffic_degenerate": None, "n_traffic": 0}
-    gens = tg.generate(model, tok, [p["messages"] for p in traffic], max_new_tokens=s.max_new_tokens,
-                       temperature=0.0, batch_size=s.batch_size, progress=True)
+    gens = student.generate([p["messages"] for p in traffic], max_new_tokens=s.max_new_tokens,
+                            batch_size=s.batch_size)
     passed = [all(r.passed for _, r in verify_instructions(p["prompt"], g.text, p["metadata"]))
               for p, g in zip(traffic, gens)]
     return {"traffic_pass": _share(passed), "n_traffic": len(gens),
