@@ -95,3 +95,18 @@ def test_cli_takes_a_run_id_and_refuses_to_overwrite(tmp_path, adapter, monkeypa
     assert "exists" in capsys.readouterr().err
     assert main(["export", "no-such-run", "--out", str(tmp_path / "x")]) == 2
     assert "no adapter 'no-such-run'" in capsys.readouterr().err
+
+
+def test_latest_is_the_newest_complete_train_runs_adapter(tmp_path, adapter, monkeypatch, capsys):
+    from traces import store
+    from train.cli import main
+    monkeypatch.setenv("MEND_DB", str(tmp_path / "mend.duckdb"))
+    assert main(["export", "latest", "--out", str(tmp_path / "none")]) == 2
+    assert "no train run has completed" in capsys.readouterr().err
+    with store.connect() as con:
+        for run, path, status, at in [("run0", "gone", "complete", "2026-01-01"), ("run1", str(adapter), "complete",
+                                      "2026-01-02"), ("run2", "half", "failed", "2026-01-03")]:
+            con.execute("""INSERT INTO train_runs (run_id, adapter_path, base_model, base_fingerprint, training_set,
+                           status, started_at) VALUES (?, ?, 'm', 'fp', 't', ?, ?)""", [run, path, status, at])
+    assert main(["export", "latest", "--out", str(tmp_path / "exp")]) == 0
+    assert (tmp_path / "exp" / "adapter_model.safetensors").is_file()  # run1's: run2 failed, run0 is older

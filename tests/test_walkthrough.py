@@ -37,7 +37,9 @@ ANYWAY = "python -m curate nightly --train-anyway"
 NO_MATCH = """MEND_EVALS_SUITES='["no_links", "format"]' python -m curate nightly"""
 NO_PROMOTE = "export MEND_CURATE_NIGHTLY_PROMOTE=false"
 GATE = "python -m evals gate --report gate.json"
-COMMANDS = [INGEST, RUN, REPORT, RUN_FILE, "export TEACHER_API_KEY=", NIGHTLY, ANYWAY, NO_MATCH, NO_PROMOTE, GATE]
+EXPORT = "python -m train export latest"
+COMMANDS = [INGEST, RUN, REPORT, RUN_FILE, "export TEACHER_API_KEY=", NIGHTLY, ANYWAY, NO_MATCH, NO_PROMOTE, GATE,
+            EXPORT]
 
 
 def section() -> str:
@@ -129,6 +131,7 @@ def walk(tmp_path_factory, tiny_model_dir):
                    MEND_EVALS_JUDGE_API_KEY_ENV="TEACHER_API_KEY")
         out.update({cmd: _run(cmd, home, env) for cmd in [ANYWAY, NO_MATCH]})
         out[GATE] = _run(GATE, home, {**env, "MEND_CURATE_NIGHTLY_PROMOTE": "false"})
+        out[EXPORT] = _run(EXPORT, home, env)
         yield home, out, stub
 
 
@@ -222,3 +225,18 @@ def test_candidates_are_verified_by_the_suites_own_checks(walk):
     assert reasons and not [r for r in reasons if r.startswith("no checks")]
     assert checked == [("judge",), ("regex",)]       # suites/no_links.yaml's own check, then the judge that vouched
     assert unvouched == 0                            # nothing the narrow check alone verified was accepted
+
+
+@pytest.mark.integration
+def test_the_trained_adapter_exports_for_serving(walk, tiny_model_dir):
+    """Step 7: `train export latest` writes the adapter in the PEFT form vLLM's --lora-modules and peft load."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    home, out, _ = walk
+    text = _ok(out[EXPORT])
+    with _db(home) as con:
+        (run,) = con.execute("SELECT run_id FROM train_runs WHERE status = 'complete' ORDER BY started_at DESC "
+                             "LIMIT 1").fetchone()
+    folder = home / "data" / "exports" / run
+    assert str(folder.name) in text and (folder / "adapter_model.safetensors").is_file()
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(folder))  # it loads

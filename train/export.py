@@ -31,7 +31,8 @@ class ExportError(RuntimeError):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train export", description=__doc__.split("\n\n")[1])
-    p.add_argument("adapter", help="adapter folder, or a run id under the adapters folder")
+    p.add_argument("adapter", help="adapter folder, a run id under the adapters folder, or `latest` (the newest "
+                                   "complete train run's)")
     p.add_argument("--out", help="output folder (default data/exports/<name>[-merged])")
     p.add_argument("--merge", action="store_true", help="write full weights with the adapter merged in")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -100,7 +101,15 @@ def push_to_hub(folder: Path, repo_id: str, push: dict, merged: bool, private: b
 
 
 def find_adapter(ref: str) -> Path:
-    """A folder path, or a run id under [tool.mend.train] adapters_dir."""
+    """A folder path, a run id under [tool.mend.train] adapters_dir, or `latest`: the newest complete train run's."""
+    if ref == "latest":
+        from traces import store
+        with store.connect(read_only=True) as con:
+            row = con.execute("""SELECT adapter_path FROM train_runs WHERE status = 'complete'
+                                 AND adapter_path IS NOT NULL ORDER BY started_at DESC LIMIT 1""").fetchone()
+        if row is None:
+            raise FileNotFoundError("no adapter 'latest': no train run has completed in this store")
+        ref = row[0]
     for candidate in (resolve_path(ref), resolve_path(load("train").adapters_dir) / ref):
         if (candidate / "adapter_config.json").is_file():
             return candidate
