@@ -61,6 +61,17 @@ def test_failed_stage_is_resumed_without_repeating_done_stages(home, monkeypatch
     assert len({r[0] for r in _ledger()}) == 2
 
 
+def test_a_resumed_nightly_says_which_settings_changed_since_it_started(home, monkeypatch, capsys):
+    monkeypatch.setenv("STUB_FAIL", "train")
+    assert nightly.run(stages=_stages()) == 1
+    assert "other settings" not in capsys.readouterr().out
+    monkeypatch.setenv("MEND_CURATE_PER_CLUSTER", "7")
+    monkeypatch.setenv("MEND_TRAIN_LR", "0.5")
+    assert nightly.run(stages=_stages()) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "it started under other settings (curate.per_cluster, train.lr)" in out and "--new" in out
+
+
 def test_resume_after_kill_in_the_middle_of_a_stage(home, monkeypatch):
     monkeypatch.setenv("STUB_HANG", "train")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(STUBS.parent.parent.parent), str(STUBS.parent.parent)])}
@@ -111,7 +122,7 @@ def test_profile_sets_known_keys_and_skips_unknown(home, monkeypatch):
     profile.write_text('[curate]\nk = 2\nnot_a_key = 1\n[evals]\ngate_alpha = 0.1\n')
     monkeypatch.setenv("MEND_EVALS_GATE_ALPHA", "0.2")       # the user's own value wins
     monkeypatch.delenv("MEND_CURATE_K", raising=False)
-    applied = nightly.apply_profile(profile)
+    applied = nightly.apply_profile(profile)  # curate.loop.profile, as the nightly uses it
     assert applied == {"MEND_CURATE_K": "2"} and os.environ["MEND_EVALS_GATE_ALPHA"] == "0.2"
     from traces.settings import load
     assert load("curate").k == 2

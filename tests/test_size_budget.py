@@ -28,7 +28,8 @@ MAX_LINES = 500
 # mtime, with each file's `ingests` row written by its batches (traces/ingest.py).
 # +150: issue 24 item 3, the served student (evals/student.py): eval regeneration, the gate, validation and claims
 # answer through an OpenAI-compatible endpoint when `student_url` is set.
-TOTAL_BUDGET = 18_500
+# +30: issue 26, `train export latest` and a resumed nightly naming the settings changed since it started.
+TOTAL_BUDGET = 18_530
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -10,7 +10,8 @@ Each stage records running/done/skipped/failed, a summary and its duration in `n
 that did not finish (killed, failed, or waiting for a review) is resumed by the next call: stages already
 done are skipped and the interrupted one runs again (each stage is itself resumable: ingest skips files,
 synth reuses cached teacher calls, the trainer resumes from its last checkpoint, the gate reuses complete
-eval runs). `--new` starts a fresh nightly instead. A file lock (data/nightly.lock) keeps two nightlies
+eval runs); a resumed nightly names the settings changed since it started (data/nightly/<id>.settings.json).
+`--new` starts a fresh nightly instead. A file lock (data/nightly.lock) keeps two nightlies
 from running at once and names the pid holding it.
 
 Exit codes: 0 every stage ran; 1 a stage failed (the next call resumes it); 2 another nightly holds the lock;
@@ -32,7 +33,6 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +47,7 @@ from curate.export import export
 from curate.filters import run_filters
 from curate.loop.claims import stage_validate
 from curate.loop.holdout import stage_holdout
+from curate.loop.profile import apply_profile, settings_changed
 from curate.loop.report import write_report
 from curate.loop.validation import validation_groups
 from curate.review.screen import main as review_main
@@ -59,7 +60,7 @@ from evals.runner import SuiteSkipped, run_suite
 from traces import store
 from traces.ingest import ingest_inbox, problem
 from traces.scrub import scrub_text
-from traces.settings import load, project_root, resolve_path, settings_class
+from traces.settings import load, project_root, resolve_path
 from traces.terminal import safe
 
 console = Console()
@@ -438,26 +439,6 @@ STAGES: list[tuple[str, Callable]] = [
 ]
 
 
-# ---------------------------------------------------------------- demo profile
-
-def apply_profile(path: Path) -> dict[str, str]:
-    """Set MEND_<STAGE>_<KEY> for each [stage] key of the TOML file (a user's own env var wins).
-    Keys a stage does not (yet) have are reported and skipped, so the profile never breaks a run."""
-    data = tomllib.loads(path.read_text())
-    applied = {}
-    for stage, table in data.items():
-        known = set(settings_class(stage).__dataclass_fields__)
-        for key, value in table.items():
-            env = f"MEND_{stage.upper()}_{key.upper()}"
-            if key not in known:
-                console.print(f"[yellow]demo profile: {stage}.{key} is not a setting here; skipped[/]")
-                continue
-            if env not in os.environ:
-                os.environ[env] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-                applied[env] = os.environ[env]
-    return applied
-
-
 # ---------------------------------------------------------------- CLI
 
 def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | None = None,
@@ -471,6 +452,10 @@ def run(stages=None, demo: bool = False, new: bool = False, stop_after: str | No
         resume = None if new else unfinished_nightly(names, demo)
         ctx = Context(resume or new_nightly_id(demo), demo=demo, train_anyway=train_anyway)
         console.print(f"{'resuming' if resume else 'starting'} nightly [bold]{ctx.nightly_id}[/]")
+        changed = settings_changed(ctx.nightly_id)
+        if changed:
+            console.print(f"[yellow]it started under other settings[/] ({safe(', '.join(changed))}): the stages it "
+                          "ran keep theirs; `python -m curate nightly --new` starts afresh", highlight=False)
         code = run_stages(stages, ctx, stop_after)
         console.print(stage_table(ctx.nightly_id))
         failed = ctx.done.get("ingest", {}).get("failed_files")
