@@ -39,7 +39,8 @@ class EvalsSettings:
     gate_target_policy: str = "pooled"  # pooled (one test over all target-cluster checks) | all | any cluster
     gate_max_regression: float = 2.0  # no suite may lose more than this many points of trace-level pass rate
     gate_bootstrap: int = 2000  # paired bootstrap resamples for the 95% intervals
-    gate_max_traces: int = 0  # holdout traces per suite to evaluate (0 = all); target-cluster traces come first
+    gate_max_traces: int = 0  # holdout traces per suite to evaluate (0 = all); target-cluster traces come first, so a
+    # subset is mostly the base's failures and hides what an adapter breaks (the demo's 96 turned a REJECT into PROMOTE)
     gate_lm_eval: bool = True  # run the lm-eval word-perplexity guard (local prose, no download)
     gate_lm_eval_docs: int = 40  # prose documents in the local lm-eval task (~1 min on 2 CPU cores)
     gate_ppl_tolerance: float = 0.10  # candidate word perplexity may exceed the baseline's by at most 10%
