@@ -80,12 +80,13 @@ def screen(base: dict, cand: dict, alpha: float, min_items: int = MIN_ITEMS) -> 
 
 
 def trained_clusters(train_run: str) -> dict[str, tuple[str, str]]:
-    """{cluster id: (check id, label)} of the clusters the train run's examples came from."""
+    """{cluster id: (check id, label)} of the clusters the train run's examples came from (the gate's own targets)."""
+    from evals.gate import target_clusters
     with store.connect(read_only=True) as con:
-        rows = con.execute("""SELECT DISTINCT c.cluster_id, c.check_id, c.label FROM trained_examples te
-                              JOIN examples e USING (example_id) JOIN clusters c ON c.cluster_id = e.cluster_id
-                              WHERE te.run_id = ? ORDER BY 1""", [train_run]).fetchall()
-    return {cid: (check, label) for cid, check, label in rows}
+        ids, _ = target_clusters(con, None, train_run)
+        rows = con.execute("SELECT cluster_id, check_id, label FROM clusters WHERE list_contains(?, cluster_id)",
+                           [ids]).fetchall()
+    return {cid: (check, label) for cid, check, label in sorted(rows)}
 
 
 def stage_validate(ctx, outcomes_fn=None) -> dict:
