@@ -473,6 +473,14 @@ def test_a_config_is_compared_with_the_base_prompt_by_prompt():
     assert paired([True] * 12, [False] * 12)["p"] < 0.001
 
 
+def test_validation_traffic_churn_counts_answers_made_and_cured_degenerate():
+    from curate.loop.validation import churn
+    base = [True, True, False, False, True]
+    cand = [False, True, True, True, True]
+    assert churn(cand, base) == {"traffic_newly": 2, "traffic_cured": 1}  # the share rose 1 answer; 3 changed side
+    assert churn([], base) == {"traffic_newly": 0, "traffic_cured": 0}
+
+
 def test_a_trained_answer_check_is_a_target_of_every_validation_prompt():
     from curate.loop.validation import with_answer_checks
     md = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}

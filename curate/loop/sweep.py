@@ -48,8 +48,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from curate.loop.validation import (ProsePlan, Validation, _prose_words, carve, in_validation,  # noqa: F401
-                                    paired, prose_documents, prose_plan, prose_score, score, target_prompts,
+from curate.loop.validation import (ProsePlan, Validation, _prose_words, carve, churn,  # noqa: F401
+                                    in_validation, paired, prose_documents, prose_plan, prose_score, score, target_prompts,
                                     validation_groups)
 from traces import store
 from traces.settings import SettingsError, load, resolve_path
@@ -237,7 +237,7 @@ def run_sweep(training_set: str | None = None, grid: list[str] | None = None, tr
 
 
 VAL_KEYS = ("target_pass", "checks_pass", "prompt_pass", "anchor_nll", "degenerate", "outcomes",  # (a), (b)
-            "traffic_pass", "traffic_degenerate")  # (d)
+            "traffic_pass", "traffic_degenerate", "traffic_flags")  # (d)
 
 
 def degenerate_tolerance(cs) -> float:
@@ -271,6 +271,7 @@ def _finish(metrics: dict, base: dict) -> dict:
     metrics["beats_base"] = (metrics["target_pass"] or 0.0) > (base["base_target_pass"] or 0.0)
     metrics["gain"] = (metrics["target_pass"] or 0.0) - (base["base_target_pass"] or 0.0)
     metrics.update(paired(metrics.get("outcomes"), base.get("base_outcomes")))
+    metrics.update(churn(metrics.get("traffic_flags"), base.get("base_traffic_flags")))
     return metrics
 
 
@@ -333,7 +334,7 @@ def table(sid: str, found: list[dict]) -> Table:
                     f"{_pct(base.get('base_degenerate'))}%, traffic: passing {_pct(base.get('base_traffic_pass'))}% "
                     f"degenerate {_pct(base.get('base_traffic_degenerate'))}%")
     cols = ["#", "config", "run", "target %", "fixed/broken", "p", "checks %", "anchor rise %", "prose ppl", "prose rise %",
-            "degenerate %", "traffic %", "traffic degenerate %", "margin", "logp chosen", "steps", "status", "chosen"]
+            "degenerate %", "traffic %", "traffic degenerate %", "newly/cured", "margin", "logp chosen", "steps", "status", "chosen"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("config", "run", "status", "chosen") else "right",
                      overflow="fold" if col in ("config", "run") else "ellipsis")
@@ -343,7 +344,8 @@ def table(sid: str, found: list[dict]) -> Table:
                   _pct(m.get("target_pass")), f"{m.get('fixed', '-')}/{m.get('broken', '-')}", _f(m.get("p"), 3),
                   _pct(m.get("checks_pass")), _pct(m.get("rise")) if complete else "-",
                   _f(m.get("prose_ppl"), 2), _pct(m.get("prose_rise")) if complete else "-", _pct(m.get("degenerate")),
-                  _pct(m.get("traffic_pass")), _pct(m.get("traffic_degenerate")), _f(m.get("rewards/margins"), 2), _f(m.get("logps/chosen"), 1), str(m.get("last_step") or "-"),
+                  _pct(m.get("traffic_pass")), _pct(m.get("traffic_degenerate")),
+                  f"{m.get('traffic_newly', '-')}/{m.get('traffic_cured', '-')}", _f(m.get("rewards/margins"), 2), _f(m.get("logps/chosen"), 1), str(m.get("last_step") or "-"),
                   r["status"] if not r["error"] else safe(f"failed: {r['error'][:60]}"),
                   "[bold green]yes[/]" if r["chosen"] else "")
     return t

@@ -186,14 +186,22 @@ def traffic_score(student, traffic: list, s) -> dict:
     from evals.checks import verify_instructions
     from evals.quality import degenerate
     if not traffic:
-        return {"traffic_pass": None, "traffic_degenerate": None, "n_traffic": 0}
+        return {"traffic_pass": None, "traffic_degenerate": None, "n_traffic": 0, "traffic_flags": []}
     gens = student.generate([p["messages"] for p in traffic], max_new_tokens=s.max_new_tokens,
                             batch_size=s.batch_size)
     passed = [all(r.passed for _, r in verify_instructions(p["prompt"], g.text, p["metadata"]))
               for p, g in zip(traffic, gens)]
-    return {"traffic_pass": _share(passed), "n_traffic": len(gens),
-            "traffic_degenerate": _share([degenerate(g.text, p["prompt"], p["metadata"])
-                                          for p, g in zip(traffic, gens)])}
+    flags = [degenerate(g.text, p["prompt"], p["metadata"]) for p, g in zip(traffic, gens)]
+    return {"traffic_pass": _share(passed), "n_traffic": len(gens), "traffic_degenerate": _share(flags),
+            "traffic_flags": flags}
+
+
+def churn(flags: list, base_flags: list) -> dict:
+    """Validation traffic answer by answer: how many the config made degenerate and how many it cured. A share can
+    stay flat while both counts are large (the holdout's `fluent` clusters: 20 fixed / 18 broken), and the gate's
+    guard then fails on whichever way chance tips the holdout."""
+    pairs = list(zip(base_flags or [], flags or []))
+    return {"traffic_newly": sum(c and not b for b, c in pairs), "traffic_cured": sum(b and not c for b, c in pairs)}
 
 
 def paired(outcomes: list, base_outcomes: list) -> dict:
