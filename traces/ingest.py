@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import socket
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
+from traces import canonical, jsonl_sql, otel_stream, readers, scrub, settings, store
 from traces.hashing import sha256_file
 from traces.readers import REFUSED, SUFFIXES, IngestError
 from traces.store import pid_alive
@@ -172,7 +173,8 @@ def _ingest_json(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 def _ingest_otel(cfg, path: Path, summary: FileSummary, progress) -> None:
-    _store_spans(cfg, summary, *otel.rows(readers.read_text(path)))
+    skipped = Counter()
+    _store_spans(cfg, summary, otel_stream.rows(path, skipped), skipped)
 
 
 def _records_ingester(module) -> Callable:
@@ -182,12 +184,23 @@ def _records_ingester(module) -> Callable:
     return run
 
 
-def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) -> None:
-    """Canonical span rows in batches; the spans that are not LLM calls counted as skipped."""
-    summary.skipped, n = skipped, sum(skipped.values())
-    summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
-    chunks = [rows[i:i + cfg.batch_lines] for i in range(0, len(rows), cfg.batch_lines)]
-    _store_batches(cfg, summary, (readers.rows_fill(chunk) for chunk in chunks))  # only skipped: _finish counts
+def _store_spans(cfg, summary: FileSummary, rows: Iterator[dict], skipped: Counter) -> None:
+    """Canonical span rows in batches, read as they are stored; the spans that are not LLM calls (counted in
+    `skipped` by the reader as it goes) counted as read and skipped before each batch and at the end."""
+    summary.skipped = skipped
+
+    def count_skipped():
+        n = sum(skipped.values()) - summary.counts.skipped
+        summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
+
+    def fills():
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, cfg.batch_lines)):  # itertools.batched: Python 3.12
+            count_skipped()
+            yield readers.rows_fill(chunk)
+        count_skipped()  # read ahead by _flag_last: before the last batch commits
+    _store_batches(cfg, summary, fills())
+    count_skipped()  # only skipped spans: no batch, _finish counts
 
 
 def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
