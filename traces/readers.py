@@ -34,7 +34,7 @@ class IngestError(Exception):
 # ---------- bytes: plain or gzip, a broken stream reported with the line it broke after ----------
 
 def _open_raw(path: Path):
-    raw = open(path, "rb")
+    raw = path.open("rb")  # a Path, or an object in object storage (traces.locations.RemoteFile)
     return raw, (gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw)
 
 
@@ -451,7 +451,9 @@ def parquet_fills(path: Path, batch_lines: int) -> Iterator[Callable]:
     """Store-layout Parquet (has `response`) -> `pre`; any other Parquet -> its rows as JSON records."""
     import pyarrow.parquet as pq
     first_row = 1
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_lines):
+    # an object in object storage is read by ranges (footer, then row groups), never downloaded whole
+    source = path.arrow_file() if hasattr(path, "arrow_file") else path
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_lines):
         def fill(con, batch=batch, first=first_row):
             con.register("pq", batch)
             try:
