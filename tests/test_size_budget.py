@@ -29,7 +29,9 @@ MAX_LINES = 500
 # +150: issue 24 item 3, the served student (evals/student.py): eval regeneration, the gate, validation and claims
 # answer through an OpenAI-compatible endpoint when `student_url` is set.
 # +30: issue 26, `train export latest` and a resumed nightly naming the settings changed since it started.
-TOTAL_BUDGET = 18_530
+# +400: issue 24 items 5-6, OTel files streamed (traces/otel_stream.py) and s3:// and hive-partitioned input
+# (traces/locations.py).
+TOTAL_BUDGET = 18_930
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

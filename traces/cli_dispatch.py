@@ -37,6 +37,7 @@ def _run(fn, rest: list[str]) -> int:
     """Turn the errors a user can fix into one clear line (exit 2) instead of a stack trace, Ctrl-C into one line
     (exit 130), and any other crash into its traceback with secrets scrubbed (exit 1): a crash may quote the
     value at fault, such as a key in a log field."""
+    from traces.locations import RemoteError
     from traces.scrub import scrub_text
     from traces.settings import SettingsError
     from traces.store import StoreBusy, StoreError, interrupted
@@ -46,7 +47,7 @@ def _run(fn, rest: list[str]) -> int:
     except StoreBusy as e:
         err.print(f"[red]error:[/] {safe(str(e))} {BUSY_HINT}", highlight=False)
         return 2
-    except (SettingsError, StoreError, FileNotFoundError) as e:
+    except (SettingsError, StoreError, FileNotFoundError, RemoteError) as e:
         err.print(f"[red]error:[/] {safe(scrub_text(str(e)))}", highlight=False)
         return 2
     except (KeyboardInterrupt, Exception) as e:

@@ -3,7 +3,10 @@
 Load LLM call logs into the `traces` table. With no PATH, ingests the files in the inbox folder
 (`[tool.mend.traces] inbox`) whose sha256 is not yet in `ingests` with status `complete` (one whose path, size
 and mtime match such a row is skipped without being read).
-Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON ones).
+Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON ones); Hive `key=value` folders
+below the one named (`traffic/day=2026-12-01/part-0.parquet`) add their values to each record's metadata. PATH and
+the inbox may be `s3://bucket/prefix/` (an object, or every object under it; traces.locations): objects are
+streamed, and the inbox's are skipped by URL, size and last-modified time once ingested completely.
 
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
 `{"messages": [...]}` records, one per line (JSONL), or as one pretty-printed object or a JSON array
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import socket
@@ -38,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from traces import canonical, jsonl_sql, otel, readers, scrub, settings, store
+from traces import canonical, jsonl_sql, locations, otel_stream, readers, scrub, settings, store
 from traces.hashing import sha256_file
-from traces.readers import REFUSED, SUFFIXES, IngestError
+from traces.readers import IngestError
 from traces.store import pid_alive
 from traces.terminal import safe
 
@@ -58,6 +62,7 @@ class FileSummary:
     sha256: str = ""  # the file's identity in `ingests`, with its stat when it was hashed (size, mtime_ns)
     size: int | None = None
     mtime_ns: int | None = None
+    partitions: dict = field(default_factory=dict)  # Hive `key=value` folders above the file: into each metadata
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -137,10 +142,20 @@ def _store_batches(cfg, summary: FileSummary, fills: Iterator[Callable]) -> None
             canonical.install_macros(con)
             with store.transaction(con):
                 from_pre = fill(con)
+                if summary.partitions:
+                    _add_partitions(con, "pre" if from_pre else "checked", summary.partitions)
                 counts = canonical.store_batch(con, cfg, summary.path, summary.ingest_id, from_pre, from_pre)
                 _record(con, summary, status, batch=counts)
             summary.counts.add(counts)  # only once committed: a failed COMMIT (a full disk) stored nothing
             summary.status = status
+
+
+def _add_partitions(con, table: str, values: dict) -> None:
+    """Hive partition values (`day=2026-12-01/` above the file) join each record's metadata, so that suites and
+    stats can select by them; a field of the record's own metadata wins."""
+    con.execute(f"""UPDATE {table} SET metadata = CASE WHEN metadata IS NULL THEN $p
+                    WHEN json_valid(metadata) AND json_type(metadata) = 'OBJECT'
+                    THEN json_merge_patch($p, metadata)::VARCHAR ELSE metadata END""", {"p": json.dumps(values)})
 
 
 _END = object()
@@ -172,7 +187,8 @@ def _ingest_json(cfg, path: Path, summary: FileSummary, progress) -> None:
 
 
 def _ingest_otel(cfg, path: Path, summary: FileSummary, progress) -> None:
-    _store_spans(cfg, summary, *otel.rows(readers.read_text(path)))
+    skipped = Counter()
+    _store_spans(cfg, summary, otel_stream.rows(path, skipped), skipped)
 
 
 def _records_ingester(module) -> Callable:
@@ -182,12 +198,23 @@ def _records_ingester(module) -> Callable:
     return run
 
 
-def _store_spans(cfg, summary: FileSummary, rows: list[dict], skipped: Counter) -> None:
-    """Canonical span rows in batches; the spans that are not LLM calls counted as skipped."""
-    summary.skipped, n = skipped, sum(skipped.values())
-    summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
-    chunks = [rows[i:i + cfg.batch_lines] for i in range(0, len(rows), cfg.batch_lines)]
-    _store_batches(cfg, summary, (readers.rows_fill(chunk) for chunk in chunks))  # only skipped: _finish counts
+def _store_spans(cfg, summary: FileSummary, rows: Iterator[dict], skipped: Counter) -> None:
+    """Canonical span rows in batches, read as they are stored; the spans that are not LLM calls (counted in
+    `skipped` by the reader as it goes) counted as read and skipped before each batch and at the end."""
+    summary.skipped = skipped
+
+    def count_skipped():
+        n = sum(skipped.values()) - summary.counts.skipped
+        summary.counts.add(canonical.BatchCounts(read=n, skipped=n))
+
+    def fills():
+        it = iter(rows)
+        while chunk := list(itertools.islice(it, cfg.batch_lines)):  # itertools.batched: Python 3.12
+            count_skipped()
+            yield readers.rows_fill(chunk)
+        count_skipped()  # read ahead by _flag_last: before the last batch commits
+    _store_batches(cfg, summary, fills())
+    count_skipped()  # only skipped spans: no batch, _finish counts
 
 
 def _ingest_parquet(cfg, path: Path, summary: FileSummary, progress) -> None:
@@ -209,21 +236,24 @@ INGESTERS = {"jsonl": _ingest_jsonl, "json": _ingest_json, "otel": _ingest_otel,
              **{name: _records_ingester(module) for name, module in readers.RECORD_FORMATS.items()}}
 
 
-def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None, stat=None) -> FileSummary:
-    """Ingest one file; returns its summary (status `failed` with `error` when it cannot be read). `sha` and
-    `stat` (os.stat_result): the file's, when the caller has them (stat taken before hashing).
+def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None, stat=None,
+                partitions: dict | None = None) -> FileSummary:
+    """Ingest one file (or an object in object storage: traces.locations); returns its summary (status `failed`
+    with `error` when it cannot be read). `sha` and `stat` (os.stat_result): the file's, when the caller has them
+    (stat taken before hashing); `partitions`: the Hive values of its folders, added to each record's metadata.
 
     Ctrl-C marks the ingest failed and raises KeyboardInterrupt (DuckDB's own interrupt included)."""
     import duckdb
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
-    path = Path(path).resolve()
+    path = path if isinstance(path, locations.RemoteFile) else Path(path).resolve()
     try:
         stat = stat or path.stat()  # before hashing: a file changed meanwhile does not match next time
-        sha = sha or sha256_file(path)
+        sha = sha or _identity(path)
     except OSError as e:
         return _unopenable(cfg, path, e)
-    summary = FileSummary(str(path), "?", _new_ingest_id(), sha256=sha, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    summary = FileSummary(str(path), "?", _new_ingest_id(), sha256=sha, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                          partitions=partitions or {})
     try:
         summary.format = readers.detect_format(path)
         INGESTERS[summary.format](cfg, path, summary, progress)
@@ -252,17 +282,9 @@ def _unopenable(cfg, path: Path, e: OSError) -> FileSummary:
     return summary
 
 
-def expand(paths: list[str | Path]) -> list[Path]:
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            # refused formats are listed too, so that a CSV dropped in the inbox is reported, not ignored
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SUFFIXES + REFUSED))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"no such file: {p}")
-    return out
+def _identity(path) -> str:
+    """A local file's sha256; an object's URL, size and mtime (hashing it would read it twice: traces.locations)."""
+    return path.identity if isinstance(path, locations.RemoteFile) else sha256_file(path)
 
 
 def completed_files() -> list[tuple]:
@@ -289,13 +311,13 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
-    files = expand(paths)
+    files = locations.expand(paths, cfg)
     rows = completed_files()
     rows = rows if skip_done else []
     done, at_path = {r[0] for r in rows}, {r[:2] for r in rows}
     unchanged = {r[1:] for r in rows}  # (path, size, mtime_ns); a NULL stat (before m013) matches no file
     summaries = []
-    for path in map(Path.resolve, files):
+    for path, partitions in files:
         try:
             # size and mtime as when it was ingested: skipped unread (rsync's quick check; the bytes are read again
             # once either changes, and the content hash stays the file's identity)
@@ -303,7 +325,7 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
             if (str(path), st.st_size, st.st_mtime_ns) in unchanged:
                 summaries.append(FileSummary(str(path), "-", "-", status="skipped"))
                 continue
-            sha, size = sha256_file(path), st.st_size
+            sha, size = _identity(path), st.st_size
         except OSError as e:
             summaries.append(_unopenable(cfg, path, e))
             continue
@@ -316,7 +338,7 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
                       disable=size < (8 << 20)) as bar:
             task = bar.add_task(safe(path.name), total=size)
-            summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n), st))
+            summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n), st, partitions))
         if summaries[-1].status == "complete":  # a copy of a failed file (a .csv refused by its name) is still read
             done.add(sha)
     return summaries
@@ -324,6 +346,8 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
 
 def ingest_inbox(cfg=None, console=None) -> list[FileSummary]:
     cfg = cfg or settings.load("traces")
+    if locations.is_url(cfg.inbox):  # s3://bucket/prefix: its new objects (skipped by URL, size and mtime)
+        return ingest_paths([cfg.inbox], cfg, skip_done=True, console=console)
     inbox = settings.resolve_path(cfg.inbox)
     if not inbox.is_dir():
         return []
@@ -403,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = settings.load("traces", flags)
     summaries = ingest_paths(args.paths, cfg, console=console) if args.paths else ingest_inbox(cfg, console)
     if not summaries:
-        console.print(f"nothing to ingest (inbox {settings.resolve_path(cfg.inbox)} has no new files)")
+        inbox = cfg.inbox if locations.is_url(cfg.inbox) else settings.resolve_path(cfg.inbox)
+        console.print(f"nothing to ingest (inbox {inbox} has no new files)")
         return 0
     console.print(summary_table(summaries))
     if skipped_note(summaries):

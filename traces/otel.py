@@ -17,10 +17,12 @@ not split one). Three attribute conventions are read:
 
 Every span read is a row or skipped with a reason: spans that are not LLM calls (HTTP and DB spans,
 tool executions, agents, chains, retrievers, embeddings) are skipped, counted per reason.
-Span volumes are small next to chat logs, so this walks the JSON in Python.
+Span volumes are small next to chat logs, so this walks the JSON in Python; a file is streamed one export line or
+one span at a time (traces.otel_stream).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -456,24 +458,36 @@ def guarded(index: int, span: Any, read=_read_otlp, fmt: str = "otel",
         return bad_row(index, _raw(span), f"malformed {noun}: {type(e).__name__} while reading it", fmt), None
 
 
+def export_rows(doc: Any, err: str | None, raw: str, where: str, counter: Iterator[int],
+                skipped: Counter) -> Iterator[dict]:
+    """The rows of one export request (or one bad row when it is none); `counter` numbers every item read, `where`
+    (file line N) goes into the reasons. Shared with the streamed reader (traces.otel_stream)."""
+    if not is_export_request(doc):
+        why = err or ("export request has no `resourceSpans`" if isinstance(doc, dict)
+                      else "export request is not a JSON object")
+        yield bad_row(next(counter), raw, f"{why} ({where})")
+        return
+    yield from span_rows(spans(doc), where, counter, skipped)
+
+
+def span_rows(items: Iterator[tuple[Any, str | None]], where: str, counter: Iterator[int],
+              skipped: Counter) -> Iterator[dict]:
+    """(span, why its nesting is broken) pairs -> rows; a span that is not an LLM call counted in `skipped`."""
+    for span, broken in items:
+        index = next(counter)
+        if broken:
+            yield bad_row(index, _raw(span), f"malformed export: {broken} ({where})")
+            continue
+        row, reason = guarded(index, span)
+        if row is not None:
+            yield row
+        else:
+            skipped[reason] += 1
+
+
 def rows(text: str) -> tuple[list[dict], Counter]:
     """(canonical rows of the LLM-call spans and of bad lines, {skip reason: spans skipped})."""
-    out, skipped, index = [], Counter(), 0
-    for file_line, doc, err, raw in documents(text):
-        if not is_export_request(doc):
-            index += 1
-            why = err or ("export request has no `resourceSpans`" if isinstance(doc, dict)
-                          else "export request is not a JSON object")
-            out.append(bad_row(index, raw, f"{why} (file line {file_line})"))
-            continue
-        for span, broken in spans(doc):
-            index += 1
-            if broken:
-                out.append(bad_row(index, _raw(span), f"malformed export: {broken} (file line {file_line})"))
-                continue
-            row, reason = guarded(index, span)
-            if row is not None:
-                out.append(row)
-            else:
-                skipped[reason] += 1
+    skipped, counter = Counter(), itertools.count(1)
+    out = [row for file_line, doc, err, raw in documents(text)
+           for row in export_rows(doc, err, raw, f"file line {file_line}", counter, skipped)]
     return out, skipped

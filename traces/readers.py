@@ -34,7 +34,7 @@ class IngestError(Exception):
 # ---------- bytes: plain or gzip, a broken stream reported with the line it broke after ----------
 
 def _open_raw(path: Path):
-    raw = open(path, "rb")
+    raw = path.open("rb")  # a Path, or an object in object storage (traces.locations.RemoteFile)
     return raw, (gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw)
 
 
@@ -118,6 +118,8 @@ def detect_format(path: Path) -> str:
         return "parquet"
     line = _first_line(path)
     if line.strip() and _incomplete(line):
+        if _first_key(path) == "resourceSpans":  # an OTLP export, told without reading it whole (often huge)
+            return "otel"
         text = read_text(path)
         doc, err = otel._loads(text)
         return _spans_format(_first_record(text) if err else doc) or "json"
@@ -128,6 +130,33 @@ def detect_format(path: Path) -> str:
         # alone, not the whole array as one line); anything else is a bad JSONL line
         return "json" if line.lstrip().startswith("[") else "jsonl"
     return _spans_format(first) or ("json" if isinstance(first, list) else "jsonl")
+
+
+def _first_key(path: Path) -> str | None:
+    """The first key of the document's top-level object, streamed (ijson); None when it is no object."""
+    import ijson
+    raw, f = _open_raw(path)
+    with raw:
+        try:
+            events = ijson.basic_parse(_Reader(f), buf_size=1 << 16)
+            first, second = next(events, (None, None)), next(events, (None, None))
+        except (ijson.JSONError, _Unreadable):
+            return None
+    return second[1] if first[0] == "start_map" and second[0] == "map_key" else None
+
+
+class _Reader:
+    """A byte stream for ijson: the BOM dropped, a broken .gz raised as _Unreadable."""
+
+    def __init__(self, f):
+        self.f, self.pos = f, 0
+
+    def read(self, n: int) -> bytes:
+        data = _read(self.f, n)
+        if not self.pos:
+            data = data.removeprefix(b"\xef\xbb\xbf")
+        self.pos += len(data)
+        return data
 
 
 def _first_record(text: str):
@@ -422,7 +451,9 @@ def parquet_fills(path: Path, batch_lines: int) -> Iterator[Callable]:
     """Store-layout Parquet (has `response`) -> `pre`; any other Parquet -> its rows as JSON records."""
     import pyarrow.parquet as pq
     first_row = 1
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_lines):
+    # an object in object storage is read by ranges (footer, then row groups), never downloaded whole
+    source = path.arrow_file() if hasattr(path, "arrow_file") else path
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_lines):
         def fill(con, batch=batch, first=first_row):
             con.register("pq", batch)
             try:

@@ -43,6 +43,8 @@ class TracesSettings:
     redact_pii: bool = False  # also replace e-mail addresses and phone numbers (opt-in; `--redact-pii` for one ingest)
     batch_lines: int = 200_000  # raw lines validated and inserted per transaction; the database is released between
     # batches, so another command waits one batch, not one file
+    s3_endpoint: str = ""  # an S3-compatible server for s3:// input (MinIO, R2: "http://host:9000"); empty: AWS, or
+    # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL as the AWS SDKs read them. Credentials: the AWS SDK's chain, never here
     busy_timeout_s: float = 10.0  # how long to retry a database held by another process (an ingest frees it per batch)
 
 
