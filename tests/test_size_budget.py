@@ -29,7 +29,9 @@ MAX_LINES = 500
 # +150: issue 24 item 3, the served student (evals/student.py): eval regeneration, the gate, validation and claims
 # answer through an OpenAI-compatible endpoint when `student_url` is set.
 # +30: issue 26, `train export latest` and a resumed nightly naming the settings changed since it started.
-TOTAL_BUDGET = 18_530
+# +90: issue 24 item 1, incremental streaming evals (traces/migrations/m014, the runner's plan and record-batch
+# stream): +76 lines; the branch point (15e5fe4) already measured 18,538, 8 over the budget before it.
+TOTAL_BUDGET = 18_620
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
