@@ -79,7 +79,7 @@ def replay_pool(con) -> list[dict]:
                 SELECT run_id, row_number() OVER (PARTITION BY suite ORDER BY finished_at DESC, run_id DESC) AS rk
                 FROM eval_runs WHERE mode = 'logged' AND status = 'complete') WHERE rk = 1),
         verdict AS (
-            SELECT trace_id, bool_and(passed) AS all_passed FROM results
+            SELECT trace_id, bool_and(passed) AS all_passed FROM run_results
             WHERE run_id IN (SELECT run_id FROM latest) GROUP BY trace_id)
         SELECT t.trace_id, t.messages, t.response, t.group_key FROM traces t JOIN verdict v USING (trace_id)
         WHERE v.all_passed AND t.split = 'seed' AND t.response IS NOT NULL AND length(trim(t.response)) > 0

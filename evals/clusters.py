@@ -148,7 +148,7 @@ def shared_args(arg_list: list[dict]) -> str:
 
 def failures(con, run_id: str, split: str):
     from evals.reports import frame
-    return frame(con, """SELECT r.trace_id, r.check_id, r.check_args, t.prompt, t.metadata FROM results r
+    return frame(con, """SELECT r.trace_id, r.check_id, r.check_args, t.prompt, t.metadata FROM run_results r
                           JOIN traces t USING (trace_id) WHERE r.run_id = ? AND NOT r.passed AND t.split = ?
                           ORDER BY r.check_id, r.trace_id, r.check_idx""", [run_id, split])
 

@@ -97,7 +97,7 @@ def drift_sample(base_runs: dict, n: int) -> list[tuple[list[dict], str]]:
     Uses a logged/eval run of the baseline that covers the seed split; its scored `output` is the response."""
     with store.connect(read_only=True) as con:
         rows = con.execute("""
-            SELECT t.messages, any_value(r.output) FROM results r JOIN eval_runs e USING (run_id)
+            SELECT t.messages, any_value(r.output) FROM run_results r JOIN eval_runs e USING (run_id)
             JOIN traces t USING (trace_id)
             WHERE t.split = 'seed' AND e.status = 'complete' AND e.split IN ('seed', 'all')
               AND e.run_id IN (SELECT unnest(?::VARCHAR[]))
@@ -147,7 +147,7 @@ def degenerate_answers(con, run_ids: list[str]) -> dict[str, bool]:
     """trace_id -> whether the run's answer to that holdout trace is degenerate (one verdict per trace)."""
     from evals.quality import degenerate
     rows = con.execute("""SELECT r.trace_id, any_value(r.output), any_value(t.prompt), any_value(t.metadata)
-                          FROM results r JOIN traces t USING (trace_id)
+                          FROM run_results r JOIN traces t USING (trace_id)
                           WHERE list_contains(?, r.run_id) AND t.split = 'holdout' GROUP BY r.trace_id""",
                        [run_ids]).fetchall()
     return {tid: degenerate(out, prompt, json.loads(md) if md else {}) for tid, out, prompt, md in rows}

@@ -41,7 +41,7 @@ def run_row(con, run_id: str) -> dict:
 
 
 def results(con, run_id: str) -> pl.DataFrame:
-    return frame(con, "SELECT trace_id, check_idx, check_id, passed, passed_loose, score FROM results "
+    return frame(con, "SELECT trace_id, check_idx, check_id, passed, passed_loose, score FROM run_results "
                       "WHERE run_id = ?", [run_id])
 
 

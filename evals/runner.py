@@ -6,8 +6,12 @@ Scores a suite's traces and stores the run:
   (evals.student: in-process, or the served student at `student_url`) and those are scored. REF "production"
   resolves through evals.registry.
 
-Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check, with the
-output scored). A run killed before it finishes stays `running` with a dead pid and is reported as
+Writes `eval_runs` (status running -> complete) and `results` (one row per trace and check; the output scored in
+generate mode, a reference to the trace's own response in logged mode). Incremental: a logged run of a whole split
+scores only the traces added since the last complete run of the same suite version (and suite file), and names it
+as its parent; `run_results` reads a run's results with its whole chain's, and when nothing is new the parent run
+itself is returned. A new suite version scores everything again. Traces stream in Arrow record batches (BATCH),
+so memory is bounded by the batch, not the store. A run killed before it finishes stays `running` with a dead pid and is reported as
 `incomplete` (refresh_stale); Ctrl-C marks it `incomplete` at once; it is never mistaken for complete:
 results and the `complete` status are written in one transaction. A trace whose metadata cannot name its checks
 fails the run (`failed`) with an error naming the suite and the trace.
@@ -23,6 +27,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -82,13 +87,13 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
     if adapter and not model_ref:
         raise ValueError("--adapter needs --model (the base model the adapter was trained on)")
     a_hash = a_hash or adapter_hash(adapter)  # hashed here once: the run row and the generation cache use it
-    traces = _select(suite, split, trace_ids, limit)
-    run_id = _start(suite, split, model_ref, adapter, a_hash, len(traces), s)
+    plan = _plan(suite, split, trace_ids, limit, chain=model_ref is None and trace_ids is None and not limit)
+    if plan.parent and plan.n == 0:
+        return plan.parent  # nothing new since the suite version's last complete run: it already covers all
+    run_id = _start(suite, split, model_ref, adapter, a_hash, plan, s)
     try:
-        outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
-        workers = 1 if model_ref else score_workers(s, len(traces))  # no fork after torch has run
-        frame = score(suite, traces, outputs, progress=progress, workers=workers)
-        _finish(run_id, frame, suite.name)
+        workers = 1 if model_ref else score_workers(s, plan.n)  # no fork after torch has run
+        _stream(run_id, suite, plan, model_ref, adapter, a_hash, s, progress, workers)
     except KeyboardInterrupt:
         _set_status(run_id, "incomplete")
         raise
@@ -108,24 +113,55 @@ def _require_judge(suite, s) -> None:
             raise SuiteSkipped(f"suite {suite.name!r} skipped: {e}") from None
 
 
-def _select(suite, split, trace_ids, limit) -> list[dict]:
-    sql, params = selection_sql(suite, split, trace_ids, limit)
+BATCH = 20_000  # traces per Arrow record batch: what a run holds in memory at once, however large the store
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run scores: `sql` selects its `n` traces. A logged run of a whole split continues the suite version's
+    last complete such run (`parent`): it selects only the traces with seq in (the parent's upto_seq, upto]."""
+    sql: str
+    params: list
+    n: int
+    parent: str | None
+    upto: int | None  # None: the run covers a subset (--limit, trace ids, a model) and is never a parent
+
+
+def _plan(suite, split, trace_ids, limit, chain: bool) -> Plan:
     with store.connect() as con:
-        return con.sql(sql, params=params).to_arrow_table().to_pylist()
+        refresh_stale(con)
+        upto = con.execute("SELECT coalesce(max(seq), 0) FROM traces").fetchall()[0][0] if chain else None
+        parent, after = _parent(con, suite, split) if chain else (None, None)
+        # ordered only for a --limit (deterministic): an unordered scan streams, a sort holds the whole selection
+        sql, params = selection_sql(suite, split, trace_ids, limit, seq=(after, upto) if chain else None,
+                                    ordered=bool(limit))
+        n = con.execute(f"SELECT count(*) FROM ({sql})", params).fetchall()[0][0]
+    return Plan(sql, params, n, parent, upto)
 
 
-def _start(suite, split, model_ref, adapter, a_hash, n, s) -> str:
+def _parent(con, suite, split) -> tuple[str | None, int | None]:
+    """(run id, its upto_seq) of the newest complete logged run of this suite version, split and suite file that
+    covers its whole selection, or (None, None): the run scores every trace."""
+    rows = con.execute("""SELECT run_id, upto_seq FROM eval_runs WHERE suite = ? AND suite_version = ?
+                          AND mode = 'logged' AND split = ? AND status = 'complete' AND upto_seq IS NOT NULL
+                          AND json_extract_string(settings, '$.suite_sha256') = ?
+                          ORDER BY upto_seq DESC, started_at DESC LIMIT 1""",
+                       [suite.name, suite.version, split, suite.sha256]).fetchall()
+    return rows[0] if rows else (None, None)
+
+
+def _start(suite, split, model_ref, adapter, a_hash, plan: Plan, s) -> str:
     run_id = new_run_id()
     gen = answer_settings(s) if model_ref else None
     with store.connect() as con:
-        refresh_stale(con)
         con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, model_ref, adapter_path,
-                       adapter_hash, split, gen_settings, settings, status, n_traces, started_at, pid)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, now(), ?)""",
+                       adapter_hash, split, gen_settings, settings, status, n_traces, started_at, pid,
+                       parent_run_id, upto_seq)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, now(), ?, ?, ?)""",
                     [run_id, suite.name, suite.version, "generate" if model_ref else "logged", model_ref,
                      adapter, a_hash, split, json.dumps(gen) if gen else None,
-                     json.dumps({**settings_mod.as_dict(s), "suite_sha256": suite.sha256}, default=str), n,
-                     os.getpid()])
+                     json.dumps({**settings_mod.as_dict(s), "suite_sha256": suite.sha256}, default=str), plan.n,
+                     os.getpid(), plan.parent, plan.upto])
     return run_id
 
 
@@ -198,32 +234,35 @@ COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_
 
 
 def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1):
-    """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows.
-    workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to the DB)."""
+    """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows; `output`
+    is the regenerated text, NULL where the trace's own response was scored (results reference it, run_results
+    joins it back). workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to
+    the DB)."""
     import polars as pl
     if outputs is not None:  # regenerated: the logged tool_calls are not this model's
         traces = [{**t, "response": o, "tool_calls": None} for t, o in zip(traces, outputs)]
     judged = _prefetch_judge(suite, traces, progress)
     if workers > 1 and not judged and len(traces) >= 1000:
-        cols = _score_parallel(suite, traces, workers)
+        cols = _score_parallel(suite, traces, workers, outputs is not None)
     else:
-        cols = _score_chunk(suite, _progress(traces, progress, f"scoring {suite.name}"))
+        cols = _score_chunk(suite, _progress(traces, progress, f"scoring {suite.name}"), outputs is not None)
     return pl.DataFrame(cols, schema={"trace_id": pl.Utf8, "check_idx": pl.Int32, "check_id": pl.Utf8,
                                       "check_args": pl.Utf8, "passed": pl.Boolean, "passed_loose": pl.Boolean,
                                       "score": pl.Float64, "reason": pl.Utf8, "output": pl.Utf8, "details": pl.Utf8})
 
 
-def _score_chunk(suite, traces) -> dict[str, list]:
+def _score_chunk(suite, traces, regenerated: bool) -> dict[str, list]:
     cols = {k: [] for k in COLUMNS}
     for trace in traces:
         response = trace.get("response") or ""
+        output = response if regenerated else None
         for idx, (check_id, args) in enumerate(_checks_of(suite, trace)):
             result = run_check(check_id, response, args, trace)
             if result is None:
                 continue  # not applicable to this trace
             for key, value in zip(COLUMNS, (trace["trace_id"], idx, check_id, json.dumps(args, default=str),
                                             result.passed, result.passed_loose, float(result.score), result.reason,
-                                            response, json.dumps(result.details) if result.details else None)):
+                                            output, json.dumps(result.details) if result.details else None)):
                 cols[key].append(value)
     return cols
 
@@ -244,19 +283,19 @@ def _checks_of(suite, trace: dict) -> list[tuple[str, dict]]:
                                  "suite's `select`") from None
 
 
-_FORK_STATE: tuple | None = None  # (suite, traces) inherited by forked workers, so nothing is pickled but indices
+_FORK_STATE: tuple | None = None  # (suite, traces, regenerated) inherited by forked workers, so nothing is pickled but indices
 
 
 def _score_range(bounds: tuple[int, int]) -> dict[str, list]:
-    suite, traces = _FORK_STATE
-    return _score_chunk(suite, traces[bounds[0]:bounds[1]])
+    suite, traces, regenerated = _FORK_STATE
+    return _score_chunk(suite, traces[bounds[0]:bounds[1]], regenerated)
 
 
-def _score_parallel(suite, traces, workers: int) -> dict[str, list]:
+def _score_parallel(suite, traces, workers: int, regenerated: bool) -> dict[str, list]:
     import multiprocessing
     global _FORK_STATE
     ifeval_check("punctuation:no_comma", "warm", {}, "")  # import lm-eval once, before forking
-    _FORK_STATE = (suite, traces)
+    _FORK_STATE = (suite, traces, regenerated)
     step = max(250, len(traces) // (workers * 4))
     bounds = [(i, min(i + step, len(traces))) for i in range(0, len(traces), step)]
     try:
@@ -304,21 +343,34 @@ def _advance(enabled: bool, label: str, total: int):
         yield lambda k: bar.advance(task, k)
 
 
-def _finish(run_id: str, frame, suite_name: str) -> None:
-    """Results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run, and a
-    COMMIT that fails (a full disk) none at all, with an error naming the run and the database."""
-    table = frame.with_columns().to_arrow()
-    try:
-        with store.connect() as con, store.transaction(con):
-            con.register("new_results", table)
-            con.execute("""INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed,
-                           passed_loose, score, reason, output, details)
-                           SELECT ?, trace_id, check_idx, check_id, check_args::JSON, passed, passed_loose, score,
-                                  reason, output, details::JSON FROM new_results""", [run_id])
-            con.unregister("new_results")
-            con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?", [run_id])
-    except duckdb.Error as e:
-        raise store.write_failed(f"evals run {run_id} (suite {suite_name})", f"{len(table):,} results", e) from e
+def _stream(run_id, suite, plan: Plan, model_ref, adapter, a_hash, s, progress, workers) -> None:
+    """Score the plan's traces one Arrow record batch at a time (memory bounded by the batch, not the store), every
+    batch's results and the 'complete' status in one transaction: a crash leaves no half-finished 'complete' run,
+    and a COMMIT that fails (a full disk) none at all, with an error naming the run and the database. DuckDB writes
+    a large transaction's rows to the file as row groups fill, so the transaction is not held in memory either."""
+    written = 0
+    with store.connect() as con, contextlib.closing(con.cursor()) as reader:
+        batches = reader.sql(plan.sql, params=plan.params).to_arrow_reader(BATCH)  # its own connection: streams
+        try:
+            with store.transaction(con):
+                for batch in batches:
+                    traces = batch.to_pylist()
+                    outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
+                    written += _insert(con, run_id, score(suite, traces, outputs, progress=progress, workers=workers))
+                con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?",
+                            [run_id])
+        except duckdb.Error as e:
+            raise store.write_failed(f"evals run {run_id} (suite {suite.name})", f"{written:,} results", e) from e
+
+
+def _insert(con, run_id: str, frame) -> int:
+    con.register("new_results", frame.to_arrow())
+    con.execute("""INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed,
+                   passed_loose, score, reason, output, details)
+                   SELECT ?, trace_id, check_idx, check_id, check_args::JSON, passed, passed_loose, score,
+                          reason, output, details::JSON FROM new_results""", [run_id])
+    con.unregister("new_results")
+    return frame.height
 
 
 # ------------------------------------------------------------------ CLI

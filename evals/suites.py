@@ -157,9 +157,14 @@ def _checks(checks, path: str) -> tuple[tuple, str | None]:
     return tuple(out), None
 
 
-def selection_sql(suite: Suite, split: str | None = None, trace_ids=None, limit: int | None = None):
-    """(SQL, params) selecting the suite's traces, ordered by trace_id (deterministic limits)."""
+def selection_sql(suite: Suite, split: str | None = None, trace_ids=None, limit: int | None = None,
+                  seq: tuple[int | None, int] | None = None, ordered: bool = True):
+    """(SQL, params) selecting the suite's traces, ordered by trace_id (deterministic limits) unless not `ordered`.
+    seq=(after, upto): only traces with after < seq <= upto (an incremental run; after None: from the first)."""
     where, params = ["1=1"], []
+    if seq is not None:
+        where.append("seq > ? AND seq <= ?")
+        params += [-1 if seq[0] is None else seq[0], seq[1]]
     split = split or suite.select.get("split") or "all"
     if split != "all":
         where.append("split = ?")
@@ -173,7 +178,7 @@ def selection_sql(suite: Suite, split: str | None = None, trace_ids=None, limit:
         where.append("list_contains(?, trace_id)")
         params.append(list(trace_ids))
     sql = ("SELECT trace_id, split, prompt, messages, response, tool_calls, tools, params, metadata FROM traces "
-           f"WHERE {' AND '.join(where)} ORDER BY trace_id")
+           f"WHERE {' AND '.join(where)}" + (" ORDER BY trace_id" if ordered else ""))
     if limit:
         sql += f" LIMIT {int(limit)}"
     return sql, params

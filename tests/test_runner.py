@@ -40,12 +40,13 @@ def test_logged_run_writes_run_and_results(traffic):
     run_id = runner.run_suite("instruction_following", "all", progress=False)
     (status, n, mode, version, pid), = fetch("SELECT status, n_traces, mode, suite_version, pid FROM eval_runs")
     assert (status, n, mode, version, pid) == ("complete", 3, "logged", "1", os.getpid())
-    rows = fetch("SELECT trace_id, check_idx, check_id, passed, passed_loose, output, reason FROM results "
+    rows = fetch("SELECT trace_id, check_idx, check_id, passed, passed_loose, output, reason FROM run_results "
                  "WHERE run_id = ? ORDER BY trace_id, check_idx", [run_id])
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
         ("t0000", 0, "punctuation:no_comma", True), ("t0001", 0, "punctuation:no_comma", False),
         ("t0002", 0, "change_case:english_lowercase", True), ("t0002", 1, "punctuation:no_comma", True)]
-    assert rows[1][5] == "dogs, they bark" and "1 comma" in rows[1][6]
+    assert rows[1][5] == "dogs, they bark" and "1 comma" in rows[1][6]  # joined back from the trace
+    assert fetch("SELECT count(*) FROM results WHERE output IS NOT NULL") == [(0,)]  # a reference, not a copy
 
 
 def test_split_limit_and_trace_ids(traffic):

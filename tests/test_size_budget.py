@@ -31,7 +31,9 @@ MAX_LINES = 500
 # +30: issue 26, `train export latest` and a resumed nightly naming the settings changed since it started.
 # +400: issue 24 items 5-6, OTel files streamed (traces/otel_stream.py) and s3:// and hive-partitioned input
 # (traces/locations.py).
-TOTAL_BUDGET = 18_930
+# +90: issue 24 item 1, incremental streaming evals (traces/migrations/m014, the runner's plan and record-batch
+# stream): +76 lines.
+TOTAL_BUDGET = 19_020
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -20,7 +20,7 @@ from traces.terminal import safe
 def holdout_failures(con, run_id: str, cluster_ids: list[str]) -> tuple[dict[str, int], int]:
     """({cluster label: holdout failures of its check}, failures of all their checks, each counted once) in run_id:
     the paired items the gate's target test would have if the baseline failed as the logged traffic did."""
-    fails = """SELECT DISTINCT r.trace_id, r.check_idx, r.check_id FROM results r JOIN traces t USING (trace_id)
+    fails = """SELECT DISTINCT r.trace_id, r.check_idx, r.check_id FROM run_results r JOIN traces t USING (trace_id)
                WHERE r.run_id = ? AND NOT r.passed AND t.split = 'holdout'
                  AND r.check_id IN (SELECT check_id FROM clusters WHERE list_contains(?, cluster_id))"""
     per = dict(con.execute(f"""SELECT c.label, count(f.trace_id) FROM clusters c LEFT JOIN ({fails}) f

@@ -253,13 +253,11 @@ def _trace_count() -> int:
 
 
 def stage_eval(ctx: Context) -> dict:
-    """Score the logged traffic of every suite (split all: seed failures feed clusters, holdout the gate)."""
+    """Score the logged traffic of every suite (split all: seed failures feed clusters, holdout the gate). Each run
+    scores only the traces new since the suite version's last complete run and chains to it (evals.runner), so
+    the run named here stands for every trace; with nothing new, it is that run."""
     runs, n_traces = {}, _trace_count()
     for suite in load("evals").suites:
-        reused = _fresh_logged_run(suite)
-        if reused:
-            runs[suite] = reused
-            continue
         try:
             runs[suite] = run_suite(suite, "all")
         except SuiteSkipped as e:  # a suite that cannot run here (judge without endpoint) is reported, not fatal
@@ -287,18 +285,11 @@ def _nothing_ran(runs: dict) -> str:
 
 
 def _scored(run_id: str) -> int:
+    """Traces scored by the run and the runs it chains to (an incremental run may itself score none)."""
     with store.connect(read_only=True) as con:
-        return con.execute("SELECT n_traces FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()[0] or 0
-
-
-def _fresh_logged_run(suite: str) -> str | None:
-    """A complete logged run of `suite` on all traces started after the last ingest finished."""
-    with store.connect(read_only=True) as con:
-        row = con.execute("""SELECT run_id FROM eval_runs WHERE suite = ? AND mode = 'logged' AND split = 'all'
-                             AND status = 'complete' AND started_at >= (SELECT coalesce(max(finished_at),
-                             TIMESTAMP '1970-01-01') FROM ingests WHERE status = 'complete')
-                             ORDER BY started_at DESC LIMIT 1""", [suite]).fetchone()
-    return row[0] if row else None
+        return con.execute("""SELECT coalesce(sum(e.n_traces), 0) FROM eval_run_chain c
+                              JOIN eval_runs e ON e.run_id = c.member_run_id WHERE c.run_id = ?""",
+                           [run_id]).fetchone()[0]
 
 
 def stage_clusters(ctx: Context) -> dict:

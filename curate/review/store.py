@@ -138,7 +138,7 @@ def _cluster_context(con, cluster_id: str | None, seed_trace_id: str | None) -> 
     trace = con.execute("""
         SELECT t.trace_id, t.prompt, coalesce(r.output, t.response), r.reason
         FROM cluster_members m JOIN traces t USING (trace_id)
-        LEFT JOIN results r ON r.run_id = m.run_id AND r.trace_id = m.trace_id
+        LEFT JOIN run_results r ON r.run_id = m.run_id AND r.trace_id = m.trace_id
                            AND r.check_id = ? AND NOT r.passed
         WHERE m.cluster_id = ?
         ORDER BY (t.trace_id = ?) DESC NULLS LAST, (r.trace_id IS NULL), m.similarity DESC NULLS LAST, t.trace_id

@@ -111,7 +111,7 @@ def cluster_checks(con, cluster_id: str) -> dict[str, list[dict]]:
     rows = con.execute("""
         SELECT DISTINCT r.trace_id, r.check_idx, r.check_id, r.check_args::VARCHAR
         FROM cluster_members m JOIN clusters c ON c.cluster_id = m.cluster_id
-        JOIN results r ON r.run_id = c.run_id AND r.trace_id = m.trace_id AND r.check_id = c.check_id
+        JOIN run_results r ON r.run_id = c.run_id AND r.trace_id = m.trace_id AND r.check_id = c.check_id
         WHERE m.cluster_id = ? AND m.split = 'seed' ORDER BY r.trace_id, r.check_idx""", [cluster_id]).fetchall()
     out: dict[str, list[dict]] = {}
     for trace_id, _, check_id, args in rows:

@@ -10,6 +10,7 @@ from traces.migrations import m001_traces, m002_evals, m003_curate, m004_train, 
 from traces.migrations import m006_adapter_hash, m007_pairs
 from traces.migrations import m008_ingest, m009_base_request, m010_strategy
 from traces.migrations import m011_sweeps, m012_trained_examples, m013_scale
+from traces.migrations import m014_incremental_evals
 
 MIGRATIONS = [
     ("m001_traces", m001_traces.apply),
@@ -25,6 +26,7 @@ MIGRATIONS = [
     ("m011_sweeps", m011_sweeps.apply),
     ("m012_trained_examples", m012_trained_examples.apply),
     ("m013_scale", m013_scale.apply),
+    ("m014_incremental_evals", m014_incremental_evals.apply),
 ]
 
 
