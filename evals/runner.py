@@ -87,7 +87,7 @@ def run_suite(suite, split: str | None = None, model: str | None = None, adapter
     try:
         outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
         workers = 1 if model_ref else score_workers(s, len(traces))  # no fork after torch has run
-        frame = score(suite, traces, outputs, progress=progress, workers=workers)
+        frame = score(suite, traces, outputs, progress=progress, workers=workers, settings=s)
         _finish(run_id, frame, suite.name)
     except KeyboardInterrupt:
         _set_status(run_id, "incomplete")
@@ -197,14 +197,20 @@ COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_
            "output", "details")
 
 
-def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1):
+def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1,
+          settings=None):
     """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows.
-    workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to the DB)."""
+    workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to the DB);
+    settings with engine = "ray" score them on Ray Data (evals/engine_ray.py), the same rows."""
     import polars as pl
+    from traces.ray_engine import engine_of
     if outputs is not None:  # regenerated: the logged tool_calls are not this model's
         traces = [{**t, "response": o, "tool_calls": None} for t, o in zip(traces, outputs)]
     judged = _prefetch_judge(suite, traces, progress)
-    if workers > 1 and not judged and len(traces) >= 1000:
+    if engine_of(settings) == "ray" and not judged:  # the judge's verdicts were prefetched into this machine's DB
+        from evals.engine_ray import score_on_ray
+        cols = score_on_ray(_score_chunk, suite, traces, settings)
+    elif workers > 1 and not judged and len(traces) >= 1000:
         cols = _score_parallel(suite, traces, workers)
     else:
         cols = _score_chunk(suite, _progress(traces, progress, f"scoring {suite.name}"))
