@@ -25,7 +25,8 @@ def score_on_ray(score_chunk, suite, traces, settings) -> dict[str, list]:
     table = traces if isinstance(traces, pa.Table) else _table(traces)
     if table.num_rows == 0:
         return {k: [] for k in TYPES}
-    ds = data.from_arrow(table).map_batches(
+    blocks = [table.slice(i, BATCH) for i in range(0, table.num_rows, BATCH)]  # one block, one task, one CPU
+    ds = data.from_arrow(blocks).map_batches(
         _score_batch, batch_size=BATCH, batch_format="pyarrow", zero_copy_batch=True,
         fn_args=(score_chunk, suite, tuple(settings.check_modules)))
     out = pa.concat_tables(ray.get(ds.to_arrow_refs()))

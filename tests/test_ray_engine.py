@@ -48,6 +48,7 @@ def test_ray_scores_what_local_scores(ray_cluster, monkeypatch):
     assert fetch(RESULT, [on_ray]) == rows
 
 
+@pytest.mark.integration  # the real MiniLM, as tests/test_embed.py's
 def test_ray_embeds_what_local_embeds(ray_cluster):
     """The real MiniLM, loaded once per actor: the same vectors as in this process, in the order of the texts."""
     from train.embed import embed

@@ -119,7 +119,9 @@ def _embed_on_ray(texts: list[str], batch_size: int, address: str):
     import ray  # installed: ray_data said so
     step = batch_size * 4
     actors = max(1, min(int(ray.available_resources().get("CPU", 1)), -(-len(texts) // step)))
-    ds = data.from_arrow(pa.table({"i": np.arange(len(texts)), "text": texts})).map_batches(
+    table = pa.table({"i": np.arange(len(texts)), "text": texts})
+    blocks = [table.slice(i, step) for i in range(0, len(texts), step)]  # one block per batch: every actor gets work
+    ds = data.from_arrow(blocks).map_batches(
         _RayEmbedder, batch_size=step, batch_format="numpy", concurrency=actors,
         fn_constructor_kwargs={"batch_size": batch_size})
     parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
