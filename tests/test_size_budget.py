@@ -29,7 +29,9 @@ MAX_LINES = 500
 # +150: issue 24 item 3, the served student (evals/student.py): eval regeneration, the gate, validation and claims
 # answer through an OpenAI-compatible endpoint when `student_url` is set.
 # +30: issue 26, `train export latest` and a resumed nightly naming the settings changed since it started.
-TOTAL_BUDGET = 18_530
+# +150: issue 24 item 4, the Ray engine: scoring (evals/engine_ray.py) and embedding (train/embed.py) on Ray Data,
+# Ray imported lazily (traces/ray_engine.py).
+TOTAL_BUDGET = 18_680
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
