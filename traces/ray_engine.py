@@ -7,6 +7,8 @@ It lives on the ground floor because both train (the embedder) and evals (the sc
 """
 from __future__ import annotations
 
+import logging
+
 from traces.settings import SettingsError
 
 ENGINES = ("local", "ray")
@@ -43,6 +45,7 @@ def ray_data(address: str = ""):
                          f"{INSTALL}, or set engine = \"local\"") from None
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset run ("Starting execution")
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # results come back in the order the local engine gives them
     context.enable_progress_bars = False  # mend's own progress lines say what runs; Ray's bars would interleave
