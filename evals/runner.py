@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -233,16 +234,21 @@ COLUMNS = ("trace_id", "check_idx", "check_id", "check_args", "passed", "passed_
            "output", "details")
 
 
-def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1):
+def score(suite, traces: list[dict], outputs: list[str] | None = None, progress: bool = False, workers: int = 1,
+          settings=None):
     """Score traces (their own responses, or `outputs` in generate mode) -> a Polars frame of result rows; `output`
     is the regenerated text, NULL where the trace's own response was scored (results reference it, run_results
     joins it back). workers > 1 scores chunks in forked processes (deterministic checks only: judge checks talk to
-    the DB)."""
+    the DB); settings with engine = "ray" score them on Ray Data (evals/engine_ray.py), the same rows."""
     import polars as pl
+    from traces.ray_engine import engine_of
     if outputs is not None:  # regenerated: the logged tool_calls are not this model's
         traces = [{**t, "response": o, "tool_calls": None} for t, o in zip(traces, outputs)]
     judged = _prefetch_judge(suite, traces, progress)
-    if workers > 1 and not judged and len(traces) >= 1000:
+    if engine_of(settings) == "ray" and not judged:  # the judge's verdicts were prefetched into this machine's DB
+        from evals.engine_ray import score_on_ray
+        cols = score_on_ray(functools.partial(_score_chunk, regenerated=outputs is not None), suite, traces, settings)
+    elif workers > 1 and not judged and len(traces) >= 1000:
         cols = _score_parallel(suite, traces, workers, outputs is not None)
     else:
         cols = _score_chunk(suite, _progress(traces, progress, f"scoring {suite.name}"), outputs is not None)
@@ -356,7 +362,8 @@ def _stream(run_id, suite, plan: Plan, model_ref, adapter, a_hash, s, progress, 
                 for batch in batches:
                     traces = batch.to_pylist()
                     outputs = _regenerate(traces, model_ref, adapter, a_hash, s, progress) if model_ref else None
-                    written += _insert(con, run_id, score(suite, traces, outputs, progress=progress, workers=workers))
+                    written += _insert(con, run_id, score(suite, traces, outputs, progress=progress, workers=workers,
+                                                                  settings=s))
                 con.execute("UPDATE eval_runs SET status = 'complete', finished_at = now() WHERE run_id = ?",
                             [run_id])
         except duckdb.Error as e:

@@ -16,6 +16,9 @@ class EvalsSettings:
     student_adapters: dict = field(default_factory=dict)  # adapter folder -> served name; else the folder's name
     student_api_key_env: str = ""  # env var holding the served student's key (never the key); empty: OPENAI_API_KEY
     score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
+    engine: str = "local"  # local | ray: score checks and embed texts on Ray Data (pip install 'mend[ray]')
+    # when one machine is not enough; the same results as local (traces/ray_engine.py, docs/benchmarks.md)
+    ray_address: str = ""  # engine = "ray": a running cluster ("auto", "ray://head:10001"); empty: a local one
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
     judge_model: str = ""  # model name sent to the judge endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # env var holding the judge's key (the key itself is never stored)

@@ -33,7 +33,9 @@ MAX_LINES = 500
 # (traces/locations.py).
 # +90: issue 24 item 1, incremental streaming evals (traces/migrations/m014, the runner's plan and record-batch
 # stream): +76 lines.
-TOTAL_BUDGET = 19_020
+# +150: issue 24 item 4, the Ray engine: scoring (evals/engine_ray.py) and embedding (train/embed.py) on Ray Data,
+# Ray imported lazily (traces/ray_engine.py).
+TOTAL_BUDGET = 19_170
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -67,26 +67,67 @@ def _model():
     return SentenceTransformer(str(ensure_unzipped()), device=pick_device(), local_files_only=True)
 
 
-def embed(texts, batch_size: int = 64, progress=None):
-    """(N, 384) float32 unit vectors; progress None = a bar only for large inputs."""
+def embed(texts, batch_size: int = 64, progress=None, engine: str | None = None, address: str = ""):
+    """(N, 384) float32 unit vectors; progress None = a bar only for large inputs. engine None: the evals settings'
+    (`engine`, `ray_address`); "ray" embeds on Ray Data (the model loaded once per actor), the same vectors."""
     import numpy as np
     texts = list(texts)
     if not texts:
         return np.zeros((0, DIM), dtype=np.float32)
+    if engine is None:
+        from traces.ray_engine import evals_engine
+        engine, address = evals_engine()
+    if engine == "ray":
+        return _embed_on_ray(texts, batch_size, address)
     show = len(texts) >= PROGRESS_MIN if progress is None else bool(progress)
     model = _model()
-    encode = lambda chunk: model.encode(chunk, batch_size=batch_size, normalize_embeddings=True,  # noqa: E731
-                                        convert_to_numpy=True, show_progress_bar=False)
     if not show:
-        return np.ascontiguousarray(encode(texts), dtype=np.float32)
+        return np.ascontiguousarray(_encode(model, texts, batch_size), dtype=np.float32)
     from traces.progress import progress as bars
     step, parts = batch_size * 4, []
     with bars(transient=True) as bar:
         task = bar.add_task("embedding", total=len(texts))
         for start in range(0, len(texts), step):
-            parts.append(encode(texts[start:start + step]))
+            parts.append(_encode(model, texts[start:start + step], batch_size))
             bar.advance(task, len(parts[-1]))
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _encode(model, texts: list[str], batch_size: int):
+    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False)
+
+
+class _RayEmbedder:
+    """One per Ray actor: the model is loaded once per actor, not once per batch."""
+
+    def __init__(self, batch_size: int):
+        self.model, self.batch_size = _model(), batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        return {"i": batch["i"], "embedding": _encode(self.model, list(batch["text"]), self.batch_size)}
+
+
+def _embed_on_ray(texts: list[str], batch_size: int, address: str):
+    """The texts in batches of 4 x batch_size over up to one actor per CPU of the cluster; the rows carry their
+    index, so the vectors come back in the order of `texts` whatever order the actors finish in."""
+    import numpy as np
+    import pyarrow as pa
+
+    from traces.ray_engine import ray_data
+    data = ray_data(address)
+    import ray  # installed: ray_data said so
+    step = batch_size * 4
+    actors = max(1, min(int(ray.available_resources().get("CPU", 1)), -(-len(texts) // step)))
+    table = pa.table({"i": np.arange(len(texts)), "text": texts})
+    blocks = [table.slice(i, step) for i in range(0, len(texts), step)]  # one block per batch: every actor gets work
+    ds = data.from_arrow(blocks).map_batches(
+        _RayEmbedder, batch_size=step, batch_format="numpy", concurrency=actors,
+        fn_constructor_kwargs={"batch_size": batch_size})
+    parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))
+    out = np.empty((len(texts), DIM), dtype=np.float32)
+    out[np.concatenate([p["i"] for p in parts])] = np.concatenate([p["embedding"] for p in parts])
+    return out
 
 
 def cached(texts, embed_fn, embedder: str):

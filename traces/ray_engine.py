@@ -1,0 +1,52 @@
+"""Ray, for when one machine is not enough. `[tool.mend.evals] engine = "ray"` scores traces (evals/engine_ray.py)
+and embeds texts (train/embed.py) on Ray Data; `ray_address` names a running cluster ("auto", "ray://head:10001"),
+empty starts a local one. Ray is the optional extra `mend[ray]`, imported here only and only once the engine is Ray:
+a user without it never pays for the import, and one who asks for it without it gets the install line.
+
+It lives on the ground floor because both train (the embedder) and evals (the scorer) use it.
+"""
+from __future__ import annotations
+
+import logging
+
+from traces.settings import SettingsError
+
+ENGINES = ("local", "ray")
+INSTALL = "pip install 'mend[ray]'"
+
+
+class RayMissing(SettingsError):
+    """engine = "ray" without Ray installed; the message says what to install."""
+
+
+def engine_of(s) -> str:
+    """The engine evals settings `s` ask for, checked (None, or settings without the field: local)."""
+    engine = getattr(s, "engine", "local") or "local"
+    if engine not in ENGINES:
+        raise SettingsError(f'[tool.mend.evals] engine must be "local" or "ray", got {engine!r}')
+    return engine
+
+
+def evals_engine() -> tuple[str, str]:
+    """(engine, ray_address) from the evals settings, for code below evals that is not handed them (the embedder)."""
+    from traces import settings
+    s = settings.load("evals")
+    return engine_of(s), s.ray_address
+
+
+def ray_data(address: str = ""):
+    """The `ray.data` module, connected: to the Ray this process already started (a test's `ray.init(num_cpus=2)`),
+    else to `address`, else (empty) to a new local cluster of this machine's CPUs."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        raise RayMissing(f'[tool.mend.evals] engine = "ray" needs Ray, which is not installed ({e.name}): '
+                         f"{INSTALL}, or set engine = \"local\"") from None
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset run ("Starting execution")
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # results come back in the order the local engine gives them
+    context.enable_progress_bars = False  # mend's own progress lines say what runs; Ray's bars would interleave
+    return ray.data
