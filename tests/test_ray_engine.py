@@ -35,13 +35,15 @@ def traffic(n=30):
 
 
 def test_ray_scores_what_local_scores(ray_cluster, monkeypatch):
-    insert_traces(traffic())
+    rows_in = traffic()
+    insert_traces(rows_in)
+    ids = [r["trace_id"] for r in rows_in]  # named traces: each run scores all of them (no incremental chain)
     monkeypatch.setattr(engine_ray, "BATCH", 7)  # several batches, so their order is tested too
-    local = runner.run_suite("instruction_following", "all", progress=False)
+    local = runner.run_suite("instruction_following", "all", trace_ids=ids, progress=False)
     monkeypatch.setenv("MEND_EVALS_ENGINE", "ray")
     calls = []
     monkeypatch.setattr(engine_ray, "_table", lambda t, real=engine_ray._table: calls.append(len(t)) or real(t))
-    on_ray = runner.run_suite("instruction_following", "all", progress=False)
+    on_ray = runner.run_suite("instruction_following", "all", trace_ids=ids, progress=False)
     assert calls == [30]  # it did go through Ray
     rows = fetch(RESULT, [local])
     assert len(rows) == 40 and {r[4] for r in rows} == {True, False}
