@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                    'replay_self_share=0.5" (repeat; default: settings sweep_grid)')
     p.add_argument("--dry-run", action="store_true", help="show the validation split and the grid, train nothing")
     args = p.parse_args(argv)
-    console = Console()
+    # 19 columns: a terminal folds them to fit; a log file (cron, `> sweep.log`) gets them at full width, not
+    # folded to 80 characters that cut every heading
+    console = Console() if sys.stdout.isatty() else Console(width=260)
     if args.dry_run:
         cs = load("curate")
         val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0)
