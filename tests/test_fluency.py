@@ -56,6 +56,8 @@ def looping_cluster():
                     "('cf', 'runf', 'fluent', 'looping answers', 1)")
         con.execute("INSERT INTO cluster_members (cluster_id, trace_id, run_id, split) VALUES ('cf', 'tf', 'runf', "
                     "'seed')")
+        con.execute("""INSERT INTO eval_runs (run_id, suite, suite_version, mode, split, status, started_at,
+                       finished_at) VALUES ('runf', 'if', '1', 'logged', 'all', 'complete', now(), now())""")
         con.execute("INSERT INTO results (run_id, trace_id, check_idx, check_id, check_args, passed) VALUES "
                     "('runf', 'tf', 1, 'fluent', '{}', false)")
 
