@@ -200,8 +200,11 @@ def churn(flags: list, base_flags: list) -> dict:
     """Validation traffic answer by answer: how many the config made degenerate and how many it cured. A share can
     stay flat while both counts are large (the holdout's `fluent` clusters: 20 fixed / 18 broken), and the gate's
     guard then fails on whichever way chance tips the holdout."""
-    pairs = list(zip(base_flags or [], flags or []))
-    return {"traffic_newly": sum(c and not b for b, c in pairs), "traffic_cured": sum(b and not c for b, c in pairs)}
+    from evals.stats import discordant  # McNemar's discordant pairs, with degenerate as the "passed" side
+    flags, base_flags = flags or [], base_flags or []
+    n = min(len(flags), len(base_flags))  # a row scored before flags were kept has none: no pairs
+    newly, cured = discordant(flags[:n], base_flags[:n])
+    return {"traffic_newly": newly, "traffic_cured": cured}
 
 
 def paired(outcomes: list, base_outcomes: list) -> dict:
