@@ -36,7 +36,8 @@ MAX_LINES = 500
 # +150: issue 24 item 4, the Ray engine: scoring (evals/engine_ray.py) and embedding (train/embed.py) on Ray Data,
 # Ray imported lazily (traces/ray_engine.py).
 # +10: the sweep's churn column (validation traffic answers made degenerate / cured) and its full-width log table.
-TOTAL_BUDGET = 19_180
+# +10: traces/otel_stream.py reads past the parts of an export that hold no spans without building them (_walk).
+TOTAL_BUDGET = 19_190
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

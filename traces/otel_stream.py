@@ -91,7 +91,7 @@ def _exports(events) -> Iterator[tuple[int, Any, str | None]]:
     a top-level value that is no export request: otel.spans over a stream of parse events."""
     for n, (_, event, value) in enumerate(events, 1):
         if event != "start_map":
-            _value(events, event, value)
+            _skip(events, event)
             yield n, _NOT_EXPORT, "export request is not a JSON object"
             continue
         found = yield from _numbered(n, _map(events, 0, ""))
@@ -117,7 +117,7 @@ def _map(events, level: int, where: str):
             return found is not None
         key, (_, event, value) = value, next(events)
         if key not in otel.LEVELS[level] or found not in (None, key):
-            _value(events, event, value)  # not on the way to the spans: parsed, never built
+            _skip(events, event)  # not on the way to the spans: parsed, never built
             continue
         found, path = key, f"{where}.{key}".lstrip(".")
         if event == "start_array":
@@ -142,14 +142,26 @@ def _items(events, level: int, path: str):
             yield part, f"`{where}` must be an object, got {otel.json_type(part)}"
 
 
+def _skip(events, event: str) -> None:
+    """Read past the value whose first event is `event` without building it."""
+    _walk(events, event, None, lambda event, value: None)
+
+
 def _value(events, event: str, value: Any) -> Any:
     """The whole value whose first event is (event, value), built from the events that follow."""
     import ijson
-    builder, depth = ijson.ObjectBuilder(), 0
+    builder = ijson.ObjectBuilder()
+    _walk(events, event, value, builder.event)
+    return builder.value
+
+
+def _walk(events, event: str, value: Any, visit) -> None:
+    """visit(event, value) for each event of the value whose first event is (event, value)."""
+    depth = 0
     while True:
-        builder.event(event, value)
+        visit(event, value)
         depth += event in ("start_map", "start_array")
         depth -= event in ("end_map", "end_array")
         if not depth:
-            return builder.value
+            return
         _, event, value = next(events)
