@@ -43,12 +43,12 @@ def accepted(con) -> list[dict]:
     """`group` is the split key of the seed trace the example was made from (its own id when none): what a
     validation split (curate/loop/sweep.py) keeps on one side."""
     rows = con.execute("""SELECT e.example_id, e.messages, e.response, coalesce(t.group_key, e.example_id),
-                                 e.cluster_id, e.strategy = 'repair' AND list_contains(?, c.check_id)
+                                 e.cluster_id, e.strategy = 'repair' AND list_contains(?, c.check_id), c.check_id
                           FROM examples e LEFT JOIN traces t ON t.trace_id = e.seed_trace_id
                           LEFT JOIN clusters c ON c.cluster_id = e.cluster_id
                           WHERE e.status = 'accepted' ORDER BY e.cluster_id, e.example_id""",
                        [sorted(LAYOUT_CHECKS)]).fetchall()
-    return [{"id": r[0], "origin": "example", "group": r[3], "cluster": r[4], "layout": bool(r[5]),
+    return [{"id": r[0], "origin": "example", "group": r[3], "cluster": r[4], "layout": bool(r[5]), "check": r[6],
              "messages": _with_answer(json.loads(r[1]), r[2])} for r in rows]
 
 
@@ -154,15 +154,17 @@ def content_hash(messages: list) -> str:
 
 
 def build(replay_fraction: float, self_share: float = 0.0, exclude_groups=frozenset(),
-          answerer=None, max_examples: int = 0, layout_targets: bool = True) -> tuple[list[dict], dict, list[dict]]:
-    """Accepted examples (at most `max_examples`, see capped; without layout repairs unless `layout_targets`) +
-    replay (passing traffic and self-distilled answers, `self_share` of the replay rows), leaving out every item
-    whose group is in `exclude_groups` (a sweep's validation part)."""
+          answerer=None, max_examples: int = 0, layout_targets: bool = True,
+          only_checks: frozenset | None = None) -> tuple[list[dict], dict, list[dict]]:
+    """Accepted examples (at most `max_examples`, see capped; without layout repairs unless `layout_targets`; only
+    the clusters of `only_checks` when given) + replay (passing traffic and self-distilled answers, `self_share` of
+    the replay rows), leaving out every item whose group is in `exclude_groups` (a sweep's validation part)."""
     from curate import replay as self_replay
     with store.connect(read_only=True) as con:
         examples, pool, prefs = accepted(con), replay_pool(con), pairs(con)
         requests = self_replay.base_requests(con, exclude_groups) if self_share > 0 else []
-    examples = [x for x in examples if x["group"] not in exclude_groups and (layout_targets or not x["layout"])]
+    examples = [x for x in examples if x["group"] not in exclude_groups and (layout_targets or not x["layout"])
+                and (only_checks is None or x["check"] in only_checks)]
     pool = [x for x in pool if x["group"] not in exclude_groups]
     kept = {x["id"] for x in examples}
     prefs = [p for p in prefs if p["example_id"] in kept]

@@ -185,3 +185,14 @@ def test_layout_repairs_leave_the_sft_set_only_when_layout_targets_is_off():
     with store.connect() as con:
         con.execute("UPDATE clusters SET check_id = 'punctuation:no_comma'")
     assert ids(export.build(0.0, layout_targets=False)[0]) == every  # a surface repair is never dropped
+
+
+def test_only_checks_keeps_the_examples_of_those_clusters_and_the_replay():
+    build_store()
+    with store.connect() as con:
+        con.execute("UPDATE examples SET status = 'accepted'")
+    ids = lambda items: {x["id"] for x in items if x["origin"] == "example"}  # noqa: E731
+    every = ids(export.build(0.0)[0])
+    assert every and ids(export.build(0.0, only_checks=frozenset({"punctuation:no_comma"}))[0]) == every
+    assert ids(export.build(0.0, only_checks=frozenset({"startend:end_checker"}))[0]) == set()
+    assert ids(export.build(0.0, only_checks=None)[0]) == every

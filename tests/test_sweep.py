@@ -346,6 +346,9 @@ def test_grid_config_errors_name_the_key():
         sweep.parse_config("lora_r=eight")
     assert sweep.train_flags({"lr": 0.001, "packing": True, "replay_self_share": 0.5}, Path("t.jsonl")) == \
         ["--training-set", "t.jsonl", "--lr", "0.001", "--packing"]
+    only = sweep.parse_config("epochs=2 only_checks=punctuation:no_comma+startend:end_checker")
+    assert sweep._only(only) == {"punctuation:no_comma", "startend:end_checker"} and sweep._only({}) is None
+    assert sweep.train_flags(only, Path("t.jsonl")) == ["--training-set", "t.jsonl", "--epochs", "2.0"]
 
 
 def test_nightly_report_shows_the_sweep_of_the_training_set(exported):

@@ -61,7 +61,8 @@ RULE = ("highest validation target pass rate (the largest gain over the base) am
         "rise <= {tol:.0%}, prose word perplexity rise <= {ptol:.0%} ({prose}) and share of degenerate validation "
         "answers rise <= {dtol:g} points; ties: smaller max(anchor rise, prose rise), then grid order; none within "
         "all three: the smallest worst rise, each taken as a multiple of its own tolerance")
-CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float, "layout_targets": bool}
+CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float, "layout_targets": bool,
+               "only_checks": str}  # only_checks: "a+b", the clusters of those checks only (their examples)
 
 
 # ---------------------------------------------------------------- grid
@@ -95,6 +96,10 @@ def train_flags(config: dict, training_set: Path) -> list[str]:
         flags += ([flag] if value else ["--no-" + key.replace("_", "-")]) if isinstance(value, bool) \
             else [flag, str(value)]
     return flags
+
+
+def _only(config: dict) -> frozenset | None:
+    return frozenset(config["only_checks"].split("+")) if config.get("only_checks") else None
 
 
 def describe(config: dict) -> str:
@@ -300,7 +305,8 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
     run_id = None
     try:
         items, counts, prefs = export.build(fraction, share, val.groups, answerer, max_examples=cs.max_train_examples,
-                                            layout_targets=config.get("layout_targets", cs.layout_targets))
+                                            layout_targets=config.get("layout_targets", cs.layout_targets),
+                                            only_checks=_only(config))
         # ... what the nightly would train with these settings
         export.write(items, counts, out, fraction, prefs, share)
         if train_fn is None:
