@@ -150,8 +150,9 @@ def rows(f: dict, stores: list[int], new: int) -> list[dict]:
          f"{stores[0]:,}-trace store", "mend": round(large["rss_mib"]), "baseline": round(small["rss_mib"]),
          "ratio": round(large["rss_mib"] / small["rss_mib"], 3), "target": "~1x: does not grow with the store",
          "notes": f"the same {new:,} new traces on stores of {stores[-1]:,} and {stores[0]:,} scored traces: "
-                  f"{large['seconds']:.1f} s vs {small['seconds']:.1f} s (issue 24 asks 10M vs 1M; scaled down to "
-                  "finish in minutes on 2 shared cores)"},
+                  f"{large['seconds']:.1f} s vs {small['seconds']:.1f} s" + (
+                      "" if stores[-1] >= 10_000_000 else " (issue 24 asks 10M vs 1M; scaled down to finish in "
+                      "minutes on 2 shared cores)")},
     ]
 
 
