@@ -248,7 +248,7 @@ def default_out(train_out: Path, fmt: str) -> Path:
 
 def export(out: str | None = None, replay_fraction: float | None = None,
            replay_self_share: float | None = None, fmt: str = "jsonl", push_to_hub: str | None = None,
-           public: bool = False, exclude_groups=frozenset()) -> dict:
+           public: bool = False, exclude_groups=frozenset(), only_checks: frozenset | None = None) -> dict:
     """Build the training set and write it in `fmt` (FORMATS); `push_to_hub` (a `datasets` export only) uploads
     it as that dataset repo, private unless `public`; `exclude_groups`: the nightly's validation split."""
     if fmt not in FORMATS:
@@ -261,7 +261,7 @@ def export(out: str | None = None, replay_fraction: float | None = None,
     path = settings_mod.resolve_path(out) if out else default_out(settings_mod.resolve_path(s.train_out), fmt)
     items, counts, prefs = build(s.replay_fraction, s.replay_self_share, exclude_groups,
                                  max_examples=s.max_train_examples,
-                                 layout_targets=s.layout_targets)
+                                 layout_targets=s.layout_targets, only_checks=only_checks)
     if fmt == "openai":
         from curate.formats import write_openai
         return write_openai(items, prefs, path) | {"format": fmt, "counts": counts}

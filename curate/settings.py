@@ -90,6 +90,7 @@ class CurateSettings:
     # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo");
     # 32 per cluster of max_clusters, as many as the demo's recipe gave each of its 4
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
+    focus_out: str = "data/train/focus.jsonl"  # the focus stage's training set (the claimed clusters only)
     max_clusters: int = 6  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order. Few: over
     # all 25 of the sample traffic's fixable clusters the nightly trained ~5 examples on each, its self strategy got
     # seconds per cluster, and the holdout's pooled targets moved 42 fixed / 40 broken (docs/results.md, 2026-12-07)
@@ -131,6 +132,9 @@ class CurateSettings:
     nightly_validate: bool = True  # before the gate, score the candidate and the base on the validation split
     # (sweep_val_*; its groups are left out of the nightly's training set) and give the gate only the clusters
     # validation supports (curate/loop/claims.py); false: the gate tests every trained cluster
+    nightly_focus: bool = True  # when validation claims some trained clusters but not all, train again on the
+    # claimed clusters' examples only and validate that adapter; the gate tests it (curate/loop/focus.py)
+    focus_epochs: float = 0.0  # the focus stage's epochs; 0: the train stage's `epochs`
     nightly_claim_alpha: float = 0.2  # a cluster is claimed when validation fixed more of its check than it broke
     # at exact two-sided McNemar p <= this (a screening level: the holdout's own test is gate_alpha)
     # --- review (owned by curate/review/screen.py) ---

@@ -37,7 +37,9 @@ MAX_LINES = 500
 # Ray imported lazily (traces/ray_engine.py).
 # +10: the sweep's churn column (validation traffic answers made degenerate / cured) and its full-width log table.
 # +10: traces/otel_stream.py reads past the parts of an export that hold no spans without building them (_walk).
-TOTAL_BUDGET = 19_190
+# +100: issue 23, the nightly's focus stage (curate/loop/focus.py): train again on the claimed clusters only, judge
+# that adapter on validation, gate it; export and the sweep take only_checks.
+TOTAL_BUDGET = 19_290
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "own-logs"
 TITLE = "Your own logs, your own checks, your own teacher"
 KEY = "sk-walkthrough-not-a-real-key"
-STAGES = ["ingest", "eval", "clusters", "holdout", "synth", "filter", "accept", "export", "train", "validate", "gate",
-          "promote"]
+STAGES = ["ingest", "eval", "clusters", "holdout", "synth", "filter", "accept", "export", "train", "validate", "focus",
+          "gate", "promote"]
 
 # the README's commands, in its order
 INGEST = "python -m traces ingest logs/support.jsonl"

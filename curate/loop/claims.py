@@ -92,22 +92,31 @@ def trained_clusters(train_run: str) -> dict[str, tuple[str, str]]:
 def stage_validate(ctx, outcomes_fn=None) -> dict:
     """The claimed clusters (`claimed`) for the gate stage; skipped (the gate tests every trained cluster) when
     nightly_validate is off or nothing was trained."""
-    from curate.loop.validation import carve
     train = ctx.done.get("train", {})
-    cs = load("curate")
     if not train.get("adapter"):
         return {"skipped": True, "why": "no new adapter"}
-    if not cs.nightly_validate:
+    if not load("curate").nightly_validate:
         return {"skipped": True, "why": "nightly_validate is off: the gate tests every trained cluster"}
-    clusters = trained_clusters(train["train_run"])
+    return judge(ctx, train["adapter"], trained_clusters(train["train_run"]), outcomes_fn)
+
+
+def judge(ctx, adapter: str, clusters: dict, outcomes_fn=None) -> dict:
+    """The candidate against the base on the validation split: per check fixed/broken, the claimed clusters and the
+    traffic's degenerate rise. The base's outcomes are kept in ctx.memo for a second judgement in the same nightly
+    (the focus stage): the same greedy answers, 5 minutes not spent again."""
+    from curate.loop.validation import carve
+    cs = load("curate")
     checks = {check for check, _ in clusters.values()}
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0, None, cs.sweep_val_traffic)
     outcomes_fn = outcomes_fn or item_outcomes
     model = load("train").model
-    ctx.console.rule("validation: the base")
-    base = outcomes_fn(model, None, val, checks)
+    memo = getattr(ctx, "memo", {})
+    base = memo.get(("validation base", frozenset(checks)))
+    if base is None:
+        ctx.console.rule("validation: the base")
+        base = memo[("validation base", frozenset(checks))] = outcomes_fn(model, None, val, checks)
     ctx.console.rule("validation: the candidate")
-    cand = outcomes_fn(model, train["adapter"], val, checks)
+    cand = outcomes_fn(model, adapter, val, checks)
     per_check = screen(base, cand, cs.nightly_claim_alpha)
     claimed = sorted(c for c, (check, _) in clusters.items()  # no validation item at all: not screened either
                      if per_check.get(check, {"claimed": True})["claimed"])
@@ -139,14 +148,14 @@ def claims_table(per_check: dict):
     return t
 
 
-def claims_md(summary: dict) -> list[str]:
+def claims_md(summary: dict, title: str = "Claims (validation split)") -> list[str]:
     """The report's section: what validation said per check, and which clusters the gate was given."""
     if not summary.get("checks"):
         return []
     rows = [f"| {cid} | {c['n']} | {c['fixed']} | {c['broken']} | {c['p']:.3f} | {_claimed(c, 'yes')} |"
             for cid, c in summary["checks"].items()]
     rise = summary.get("degenerate_rise")
-    return ["## Claims (validation split)", "",
+    return [f"## {title}", "",
             f"The candidate against the base on {summary['prompts']} validation target prompts and "
             f"{summary['traffic']} validation traffic traces (never the holdout). The gate tests the clusters of the "
             "claimed checks; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + "."

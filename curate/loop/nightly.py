@@ -3,8 +3,8 @@
 The whole regression-fix cycle, one stage after another:
   ingest (inbox) -> eval (logged traffic, every suite) -> clusters -> holdout (can the gate decide?) -> synth
   -> filter (dedup/decontam) -> accept (policy `nightly_review`: verified | sample) -> export (less the
-  validation split) -> train -> validate (which trained clusters validation supports) -> gate (those clusters)
-  -> promote -> report
+  validation split) -> train -> validate (which trained clusters validation supports) -> focus (train again on
+  those clusters only, validate again) -> gate (the claimed clusters) -> promote -> report
 
 Each stage records running/done/skipped/failed, a summary and its duration in `nightly_ledger`. A nightly
 that did not finish (killed, failed, or waiting for a review) is resumed by the next call: stages already
@@ -46,6 +46,7 @@ from curate.accept import accept_verified
 from curate.export import export
 from curate.filters import run_filters
 from curate.loop.claims import stage_validate
+from curate.loop.focus import gated, stage_focus
 from curate.loop.holdout import stage_holdout
 from curate.loop.profile import apply_profile, settings_changed
 from curate.loop.report import write_report
@@ -89,6 +90,7 @@ class Context:
     console: Console = console
     train_anyway: bool = False  # go on when the holdout stage says the gate cannot decide
     stopped: str | None = None  # "stage: why" once a stage's summary said `stop`
+    memo: dict = field(default_factory=dict)  # what one stage computed for a later one (lost on resume: recomputed)
 
 
 # ---------------------------------------------------------------- lock
@@ -373,10 +375,9 @@ def stage_train(ctx: Context) -> dict:
 
 
 def stage_gate(ctx: Context) -> dict:
-    train = ctx.done.get("train", {})
+    train, claims = gated(ctx)  # the focus stage's adapter when it trained one
     if not train.get("adapter"):
         return {"skipped": True, "why": "no new adapter to gate"}
-    claims = ctx.done.get("validate", {})
     clusters = claims.get("claimed")  # None: the validate stage was skipped, every trained cluster is a target
     if clusters == []:
         why = claims.get("why") or "it supports none of the trained clusters"
@@ -426,7 +427,8 @@ STAGES: list[tuple[str, Callable]] = [
     ("ingest", stage_ingest), ("eval", stage_eval), ("clusters", stage_clusters), ("holdout", stage_holdout),
     ("synth", stage_synth),
     ("filter", stage_filter), ("accept", stage_accept), ("export", stage_export), ("train", stage_train),
-    ("validate", stage_validate), ("gate", stage_gate), ("promote", stage_promote), ("report", stage_report),
+    ("validate", stage_validate), ("focus", stage_focus), ("gate", stage_gate), ("promote", stage_promote),
+    ("report", stage_report),
 ]
 
 

@@ -39,7 +39,8 @@ def gather(nightly_id: str) -> dict:
         stages = {r[0]: {"status": r[1], "summary": json_value(r[2], {}), "wall_s": r[5]} for r in ledger}
         gate_id = stages.get("gate", {}).get("summary", {}).get("decision_id")
         decision = _decision(con, gate_id)
-        train_run = stages.get("train", {}).get("summary", {}).get("train_run") or (decision or {}).get("train_run")
+        train_run = (stages.get("focus", {}).get("summary", {}).get("train_run")  # the adapter the gate judged
+                     or stages.get("train", {}).get("summary", {}).get("train_run") or (decision or {}).get("train_run"))
         synthesized = stages.get("synth", {}).get("summary", {}).get("clusters")
         return {"nightly_id": nightly_id, "ledger": ledger, "stages": stages, "decision": decision,
                 "train_run": train_run, "examples": _examples(con, synthesized), "synthesized": synthesized,
@@ -217,6 +218,7 @@ def markdown(data: dict, plots: dict) -> str:
             out.append(f"- guard **{name}**: {g['summary']} ({'ok' if g['ok'] else 'FAIL'})")
         out.append("")
     out += claims_md(data["stages"].get("validate", {}).get("summary", {}))
+    out += claims_md(data["stages"].get("focus", {}).get("summary", {}), "Claims of the focused adapter")
     if plots.get("clusters"):
         out += ["![pass rates](clusters.png)", ""]
     out += _stages_md(data)
