@@ -37,7 +37,8 @@ MAX_LINES = 500
 # Ray imported lazily (traces/ray_engine.py).
 # +10: the sweep's churn column (validation traffic answers made degenerate / cured) and its full-width log table.
 # +10: traces/otel_stream.py reads past the parts of an export that hold no spans without building them (_walk).
-TOTAL_BUDGET = 19_190
+# +10: issue 24, the quality filter's language rule on langdetect-rs (evals/quality.py, +3 lines: why that one).
+TOTAL_BUDGET = 19_200
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
