@@ -39,7 +39,8 @@ MAX_LINES = 500
 # +10: traces/otel_stream.py reads past the parts of an export that hold no spans without building them (_walk).
 # +100: issue 23, the nightly's focus stage (curate/loop/focus.py): train again on the claimed clusters only, judge
 # that adapter on validation, gate it; export and the sweep take only_checks.
-TOTAL_BUDGET = 19_290
+# +10: issue 24, the quality filter's language rule on langdetect-rs (evals/quality.py, +3 lines: why that one).
+TOTAL_BUDGET = 19_300
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
