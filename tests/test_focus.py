@@ -12,6 +12,7 @@ from traces import store
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("MEND_HOME", str(tmp_path))
+    monkeypatch.setenv("MEND_CURATE_NIGHTLY_FOCUS", "true")  # off by default (curate/settings.py says why)
     monkeypatch.setattr("curate.loop.validation.carve", lambda *a, **k: SimpleNamespace(prompts=[1] * 3, traffic=[1]))
     with store.connect() as con:
         _trained(con)  # tr1 trained on c-nc (no_comma) and c-fl (fluent)
