@@ -101,7 +101,7 @@ LANGDETECT_IDS = ("language:response_language", "change_case:english_capital", "
 
 
 def _without_langdetect(rows: list[dict]) -> list[dict]:
-    """The same traffic minus the instructions whose lm-eval checker calls langdetect (~10 ms per call)."""
+    """The same traffic minus the instructions whose lm-eval checker calls langdetect (langdetect-rs under mend)."""
     out = []
     for r in rows:
         meta = json.loads(r["metadata"])

@@ -139,7 +139,7 @@ def ifeval_check(instruction_id: str, response: str, kwargs: dict, prompt: str) 
     strict = bool(response.strip()) and bool(instruction.check_following(response))
     # loose is a superset of strict: its first variant is the response itself. Variants equal to one
     # already checked are skipped (check_following is a pure function of the text), which saves
-    # langdetect calls (~10 ms each) without changing any outcome.
+    # language detections (~10 ms each on langdetect, ~0.1 ms on langdetect-rs) without changing any outcome.
     loose = strict or any(v.strip() and instruction.check_following(v) for v in _distinct(loose_variants(response)))
     return CheckResult(strict, 1.0 if strict else 0.0, _ifeval_reason(instruction_id, instruction, description,
                                                                       response, strict, loose), loose)

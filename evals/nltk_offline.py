@@ -10,7 +10,8 @@ license texts of installed packages) and write the four punkt_tab files into
 
 `ensure()` is what code calls before using lm-eval's checkers: idempotent, it builds the data if
 missing, replaces `nltk.download` with a function that fails loudly (so nothing ever downloads),
-and seeds langdetect (lm-eval leaves it unseeded, so the language check can flip between runs).
+and seeds langdetect and langdetect-rs (lm-eval leaves langdetect unseeded, so a language check can flip
+between runs).
 """
 from __future__ import annotations
 
@@ -119,9 +120,12 @@ def forbid_downloads() -> None:
 
 
 def seed_langdetect(seed: int = 0) -> None:
-    """langdetect samples internally; an unseeded factory can flip a language check between runs."""
+    """langdetect samples internally; an unseeded factory can flip a language check between runs. Seeds langdetect
+    and langdetect-rs, which lm-eval's checkers call in its place as mend imports them (evals.ifeval.modules())."""
+    import langdetect_rs
     from langdetect import DetectorFactory
     DetectorFactory.seed = seed
+    langdetect_rs.DetectorFactory.seed = seed
 
 
 def ensure(root: Path | None = None) -> Path:

@@ -304,7 +304,7 @@ def _detector_factory():
     """langdetect run by langdetect-rs, its port to Rust: the same language and probability to the last bit at ~1/30
     of the time (langdetect was 93% of a logged run's scoring). fastText's bundled model, py3langid, CLD2 and lingua
     changed 2.7-4.4% of the decisions (measured in tests/test_quality_language.py). Profiles compiled in, nothing to
-    download; its own factory with a fixed seed (the walk is random otherwise): langdetect's global one is lm-eval's."""
+    download; its own factory with a fixed seed (the walk is random otherwise): the global one is lm-eval's."""
     from langdetect_rs import PROFILES_DIRECTORY, DetectorFactory
     factory = DetectorFactory()
     factory.load_profile(PROFILES_DIRECTORY)

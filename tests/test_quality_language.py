@@ -1,5 +1,6 @@
 """The quality filter's language rule runs langdetect's detector through langdetect-rs (evals.quality._detect); its
-decisions must be the ones langdetect itself gives, which stays installed for lm-eval's checkers.
+decisions must be the ones langdetect itself gives, which stays installed as the reference
+(lm-eval imports it; its checkers run on langdetect-rs under mend, tests/test_ifeval_langdetect.py).
 
 Measured before the switch on 2,864 texts over the rule's 40-letter floor (the 1,000 sample-traffic answers with their
 own metadata and again as if French were asked, the 80 labelled candidates, IFEval's 541 prompts, 300 of the
