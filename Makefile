@@ -99,7 +99,7 @@ gate: $(SETUP) ## compare the newest candidate with production on the holdout sp
 	@mkdir -p $(dir $(GATE_EXIT)) $(dir $(GATE_REPORT)) && rm -f $(GATE_EXIT)
 	$(PY) -m evals gate --report $(GATE_REPORT) $(ARGS); code=$$?; echo $$code > $(GATE_EXIT); exit $$code
 
-nightly: $(SETUP) ## the whole cycle: ingest, eval, cluster, synth, accept, export, train, validate, focus, gate, promote
+nightly: $(SETUP) ## the whole cycle: ingest, eval, cluster, synth, accept, export, train, validate, gate, promote
 	$(PY) -m curate nightly $(ARGS)
 
 demo: $(SETUP) ## the whole loop on the committed sample traffic, demo-sized, ending with the report
