@@ -2,6 +2,7 @@
 pyarrow's S3 client (no DuckDB extension to download) from an S3-compatible server on loopback (moto, started and
 stopped here), and Hive-partitioned folders whose `key=value` values join each record's metadata."""
 import json
+import urllib.request
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,6 +94,59 @@ def test_a_missing_bucket_or_prefix_is_one_clear_line_naming_the_url(s3, capsys,
     err = capsys.readouterr().err
     assert url in err and says in err.replace("\n", " ") and "Traceback" not in err
     assert rows("SELECT count(*) FROM ingests") == [(0,)]
+
+
+@pytest.fixture
+def s3_auth(s3, tmp_path):
+    """The objects of _upload, then the moto server checking every request's signature and IAM policy (its
+    /moto-api/reset-auth, put back afterwards), with keys for two users: `reader` may do anything in S3, `lister`
+    may list the bucket but not read its objects."""
+    _upload(s3, tmp_path)
+    endpoint = s3.meta.endpoint_url
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+    deny_get = {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::traffic/logs/*"}
+    keys = {}
+    for user, statements in {"reader": [allow], "lister": [allow, deny_get]}.items():
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": statements}))
+        keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+
+    def enforce(count: str):
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", count.encode(),
+                                                      {"Content-Type": "text/plain"})).close()
+    enforce("0")
+    try:
+        yield keys
+    finally:
+        enforce("inf")
+
+
+def _use(monkeypatch, key):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+
+
+def test_refused_credentials_name_the_url_and_what_to_set_and_store_nothing(s3_auth, capsys, monkeypatch):
+    assert main(["ingest", "s3://traffic/logs/"]) == 2  # keys the server does not know: refused at the listing
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("error: s3://traffic/logs/: access denied: the server refused HeadObject with the credentials in use "
+            "(AWS_ACCESS_KEY_ID); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") in err and "AWS_PROFILE" in err
+    assert "Traceback" not in err
+    assert rows("SELECT (SELECT count(*) FROM ingests), (SELECT count(*) FROM traces)") == [(0, 0)]
+
+    _use(monkeypatch, s3_auth["lister"])  # may list, may not read: each object fails alone, nothing is stored
+    assert main(["ingest", "s3://traffic/logs/"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    for key in ("day=2026-12-01/a.jsonl", "day=2026-12-02/b.parquet"):
+        assert f"error: s3://traffic/logs/{key}: access denied: the server refused" in err
+    assert rows("SELECT status, count(*) FROM ingests GROUP BY ALL") == [("failed", 2)]
+    assert rows("SELECT count(*) FROM traces") == [(0,)]
+
+    _use(monkeypatch, s3_auth["reader"])  # the right keys: the inbox reads both (a failed ingest is not skipped)
+    monkeypatch.setenv("MEND_TRACES_INBOX", "s3://traffic/logs")
+    assert [(s.status, s.counts.stored) for s in ingest.ingest_inbox()] == [("complete", 3), ("complete", 2)]
 
 
 def test_an_unreachable_endpoint_names_the_url(monkeypatch, capsys):

@@ -42,7 +42,9 @@ MAX_LINES = 500
 # +10: issue 24, the quality filter's language rule on langdetect-rs (evals/quality.py, +3 lines: why that one).
 # +30: issue 24, lm-eval's langdetect checkers on langdetect-rs (evals/ifeval.py: why, and what was measured) and
 # outcome-preserving speed-ups of the quality filter (evals/quality.py).
-TOTAL_BUDGET = 19_330
+# +230: issue 24 item 5, http(s) input (traces/http_input.py: probed, streamed, skipped by Content-Length, Last-Modified
+# and ETag) and refused S3 credentials named with what to set (traces/locations.py): +230 lines.
+TOTAL_BUDGET = 19_560
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -5,8 +5,9 @@ Load LLM call logs into the `traces` table. With no PATH, ingests the files in t
 and mtime match such a row is skipped without being read).
 Folders are walked for *.jsonl, *.ndjson, *.json, *.parquet (and .gz of the JSON ones); Hive `key=value` folders
 below the one named (`traffic/day=2026-12-01/part-0.parquet`) add their values to each record's metadata. PATH and
-the inbox may be `s3://bucket/prefix/` (an object, or every object under it; traces.locations): objects are
-streamed, and the inbox's are skipped by URL, size and last-modified time once ingested completely.
+the inbox may be `s3://bucket/prefix/` (an object, or every object under it; traces.locations) or an http(s) URL of
+one file (traces.http_input): they are streamed (Parquet over http is downloaded to a temporary file first), and the
+inbox's are skipped by URL, size and last-modified time (and ETag, over http) once ingested completely.
 
 Formats (decided per file from its first JSON value, not its name): OpenAI Chat Completions logs and
 `{"messages": [...]}` records, one per line (JSONL), or as one pretty-printed object or a JSON array
@@ -246,7 +247,7 @@ def ingest_file(path: Path, cfg=None, sha: str | None = None, progress=None, sta
     import duckdb
     cfg = cfg or settings.load("traces")
     check_settings(cfg)
-    path = path if isinstance(path, locations.RemoteFile) else Path(path).resolve()
+    path = path if locations.is_remote(path) else Path(path).resolve()
     try:
         stat = stat or path.stat()  # before hashing: a file changed meanwhile does not match next time
         sha = sha or _identity(path)
@@ -283,8 +284,8 @@ def _unopenable(cfg, path: Path, e: OSError) -> FileSummary:
 
 
 def _identity(path) -> str:
-    """A local file's sha256; an object's URL, size and mtime (hashing it would read it twice: traces.locations)."""
-    return path.identity if isinstance(path, locations.RemoteFile) else sha256_file(path)
+    """A local file's sha256; a remote file's URL, size, mtime (and ETag) (hashing would read it twice: locations)."""
+    return path.identity if locations.is_remote(path) else sha256_file(path)
 
 
 def completed_files() -> list[tuple]:
@@ -321,8 +322,8 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
         try:
             # size and mtime as when it was ingested: skipped unread (rsync's quick check; the bytes are read again
             # once either changes, and the content hash stays the file's identity)
-            st = path.stat()
-            if (str(path), st.st_size, st.st_mtime_ns) in unchanged:
+            st, local = path.stat(), not locations.is_remote(path)  # a remote identity is its stat: no quick check
+            if local and (str(path), st.st_size, st.st_mtime_ns) in unchanged:
                 summaries.append(FileSummary(str(path), "-", "-", status="skipped"))
                 continue
             sha, size = _identity(path), st.st_size
@@ -331,12 +332,12 @@ def ingest_paths(paths: list[str | Path], cfg=None, skip_done: bool = False, con
             continue
         if sha in done:
             summaries.append(FileSummary(str(path), "-", "-", status="skipped"))
-            if (sha, str(path)) in at_path:
+            if local and (sha, str(path)) in at_path:
                 _note_stat(path, sha, st)
             continue
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                      disable=size < (8 << 20)) as bar:
+                      disable=(size or 0) < (8 << 20)) as bar:  # an http body may come with no size
             task = bar.add_task(safe(path.name), total=size)
             summaries.append(ingest_file(path, cfg, sha, lambda n: bar.update(task, completed=n), st, partitions))
         if summaries[-1].status == "complete":  # a copy of a failed file (a .csv refused by its name) is still read

@@ -1,5 +1,6 @@
-"""Where `traces ingest` input lives: local files and folders, objects under an `s3://bucket/prefix`, and the Hive
-partition values (`day=2026-12-01/`) in the folders between the path named and each file.
+"""Where `traces ingest` input lives: local files and folders, objects under an `s3://bucket/prefix`, one file at an
+http(s) URL (traces.http_input), and the Hive partition values (`day=2026-12-01/`) in the folders between the path
+named and each file.
 
 Object storage is read through pyarrow.fs.S3FileSystem, not DuckDB: DuckDB reads s3:// only with its httpfs
 extension, which it downloads at first use, and the extension packages on PyPI stop at DuckDB 1.5.x while 2.0 is
@@ -11,30 +12,57 @@ Ceph, moto) is named by the `s3_endpoint` setting, else AWS_ENDPOINT_URL_S3 / AW
 An object is read as a stream (Parquet by ranges), never copied to disk. It is never hashed either (that would
 read it twice): it is skipped as already ingested when its URL, size and last-modified time match a complete
 ingest, as a local inbox file is by path, size and mtime; its `ingests.file_sha256` is `object:` + the sha256 of
-those three.
+those three. A request the server refuses (unknown keys, a policy that denies it) is told apart from one that failed:
+its line names the operation refused, the credentials in use and what to set.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
-from traces.readers import REFUSED, SUFFIXES
+from traces import http_input
+from traces.readers import REFUSED, SUFFIXES, IngestError
 
-SCHEMES = ("s3://",)
+SCHEMES = ("s3://", "http://", "https://")  # http(s): one file at a URL (traces.http_input)
 
 
 class RemoteError(OSError):
-    """Object storage that cannot be listed or read (no such bucket, refused credentials, no endpoint); the
-    message names the URL."""
+    """Input elsewhere that cannot be listed or read (no such bucket, refused credentials, no endpoint, an http error
+    or timeout): the command stops before storing anything; the message names the URL."""
 
 
 def is_url(path) -> bool:
     return str(path).startswith(SCHEMES)
+
+
+def is_remote(path) -> bool:
+    """An object or a URL (RemoteFile, http_input.HttpFile), named by metadata rather than hashed: not a local path."""
+    return hasattr(path, "identity")
+
+
+# what the AWS SDK (through pyarrow) says when the server refused the request, not when it failed to answer
+_REFUSAL = re.compile(r"ACCESS_DENIED|AccessDenied|INVALID_ACCESS_KEY|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|"
+                      r"SignatureDoesNotMatch|EXPIRED_TOKEN|ExpiredToken|InvalidToken|HTTP status 40[13]\b")
+
+
+def _refused(url: str, e: OSError) -> str | None:
+    """The line for a request the server refused (wrong or missing credentials, a policy that denies it), naming
+    the URL, the operation refused, the credentials in use and what to set; None for any other error."""
+    if not _REFUSAL.search(str(e)):
+        return None
+    op = re.search(r"during (\w+) operation", str(e))
+    used = ("AWS_PROFILE=" + os.environ["AWS_PROFILE"] if os.environ.get("AWS_PROFILE")
+            else "AWS_ACCESS_KEY_ID" if os.environ.get("AWS_ACCESS_KEY_ID")
+            else "none in the environment: the SDK's chain (~/.aws, an instance role) or none at all")
+    return (f"{url}: access denied: the server refused {op.group(1) if op else 'the request'} with the credentials "
+            f"in use ({used}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
+            "ones) or AWS_PROFILE to credentials allowed s3:ListBucket and s3:GetObject on it")
 
 
 @dataclass(frozen=True)
@@ -65,32 +93,18 @@ class RemoteFile:
 
     def open(self, mode: str = "rb"):
         """A buffered stream with tell() (the progress bar's position), which Arrow's input streams lack."""
-        return io.BufferedReader(_Counted(self.fs.open_input_stream(self.key)), 8 << 20)
+        return io.BufferedReader(http_input.Counted(self._opened(self.fs.open_input_stream)), 8 << 20)
 
     def arrow_file(self):
         """Random access, for Parquet (its footer first, then the row groups by range)."""
-        return self.fs.open_input_file(self.key)
+        return self._opened(self.fs.open_input_file)
 
-
-class _Counted(io.RawIOBase):
-    def __init__(self, stream):
-        self.stream, self.pos = stream, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        data = self.stream.read(len(b))
-        b[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.pos
-
-    def close(self) -> None:
-        self.stream.close()
-        super().close()
+    def _opened(self, open_key):
+        """A refused read fails this object with one line saying what to set, not the SDK's message alone."""
+        try:
+            return open_key(self.key)
+        except OSError as e:
+            raise IngestError(_refused(self.url, e) or f"{self.url}: cannot read it: {e}") from None
 
 
 def filesystem(cfg=None):
@@ -111,8 +125,9 @@ def list_remote(url: str, cfg=None) -> list[tuple[RemoteFile, dict]]:
         infos = [info] if info.type == pafs.FileType.File else \
             fs.get_file_info(pafs.FileSelector(root, recursive=True)) if info.type == pafs.FileType.Directory else []
     except OSError as e:
-        raise RemoteError(f"{url}: cannot list it: {e} (check the bucket, the credentials (AWS_ACCESS_KEY_ID, "
-                          "AWS_PROFILE) and, for an S3-compatible server, the s3_endpoint setting)") from None
+        raise RemoteError(_refused(url, e) or f"{url}: cannot list it: {e} (check the bucket, the credentials "
+                          "(AWS_ACCESS_KEY_ID, AWS_PROFILE) and, for an S3-compatible server, the s3_endpoint setting)"
+                          ) from None
     if not infos:
         raise RemoteError(f"{url}: " + ("no such object or prefix" if _bucket_exists(fs, parts.netloc)
                                         else f"the bucket {parts.netloc!r} does not exist (or these credentials "
@@ -145,9 +160,15 @@ def partitions(relative: str) -> dict:
 
 def expand(paths: list, cfg=None) -> list[tuple]:
     """(file, partition values) for each path: a file; a folder's or prefix's files, sorted, refused formats listed
-    too (a CSV dropped in the inbox is reported, not ignored); an s3:// object or prefix."""
+    too (a CSV dropped in the inbox is reported, not ignored); an s3:// object or prefix; an http(s) URL."""
     out = []
     for p in paths:
+        if str(p).startswith(("http://", "https://")):  # one file, no listing (traces.http_input)
+            try:
+                out.append((http_input.probe(str(p), cfg), {}))
+            except http_input.HttpError as e:
+                raise RemoteError(str(e)) from None
+            continue
         if is_url(p):
             out += list_remote(str(p), cfg)
             continue

@@ -48,7 +48,10 @@ def _read(f, n: int) -> bytes:
     if getattr(f, "mend_broken", None):
         raise _Unreadable(f.mend_broken)
     if not isinstance(f, gzip.GzipFile):
-        return f.read(n)
+        try:
+            return f.read(n)
+        except READ_ERRORS as e:  # a stream that broke: an http or s3 body cut off or timed out
+            raise _Unreadable(_describe(e)) from None
     out = bytearray()
     try:
         while len(out) < n and (piece := f.read1(min(n - len(out), 1 << 20))):

@@ -45,6 +45,7 @@ class TracesSettings:
     # batches, so another command waits one batch, not one file
     s3_endpoint: str = ""  # an S3-compatible server for s3:// input (MinIO, R2: "http://host:9000"); empty: AWS, or
     # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL as the AWS SDKs read them. Credentials: the AWS SDK's chain, never here
+    http_timeout_s: float = 60.0  # http(s):// input: how long to wait for an answer or for the next bytes; 0: no limit
     busy_timeout_s: float = 10.0  # how long to retry a database held by another process (an ingest frees it per batch)
 
 
