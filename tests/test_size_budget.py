@@ -40,7 +40,9 @@ MAX_LINES = 500
 # +100: issue 23, the nightly's focus stage (curate/loop/focus.py): train again on the claimed clusters only, judge
 # that adapter on validation, gate it; export and the sweep take only_checks.
 # +10: issue 24, the quality filter's language rule on langdetect-rs (evals/quality.py, +3 lines: why that one).
-TOTAL_BUDGET = 19_300
+# +30: issue 24 item 4, a cluster reached by a Ray Client address ("ray://"): scoring's and embedding's Ray Data
+# pipelines run in a task on the cluster (traces.ray_engine.where_data_runs), as the client cannot execute them.
+TOTAL_BUDGET = 19_330
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
