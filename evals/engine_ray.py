@@ -19,18 +19,27 @@ def score_on_ray(score_chunk, suite, traces, settings) -> dict[str, list]:
     traces: a list of trace dicts or a pyarrow Table of them."""
     import pyarrow as pa
 
-    from traces.ray_engine import ray_data
-    data = ray_data(settings.ray_address)
-    import ray  # installed: ray_data said so
+    from traces.ray_engine import ray_data, where_data_runs
+    ray_data(settings.ray_address)  # connected here, before any data is built
     table = traces if isinstance(traces, pa.Table) else _table(traces)
     if table.num_rows == 0:
         return {k: [] for k in TYPES}
-    blocks = [table.slice(i, BATCH) for i in range(0, table.num_rows, BATCH)]  # one block, one task, one CPU
-    ds = data.from_arrow(blocks).map_batches(
-        _score_batch, batch_size=BATCH, batch_format="pyarrow", zero_copy_batch=True,
-        fn_args=(score_chunk, suite, tuple(settings.check_modules)))
-    out = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    out = where_data_runs(_score_table, score_chunk, suite, table, tuple(settings.check_modules), BATCH)
     return {k: out.column(k).to_pylist() for k in TYPES}
+
+
+def _score_table(score_chunk, suite, table, check_modules, batch):
+    """Where Ray Data runs (traces.ray_engine.where_data_runs): the table's batches scored on the cluster, in order.
+    `batch` comes from the caller's process: this may run in a worker, whose module has its own BATCH."""
+    import pyarrow as pa
+    import ray
+
+    from traces.ray_engine import ray_data
+    blocks = [table.slice(i, batch) for i in range(0, table.num_rows, batch)]  # one block, one task, one CPU
+    ds = ray_data().from_arrow(blocks).map_batches(
+        _score_batch, batch_size=batch, batch_format="pyarrow", zero_copy_batch=True,
+        fn_args=(score_chunk, suite, check_modules))
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
 def _table(traces: list[dict]):

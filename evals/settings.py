@@ -18,7 +18,8 @@ class EvalsSettings:
     score_workers: int = 0  # processes scoring deterministic checks; 0: up to 4 (CPU count) from 1,000 traces
     engine: str = "local"  # local | ray: score checks and embed texts on Ray Data (pip install 'mend[ray]')
     # when one machine is not enough; the same results as local (traces/ray_engine.py, docs/benchmarks.md)
-    ray_address: str = ""  # engine = "ray": a running cluster ("auto", "ray://head:10001"); empty: a local one
+    ray_address: str = ""  # engine = "ray": a running cluster ("head:6379", "ray://head:10001", "auto"); empty:
+    # RAY_ADDRESS, else the cluster `ray start` started on this machine, else a new local one (README, Ray)
     judge_base_url: str = ""  # OpenAI-compatible endpoint of the judge; empty: the judge suite is skipped
     judge_model: str = ""  # model name sent to the judge endpoint
     judge_api_key_env: str = "OPENAI_API_KEY"  # env var holding the judge's key (the key itself is never stored)

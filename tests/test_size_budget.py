@@ -44,7 +44,9 @@ MAX_LINES = 500
 # outcome-preserving speed-ups of the quality filter (evals/quality.py).
 # +230: issue 24 item 5, http(s) input (traces/http_input.py: probed, streamed, skipped by Content-Length, Last-Modified
 # and ETag) and refused S3 credentials named with what to set (traces/locations.py): +230 lines.
-TOTAL_BUDGET = 19_560
+# +30: issue 24 item 4, a cluster reached by a Ray Client address ("ray://"): scoring's and embedding's Ray Data
+# pipelines run in a task on the cluster (traces.ray_engine.where_data_runs), as the client cannot execute them.
+TOTAL_BUDGET = 19_590
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

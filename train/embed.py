@@ -111,17 +111,24 @@ class _RayEmbedder:
 def _embed_on_ray(texts: list[str], batch_size: int, address: str):
     """The texts in batches of 4 x batch_size over up to one actor per CPU of the cluster; the rows carry their
     index, so the vectors come back in the order of `texts` whatever order the actors finish in."""
+    from traces.ray_engine import ray_data, where_data_runs
+    ray_data(address)
+    import ray  # installed: ray_data said so
+    step = batch_size * 4
+    actors = max(1, min(int(ray.available_resources().get("CPU", 1)), -(-len(texts) // step)))
+    return where_data_runs(_embed_blocks, texts, batch_size, actors)
+
+
+def _embed_blocks(texts: list[str], batch_size: int, actors: int):
+    """Where Ray Data runs (traces.ray_engine.where_data_runs): one block per batch, so every actor gets work."""
     import numpy as np
     import pyarrow as pa
 
     from traces.ray_engine import ray_data
-    data = ray_data(address)
-    import ray  # installed: ray_data said so
     step = batch_size * 4
-    actors = max(1, min(int(ray.available_resources().get("CPU", 1)), -(-len(texts) // step)))
     table = pa.table({"i": np.arange(len(texts)), "text": texts})
-    blocks = [table.slice(i, step) for i in range(0, len(texts), step)]  # one block per batch: every actor gets work
-    ds = data.from_arrow(blocks).map_batches(
+    blocks = [table.slice(i, step) for i in range(0, len(texts), step)]
+    ds = ray_data().from_arrow(blocks).map_batches(
         _RayEmbedder, batch_size=step, batch_format="numpy", concurrency=actors,
         fn_constructor_kwargs={"batch_size": batch_size})
     parts = list(ds.iter_batches(batch_format="numpy", batch_size=None))

@@ -39,6 +39,20 @@ def ifeval_meta(*pairs):
     return {"instruction_id_list": [p[0] for p in pairs], "kwargs": [p[1] for p in pairs]}
 
 
+def ifeval_traffic(n=30):
+    """n IFEval traces, four answers over three instruction sets: some pass and some fail each check (the Ray tests
+    score them on each engine and compare the rows, RUN_RESULTS)."""
+    answers = ["cats are nice and soft", "dogs, they bark", "Birds Fly High over the hills today", "ok"]
+    checks = [ifeval_meta(NO_COMMA), ifeval_meta(LOWER, NO_COMMA),
+              ifeval_meta(("length_constraints:number_words", {"relation": "at least", "num_words": 5})),
+              ifeval_meta(LOWER)]
+    return [trace_row(i, f"Write about topic {i}.", answers[i % 4], checks[i % 3]) for i in range(n)]
+
+
+RUN_RESULTS = ("SELECT trace_id, check_idx, check_id, check_args, passed, passed_loose, score, reason, output, "
+               "details FROM results WHERE run_id = ? ORDER BY trace_id, check_idx")
+
+
 def fetch(sql, params=()):
     with store.connect() as con:
         return con.execute(sql, list(params)).fetchall()
