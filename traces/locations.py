@@ -93,7 +93,7 @@ class RemoteFile:
 
     def open(self, mode: str = "rb"):
         """A buffered stream with tell() (the progress bar's position), which Arrow's input streams lack."""
-        return io.BufferedReader(http_input.Counted(self._opened(self.fs.open_input_stream)), 8 << 20)
+        return io.BufferedReader(_Refusable(self._opened(self.fs.open_input_stream), self.url), 8 << 20)
 
     def arrow_file(self):
         """Random access, for Parquet (its footer first, then the row groups by range)."""
@@ -105,6 +105,24 @@ class RemoteFile:
             return open_key(self.key)
         except OSError as e:
             raise IngestError(_refused(self.url, e) or f"{self.url}: cannot read it: {e}") from None
+
+
+class _Refusable(http_input.Counted):
+    """Arrow may send the GET only at the first read (moto 5.2.6 refuses it there, 5.2.5 at the open): a refusal
+    then is the same one line as at the open, not a broken stream."""
+
+    def __init__(self, stream, url: str):
+        super().__init__(stream)
+        self.url = url
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return super().read(n)
+        except OSError as e:
+            line = _refused(self.url, e)
+            if line:
+                raise IngestError(line) from None
+            raise
 
 
 def filesystem(cfg=None):
