@@ -46,7 +46,8 @@ MAX_LINES = 500
 # and ETag) and refused S3 credentials named with what to set (traces/locations.py): +230 lines.
 # +30: issue 24 item 4, a cluster reached by a Ray Client address ("ray://"): scoring's and embedding's Ray Data
 # pipelines run in a task on the cluster (traces.ray_engine.where_data_runs), as the client cannot execute them.
-TOTAL_BUDGET = 19_590
+# +10: traces/locations.py names an s3 refusal at an object's first read too (Arrow sends the GET there).
+TOTAL_BUDGET = 19_600
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).
