@@ -27,6 +27,7 @@ Heavy imports belong inside `run`, so discovery stays cheap.
 
 import contextlib
 import os
+import time
 
 
 @contextlib.contextmanager
@@ -41,3 +42,10 @@ def scratch_store(path):
             os.environ.pop("MEND_DB", None)
         else:
             os.environ["MEND_DB"] = saved
+
+
+def timed(fn):
+    """(fn(), its wall-clock seconds)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start

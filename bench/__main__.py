@@ -99,6 +99,14 @@ def record_rows(module: str, rows: list[dict], out: Path | None = None) -> None:
     write(out, sorted(kept + new, key=lambda r: r["_module"]))
 
 
+def emit(module: str, rows: list[dict], record: bool) -> None:
+    """A bench module run on its own (`python -m bench.bench_X ... [--record]`): its rows printed, and recorded."""
+    import json
+    print(json.dumps(rows, indent=1))
+    if record:
+        record_rows(module, rows)
+
+
 def show(console: Console, rows: list[dict]) -> None:
     table = Table(title="benchmarks")
     for c in COLUMNS[:7]:

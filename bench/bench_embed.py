@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import timed
+
 VERBS = ("Write", "Explain", "Summarize", "Describe", "List", "Draft", "Compare", "Give", "Outline", "Translate")
 FORMS = ("a short poem", "an email", "a paragraph", "three bullet points", "a product description", "a haiku",
          "a story", "a cover letter", "a tweet", "an essay", "a recipe", "a limerick", "a summary", "a FAQ")
@@ -58,16 +60,10 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def _cpu_timed(fn, cpu: dict, key: str):
-    """_timed, and this process's CPU seconds of fn into cpu[key]."""
+    """timed, and this process's CPU seconds of fn into cpu[key]."""
     start = time.process_time()
-    out = _timed(fn)
+    out = timed(fn)
     cpu[key] = time.process_time() - start
     return out
 
@@ -114,11 +110,11 @@ def measure(n: int, per_text_n: int) -> dict:
     finally:
         torch.set_num_threads(threads)
     loads["Ray start"] = os.getloadavg()[0]
-    _, start_s = _timed(lambda: ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False))
+    _, start_s = timed(lambda: ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False))
     try:
-        _, ray_warm_s = _timed(lambda: embed(first[:32], batch_size=4, engine="ray"))  # actors' imports, apart
+        _, ray_warm_s = timed(lambda: embed(first[:32], batch_size=4, engine="ray"))  # actors' imports, apart
         loads["Ray"] = os.getloadavg()[0]
-        on_ray, ray_s = _timed(lambda: embed(first, batch_size=64, engine="ray"))
+        on_ray, ray_s = timed(lambda: embed(first, batch_size=64, engine="ray"))
     finally:
         ray.shutdown()
     loads["after"] = os.getloadavg()[0]

@@ -175,11 +175,8 @@ def main(argv=None) -> int:
     if a.child:
         print(json.dumps(child(a.child)))
         return 0
-    out = bench([int(x) for x in a.stores.split(",")], a.new)
-    print(json.dumps(out, indent=1))
-    if a.record:
-        from bench.__main__ import record_rows
-        record_rows("incremental", out)
+    from bench.__main__ import emit
+    emit("incremental", bench([int(x) for x in a.stores.split(",")], a.new), a.record)
     return 0
 
 

@@ -11,19 +11,14 @@ only as steady as the machine's load over the run (its load average is in the no
 from __future__ import annotations
 
 import os
-import time
 import types
+
+from bench import timed
 
 
 def _settings(engine: str):
     from traces import settings
     return types.SimpleNamespace(**{**settings.as_dict(settings.load("evals")), "engine": engine})
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def measure(n: int) -> dict:
@@ -36,11 +31,11 @@ def measure(n: int) -> dict:
     cores = len(os.sched_getaffinity(0))
     checks.ifeval_check("punctuation:no_comma", "warm up", {}, "")  # lm-eval's import, outside both timings
     loads = [os.getloadavg()[0]]  # the machine is shared: its load at each phase says how steady the ratio is
-    local, local_s = _timed(lambda: runner.score(suite, traces, workers=cores, settings=_settings("local")))
-    _, start_s = _timed(lambda: ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False))
+    local, local_s = timed(lambda: runner.score(suite, traces, workers=cores, settings=_settings("local")))
+    _, start_s = timed(lambda: ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False))
     try:
         loads.append(os.getloadavg()[0])
-        on_ray, ray_s = _timed(lambda: runner.score(suite, traces, workers=cores, settings=_settings("ray")))
+        on_ray, ray_s = timed(lambda: runner.score(suite, traces, workers=cores, settings=_settings("ray")))
     finally:
         ray.shutdown()
     loads.append(os.getloadavg()[0])
@@ -62,16 +57,13 @@ def run(quick: bool, n: int | None = None) -> list[dict]:
 def main(argv=None) -> int:
     """python -m bench.bench_ray [--n N] [--record]: a larger job than `make bench` runs (the issue asks for 1M)."""
     import argparse
-    import json
+
+    from bench.__main__ import emit
     p = argparse.ArgumentParser(prog="python -m bench.bench_ray")
     p.add_argument("--n", type=int, default=5_000, help="traces to score on each engine")
     p.add_argument("--record", action="store_true", help="write the row into docs/benchmarks.md")
     a = p.parse_args(argv)
-    out = run(False, a.n)
-    print(json.dumps(out, indent=1))
-    if a.record:
-        from bench.__main__ import record_rows
-        record_rows("ray", out)
+    emit("ray", run(False, a.n), a.record)
     return 0
 
 

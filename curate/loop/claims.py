@@ -110,11 +110,11 @@ def judge(ctx, adapter: str, clusters: dict, outcomes_fn=None) -> dict:
     val = carve(cs.sweep_val_fraction, cs.sweep_val_max, 0, None, cs.sweep_val_traffic)
     outcomes_fn = outcomes_fn or item_outcomes
     model = load("train").model
-    memo = getattr(ctx, "memo", {})
-    base = memo.get(("validation base", frozenset(checks)))
-    if base is None:
+    memo, key = getattr(ctx, "memo", {}), ("validation base", frozenset(checks))
+    if key not in memo:
         ctx.console.rule("validation: the base")
-        base = memo[("validation base", frozenset(checks))] = outcomes_fn(model, None, val, checks)
+        memo[key] = outcomes_fn(model, None, val, checks)
+    base = memo[key]
     ctx.console.rule("validation: the candidate")
     cand = outcomes_fn(model, adapter, val, checks)
     per_check = screen(base, cand, cs.nightly_claim_alpha)
