@@ -47,10 +47,17 @@ class CurateSettings:
     max_calls_per_cluster: int = 256  # teacher (and self: student) calls per cluster (budget)
     max_calls_total: int = 2000  # uncached teacher (and self: student) calls per synth run (budget)
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
-    synth_minutes: float = 15.0  # wall-clock minutes per synth run for the teacher's and the student's samples (budget,
-    # checked between batches of 16 requests, shared equally by the (strategy, cluster) turns left; repairs go on;
-    # 0: no limit): what keeps the default nightly within an hour on 2 cores (docs/benchmarks.md, "default
-    # nightly's synthesis without a time budget"). A re-run continues where this one stopped (calls are cached)
+    synth_turn_calls: int = 48  # calls (cached ones included) each (strategy, cluster) turn of compose mode sends at
+    # most, counted between batches of 16: the budget that makes a rerun send the same requests, with the same seeds,
+    # on any machine, so that it trains on the same data (0: none, the clock alone). 48: one self round over the
+    # 48 prompts of per_cluster, as the idle 2ff3939 nightly ran; the clock ended turns at other points under load
+    # and a rerun kept other data (docs/results.md, 2026-12-07, HEAD 164d14a)
+    synth_minutes: float = 30.0  # wall-clock minutes per synth run for the teacher's and the student's samples (a
+    # backstop: checked between batches of 16 requests, shared equally by the (strategy, cluster) turns left; repairs
+    # go on; 0: no limit). It keeps a slow machine's nightly bounded (docs/benchmarks.md, "default nightly's synthesis
+    # without a time budget"); where it ends a turn before synth_turn_calls, the synth table says so. 30 (was 15, the
+    # only budget then): 6 clusters x 2 turns of 48 calls take about 18 minutes at the student's 0.5 calls/s on 2
+    # idle cores. A re-run continues where the clock stopped it (calls are cached)
     guidance: str = "auto"  # never: drop the constrained strategy from `strategies` | auto | always: keep it (in
     # compose mode auto and always act the same: the constrained strategy guides every prompt it has a grammar for)
     guidance_threshold: float = 0.1  # cluster_order "fixable": a cluster whose earlier candidates (8 or more) verified

@@ -47,7 +47,9 @@ MAX_LINES = 500
 # +30: issue 24 item 4, a cluster reached by a Ray Client address ("ray://"): scoring's and embedding's Ray Data
 # pipelines run in a task on the cluster (traces.ray_engine.where_data_runs), as the client cannot execute them.
 # +10: traces/locations.py names an s3 refusal at an object's first read too (Arrow sends the GET there).
-TOTAL_BUDGET = 19_600
+# +40: issue 23, synthesis budgeted by a count of calls per turn (synth_turn_calls, curate/synth/candidates.py), so a
+# rerun trains on the same data; the clock stays as a backstop, and the synth table says when it ended a turn.
+TOTAL_BUDGET = 19_640
 
 # Over MAX_LINES today and being split in other branches; each entry goes when its split merges (the test below
 # fails once a listed file is back under the limit, so the list cannot go stale).

@@ -4,6 +4,8 @@ the server's dialect), sample, revise (the teacher sees the failing answer and t
 a multi-instruction prompt; strategy and provenance on every example; the target stops later strategies."""
 import json
 
+import pytest
+
 from openai_stub import OpenAIStub
 from builders.synth import BASES, seed_store, use_stub
 
@@ -358,3 +360,46 @@ def test_teacher_minutes_are_shared_by_the_turns_left(monkeypatch):
     strategies.run(jobs, s, budget, progress=None)
     assert shares == [("c0", 200), ("c1", 295), ("c2", 290)]  # 600/3; then (600-10)/2; then what is left
     assert budget.turn_end is None and budget.skipped == {}
+
+
+
+@pytest.mark.parametrize("step", [0, 5])  # a frozen clock; one where every look is 5 s later (within the turn's share)
+def test_a_turn_sends_at_most_synth_turn_calls_whatever_the_clock(monkeypatch, step):
+    """The count, not the clock, ends a turn: a rerun sends the same requests on a fast machine and a loaded one."""
+    import itertools
+
+    from curate.synth import candidates
+    seed_store()
+    clock = itertools.count(0, step) if step else itertools.repeat(0)
+    monkeypatch.setattr(candidates, "now", lambda: next(clock))
+    with OpenAIStub() as stub:
+        stub.responder = lambda body: "An answer, with a comma."  # never verified: the target is not what stops
+        use_stub(monkeypatch, stub, per_cluster=2, k=20, strategies='["sample"]', synth_turn_calls=5,
+                 synth_minutes=60, teacher_concurrency=1)
+        synth.synthesize()
+        assert [b["seed"] for b in stub.requests] == [0, 0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("turn_calls, sent, warned", [(2, 2, False), (40, 32, True)])
+def test_the_synth_table_says_when_the_clock_ended_a_turn_before_its_count(monkeypatch, turn_calls, sent, warned):
+    """Each call takes 100 s of a 30-minute budget: 2, the count ends the turn; 40, the clock does (two batches)."""
+    import io
+
+    from rich.console import Console
+
+    from curate.synth import candidates
+    seed_store()
+    t = [0.0]
+    monkeypatch.setattr(candidates, "now", lambda: t[0])
+    out = io.StringIO()
+
+    def answer(body):
+        t[0] += 100
+        return "An answer, with a comma."
+    with OpenAIStub() as stub:
+        stub.responder = answer
+        use_stub(monkeypatch, stub, per_cluster=2, k=20, strategies='["sample"]', synth_turn_calls=turn_calls,
+                 synth_minutes=30, teacher_concurrency=1)
+        synth.synthesize(console=Console(file=out, width=300))
+        assert stub.count == sent
+    assert ("the clock ended 1 turn(s) before synth_turn_calls" in out.getvalue()) == warned

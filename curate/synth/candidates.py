@@ -39,20 +39,40 @@ class Budget:
     spent_calls: int = 0
     spent_cost: float = 0.0
     minutes: float = 0.0  # teacher wall-clock budget of the run, counted from the Budget's creation (0: none)
+    turn_calls: int = 0  # calls one (strategy, cluster) turn sends at most, cached ones included (0: no count)
     started: float = field(default_factory=lambda: now())
     skipped: dict = field(default_factory=dict)  # strategy -> clusters it never reached because a budget was spent
     turn_end: float | None = None  # when the current (strategy, cluster) turn's share of the minutes runs out
+    turn_sent: int = 0  # calls the current turn sent
+    clock_turns: int = 0  # turns the clock ended before their count: what they kept depends on the machine's speed
 
     def share(self, turns_left: int) -> None:
-        """Give the next turn an equal share of the minutes left (what a quick turn leaves goes to later ones),
-        so that a time budget reaches every cluster instead of running out on the first few."""
+        """Start a turn: its count of calls, and an equal share of the minutes left (what a quick turn leaves goes
+        to later ones), so that a time budget reaches every cluster instead of running out on the first few."""
+        self.turn_sent = 0
         if self.minutes > 0 and turns_left > 0:
             left = self.minutes * 60 - (now() - self.started)
             self.turn_end = now() + max(0.0, left) / turns_left
 
+    def end_turn(self) -> None:
+        if self.turn_end is not None and now() >= self.turn_end and not self._counted_out:
+            self.clock_turns += 1
+        self.turn_end = None
+
+    @property
+    def _counted_out(self) -> bool:
+        return self.turn_calls > 0 and self.turn_sent >= self.turn_calls
+
     @property
     def turn_over(self) -> bool:
-        return self.turn_end is not None and now() >= self.turn_end
+        """The turn's count is sent (the same on every machine), or its share of the minutes is over (a backstop:
+        where it ends a turn first, a rerun on a faster machine sends more calls and keeps other data)."""
+        return self._counted_out or (self.turn_end is not None and now() >= self.turn_end)
+
+    def chunk(self) -> int:
+        """Requests the next batch may send: CHUNK, or fewer where a count runs out."""
+        turn_left = self.turn_calls - self.turn_sent if self.turn_calls > 0 else CHUNK
+        return max(0, min(CHUNK, self.calls_left, turn_left))
 
     @property
     def out_of_time(self) -> bool:
@@ -71,6 +91,7 @@ class Budget:
             f"max_cost_usd (${self.spent_cost:.2f})"
 
     def take(self, calls: list) -> None:
+        self.turn_sent += len(calls)
         self.spent_calls += sum(1 for c in calls if not c.cached)
         self.calls_left -= sum(1 for c in calls if not c.cached)
         cost = sum(c.cost_usd or 0.0 for c in calls if not c.cached)

@@ -233,7 +233,7 @@ def synthesize(cluster_id: str | list[str] | None = None, per_cluster: int | Non
     if not todo:
         console.print("no clusters: run `python -m evals clusters` first")
         return {}
-    budget = Budget(s.max_calls_total, s.max_cost_usd, minutes=s.synth_minutes)
+    budget = Budget(s.max_calls_total, s.max_cost_usd, minutes=s.synth_minutes, turn_calls=s.synth_turn_calls)
     tallies = {c["cluster_id"]: Tally(c["label"], c["check_id"]) for c in todo}
     if s.mode == "full":
         full_mode(todo, prompts, s, budget, tallies, console)
@@ -280,6 +280,10 @@ def show_yield(tallies: dict, budget: Budget, console: Console, target: int = 0)
         short = ", ".join(f"{name} for {n} cluster(s)" for name, n in budget.skipped.items())
         console.print(f"[yellow]budget spent:[/] {budget.why()}; not run: {short}. A re-run continues "
                       "(calls made are cached); raise the budget to reach them in one run")
+    if budget.clock_turns:
+        console.print(f"[yellow]the clock ended {budget.clock_turns} turn(s) before synth_turn_calls[/] "
+                      f"(synth_minutes {budget.minutes:g}): what they kept depends on this machine's speed, so a "
+                      "rerun elsewhere may train on other data; raise synth_minutes for a reproducible run")
 
 
 def _share(n: int, total: int) -> str:

@@ -324,9 +324,9 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
     if task is None:
         task = env.progress.add_task(safe(f"{strategy} {job.cluster['label'][:40]}"), total=len(reqs))
     for i in range(0, len(reqs), CHUNK):
-        if job.done(s) or budget.spent or (i > 0 and budget.turn_over):  # a turn sends at least one batch
-            break
-        chunk = reqs[i:i + min(CHUNK, budget.calls_left)]
+        if job.done(s) or budget.spent or not budget.chunk() or (i > 0 and budget.turn_over):
+            break  # a turn sends at least one batch, unless its count of calls is sent
+        chunk = reqs[i:i + budget.chunk()]
         calls = client.complete_many([r for _, r in chunk], progress=lambda n: env.progress.advance(task, n))
         budget.take(calls)
         job.calls += len(calls)
@@ -461,4 +461,4 @@ def run(jobs: list[Job], s, budget, progress) -> None:
                     continue
                 budget.share(sum(1 for n, j in turns[i:] if n not in TEACHER_FREE and not j.done(s)))
             STRATEGIES[name](job, env)
-            budget.turn_end = None
+            budget.end_turn()
