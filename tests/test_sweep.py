@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -349,6 +350,12 @@ def test_grid_config_errors_name_the_key():
     only = sweep.parse_config("epochs=2 only_checks=punctuation:no_comma+startend:end_checker")
     assert sweep._only(only) == {"punctuation:no_comma", "startend:end_checker"} and sweep._only({}) is None
     assert sweep.train_flags(only, Path("t.jsonl")) == ["--training-set", "t.jsonl", "--epochs", "2.0"]
+    cs = SimpleNamespace(max_train_examples=192, layout_targets=False)
+    every = sweep.parse_config("max_train_examples=0 layout_targets=true")
+    assert sweep._export_args(every, cs) == {"max_examples": 0, "layout_targets": True, "only_checks": None}
+    assert sweep._export_args(only, cs) == {"max_examples": 192, "layout_targets": False,
+                                            "only_checks": {"punctuation:no_comma", "startend:end_checker"}}
+    assert sweep.train_flags(every, Path("t.jsonl")) == ["--training-set", "t.jsonl"]
 
 
 def test_nightly_report_shows_the_sweep_of_the_training_set(exported):

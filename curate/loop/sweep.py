@@ -11,7 +11,8 @@ validation split, never on the gate's holdout.
    groups that failed a check of a cluster the accepted examples came from (deduplicated by messages, the first
    `sweep_val_max` by a hash of the id); (b) anchors = the first `sweep_anchors` instruction-free requests of
    validation groups with the base's own greedy answer (curate/replay.py, cached).
-3. Each grid config (`sweep_grid`: TrainSettings keys plus replay_self_share / replay_fraction / layout_targets;
+3. Each grid config (`sweep_grid`: TrainSettings keys plus replay_self_share / replay_fraction / layout_targets /
+   only_checks / max_train_examples;
    lora_alpha follows lora_r as 2 r unless given) gets its training set (curate/export.py build + write, under
    `sweep_dir`), is trained in-process (train.lora.run) and scored: target = share of (a) whose greedy answer passes
    all its own checks (evals.checks.verify_instructions); anchor NLL = mean per-token NLL of (b)'s answers
@@ -62,7 +63,8 @@ RULE = ("highest validation target pass rate (the largest gain over the base) am
         "answers rise <= {dtol:g} points; ties: smaller max(anchor rise, prose rise), then grid order; none within "
         "all three: the smallest worst rise, each taken as a multiple of its own tolerance")
 CURATE_KEYS = {"replay_self_share": float, "replay_fraction": float, "layout_targets": bool,
-               "only_checks": str}  # only_checks: "a+b", the clusters of those checks only (their examples)
+               "only_checks": str,  # "a+b": the clusters of those checks only (their examples)
+               "max_train_examples": int}  # accepted examples exported at most (0: every one)
 
 
 # ---------------------------------------------------------------- grid
@@ -100,6 +102,12 @@ def train_flags(config: dict, training_set: Path) -> list[str]:
 
 def _only(config: dict) -> frozenset | None:
     return frozenset(config["only_checks"].split("+")) if config.get("only_checks") else None
+
+
+def _export_args(config: dict, cs) -> dict:
+    """export.build's keywords for a config: its own curate keys, else the settings' (what the nightly exports)."""
+    return {"max_examples": config.get("max_train_examples", cs.max_train_examples),
+            "layout_targets": config.get("layout_targets", cs.layout_targets), "only_checks": _only(config)}
 
 
 def describe(config: dict) -> str:
@@ -304,9 +312,7 @@ def _run_config(sid, idx, config, val, base, cs, source_hash, path, rule, train_
     out = resolve_path(cs.sweep_dir) / sid / f"c{idx}" / "train.jsonl"
     run_id = None
     try:
-        items, counts, prefs = export.build(fraction, share, val.groups, answerer, max_examples=cs.max_train_examples,
-                                            layout_targets=config.get("layout_targets", cs.layout_targets),
-                                            only_checks=_only(config))
+        items, counts, prefs = export.build(fraction, share, val.groups, answerer, **_export_args(config, cs))
         # ... what the nightly would train with these settings
         export.write(items, counts, out, fraction, prefs, share)
         if train_fn is None:
