@@ -93,9 +93,11 @@ class CurateSettings:
     # curate/export.py LAYOUT_CHECKS) as SFT targets too (never as preference pairs). Off: the sweep on the default
     # nightly's data chose it (validation degenerate share 34.4% -> 26.0% without them, 30.2% with; targets 49.8% vs
     # 48.7%; docs/results.md, 2026-12-07)
-    max_train_examples: int = 192  # accepted examples exported at most, taken from every cluster in turn (0: all):
-    # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo");
-    # 32 per cluster of max_clusters, as many as the demo's recipe gave each of its 4
+    max_train_examples: int = 256  # accepted examples exported at most, taken from every cluster in turn (0: all):
+    # what keeps training within the default nightly's hour on 2 cores (docs/benchmarks.md, "DPO step time, demo").
+    # 256 (was 192): the sweep's rule chose every accepted example (198 of the 164d14a nightly's, outside validation)
+    # over 192, 17/0 against 15/0 on the validation targets (docs/results.md, 2026-12-07); 256 exports the same 198
+    # there and still bounds training (~45 steps) on larger traffic
     train_out: str = "data/train/train.jsonl"  # export path (manifest next to it: train.manifest.json)
     focus_out: str = "data/train/focus.jsonl"  # the focus stage's training set (the claimed clusters only)
     max_clusters: int = 6  # clusters `curate synth` targets (0 = every cluster), chosen by cluster_order. Few: over
