@@ -49,9 +49,10 @@ class CurateSettings:
     max_cost_usd: float = 5.0  # teacher cost per synth run (budget; local costs 0)
     synth_turn_calls: int = 48  # calls (cached ones included) each (strategy, cluster) turn of compose mode sends at
     # most, counted between batches of 16: the budget that makes a rerun send the same requests, with the same seeds,
-    # on any machine, so that it trains on the same data (0: none, the clock alone). 48: one self round over the
-    # 48 prompts of per_cluster, as the idle 2ff3939 nightly ran; the clock ended turns at other points under load
-    # and a rerun kept other data (docs/results.md, 2026-12-07, HEAD 164d14a)
+    # on any machine (0: none, the clock alone). The student's samples are then the same (288 of 288 in two fresh
+    # nightlies); the built-in llama.cpp teacher's are not (36 of 63: its slots batch requests together). 48: one
+    # self round over the 48 prompts of per_cluster, as the idle 2ff3939 nightly ran; the clock ended turns at other
+    # points under load and a rerun kept other data (docs/results.md, 2026-12-07, HEADs 164d14a and de35acd)
     synth_minutes: float = 30.0  # wall-clock minutes per synth run for the teacher's and the student's samples (a
     # backstop: checked between batches of 16 requests, shared equally by the (strategy, cluster) turns left; repairs
     # go on; 0: no limit). It keeps a slow machine's nightly bounded (docs/benchmarks.md, "default nightly's synthesis
