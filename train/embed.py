@@ -116,16 +116,15 @@ def _embed_on_ray(texts: list[str], batch_size: int, address: str):
     import ray  # installed: ray_data said so
     step = batch_size * 4
     actors = max(1, min(int(ray.available_resources().get("CPU", 1)), -(-len(texts) // step)))
-    return where_data_runs(_embed_blocks, texts, batch_size, actors)
+    return where_data_runs(_embed_blocks, texts, batch_size, step, actors)
 
 
-def _embed_blocks(texts: list[str], batch_size: int, actors: int):
+def _embed_blocks(texts: list[str], batch_size: int, step: int, actors: int):
     """Where Ray Data runs (traces.ray_engine.where_data_runs): one block per batch, so every actor gets work."""
     import numpy as np
     import pyarrow as pa
 
     from traces.ray_engine import ray_data
-    step = batch_size * 4
     table = pa.table({"i": np.arange(len(texts)), "text": texts})
     blocks = [table.slice(i, step) for i in range(0, len(texts), step)]
     ds = ray_data().from_arrow(blocks).map_batches(

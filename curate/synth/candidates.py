@@ -55,8 +55,7 @@ class Budget:
             self.turn_end = now() + max(0.0, left) / turns_left
 
     def end_turn(self) -> None:
-        if self.turn_end is not None and now() >= self.turn_end and not self._counted_out:
-            self.clock_turns += 1
+        self.clock_turns += self.turn_over and not self._counted_out  # the clock ended it (a bool counts 0 or 1)
         self.turn_end = None
 
     @property

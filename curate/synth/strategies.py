@@ -324,9 +324,9 @@ def ask(job: Job, env: Env, strategy: str, reqs: list[tuple], id_and_record: Cal
     if task is None:
         task = env.progress.add_task(safe(f"{strategy} {job.cluster['label'][:40]}"), total=len(reqs))
     for i in range(0, len(reqs), CHUNK):
-        if job.done(s) or budget.spent or not budget.chunk() or (i > 0 and budget.turn_over):
+        if job.done(s) or budget.spent or not (n := budget.chunk()) or (i > 0 and budget.turn_over):
             break  # a turn sends at least one batch, unless its count of calls is sent
-        chunk = reqs[i:i + budget.chunk()]
+        chunk = reqs[i:i + n]
         calls = client.complete_many([r for _, r in chunk], progress=lambda n: env.progress.advance(task, n))
         budget.take(calls)
         job.calls += len(calls)
