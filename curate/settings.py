@@ -118,8 +118,8 @@ class CurateSettings:
     # single-instruction prompts from validation requests when there are fewer): 24 could not rank configs
     sweep_val_traffic: int = 256  # validation groups' seed traces, all kinds, answered by each candidate and the
     # base: the degenerate share the gate's guard counts, on traffic like the holdout's (0: not measured). 256
-    # takes all the sample traffic's 235 (one answer: 0.4 points instead of 0.8): on them the 2-epoch recipe's rise
-    # was +4.3 points, 32 answers made degenerate and 22 cured (docs/results.md, 2026-12-07)
+    # took all 235 of the 1,000-call sample traffic (one answer: 0.4 points instead of 0.8): on them the 2-epoch
+    # recipe's rise was +4.3 points, 32 answers made degenerate and 22 cured (docs/results.md, 2026-12-07)
     sweep_anchors: int = 12  # instruction-free validation requests whose base answers measure anchoring
     sweep_anchor_tolerance: float = 0.10  # largest allowed rise of the per-token perplexity of the base's own
     # answers (exp(NLL_adapter - NLL_base) - 1); the gate's perplexity guard allows 10% too
