@@ -177,3 +177,11 @@ def test_an_item_counts_for_the_trained_cluster_its_request_is_nearest(home):
     assert claims.by_unit(base, units) == {("p1", "c-a"): False, ("p2", claims.DEGENERATE): True}
     per = claims.screen(claims.by_unit(base, units), claims.by_unit(cand, units), 0.2, min_items=1)
     assert per == {"c-a": {"n": 1, "fixed": 1, "broken": 0, "p": 1.0, "screened": True, "claimed": False}}
+
+
+def test_a_report_of_a_ledger_that_screened_checks_still_renders():
+    """Nightlies before the per-cluster screen stored `checks`; their reports keep that table."""
+    row = {"n": 20, "fixed": 5, "broken": 0, "p": 0.0625, "screened": True, "claimed": True}
+    md = "\n".join(claims.claims_md({"prompts": 3, "traffic": 1, "checks": {"no_comma": row}, "not_claimed": []}))
+    assert "| check | items |" in md and "| no_comma | 20 | 5 | 0 | 0.062 | yes |" in md
+    assert "clusters of the claimed checks" in md

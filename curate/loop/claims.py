@@ -175,19 +175,20 @@ def _claimed(c: dict, yes: str) -> str:
     return yes if c["claimed"] else "no"
 
 
-def claims_table(per_unit: dict, unit: str = "cluster"):
+def claims_table(per_cluster: dict):
     from rich.table import Table
     t = Table(title="claims: the candidate against the base on the validation split")
-    for col in (unit, "items", "fixed", "broken", "p", "claimed"):
-        t.add_column(col, justify="left" if col == unit else "right")
-    for name, c in per_unit.items():
+    for col in ("cluster", "items", "fixed", "broken", "p", "claimed"):
+        t.add_column(col, justify="left" if col == "cluster" else "right")
+    for name, c in per_cluster.items():
         t.add_row(name, str(c["n"]), str(c["fixed"]), str(c["broken"]), f"{c['p']:.3f}",
                   _claimed(c, "[bold green]yes[/]"))
     return t
 
 
 def claims_md(summary: dict, title: str = "Claims (validation split)") -> list[str]:
-    """The report's section: what validation said per check, and which clusters the gate was given."""
+    """The report's section: what validation said per trained cluster (per check in older ledgers), and which
+    clusters the gate was given."""
     unit = "cluster" if summary.get("clusters") else "check"  # nightlies before 2026-12-07's 19925b9 screened checks
     per_unit = summary.get("clusters") or summary.get("checks")
     if not per_unit:
@@ -197,9 +198,10 @@ def claims_md(summary: dict, title: str = "Claims (validation split)") -> list[s
     rise = summary.get("degenerate_rise")
     return [f"## {title}", "",
             f"The candidate against the base on {summary['prompts']} validation target prompts and "
-            f"{summary['traffic']} validation traffic traces (never the holdout), each item counted for the trained "
-            f"cluster its request is nearest. The gate tests the claimed {unit}s' clusters; not claimed: "
-            + (", ".join(summary["not_claimed"]) or "none") + "."
+            f"{summary['traffic']} validation traffic traces (never the holdout)"
+            + (", each item counted for the trained cluster its request is nearest. The gate tests the claimed "
+               "clusters" if unit == "cluster" else ". The gate tests the clusters of the claimed checks")
+            + "; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + "."
             + ("" if rise is None else f" Degenerate traffic answers: {rise:+.1f} points.")
             + (f" No gate: {summary['why']}." if summary.get("why") else ""), "",
             f"| {unit} | items | fixed | broken | p | claimed |", "|---|---|---|---|---|---|", *rows, ""]
