@@ -55,13 +55,6 @@ def _trained(con):
     con.executemany("INSERT INTO train_examples VALUES ('tr1', ?, 'example', 'h')", [["e-c-nc"], ["e-c-fl"]])
 
 
-def _units(monkeypatch, outcomes: dict) -> None:
-    """Every item of a check counts for the trained cluster of that check (item_units itself: its own test)."""
-    trained = {"no_comma": "c-nc", "fluent": "c-fl"}
-    monkeypatch.setattr(claims, "item_units", lambda val, clusters: {k: trained[k[1]] for k in outcomes
-                                                                     if trained.get(k[1]) in clusters})
-
-
 def _ctx(**done):
     return SimpleNamespace(done=done, console=Console(file=open("/dev/null", "w")))
 
@@ -71,20 +64,18 @@ def test_the_stage_claims_the_clusters_of_the_checks_validation_supports(home, m
         _trained(con)
     monkeypatch.setattr("curate.loop.validation.carve", lambda *a, **k: SimpleNamespace(prompts=[1] * 3, traffic=[1]))
     seen = []
-    base, cand = _merged(_pairs("no_comma", 5, 0, 15), _pairs("fluent", 8, 6, 6))
-    _units(monkeypatch, base)
 
     def outcomes(model, adapter, val, checks):
         seen.append((adapter, sorted(checks)))
+        base, cand = _merged(_pairs("no_comma", 5, 0, 15), _pairs("fluent", 8, 6, 6))
         return cand if adapter else base
 
     out = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
     assert seen == [(None, ["fluent", "no_comma"]), ("a/b", ["fluent", "no_comma"])]  # the base, then the candidate
     assert out["claimed"] == ["c-nc"] and out["not_claimed"] == ["label fluent"]
-    assert out["clusters"]["label no_comma"]["fixed"] == 5 and (out["prompts"], out["traffic"]) == (3, 1)
+    assert out["checks"]["no_comma"]["fixed"] == 5 and (out["prompts"], out["traffic"]) == (3, 1)
     md = "\n".join(claims.claims_md(out))
-    assert "| label no_comma | 20 | 5 | 0 | 0.062 | yes |" in md and "not claimed: label fluent." in md
-    assert "| cluster | items |" in md
+    assert "| no_comma | 20 | 5 | 0 | 0.062 | yes |" in md and "not claimed: label fluent." in md
     assert out["degenerate_rise"] is None  # no traffic answers in this fake
     monkeypatch.setenv("MEND_CURATE_NIGHTLY_VALIDATE", "false")
     assert claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)["skipped"]
@@ -126,16 +117,14 @@ def test_more_degenerate_validation_traffic_than_the_gate_allows_means_no_gate(h
     monkeypatch.setattr("curate.loop.validation.carve", lambda *a, **k: SimpleNamespace(prompts=[], traffic=[1]))
     flags = {"base": [False] * 90 + [True] * 10, "cand": [False] * 84 + [True] * 16}  # 10% -> 16%: +6 points
 
-    base, cand = _pairs("no_comma", 8, 0, 12)
-    _units(monkeypatch, base)
-
     def outcomes(model, adapter, val, checks):
+        base, cand = _pairs("no_comma", 8, 0, 12)
         side = cand if adapter else base
         return {**side, **{(f"t{i}", claims.DEGENERATE): d for i, d in enumerate(flags["cand" if adapter else "base"])}}
 
     out = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
     assert out["degenerate_rise"] == 6.0 and out["claimed"] == [] and "rose 6.0 points" in out["why"]
-    assert claims.DEGENERATE not in out["clusters"]
+    assert claims.DEGENERATE not in out["checks"]
     flags["cand"] = [False] * 86 + [True] * 14
     # +4: within the gate's 5, the claims stand (fluent: no validation item here, so not screened)
     again = claims.stage_validate(_ctx(train={"adapter": "a/b", "train_run": "tr1"}), outcomes)
@@ -155,33 +144,3 @@ def test_item_outcomes_on_a_real_model(home, monkeypatch, tiny_model_dir, one_th
     out = claims.item_outcomes(str(tiny_model_dir), None, val, {"punctuation:no_comma", "fluent"})
     assert set(out) == {("p1", "punctuation:no_comma"), ("t1", "fluent"), ("t1", claims.DEGENERATE)}
     assert out[("t1", "fluent")] != out[("t1", claims.DEGENERATE)]  # the same filter, one as a pass
-
-
-def test_an_item_counts_for_the_trained_cluster_its_request_is_nearest(home):
-    """As the gate pools holdout traces (the nearest cluster of their check): a validation item nearer an untrained
-    cluster of its check is not evidence for the trained one; the only cluster of a check takes every item."""
-    from evals.clusters import hashed_embed
-    poem, plumber = "Write a poem about the sea at night", "Write an email to a plumber about a leak"
-    with store.connect() as con:
-        for cid, check, text in [("c-a", "no_comma", poem), ("c-b", "no_comma", plumber), ("c-f", "fluent", poem)]:
-            con.execute("""INSERT INTO clusters (cluster_id, run_id, check_id, label, size, centroid)
-                           VALUES (?, 'r', ?, ?, 5, ?)""", [cid, check, cid, hashed_embed([text])[0].tolist()])
-    items = [{"id": i, "prompt": f"{text} without commas.", "metadata": {}}
-             for i, text in [("p1", poem), ("p2", plumber)]]
-    val = SimpleNamespace(prompts=items[:1], traffic=items[1:])
-    trained = {"c-a": ("no_comma", "no_comma c-a"), "c-f": ("fluent", "fluent c-f")}
-    units = claims.item_units(val, trained, embed=hashed_embed)
-    assert units == {("p1", "no_comma"): "c-a", ("p1", "fluent"): "c-f", ("p2", "fluent"): "c-f"}
-    base = {("p1", "no_comma"): False, ("p2", "no_comma"): False, ("p2", claims.DEGENERATE): True}
-    cand = {("p1", "no_comma"): True, ("p2", "no_comma"): True, ("p2", claims.DEGENERATE): False}
-    assert claims.by_unit(base, units) == {("p1", "c-a"): False, ("p2", claims.DEGENERATE): True}
-    per = claims.screen(claims.by_unit(base, units), claims.by_unit(cand, units), 0.2, min_items=1)
-    assert per == {"c-a": {"n": 1, "fixed": 1, "broken": 0, "p": 1.0, "screened": True, "claimed": False}}
-
-
-def test_a_report_of_a_ledger_that_screened_checks_still_renders():
-    """Nightlies before the per-cluster screen stored `checks`; their reports keep that table."""
-    row = {"n": 20, "fixed": 5, "broken": 0, "p": 0.0625, "screened": True, "claimed": True}
-    md = "\n".join(claims.claims_md({"prompts": 3, "traffic": 1, "checks": {"no_comma": row}, "not_claimed": []}))
-    assert "| check | items |" in md and "| no_comma | 20 | 5 | 0 | 0.062 | yes |" in md
-    assert "clusters of the claimed checks" in md

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from test_claims import _merged, _pairs, _trained, _units
+from test_claims import _merged, _pairs, _trained
 
 from curate.loop import focus, nightly
 from traces import store
@@ -16,7 +16,6 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setattr("curate.loop.validation.carve", lambda *a, **k: SimpleNamespace(prompts=[1] * 3, traffic=[1]))
     with store.connect() as con:
         _trained(con)  # tr1 trained on c-nc (no_comma) and c-fl (fluent)
-    _units(monkeypatch, _merged(_pairs("no_comma", 5, 0, 15), _pairs("fluent", 8, 6, 6))[0])
     return tmp_path
 
 

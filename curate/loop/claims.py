@@ -13,15 +13,9 @@ validation traffic's degenerate share up by more than the gate's own `gate_degen
 not run, and the holdout is not spent on a candidate validation does not support.
 
 Items per check: each target prompt's targeted checks, and every check of a trained cluster that the validation
-traffic's own traces carry (`fluent` on every answer, when a fluent cluster was trained). Each item then counts for
-a trained cluster only when its request is nearest that cluster among the clusters of its check (`item_units`): the
-gate pools exactly those holdout traces (evals.clusters.assign_holdout, evals.gate.cluster_units). Screening every
-item of a check claimed a `fluent` cluster on all validation traffic (39 fixed / 21 broken of 293) that the gate then
-judged on its own 92 holdout traces (28/28; docs/results.md, 2026-12-07, 19925b9).
+traffic's own traces carry (`fluent` on every answer, when a fluent cluster was trained).
 """
 from __future__ import annotations
-
-import json
 
 from evals.stats import discordant, mcnemar_exact
 from traces import store
@@ -70,37 +64,8 @@ def degenerate_rise(base: dict, cand: dict) -> float | None:
     return 100 * (sum(cand[k] for k in keys) - sum(base[k] for k in keys)) / len(keys) if keys else None
 
 
-def item_units(val, clusters: dict, embed=None) -> dict[tuple[str, str], str]:
-    """{(item id, check): trained cluster id} for the validation items (target prompts and traffic) whose request is
-    nearest a trained cluster among the current clusters of that check, by the embedding and the rule the gate's
-    holdout assignment uses (evals.clusters.requests_of, _nearest). An item nearer an untrained cluster of its
-    check is not what the gate will count for the trained one."""
-    import polars as pl
-    from evals import clusters as cl
-    items = list(val.prompts) + list(val.traffic)
-    with store.connect(read_only=True) as con:
-        current = cl.current_clusters(con)
-    checks = sorted({check for check, _ in clusters.values()})
-    if not items or not checks or current.is_empty():
-        return {}
-    texts, bases = cl.requests_of(pl.DataFrame({"prompt": [p["prompt"] for p in items],
-                                                "metadata": [json.dumps(p["metadata"] or {}) for p in items]}))
-    vectors = cl._vectors(texts, embed)
-    rows = pl.DataFrame({"trace_id": [p["id"] for p in items for _ in checks], "check_id": checks * len(items)})
-    nearest = cl._nearest(rows, current, vectors.repeat(len(checks), axis=0), [b for b in bases for _ in checks])
-    check_of = dict(zip(current["cluster_id"].to_list(), current["check_id"].to_list()))
-    return {(item, check_of[cid]): cid for cid, item, _, _ in nearest if cid in clusters}
-
-
-def by_unit(outcomes: dict, units: dict) -> dict:
-    """Outcomes keyed (item, trained cluster) instead of (item, check); the traffic's degeneration flags kept."""
-    out = {(k[0], units[k]): v for k, v in outcomes.items() if k in units}
-    return {**out, **{k: v for k, v in outcomes.items() if k[1] == DEGENERATE}}
-
-
 def screen(base: dict, cand: dict, alpha: float, min_items: int = MIN_ITEMS) -> dict[str, dict]:
-    """Per unit (the second part of each key: a trained cluster, or a check): paired items, fixed, broken, McNemar p,
-    whether it was screened (enough items) and whether it is
+    """Per check: paired items, fixed, broken, McNemar p, whether it was screened (enough items) and whether it is
     claimed (screened and fixed more than broken at p <= alpha, or not screened)."""
     out = {}
     for cid in sorted({c for _, c in base} & {c for _, c in cand} - {DEGENERATE}):
@@ -152,14 +117,12 @@ def judge(ctx, adapter: str, clusters: dict, outcomes_fn=None) -> dict:
     base = memo[key]
     ctx.console.rule("validation: the candidate")
     cand = outcomes_fn(model, adapter, val, checks)
-    units = item_units(val, clusters)
-    per_cluster = screen(by_unit(base, units), by_unit(cand, units), cs.nightly_claim_alpha)
-    claimed = sorted(c for c in clusters  # no validation item at all: not screened either
-                     if per_cluster.get(c, {"claimed": True})["claimed"])
-    per_label = {clusters[c][1]: per_cluster[c] for c in sorted(per_cluster)}
-    ctx.console.print(claims_table(per_label))
+    per_check = screen(base, cand, cs.nightly_claim_alpha)
+    claimed = sorted(c for c, (check, _) in clusters.items()  # no validation item at all: not screened either
+                     if per_check.get(check, {"claimed": True})["claimed"])
+    ctx.console.print(claims_table(per_check))
     rise, tolerance = degenerate_rise(base, cand), load("evals").gate_degeneration_tolerance
-    out = {"prompts": len(val.prompts), "traffic": len(val.traffic), "clusters": per_label, "claimed": claimed,
+    out = {"prompts": len(val.prompts), "traffic": len(val.traffic), "checks": per_check, "claimed": claimed,
            "not_claimed": sorted(label for c, (_, label) in clusters.items() if c not in claimed),
            "degenerate_rise": None if rise is None else round(rise, 1)}
     if rise is not None and rise > tolerance:  # the guard would likely fail on the holdout too: do not spend it
@@ -175,33 +138,27 @@ def _claimed(c: dict, yes: str) -> str:
     return yes if c["claimed"] else "no"
 
 
-def claims_table(per_cluster: dict):
+def claims_table(per_check: dict):
     from rich.table import Table
     t = Table(title="claims: the candidate against the base on the validation split")
-    for col in ("cluster", "items", "fixed", "broken", "p", "claimed"):
-        t.add_column(col, justify="left" if col == "cluster" else "right")
-    for name, c in per_cluster.items():
-        t.add_row(name, str(c["n"]), str(c["fixed"]), str(c["broken"]), f"{c['p']:.3f}",
-                  _claimed(c, "[bold green]yes[/]"))
+    for col in ("check", "items", "fixed", "broken", "p", "claimed"):
+        t.add_column(col, justify="left" if col == "check" else "right")
+    for cid, c in per_check.items():
+        t.add_row(cid, str(c["n"]), str(c["fixed"]), str(c["broken"]), f"{c['p']:.3f}", _claimed(c, "[bold green]yes[/]"))
     return t
 
 
 def claims_md(summary: dict, title: str = "Claims (validation split)") -> list[str]:
-    """The report's section: what validation said per trained cluster (per check in older ledgers), and which
-    clusters the gate was given."""
-    unit = "cluster" if summary.get("clusters") else "check"  # nightlies before 2026-12-07's 19925b9 screened checks
-    per_unit = summary.get("clusters") or summary.get("checks")
-    if not per_unit:
+    """The report's section: what validation said per check, and which clusters the gate was given."""
+    if not summary.get("checks"):
         return []
-    rows = [f"| {name} | {c['n']} | {c['fixed']} | {c['broken']} | {c['p']:.3f} | {_claimed(c, 'yes')} |"
-            for name, c in per_unit.items()]
+    rows = [f"| {cid} | {c['n']} | {c['fixed']} | {c['broken']} | {c['p']:.3f} | {_claimed(c, 'yes')} |"
+            for cid, c in summary["checks"].items()]
     rise = summary.get("degenerate_rise")
     return [f"## {title}", "",
             f"The candidate against the base on {summary['prompts']} validation target prompts and "
-            f"{summary['traffic']} validation traffic traces (never the holdout)"
-            + (", each item counted for the trained cluster its request is nearest. The gate tests the claimed "
-               "clusters" if unit == "cluster" else ". The gate tests the clusters of the claimed checks")
-            + "; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + "."
+            f"{summary['traffic']} validation traffic traces (never the holdout). The gate tests the clusters of the "
+            "claimed checks; not claimed: " + (", ".join(summary["not_claimed"]) or "none") + "."
             + ("" if rise is None else f" Degenerate traffic answers: {rise:+.1f} points.")
             + (f" No gate: {summary['why']}." if summary.get("why") else ""), "",
-            f"| {unit} | items | fixed | broken | p | claimed |", "|---|---|---|---|---|---|", *rows, ""]
+            "| check | items | fixed | broken | p | claimed |", "|---|---|---|---|---|---|", *rows, ""]
