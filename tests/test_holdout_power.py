@@ -1,9 +1,8 @@
 """The nightly's holdout stage (curate.loop.holdout): when the gate's exact McNemar test could not reach gate_alpha
 for the clusters chosen even with every holdout failure fixed, the nightly stops before synthesis (exit 5), names
 the fix, and goes on only when told to. The committed sample traffic's default nightly is not stopped."""
-from pathlib import Path
-
 import pytest
+from builders import sample_traffic
 from builders.suites import instructions_only  # noqa: F401  (autouse: IFEval instructions only, no fluent)
 from builders.trace_rows import NO_COMMA, ifeval_meta, insert_traces, trace_row
 
@@ -11,8 +10,6 @@ from curate.loop import nightly
 from curate.loop.holdout import stage_holdout
 from evals import clusters, runner
 from traces import store
-
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "traffic" / "sample-traffic.jsonl.gz"
 
 
 def _clustered(holdout_failures: int) -> str:
@@ -79,7 +76,7 @@ def test_the_committed_sample_traffics_default_nightly_is_not_stopped(policy, mo
     from traces.ingest import ingest_file
     monkeypatch.delenv("MEND_EVALS_SUITES_DIR")  # the packaged suite, fluent included, as the default nightly
     monkeypatch.setenv("MEND_EVALS_GATE_TARGET_POLICY", policy)
-    ingest_file(SAMPLE)
+    ingest_file(sample_traffic.PATH)
     run = runner.run_suite("instruction_following", "all", progress=False)
     clusters.build_clusters(run, embed=clusters.hashed_embed)
     ctx = nightly.Context("nightly-sample", done={"clusters": {"run": run}})

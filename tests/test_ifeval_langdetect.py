@@ -7,14 +7,14 @@ Measured before the switch on 21,708 texts (see evals/ifeval.py): all identical.
 language flips with the seed (seed 1 instead of 0 changes 330 of those 21,708), so a reference run with another seed,
 or an unseeded one, fails here.
 """
-import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from builders import sample_traffic  # stdlib only: safe in the reference process too
+
 ROOT = Path(__file__).resolve().parent.parent
-TRAFFIC = ROOT / "examples" / "traffic" / "sample-traffic.jsonl.gz"
 SEED = 0
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt")
 
@@ -41,9 +41,7 @@ HANDWRITTEN = [
 
 def texts() -> list[str]:
     """The handwritten texts and the first 60 sample-traffic answers, each also upper- and lowercased."""
-    with gzip.open(TRAFFIC, "rt", encoding="utf-8") as f:
-        answers = [json.loads(line)["response"]["choices"][0]["message"]["content"] for line in f][:60]
-    base = HANDWRITTEN + answers
+    base = HANDWRITTEN + sample_traffic.answers(60)
     return base + [t.upper() for t in base] + [t.lower() for t in base]
 
 

@@ -12,19 +12,16 @@ download its full model and cut the text to 80 characters), py3langid (0.12 ms, 
 97.3%), lingua in low-accuracy mode (1 ms, 96.9%); their disagreements are mostly on the 135M model's English where
 another language was asked.
 """
-import gzip
-import itertools
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import sample_traffic
 
 from evals import quality
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAFFIC = ROOT / "examples" / "traffic" / "sample-traffic.jsonl.gz"
 
 
 def asked(lang: str) -> dict:
@@ -111,8 +108,7 @@ def test_the_same_language_and_probability_to_the_bit(langdetect_cached):
 def test_the_sample_traffic_is_judged_as_langdetect_judged_it(langdetect_cached, monkeypatch):
     """The first 1,000 logged answers of the 135M model with their own metadata (70 ask for another language than
     English), and each again as if French were asked: the rule's probability threshold decides on English text."""
-    with gzip.open(TRAFFIC, "rt", encoding="utf-8") as f:
-        logs = [json.loads(line) for line in itertools.islice(f, 1000)]  # the log was 1,000 calls when measured
+    logs = sample_traffic.logs(1000)
     pairs = [(log["response"]["choices"][0]["message"]["content"], log.get("metadata") or {}) for log in logs]
     pairs += [(text, asked("fr")) for text, _ in pairs]
     ours = [decision(text, md) for text, md in pairs]

@@ -8,19 +8,14 @@ metadata, trimmed, French asked, upper- and lowercased, its loose variants and p
 of the benchmark's answers; IFEval's prompts; prose in four languages; edge cases): every rule's output, fluency(),
 cut_repetition() and trim_truncated() identical; fluency() on the benchmark's answers ~380 -> ~280 us.
 """
-import gzip
-import itertools
-import json
 import random
 import re
-from pathlib import Path
 
 import pytest
+from builders import sample_traffic
 
 from evals import checks, quality
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAFFIC = ROOT / "examples" / "traffic" / "sample-traffic.jsonl.gz"
 q = quality
 
 
@@ -87,12 +82,8 @@ def language_floor(text, monkeypatch):
 # ------------------------------------------------------------------ the texts
 
 def traffic() -> list[str]:
-    with gzip.open(TRAFFIC, "rt", encoding="utf-8") as f:
-        # the first 1,000 (the whole log when the reference was measured; 2,000 since)
-        logs = [json.loads(line) for line in itertools.islice(f, 1000)]
-    answers = [log["response"]["choices"][0]["message"]["content"] for log in logs]
     out = []
-    for a in answers:
+    for a in sample_traffic.answers(1000):
         out += [a, a.upper(), a.lower()] + checks._distinct(checks.loose_variants(a))
     return out
 
